@@ -1,0 +1,130 @@
+//! The one place secrets are masked. Every output path (terminal, logs, machine-readable lines,
+//! diagnostics, `inspect`) passes its text through a [`Redactor`].
+//!
+//! Packer masks by exact value only, so a secret that was shell-quoted, JSON-escaped or
+//! URL-encoded on its way to the output leaks. The redactor registers each secret together with
+//! those transformed forms and replaces the longest match first.
+
+/// What a masked secret is shown as, as in Packer.
+pub const MASK: &str = "<sensitive>";
+
+#[derive(Debug, Default, Clone)]
+pub struct Redactor {
+    /// Every form of every secret, longest first.
+    needles: Vec<String>,
+}
+
+impl Redactor {
+    /// Registers a secret and the forms it takes when quoted or escaped. Empty values are not
+    /// secrets (a `sensitive-variables` entry whose value is `""` masks nothing).
+    pub fn add(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        let forms = [
+            secret.to_string(),
+            shell_single_quoted_body(secret),
+            json_escaped_body(secret),
+            url_encoded(secret),
+            url_encoded(secret).replace("%20", "+"),
+        ];
+        for f in forms {
+            if !f.is_empty() && !self.needles.contains(&f) {
+                self.needles.push(f);
+            }
+        }
+        self.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// True when `text` contains a secret in any registered form.
+    pub fn contains_secret(&self, text: &str) -> bool {
+        self.needles.iter().any(|n| text.contains(n.as_str()))
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for n in &self.needles {
+            if out.contains(n.as_str()) {
+                out = out.replace(n.as_str(), MASK);
+            }
+        }
+        out
+    }
+}
+
+/// The inside of a single-quoted shell word: `'` becomes `'"'"'` (how Packer's shell provisioner
+/// quotes environment values).
+fn shell_single_quoted_body(s: &str) -> String {
+    s.replace('\'', r#"'"'"'"#)
+}
+
+/// The inside of a JSON string literal.
+fn json_escaped_body(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Percent-encoding of everything but RFC 3986 unreserved characters.
+fn url_encoded(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_plain_quoted_escaped_and_encoded_forms() {
+        let mut r = Redactor::default();
+        let secret = r#"p@ss 'w"$rd"#;
+        r.add(secret);
+        let lines = [
+            format!("DB_PASSWORD={secret}"),
+            format!("DB_PASSWORD='{}'", shell_single_quoted_body(secret)),
+            serde_json::to_string(&serde_json::json!({ "pw": secret })).unwrap(),
+            format!("https://x/?pw={}", url_encoded(secret)),
+            format!("https://x/?pw={}", url_encoded(secret).replace("%20", "+")),
+        ];
+        for l in &lines {
+            let out = r.redact(l);
+            assert!(out.contains(MASK), "{l} -> {out}");
+            assert!(
+                !out.contains("w\"$rd") && !out.contains("w\\\"$rd"),
+                "{out}"
+            );
+            assert!(!out.contains("ss%20%27"), "{out}");
+        }
+    }
+
+    #[test]
+    fn empty_secret_masks_nothing() {
+        let mut r = Redactor::default();
+        r.add("");
+        assert!(r.is_empty());
+        assert_eq!(r.redact("abc"), "abc");
+    }
+
+    #[test]
+    fn longest_form_wins_so_no_fragment_is_left() {
+        let mut r = Redactor::default();
+        r.add("abc");
+        r.add("abcdef");
+        assert_eq!(r.redact("xabcdefx"), "x<sensitive>x");
+    }
+}

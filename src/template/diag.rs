@@ -1,0 +1,418 @@
+//! Diagnostics: what is wrong, where (file, line:column, JSON path), with a caret under the
+//! offending text and, where we can guess, what to do.
+//!
+//! Every problem of a template is collected into [`Diagnostics`] before anything is printed, so a
+//! user fixes all of them in one round. Rendering goes through the redactor so that a secret
+//! quoted in a template line never reaches the terminal.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::json::Span;
+use crate::redact::Redactor;
+
+/// A file (or stdin) whose text diagnostics point into.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The name as the user gave it (relative paths stay relative), or `<stdin>`.
+    pub name: String,
+    pub text: String,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Arc<SourceFile> {
+        Arc::new(SourceFile {
+            name: name.into(),
+            text: text.into(),
+        })
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..floor_boundary(&self.text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before[line_start..].chars().count() + 1;
+        (line, col)
+    }
+
+    fn line_text(&self, line: usize) -> &str {
+        self.text.lines().nth(line - 1).unwrap_or("")
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// A JSON path such as `builders[0].tags["Name tag"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonPath(String);
+
+impl JsonPath {
+    pub fn root() -> JsonPath {
+        JsonPath(String::new())
+    }
+
+    pub fn key(&self, k: &str) -> JsonPath {
+        let simple = !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let mut s = self.0.clone();
+        if simple {
+            if !s.is_empty() {
+                s.push('.');
+            }
+            s.push_str(k);
+        } else {
+            s.push('[');
+            s.push_str(&serde_json::to_string(k).unwrap_or_default());
+            s.push(']');
+        }
+        JsonPath(s)
+    }
+
+    pub fn index(&self, i: usize) -> JsonPath {
+        JsonPath(format!("{}[{i}]", self.0))
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("(top level)")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One located problem.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub message: String,
+    pub file: Option<Arc<SourceFile>>,
+    pub span: Option<Span>,
+    pub path: Option<JsonPath>,
+    /// Extra lines: what to do, or where the other half of a conflict is.
+    pub notes: Vec<String>,
+}
+
+impl Diagnostic {
+    pub fn error(message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            message: message.into(),
+            file: None,
+            span: None,
+            path: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn warning(message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(message)
+        }
+    }
+
+    pub fn at(mut self, file: &Arc<SourceFile>, span: Span) -> Diagnostic {
+        self.file = Some(file.clone());
+        self.span = Some(span);
+        self
+    }
+
+    pub fn in_file(mut self, file: &Arc<SourceFile>) -> Diagnostic {
+        self.file = Some(file.clone());
+        self
+    }
+
+    pub fn path(mut self, path: &JsonPath) -> Diagnostic {
+        if !path.is_root() {
+            self.path = Some(path.clone());
+        }
+        self
+    }
+
+    pub fn help(mut self, note: impl Into<String>) -> Diagnostic {
+        self.notes.push(format!("help: {}", note.into()));
+        self
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Diagnostic {
+        self.notes.push(format!("note: {}", note.into()));
+        self
+    }
+
+    /// Renders the diagnostic, masking secrets, in the style of rustc and just:
+    ///
+    /// ```text
+    /// error: unknown key `ami_nmae` in builder `web_worker` (amazon-ebs)
+    ///   --> images/web_worker.json:12:7 at builders[0].ami_nmae
+    ///    |
+    /// 12 |       "ami_nmae": "web-{{timestamp}}",
+    ///    |       ^^^^^^^^^^
+    ///    = help: did you mean `ami_name`?
+    /// ```
+    pub fn render(&self, redactor: &Redactor, color: bool) -> String {
+        let (label, code) = match self.severity {
+            Severity::Error => ("error", "1;31"),
+            Severity::Warning => ("warning", "1;33"),
+        };
+        let paint = |code: &str, s: &str| {
+            if color {
+                format!("\x1b[{code}m{s}\x1b[0m")
+            } else {
+                s.to_string()
+            }
+        };
+        let mut out = String::new();
+        out.push_str(&paint(code, label));
+        out.push_str(": ");
+        out.push_str(&redactor.redact(&self.message));
+        out.push('\n');
+        let mut gutter = 1;
+        match (&self.file, self.span) {
+            (Some(file), Some(span)) => {
+                let (line, col) = file.line_col(span.start);
+                gutter = line.to_string().len();
+                let pad = " ".repeat(gutter);
+                out.push_str(&format!(
+                    "{pad}{} {}:{line}:{col}",
+                    paint("1;34", "-->"),
+                    file.name
+                ));
+                if let Some(p) = &self.path {
+                    out.push_str(&format!(" at {p}"));
+                }
+                out.push('\n');
+                let text = file.line_text(line);
+                let excerpt = redactor.redact(text);
+                // The caret sits under the span's characters on this line; a span that goes on to
+                // later lines is underlined to the end of this one.
+                let line_start = file.text[..floor_boundary(&file.text, span.start)]
+                    .rfind('\n')
+                    .map_or(0, |i| i + 1);
+                let start_in_line = span.start - line_start;
+                let end_in_line = (span.end.max(span.start + 1) - line_start).min(text.len());
+                let caret_pad: String = text
+                    .get(..floor_boundary(text, start_in_line.min(text.len())))
+                    .unwrap_or("")
+                    .chars()
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                let width = text
+                    .get(
+                        floor_boundary(text, start_in_line.min(text.len()))
+                            ..floor_boundary(text, end_in_line),
+                    )
+                    .map_or(1, |s| s.chars().count())
+                    .max(1);
+                if excerpt == text {
+                    out.push_str(&format!("{pad} {}\n", paint("1;34", "|")));
+                    out.push_str(&format!(
+                        "{} {} {excerpt}\n",
+                        paint("1;34", &line.to_string()),
+                        paint("1;34", "|")
+                    ));
+                    out.push_str(&format!(
+                        "{pad} {} {caret_pad}{}\n",
+                        paint("1;34", "|"),
+                        paint(code, &"^".repeat(width))
+                    ));
+                } else {
+                    // The line holds a secret: show it masked, without a caret that would count
+                    // the secret's characters.
+                    out.push_str(&format!("{pad} {}\n", paint("1;34", "|")));
+                    out.push_str(&format!(
+                        "{} {} {excerpt}\n",
+                        paint("1;34", &line.to_string()),
+                        paint("1;34", "|")
+                    ));
+                }
+            }
+            (Some(file), None) => {
+                out.push_str(&format!(" {} {}", paint("1;34", "-->"), file.name));
+                if let Some(p) = &self.path {
+                    out.push_str(&format!(" at {p}"));
+                }
+                out.push('\n');
+            }
+            (None, _) => {
+                if let Some(p) = &self.path {
+                    out.push_str(&format!(" {} at {p}\n", paint("1;34", "-->")));
+                }
+            }
+        }
+        for n in &self.notes {
+            out.push_str(&format!(
+                "{} {} {}\n",
+                " ".repeat(gutter),
+                paint("1;34", "="),
+                redactor.redact(n)
+            ));
+        }
+        out
+    }
+}
+
+/// All problems found so far.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.items.extend(other.items);
+    }
+}
+
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let w = word.to_ascii_lowercase();
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = levenshtein(&w, &c.to_ascii_lowercase());
+        if best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    let (d, c) = best?;
+    // Allow about one edit in three characters; "nmae" → "name" is two edits in four.
+    let limit = (word.chars().count().max(c.chars().count()) / 3).max(2);
+    (d <= limit).then_some(c)
+}
+
+pub fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let sub = prev[j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            // A swap of two neighbours ("nmae") counts as one edit.
+            let swap = if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                prev[j - 1]
+            } else {
+                usize::MAX
+            };
+            cur[j] = sub.min(prev[j] + 1).min(cur[j - 1] + 1).min(swap);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_render_like_jq() {
+        let p = JsonPath::root()
+            .key("builders")
+            .index(0)
+            .key("tags")
+            .key("Name tag");
+        assert_eq!(p.to_string(), r#"builders[0].tags["Name tag"]"#);
+        assert_eq!(JsonPath::root().to_string(), "(top level)");
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        let f = SourceFile::new("t.json", "{\n  \"é\": 1,\n\t\"x\": 2\n}");
+        assert_eq!(f.line_col(0), (1, 1));
+        assert_eq!(f.line_col(4), (2, 3));
+        let x = f.text.find("\"x\"").unwrap();
+        assert_eq!(f.line_col(x), (3, 2));
+    }
+
+    #[test]
+    fn renders_caret_under_span_with_path_and_help() {
+        let text = "{\n  \"builders\": [{\"type\": \"amazon-ebs\", \"ami_nmae\": \"x\"}]\n}";
+        let f = SourceFile::new("images/t.json", text);
+        let start = text.find("\"ami_nmae\"").unwrap();
+        let d = Diagnostic::error("unknown key `ami_nmae`")
+            .at(&f, Span::new(start, start + 10))
+            .path(&JsonPath::root().key("builders").index(0).key("ami_nmae"))
+            .help("did you mean `ami_name`?");
+        let out = d.render(&Redactor::default(), false);
+        assert_eq!(
+            out,
+            "error: unknown key `ami_nmae`\n \
+             --> images/t.json:2:39 at builders[0].ami_nmae\n  \
+             |\n\
+             2 |   \"builders\": [{\"type\": \"amazon-ebs\", \"ami_nmae\": \"x\"}]\n  \
+             |                                       ^^^^^^^^^^\n  \
+             = help: did you mean `ami_name`?\n"
+        );
+    }
+
+    #[test]
+    fn a_line_with_a_secret_is_masked_and_gets_no_caret() {
+        let text = "{\"variables\": {\"pw\": \"hunter2\"}, \"bogus\": 1}";
+        let f = SourceFile::new("t.json", text);
+        let start = text.find("\"bogus\"").unwrap();
+        let mut r = Redactor::default();
+        r.add("hunter2");
+        let out = Diagnostic::error("unknown key")
+            .at(&f, Span::new(start, start + 7))
+            .render(&r, false);
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("<sensitive>"), "{out}");
+        assert!(!out.contains('^'), "{out}");
+    }
+
+    #[test]
+    fn suggests_close_keys_only() {
+        let keys = ["ami_name", "ami_description", "instance_type", "region"];
+        assert_eq!(closest("ami_nmae", keys), Some("ami_name"));
+        assert_eq!(closest("regoin", keys), Some("region"));
+        assert_eq!(closest("instance-type", keys), Some("instance_type"));
+        assert_eq!(closest("zzzzzzzz", keys), None);
+    }
+}
