@@ -1,3 +1,199 @@
 //! imgbuild: builds Amazon Machine Images from Packer JSON templates.
+//!
+//! What exists: the command line (`build`, `validate`, `inspect`, `version`, with Packer's
+//! single-dash flags), Packer's legacy JSON template language (located errors for every problem,
+//! variables, template functions through handlebars) and typed configuration of the amazon-ebs
+//! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest and
+//! shell-local post-processors.
+//!
+//! What does not exist yet: the amazon-ebs builder's steps, the SSH communicator and the running
+//! of provisioners and post-processors. `imgbuild build` validates and prepares every build, says
+//! that it stops there, and exits 1 without creating anything.
+//!
+//! Configuration comes from the template, `-var`/`-var-file`, and (later, for AWS access) the
+//! standard AWS chain.
+
+pub mod build;
+pub mod builder;
+pub mod cli;
+pub mod error;
+pub mod post_processor;
+pub mod provisioner;
 pub mod redact;
 pub mod template;
+pub mod ui;
+
+use cli::{Command, Invocation};
+use error::{Error, Exit};
+use template::diag::{Diagnostic, Diagnostics};
+use template::funcs::{Clock, Engine};
+use template::prepare::{prepare, Selection};
+use template::variables::{bind, VarArg};
+use template::Template;
+use ui::Ui;
+
+/// Runs imgbuild with these arguments (program name first); returns the exit status.
+pub fn run(args: Vec<String>) -> Exit {
+    let inv = match cli::parse(args) {
+        Ok(inv) => inv,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            };
+        }
+    };
+    let Invocation { command, var_args } = inv;
+    match command {
+        Command::Version => {
+            println!(
+                "imgbuild {} (Packer JSON template language {})",
+                env!("CARGO_PKG_VERSION"),
+                template::funcs::PACKER_COMPAT_VERSION
+            );
+            Exit::Success
+        }
+        Command::Inspect(a) => {
+            let ui = Ui::new(a.output.machine_readable, a.output.color);
+            inspect(&a.template, ui)
+        }
+        Command::Validate(a) => {
+            let ui = Ui::new(a.output.machine_readable, a.output.color);
+            let sel = Selection {
+                only: a.select.only,
+                except: a.select.except,
+            };
+            validate(&a.template, a.syntax_only, &var_args, &sel, ui)
+        }
+        Command::Build(a) => {
+            let ui = Ui::new(a.output.machine_readable, a.output.color);
+            let sel = Selection {
+                only: a.select.only,
+                except: a.select.except,
+            };
+            build(&a.template, &var_args, &sel, ui)
+        }
+    }
+}
+
+/// Loads a template through stage 1; on failure prints the problems.
+fn load(path: &str, ui: &Ui, diags: &mut Diagnostics) -> Option<Template> {
+    let (file, dir) = match template::read_source(path) {
+        Ok(v) => v,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let _ = ui;
+    Template::parse(file, dir, diags)
+}
+
+fn report(ui: &Ui, diags: &Diagnostics) -> Exit {
+    ui.diagnostics(diags);
+    if diags.has_errors() {
+        let n = diags.error_count();
+        ui.error(&format!(
+            "imgbuild: the template is not valid: {n} error{}",
+            if n == 1 { "" } else { "s" }
+        ));
+        Exit::Usage
+    } else {
+        Exit::Success
+    }
+}
+
+/// Stage 1 and stage 2, shared by validate and build.
+fn load_and_prepare(
+    path: &str,
+    var_args: &[VarArg],
+    sel: &Selection,
+    ui: &mut Ui,
+    diags: &mut Diagnostics,
+) -> Option<template::prepare::Prepared> {
+    let t = load(path, ui, diags)?;
+    let clock = Clock::now();
+    let engine = Engine::new(clock);
+    let vars = bind(&t, var_args, &engine, diags);
+    ui.redactor = vars.redactor.clone();
+    let prepared = prepare(&t, &vars, sel, &engine, clock, diags);
+    (!diags.has_errors()).then_some(prepared)
+}
+
+fn validate(
+    path: &str,
+    syntax_only: bool,
+    var_args: &[VarArg],
+    sel: &Selection,
+    mut ui: Ui,
+) -> Exit {
+    let mut diags = Diagnostics::default();
+    if syntax_only {
+        load(path, &ui, &mut diags);
+    } else {
+        load_and_prepare(path, var_args, sel, &mut ui, &mut diags);
+    }
+    let exit = report(&ui, &diags);
+    if exit == Exit::Success {
+        ui.say(if syntax_only {
+            "Syntax-only check passed. Everything looks okay."
+        } else {
+            "Template validated successfully."
+        });
+    }
+    exit
+}
+
+fn inspect(path: &str, mut ui: Ui) -> Exit {
+    let mut diags = Diagnostics::default();
+    let Some(t) = load(path, &ui, &mut diags) else {
+        return report(&ui, &diags);
+    };
+    if diags.has_errors() {
+        return report(&ui, &diags);
+    }
+    // Sensitive defaults are shown as <sensitive>; mask them anywhere else they appear too.
+    for v in &t.variables {
+        if t.sensitive.iter().any(|s| s.name == v.name) {
+            if let Some(d) = &v.default {
+                ui.redactor.add(d);
+            }
+        }
+    }
+    ui.diagnostics(&diags);
+    for line in template::inspect::inspect(&t) {
+        match line {
+            template::inspect::Line::Say(s) => ui.say(&s),
+            template::inspect::Line::Record(kind, data) => {
+                let refs: Vec<&str> = data.iter().map(String::as_str).collect();
+                ui.record("", kind, &refs);
+            }
+        }
+    }
+    Exit::Success
+}
+
+fn build(path: &str, var_args: &[VarArg], sel: &Selection, mut ui: Ui) -> Exit {
+    let mut diags = Diagnostics::default();
+    let Some(prepared) = load_and_prepare(path, var_args, sel, &mut ui, &mut diags) else {
+        return report(&ui, &diags);
+    };
+    ui.diagnostics(&diags);
+    match build::run(&prepared, &ui) {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            let exit = e.exit();
+            match &e {
+                Error::Template(d) => {
+                    report(&ui, d);
+                }
+                other => {
+                    ui.error(&Diagnostic::error(other.to_string()).render(&ui.redactor, ui.color))
+                }
+            }
+            exit
+        }
+    }
+}

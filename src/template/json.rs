@@ -128,7 +128,7 @@ pub struct DuplicateKey {
     pub first: Span,
     pub again: Span,
     /// JSON path of the object holding the key, e.g. `builders[0]`.
-    pub path: String,
+    pub path: crate::template::diag::JsonPath,
 }
 
 /// The parsed document and the duplicate keys found on the way (reported, not fatal, so that
@@ -530,7 +530,7 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn render_path(path: &[Seg]) -> String {
+fn render_path(path: &[Seg]) -> crate::template::diag::JsonPath {
     let mut p = crate::template::diag::JsonPath::root();
     for s in path {
         p = match s {
@@ -538,7 +538,7 @@ fn render_path(path: &[Seg]) -> String {
             Seg::Index(i) => p.index(*i),
         };
     }
-    p.to_string()
+    p
 }
 
 fn next_char_end(text: &str, pos: usize) -> usize {
@@ -591,7 +591,7 @@ mod tests {
         assert_eq!(p.duplicates.len(), 1);
         let d = &p.duplicates[0];
         assert_eq!(d.key, "type");
-        assert_eq!(d.path, "builders[0]");
+        assert_eq!(d.path.to_string(), "builders[0]");
         assert_eq!(d.first, Span::new(14, 20));
         assert_eq!(d.again, Span::new(25, 31));
     }

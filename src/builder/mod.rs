@@ -1,0 +1,2 @@
+//! STUB (replaced by the configs branch).
+pub mod amazon;

@@ -1,0 +1,287 @@
+//! Command-line interface. Packer users type `-var k=v`, `-only=a,b`, `-color=false`: those
+//! single-dash long flags are rewritten to clap's `--` form before parsing, so both spellings work.
+
+use std::path::PathBuf;
+
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::template::variables::{parse_var_pair, VarArg};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgbuild",
+    version,
+    about = "Build Amazon Machine Images from Packer JSON templates",
+    long_about = "Build Amazon Machine Images from Packer JSON templates: fast, leak-free, pipeline-ready.\n\n\
+                  Packer's single-dash flags work as typed (-var k=v, -var-file=f.json, -only=a,b, -color=false).",
+    after_help = "Exit codes: 0 success; 1 build failed, everything cleaned up; 2 usage or template error; \
+                  3 build failed or interrupted and resources were left behind.",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the images a template describes
+    Build(BuildArgs),
+    /// Check that a template is valid (all problems at once; exit 0 valid, 2 invalid)
+    Validate(ValidateArgs),
+    /// Show the variables, builders, provisioners and post-processors of a template
+    Inspect(InspectArgs),
+    /// Print the version
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    /// Tear down everything the build created (default)
+    Cleanup,
+    /// Leave everything in place for debugging
+    Abort,
+    /// Ask on a terminal; clean up when there is none
+    Ask,
+}
+
+#[derive(Debug, Args)]
+pub struct VarArgs {
+    /// Set a template variable (repeatable); later -var/-var-file win
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub var: Vec<String>,
+    /// JSON file of variable values (repeatable); later -var/-var-file win
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_file: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Only these builds (comma-separated build names)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+    /// All builds except these (comma-separated build names)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub except: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Packer's machine-readable line output (timestamp,target,type,data...)
+    #[arg(long)]
+    pub machine_readable: bool,
+    /// Color output (-color=false to disable)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub color: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub vars: VarArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Deregister an existing AMI of the same name first (force_deregister)
+    #[arg(long)]
+    pub force: bool,
+    /// What to do when a build fails
+    #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
+    pub on_error: OnError,
+    /// How many builds run at once (0 = all)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub parallel_builds: usize,
+    /// Prefix every output line with an RFC 3339 timestamp
+    #[arg(long)]
+    pub timestamp_ui: bool,
+    /// Pause before each step and keep the temporary private key in a 0600 file
+    #[arg(long)]
+    pub debug: bool,
+    /// The template (a file, or - for standard input)
+    pub template: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Only check syntax and structure; do not check configuration or variables
+    #[arg(long)]
+    pub syntax_only: bool,
+    #[command(flatten)]
+    pub vars: VarArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// The template (a file, or - for standard input)
+    pub template: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// The template (a file, or - for standard input)
+    pub template: String,
+}
+
+/// Long flags Packer users type with one dash.
+const PACKER_FLAGS: &[&str] = &[
+    "var",
+    "var-file",
+    "only",
+    "except",
+    "force",
+    "on-error",
+    "parallel-builds",
+    "machine-readable",
+    "timestamp-ui",
+    "color",
+    "debug",
+    "syntax-only",
+];
+
+/// Rewrites `-var` to `--var`, `-only=a` to `--only=a`, and so on. `-` alone (stdin) and
+/// everything after `--` stay as they are.
+pub fn normalize(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for a in args {
+        if rest || a == "--" {
+            rest = true;
+            out.push(a);
+            continue;
+        }
+        if let Some(body) = a.strip_prefix('-') {
+            if !body.starts_with('-') {
+                let name = body.split('=').next().unwrap_or("");
+                if PACKER_FLAGS.contains(&name) {
+                    out.push(format!("-{a}"));
+                    continue;
+                }
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// A parsed command line: the command, and the `-var`/`-var-file` values in command-line order.
+#[derive(Debug)]
+pub struct Invocation {
+    pub command: Command,
+    pub var_args: Vec<VarArg>,
+}
+
+/// Parses the command line (program name first). Errors are clap's, already formatted.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, clap::Error> {
+    let argv = normalize(args);
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let var_args = match matches.subcommand() {
+        Some((_, sub)) => ordered_vars(sub)?,
+        None => Vec::new(),
+    };
+    Ok(Invocation {
+        command: cli.command,
+        var_args,
+    })
+}
+
+/// `-var` and `-var-file` interleaved as they appeared, so "later wins" holds across both.
+fn ordered_vars(m: &ArgMatches) -> Result<Vec<VarArg>, clap::Error> {
+    let mut items: Vec<(usize, VarArg)> = Vec::new();
+    if let (Ok(Some(vals)), Some(idx)) = (m.try_get_many::<String>("var"), m.indices_of("var")) {
+        for (v, i) in vals.zip(idx) {
+            let arg = parse_var_pair(v).map_err(|msg| {
+                Cli::command().error(clap::error::ErrorKind::ValueValidation, msg)
+            })?;
+            items.push((i, arg));
+        }
+    }
+    if let (Ok(Some(vals)), Some(idx)) = (
+        m.try_get_many::<PathBuf>("var_file"),
+        m.indices_of("var_file"),
+    ) {
+        for (v, i) in vals.zip(idx) {
+            items.push((i, VarArg::File(v.clone())));
+        }
+    }
+    items.sort_by_key(|(i, _)| *i);
+    Ok(items.into_iter().map(|(_, a)| a).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        std::iter::once("imgbuild".to_string())
+            .chain(s.split_whitespace().map(String::from))
+            .collect()
+    }
+
+    #[test]
+    fn packer_single_dash_flags_are_accepted() {
+        let inv = parse(argv(
+            "build -var a=1 -var-file=v.json --var b=x=y -only=web,db -except x -force -on-error=abort \
+             -parallel-builds=2 -machine-readable -timestamp-ui -color=false -debug t.json",
+        ))
+        .unwrap();
+        let Command::Build(b) = inv.command else {
+            panic!("not build")
+        };
+        assert_eq!(b.select.only, vec!["web", "db"]);
+        assert_eq!(b.select.except, vec!["x"]);
+        assert!(b.force && b.debug && b.timestamp_ui && b.output.machine_readable);
+        assert!(!b.output.color);
+        assert_eq!(b.on_error, OnError::Abort);
+        assert_eq!(b.parallel_builds, 2);
+        assert_eq!(b.template, "t.json");
+        assert_eq!(
+            inv.var_args,
+            vec![
+                VarArg::Pair {
+                    key: "a".into(),
+                    value: "1".into()
+                },
+                VarArg::File("v.json".into()),
+                VarArg::Pair {
+                    key: "b".into(),
+                    value: "x=y".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn stdin_template_and_syntax_only() {
+        let inv = parse(argv("validate -syntax-only -")).unwrap();
+        let Command::Validate(v) = inv.command else {
+            panic!()
+        };
+        assert!(v.syntax_only);
+        assert_eq!(v.template, "-");
+    }
+
+    #[test]
+    fn var_without_equals_is_a_usage_error() {
+        let e = parse(argv("validate -var novalue t.json")).unwrap_err();
+        assert!(e.to_string().contains("must be KEY=VALUE"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn unknown_flags_are_usage_errors() {
+        let e = parse(argv("build -bogus t.json")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = parse(argv("build -on-error=explode t.json")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn normalize_leaves_other_args_alone() {
+        assert_eq!(normalize(argv("build - -- -var")), argv("build - -- -var"));
+        assert_eq!(normalize(argv("-h")), argv("-h"));
+    }
+}

@@ -1,0 +1,440 @@
+//! Stage 2: from a parsed template and bound variables to [`PreparedBuild`]s, one per builder
+//! selected by `-only`/`-except`, each with its typed builder configuration, the provisioners
+//! that apply to it (with `override` merged) and its post-processor chains.
+//!
+//! This is the whole of `imgbuild validate` without `-syntax-only`, and what `build` runs before
+//! any AWS call: a build never starts from a template that is not known to be valid.
+
+use std::time::Duration;
+
+use super::decode::{Dx, Obj};
+use super::diag::{closest, Diagnostic, Diagnostics, JsonPath};
+use super::funcs::{Clock, Engine, Phase, Scope, PACKER_COMPAT_VERSION};
+use super::json::{Kind, Member, Node};
+use super::variables::Variables;
+use super::{NameRef, RawPostProcessor, RawProvisioner, Template};
+use crate::builder::amazon::config::AmazonEbsConfig;
+use crate::post_processor::{PostProcessorConfig, POST_PROCESSOR_TYPES};
+use crate::provisioner::{ProvisionerConfig, PROVISIONER_TYPES};
+
+/// The builder types imgbuild runs.
+pub const BUILDER_TYPES: &[&str] = &["amazon-ebs"];
+
+/// Which builds to prepare (`-only`, `-except` by build name).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub only: Vec<String>,
+    pub except: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum BuilderConfig {
+    AmazonEbs(Box<AmazonEbsConfig>),
+}
+
+#[derive(Debug)]
+pub struct PreparedProvisioner {
+    /// Position in the template's `provisioners` list (0-based).
+    pub index: usize,
+    pub kind: String,
+    pub pause_before: Option<Duration>,
+    pub max_retries: u32,
+    pub timeout: Option<Duration>,
+    pub config: ProvisionerConfig,
+}
+
+#[derive(Debug)]
+pub struct PreparedPostProcessor {
+    pub kind: String,
+    pub name: Option<String>,
+    pub keep_input_artifact: Option<bool>,
+    pub config: PostProcessorConfig,
+}
+
+#[derive(Debug)]
+pub struct PreparedBuild {
+    pub name: String,
+    pub kind: String,
+    pub builder: BuilderConfig,
+    pub provisioners: Vec<PreparedProvisioner>,
+    pub error_cleanup: Option<PreparedProvisioner>,
+    pub post_processors: Vec<Vec<PreparedPostProcessor>>,
+}
+
+/// Everything a run needs, known to be valid.
+#[derive(Debug)]
+pub struct Prepared {
+    pub builds: Vec<PreparedBuild>,
+    pub clock: Clock,
+}
+
+/// Prepares the selected builds. Every problem goes to `diags`; the result is only meaningful
+/// when `diags` has no errors.
+pub fn prepare(
+    t: &Template,
+    vars: &Variables,
+    selection: &Selection,
+    engine: &Engine,
+    clock: Clock,
+    diags: &mut Diagnostics,
+) -> Prepared {
+    check_min_version(t, diags);
+    let user = &vars.values;
+    // Build names may use variables; render them first.
+    let names: Vec<String> = t
+        .builders
+        .iter()
+        .map(|b| {
+            let scope = scope(Phase::Prepare, user, t, None, None);
+            match engine.render(&b.name, &scope) {
+                Ok(n) => n,
+                Err(e) => {
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "in the name of builder {}: {}",
+                            b.index + 1,
+                            e.message
+                        ))
+                        .in_file(&t.file)
+                        .path(&b.path.key("name")),
+                    );
+                    b.name.clone()
+                }
+            }
+        })
+        .collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    for (flag, list) in [("-only", &selection.only), ("-except", &selection.except)] {
+        for n in list {
+            if !all.contains(&n.as_str()) {
+                let mut d = Diagnostic::error(format!(
+                    "{flag} names `{n}`, which is not a build in this template"
+                ));
+                d = match closest(n, all.iter().copied()) {
+                    Some(c) => d.help(format!("did you mean `{c}`? Builds: {}", all.join(", "))),
+                    None => d.help(format!("builds in this template: {}", all.join(", "))),
+                };
+                diags.push(d);
+            }
+        }
+    }
+    check_name_refs(t, &all, diags);
+
+    let mut builds = Vec::new();
+    for (b, name) in t.builders.iter().zip(&names) {
+        let selected = (selection.only.is_empty() || selection.only.contains(name))
+            && !selection.except.contains(name);
+        if !selected {
+            continue;
+        }
+        let mut dx = Dx {
+            diags: &mut *diags,
+            file: &t.file,
+            engine,
+            scope: scope(Phase::Prepare, user, t, Some(name), Some(&b.kind)),
+        };
+        let what = format!("builder `{name}` ({})", b.kind);
+        let Some(mut obj) = Obj::new(&b.node, b.path.clone(), what, &mut dx) else {
+            continue;
+        };
+        obj.take("type");
+        obj.take("name");
+        let builder = match b.kind.as_str() {
+            "amazon-ebs" => {
+                BuilderConfig::AmazonEbs(Box::new(AmazonEbsConfig::decode(obj, &mut dx)))
+            }
+            other => {
+                let (node, path) = (b.node.get("type").map(|m| &m.value), b.path.key("type"));
+                let span = node.map_or(b.node.span, |n| n.span);
+                let d = dx.error(
+                    span,
+                    &path,
+                    format!("builder type `{other}` is not supported by imgbuild"),
+                );
+                d.notes
+                    .push(match closest(other, BUILDER_TYPES.iter().copied()) {
+                        Some(c) => format!("help: did you mean `{c}`?"),
+                        None => format!(
+                            "help: imgbuild builds Amazon Machine Images with: {}",
+                            BUILDER_TYPES.join(", ")
+                        ),
+                    });
+                continue;
+            }
+        };
+        let provisioners = t
+            .provisioners
+            .iter()
+            .filter(|p| applies(&p.only, &p.except, name))
+            .filter_map(|p| prepare_provisioner(p, name, &mut dx))
+            .collect();
+        let error_cleanup = t
+            .error_cleanup
+            .as_ref()
+            .filter(|p| applies(&p.only, &p.except, name))
+            .and_then(|p| prepare_provisioner(p, name, &mut dx));
+        let post_processors = t
+            .post_processors
+            .iter()
+            .map(|chain| {
+                chain
+                    .iter()
+                    .filter(|pp| applies(&pp.only, &pp.except, name))
+                    .filter_map(|pp| prepare_post_processor(pp, &mut dx))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|c| !c.is_empty())
+            .collect();
+        builds.push(PreparedBuild {
+            name: name.clone(),
+            kind: b.kind.clone(),
+            builder,
+            provisioners,
+            error_cleanup,
+            post_processors,
+        });
+    }
+    if builds.is_empty() && !t.builders.is_empty() && !diags.has_errors() {
+        diags.push(
+            Diagnostic::error("no builds to run: -only/-except left none of the template's builds")
+                .help(format!("builds in this template: {}", all.join(", "))),
+        );
+    }
+    dedupe(diags);
+    Prepared { builds, clock }
+}
+
+fn scope<'a>(
+    phase: Phase,
+    user: &'a std::collections::BTreeMap<String, String>,
+    t: &'a Template,
+    build_name: Option<&'a str>,
+    build_type: Option<&'a str>,
+) -> Scope<'a> {
+    Scope {
+        phase,
+        user,
+        template_dir: &t.template_dir,
+        build_name,
+        build_type,
+        build: None,
+        fields: None,
+    }
+}
+
+fn applies(only: &[NameRef], except: &[NameRef], build: &str) -> bool {
+    (only.is_empty() || only.iter().any(|n| n.name == build))
+        && !except.iter().any(|n| n.name == build)
+}
+
+/// `only`, `except` and `override` name builds; a name that is no build is a mistake.
+fn check_name_refs(t: &Template, builds: &[&str], diags: &mut Diagnostics) {
+    let mut check = |what: &str, key: &str, refs: &[NameRef]| {
+        for r in refs {
+            if builds.contains(&r.name.as_str()) {
+                continue;
+            }
+            let mut d = Diagnostic::error(format!(
+                "{what}: `{key}` names `{}`, which is not a build in this template",
+                r.name
+            ))
+            .at(&t.file, r.span)
+            .path(&r.path);
+            d = match closest(&r.name, builds.iter().copied()) {
+                Some(c) => d.help(format!("did you mean `{c}`? (`{key}` takes build names, which default to the builder type)")),
+                None => d.help(format!("builds in this template: {}", builds.join(", "))),
+            };
+            diags.push(d);
+        }
+    };
+    let provs = t
+        .provisioners
+        .iter()
+        .map(|p| (format!("provisioner {} ({})", p.index + 1, p.kind), p));
+    let cleanup = t
+        .error_cleanup
+        .iter()
+        .map(|p| ("error-cleanup-provisioner".to_string(), p));
+    for (what, p) in provs.chain(cleanup) {
+        check(&what, "only", &p.only);
+        check(&what, "except", &p.except);
+        let ov: Vec<NameRef> = p.overrides.iter().map(|(n, _)| n.clone()).collect();
+        check(&what, "override", &ov);
+    }
+    for pp in t.post_processors.iter().flatten() {
+        let what = format!("post-processor `{}`", pp.kind);
+        check(&what, "only", &pp.only);
+        check(&what, "except", &pp.except);
+    }
+}
+
+/// The provisioner's settings with this build's `override` merged over them.
+fn merged(p: &RawProvisioner, build: &str) -> Node {
+    let Some((_, ov)) = p.overrides.iter().find(|(n, _)| n.name == build) else {
+        return p.node.clone();
+    };
+    let base = p.node.as_object().unwrap_or(&[]);
+    let extra = ov.as_object().unwrap_or(&[]);
+    let mut members: Vec<Member> = base
+        .iter()
+        .filter(|m| m.key != "override" && !extra.iter().any(|e| e.key == m.key))
+        .cloned()
+        .collect();
+    members.extend(extra.iter().cloned());
+    Node {
+        span: p.node.span,
+        kind: Kind::Object(members),
+    }
+}
+
+fn prepare_provisioner(
+    p: &RawProvisioner,
+    build: &str,
+    dx: &mut Dx,
+) -> Option<PreparedProvisioner> {
+    let node = merged(p, build);
+    let what = if p.path.to_string().starts_with("error-cleanup") {
+        format!("error-cleanup-provisioner ({})", p.kind)
+    } else {
+        format!("provisioner {} ({})", p.index + 1, p.kind)
+    };
+    let mut obj = Obj::new(&node, p.path.clone(), what, dx)?;
+    for k in [
+        "type",
+        "only",
+        "except",
+        "override",
+        "pause_before",
+        "max_retries",
+        "timeout",
+    ] {
+        obj.take(k);
+    }
+    match ProvisionerConfig::decode(&p.kind, obj, dx) {
+        Some(config) => Some(PreparedProvisioner {
+            index: p.index,
+            kind: p.kind.clone(),
+            pause_before: p.pause_before,
+            max_retries: p.max_retries,
+            timeout: p.timeout,
+            config,
+        }),
+        None => {
+            unknown_type(
+                dx,
+                &node,
+                &p.path,
+                "provisioner",
+                &p.kind,
+                PROVISIONER_TYPES,
+            );
+            None
+        }
+    }
+}
+
+fn prepare_post_processor(pp: &RawPostProcessor, dx: &mut Dx) -> Option<PreparedPostProcessor> {
+    let what = format!("post-processor `{}`", pp.kind);
+    let mut obj = Obj::new(&pp.node, pp.path.clone(), what, dx)?;
+    for k in ["type", "name", "only", "except", "keep_input_artifact"] {
+        obj.take(k);
+    }
+    match PostProcessorConfig::decode(&pp.kind, obj, dx) {
+        Some(config) => Some(PreparedPostProcessor {
+            kind: pp.kind.clone(),
+            name: pp.name.clone(),
+            keep_input_artifact: pp.keep_input_artifact,
+            config,
+        }),
+        None => {
+            unknown_type(
+                dx,
+                &pp.node,
+                &pp.path,
+                "post-processor",
+                &pp.kind,
+                POST_PROCESSOR_TYPES,
+            );
+            None
+        }
+    }
+}
+
+fn unknown_type(dx: &mut Dx, node: &Node, path: &JsonPath, what: &str, kind: &str, known: &[&str]) {
+    let span = node.get("type").map_or(node.span, |m| m.value.span);
+    let d = dx.error(
+        span,
+        &path.key("type"),
+        format!("{what} type `{kind}` is not supported by imgbuild"),
+    );
+    d.notes.push(match closest(kind, known.iter().copied()) {
+        Some(c) => format!("help: did you mean `{c}`?"),
+        None => format!("help: supported {what}s: {}", known.join(", ")),
+    });
+}
+
+/// `min_packer_version` is checked against the Packer version whose template language imgbuild
+/// implements.
+fn check_min_version(t: &Template, diags: &mut Diagnostics) {
+    let Some((v, span)) = &t.min_packer_version else {
+        return;
+    };
+    let path = JsonPath::root().key("min_packer_version");
+    match (parse_version(v), parse_version(PACKER_COMPAT_VERSION)) {
+        (Some(want), Some(have)) if want > have => diags.push(
+            Diagnostic::error(format!(
+                "This template requires Packer version {v} or higher; imgbuild implements the template language of Packer {PACKER_COMPAT_VERSION}"
+            ))
+            .at(&t.file, *span)
+            .path(&path)
+            .help("if the template uses nothing newer, lower min_packer_version"),
+        ),
+        (None, _) => diags.push(
+            Diagnostic::error(format!("`min_packer_version` \"{v}\" is not a version such as \"1.6.0\""))
+                .at(&t.file, *span)
+                .path(&path),
+        ),
+        _ => {}
+    }
+}
+
+fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let v = v.trim().trim_start_matches('v');
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+    let patch = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((major, minor, patch))
+}
+
+/// The same provisioner decoded for several builds reports the same problem once.
+fn dedupe(diags: &mut Diagnostics) {
+    let mut seen = std::collections::HashSet::new();
+    diags.items.retain(|d| {
+        let key = (
+            d.severity == super::diag::Severity::Error,
+            d.message.clone(),
+            d.span.map(|s| (s.start, s.end)),
+            d.file.as_ref().map(|f| f.name.clone()),
+        );
+        seen.insert(key)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(parse_version("1.6.6"), Some((1, 6, 6)));
+        assert_eq!(parse_version("v1.10"), Some((1, 10, 0)));
+        assert_eq!(parse_version("1.7.0-beta"), Some((1, 7, 0)));
+        assert!(parse_version("1.10.0") > parse_version("1.9.9"));
+        assert_eq!(parse_version("one"), None);
+    }
+}
