@@ -179,8 +179,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, clap:
     let matches = Cli::command().try_get_matches_from(argv)?;
     let cli = Cli::from_arg_matches(&matches)?;
     let var_args = match matches.subcommand() {
-        Some((_, sub)) => ordered_vars(sub)?,
-        None => Vec::new(),
+        Some(("build" | "validate", sub)) => ordered_vars(sub)?,
+        _ => Vec::new(),
     };
     Ok(Invocation {
         command: cli.command,
@@ -191,8 +191,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, clap:
 /// `-var` and `-var-file` interleaved as they appeared, so "later wins" holds across both.
 fn ordered_vars(m: &ArgMatches) -> Result<Vec<VarArg>, clap::Error> {
     let mut items: Vec<(usize, VarArg)> = Vec::new();
-    if let (Ok(Some(vals)), Some(idx)) = (m.try_get_many::<String>("var"), m.indices_of("var")) {
-        for (v, i) in vals.zip(idx) {
+    if let Ok(Some(vals)) = m.try_get_many::<String>("var") {
+        for (v, i) in vals.zip(m.indices_of("var").into_iter().flatten()) {
             let arg = parse_var_pair(v).map_err(|msg| {
                 Cli::command().error(clap::error::ErrorKind::ValueValidation, msg)
             })?;

@@ -65,12 +65,30 @@ impl Ui {
     }
 
     /// Prints every diagnostic, warnings first, each rendered with its location.
+    /// Within each severity, problems are in file order (files in the order they were met), so
+    /// they read top to bottom like the template.
     pub fn diagnostics(&self, diags: &Diagnostics) {
-        let ordered = diags
-            .items
-            .iter()
-            .filter(|d| d.severity == Severity::Warning)
-            .chain(diags.items.iter().filter(|d| d.severity == Severity::Error));
+        let mut files: Vec<&str> = Vec::new();
+        for d in &diags.items {
+            if let Some(f) = &d.file {
+                if !files.contains(&f.name.as_str()) {
+                    files.push(&f.name);
+                }
+            }
+        }
+        let mut ordered: Vec<_> = diags.items.iter().collect();
+        ordered.sort_by_key(|d| {
+            let file = d
+                .file
+                .as_ref()
+                .and_then(|f| files.iter().position(|n| *n == f.name))
+                .unwrap_or(usize::MAX);
+            (
+                d.severity == Severity::Error,
+                file,
+                d.span.map_or(usize::MAX, |s| s.start),
+            )
+        });
         for d in ordered {
             self.error(&d.render(&self.redactor, self.color));
         }

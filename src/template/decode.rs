@@ -148,7 +148,12 @@ impl<'n> Obj<'n> {
     pub fn take(&mut self, key: &'static str) -> Option<(&'n Node, JsonPath)> {
         self.asked.push(key);
         let idx = self.members.iter().position(|m| m.key == key)?;
-        self.used[idx] = true;
+        // A repeated key is reported once, as a duplicate, not again as unknown.
+        for (m, used) in self.members.iter().zip(self.used.iter_mut()) {
+            if m.key == key {
+                *used = true;
+            }
+        }
         Some((&self.members[idx].value, self.path.key(key)))
     }
 

@@ -234,7 +234,7 @@ impl<'a> Parser<'a> {
             Some(b'\'') => {
                 Err(self.err_here("strings in JSON use double quotes (\"), not single quotes"))
             }
-            Some(b'}' | b']') => Err(self.err_here("a value is missing here")),
+            Some(b'}' | b']' | b',') => Err(self.err_here("a value is missing here")),
             Some(_) => Err(self.err_here("unexpected character: expected a JSON value")),
         }
     }

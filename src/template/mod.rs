@@ -253,6 +253,24 @@ impl Template {
             return None;
         }
         let mut obj = Obj::new(&root, JsonPath::root(), "the template", &mut dx)?;
+        for m in root.as_object().unwrap_or(&[]) {
+            if m.key.starts_with('_') && m.value.as_str().is_none() {
+                dx.error(
+                    m.value.span,
+                    &JsonPath::root().key(&m.key),
+                    format!(
+                        "the comment `{}` must be a string, found {}",
+                        m.key,
+                        m.value.type_name()
+                    ),
+                )
+                .notes
+                .push(
+                    "help: keys starting with _ are comments; write their value in double quotes"
+                        .into(),
+                );
+            }
+        }
         let description = obj.raw_string(&mut dx, "description");
         let min_packer_version = obj
             .take("min_packer_version")
