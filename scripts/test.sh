@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# test.sh: runs the whole test suite on a fresh machine.
+#
+# Installs what the tests need if it is missing (the EC2 emulator moto, OpenSSH's sshd, sudo, the
+# test user and the AuthorizedKeysCommand: scripts/testworld.sh install), builds once, then runs
+# the unit tests and the one integration test binary. The integration tests start their own
+# emulator and sshd on 127.0.0.1 and stop them, even when a test fails.
+#
+# With CI=true a missing test dependency fails the run instead of skipping tests.
+#
+# Usage: scripts/test.sh [extra cargo test arguments, e.g. a test name filter]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> installing test dependencies if missing"
+scripts/testworld.sh install
+
+echo "==> building (once) and running all tests"
+cargo build --all-targets --locked
+cargo test --all-targets --locked "$@"
