@@ -14,6 +14,14 @@ cd "$(dirname "$0")/.."
 
 echo "==> installing test dependencies if missing"
 scripts/testworld.sh install
+# Packer 1.6.6 (Debian's package) is the reference some tests compare against.
+if ! command -v packer >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q packer
+    else
+        sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q packer
+    fi
+fi
 
 echo "==> building (once) and running all tests"
 cargo build --all-targets --locked

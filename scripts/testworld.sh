@@ -62,6 +62,7 @@ SYSTEM_PYTHON=/usr/bin/python3
 ROOT_TEST_USER=imgbuild-test
 MOTO_SPEC='moto[server]>=5.1,<6'
 DEFAULT_STATE_DIR="${TMPDIR:-/tmp}/imgbuild-testworld"
+# Lock files (per user: another user cannot open ours).
 LOCK_DIR=/tmp
 REGION=us-east-1
 # Regions whose key pairs sshd accepts (first one is the tests' region).
@@ -126,7 +127,7 @@ find_sshd() {
 # True if PID exists and is not a zombie.
 alive() {
     local line rest
-    line=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
     rest=${line##*) }
     [ "${rest%% *}" != Z ]
 }
@@ -140,22 +141,24 @@ pid_matches() {
     [[ "$cmdline" == *"$2"* ]]
 }
 
-# All descendants of PID (children, grandchildren, ...), from /proc.
-descendants() {
+# Prints the given PIDs and all their descendants (children, grandchildren,
+# ...), from one scan of /proc.
+with_descendants() {
     local -A kids=()
     local f line rest pid ppid queue next
     for f in /proc/[0-9]*/stat; do
-        line=$(cat "$f" 2>/dev/null) || continue
+        { read -r line <"$f"; } 2>/dev/null || continue
         pid=${line%% *}
         rest=${line##*) }
         read -r _ ppid _ <<<"$rest"
         kids[$ppid]+="$pid "
     done
-    queue="$1"
+    queue="$*"
     while [ -n "${queue// /}" ]; do
         next=""
         for pid in $queue; do
-            for f in ${kids[$pid]:-}; do echo "$f"; next+="$f "; done
+            echo "$pid"
+            next+="${kids[$pid]:-} "
         done
         queue=$next
     done
@@ -271,7 +274,7 @@ do_install() {
     todo=$(missing_items)
     [ -n "$todo" ] || { log "everything is installed"; return 0; }
     # Serialise concurrent installs (tests may start several worlds at once).
-    exec 9>>"$LOCK_DIR/imgbuild-testworld.install.lock"
+    exec 9>>"$LOCK_DIR/imgbuild-testworld.$(id -u).install.lock"
     flock -w "$INSTALL_TIMEOUT_S" 9 || die "timed out waiting for another install"
     todo=$(missing_items)
 
@@ -484,7 +487,7 @@ EOF
 
 start_watchdog() {
     local dir=$1 owner=$2 pid
-    setsid bash "$SCRIPT_PATH" _watch "$dir" "$owner" </dev/null >>"$dir/watch.log" 2>&1 9>&- &
+    setsid bash "$SCRIPT_PATH" _watch "$dir" "$owner" "$$" </dev/null >>"$dir/watch.log" 2>&1 9>&- &
     pid=$!
     echo "watch $pid" >>"$dir/pids"
 }
@@ -515,33 +518,36 @@ do_start() {
     STARTING_DIR=$dir
     trap 'rc=$?; if [ $rc -ne 0 ]; then log "start failed; cleaning up"; do_stop "$STARTING_DIR" >/dev/null 2>&1 || true; fi' EXIT
 
-    # 3. sshd's own host key, in the state directory.
+    # 3. The watchdog for an owner process comes first, so that whatever is
+    #    started below is stopped even if this script is killed half-way.
+    if [ -n "$owner" ]; then start_watchdog "$dir" "$owner"; fi
+
+    # 4. sshd's own host key, in the state directory.
     ssh-keygen -q -t ed25519 -N '' -C imgbuild-testworld -f "$dir/ssh_host_ed25519_key"
 
-    # 4. A fresh sandbox directory in the test user's home for this world.
+    # 5. A fresh sandbox directory in the test user's home for this world.
     local sandbox
     sandbox=$(mktemp -d "$(sandbox_root)/world.XXXXXXXX")
     chown "$(test_user):" "$sandbox"
     chmod 0755 "$sandbox"
     echo "$sandbox" >"$dir/sandbox"
 
-    # 5. moto_server and sshd on free ports. Choosing a port and binding it is
+    # 6. moto_server and sshd on free ports. Choosing a port and binding it is
     #    serialised between concurrent starts, so two worlds never pick the same.
-    exec 9>>"$LOCK_DIR/imgbuild-testworld.ports.lock"
+    exec 9>>"$LOCK_DIR/imgbuild-testworld.$(id -u).ports.lock"
     flock -w 120 9 || die "timed out waiting for the port lock"
     start_moto "$dir"
     start_sshd "$dir" "$MOTO_PORT"
     flock -u 9
     exec 9>&-
 
-    # 6. Readiness beyond "port open": EC2 answers in the regions sshd asks, and
+    # 7. Readiness beyond "port open": EC2 answers in the regions sshd asks, and
     #    the AuthorizedKeysCommand runs as sshd will run it.
     warm_up_moto "$MOTO_PORT"
     check_authkeys_cmd "$MOTO_PORT"
 
-    # 7. The env file, and the watchdog for an owner process.
+    # 8. The env file.
     write_env "$dir" "$sandbox"
-    if [ -n "$owner" ]; then start_watchdog "$dir" "$owner"; fi
     trap - EXIT
     log "world started in $dir"
     cat "$dir/env"
@@ -569,16 +575,18 @@ do_stop() {
     # 1. Our recorded processes (still ours by their command line) and their
     #    descendants (e.g. sshd's per-connection processes). Never this process:
     #    the watchdog execs into `stop`.
-    local pids=() name pid p
+    local roots=() pids=() name pid p
     if [ -f "$dir/pids" ]; then
         while read -r name pid; do
             [[ "$pid" =~ ^[0-9]+$ ]] || continue
             [ "$pid" != "$$" ] || continue
-            if pid_matches "$pid" "$(marker_for "$name" "$dir")"; then
-                for p in $(descendants "$pid"); do pids+=("$p"); done
-                pids+=("$pid")
-            fi
+            if pid_matches "$pid" "$(marker_for "$name" "$dir")"; then roots+=("$pid"); fi
         done <"$dir/pids"
+    fi
+    if [ "${#roots[@]}" -gt 0 ]; then
+        for p in $(with_descendants "${roots[@]}"); do
+            if [ "$p" != "$$" ]; then pids+=("$p"); fi
+        done
     fi
 
     # 2. TERM, wait (bounded), then KILL whatever is left, and wait again.
@@ -637,15 +645,20 @@ do_status() {
 }
 
 # Watchdog: poll (1 s) until the owner process is gone, the world was stopped,
-# or the maximum lifetime is over; then become `stop` (same PID, so `stop` does
-# not kill it).
+# or the maximum lifetime is over; then let the `start` that launched it finish
+# (it may still be launching processes; bounded wait), and become `stop` (same
+# PID, so `stop` does not kill it).
 do_watch() {
-    local dir=$1 owner=$2
+    local dir=$1 owner=$2 starter=$3
     local deadline=$((SECONDS + MAX_LIFETIME_S))
     while [ "$SECONDS" -lt "$deadline" ]; do
         [ -f "$dir/.imgbuild-testworld" ] || exit 0
         kill -0 "$owner" 2>/dev/null || break
         sleep 1
+    done
+    deadline=$((SECONDS + 2 * READY_TIMEOUT_S + 120))
+    while pid_matches "$starter" "testworld.sh start" && [ "$SECONDS" -lt "$deadline" ]; do
+        sleep 0.2
     done
     [ -f "$dir/.imgbuild-testworld" ] || exit 0
     exec bash "$SCRIPT_PATH" stop "$dir"
@@ -662,7 +675,7 @@ main() {
         start) do_start "$@" ;;
         stop) [ $# -le 1 ] || usage; do_stop "$@" ;;
         status) [ $# -le 1 ] || usage; do_status "$@" ;;
-        _watch) [ $# -eq 2 ] || usage; do_watch "$@" ;;
+        _watch) [ $# -eq 3 ] || usage; do_watch "$@" ;;
         -h | --help | help) usage ;;
         *) usage ;;
     esac
