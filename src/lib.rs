@@ -1,3 +1,5 @@
 //! imgbuild: builds Amazon Machine Images from Packer JSON templates.
+pub(crate) mod checks;
+pub mod communicator;
 pub mod redact;
 pub mod template;
