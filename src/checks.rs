@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::template::decode::{Dx, Obj};
+use crate::template::decode::{parse_bool, Dx, Obj};
 use crate::template::diag::JsonPath;
 use crate::template::json::{Kind, Span};
 
@@ -118,7 +118,7 @@ pub(crate) fn one_of(
 /// A whole number that Packer treats as unset when 0; negative values and values above `max`
 /// are errors.
 pub(crate) fn opt_count(obj: &mut Obj, dx: &mut Dx, key: &'static str, max: i64) -> Option<u32> {
-    let v = obj.int(dx, key)?;
+    let v = num(obj, dx, key)?;
     if v == 0 {
         return None;
     }
@@ -133,6 +133,55 @@ pub(crate) fn opt_count(obj: &mut Obj, dx: &mut Dx, key: &'static str, max: i64)
         return None;
     }
     u32::try_from(v).ok()
+}
+
+/// A boolean as Packer's weak decoding reads it: absent or a string that renders empty is
+/// unset (`None`; mapstructure reads `""` as false, and Packer's tri-states as unset), so that
+/// `"{{user `flag`}}"` with an empty default works as in Packer.
+pub(crate) fn flag(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<bool> {
+    let (node, path) = obj.take(key)?;
+    if let Kind::String(_) = &node.kind {
+        let s = dx.render(node, &path, key)?;
+        if s.trim().is_empty() {
+            return None;
+        }
+        return match parse_bool(&s) {
+            Some(b) => Some(b),
+            None => {
+                dx.error(
+                    node.span,
+                    &path,
+                    format!("`{key}` must be true or false, found \"{s}\""),
+                );
+                None
+            }
+        };
+    }
+    obj.bool(dx, key)
+}
+
+/// A whole number as Packer's weak decoding reads it: a string that renders empty is 0, which
+/// callers treat as unset (`None`).
+pub(crate) fn num(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<i64> {
+    let (node, path) = obj.take(key)?;
+    if let Kind::String(_) = &node.kind {
+        let s = dx.render(node, &path, key)?;
+        if s.trim().is_empty() {
+            return None;
+        }
+        return match s.trim().parse::<i64>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                dx.error(
+                    node.span,
+                    &path,
+                    format!("`{key}` must be a whole number, found {s}"),
+                );
+                None
+            }
+        };
+    }
+    obj.int(dx, key)
 }
 
 /// A list of strings with the location of each item.
@@ -509,6 +558,37 @@ mod tests {
         assert_eq!(
             e[0].path.as_ref().map(|p| p.to_string()).as_deref(),
             Some("builders[0].environment_vars[3]")
+        );
+    }
+
+    #[test]
+    fn empty_strings_are_unset_like_packer_weak_decoding() {
+        let (v, d) = decode(
+            r#"{"a": "{{user `empty`}}", "b": "{{user `yes`}}", "c": false, "d": "", "e": "{{user `n`}}", "f": "x", "g": "maybe"}"#,
+            |mut o, dx| {
+                let r = (
+                    flag(&mut o, dx, "a"),
+                    flag(&mut o, dx, "b"),
+                    flag(&mut o, dx, "c"),
+                    num(&mut o, dx, "d"),
+                    num(&mut o, dx, "e"),
+                    num(&mut o, dx, "f"),
+                    flag(&mut o, dx, "g"),
+                );
+                o.finish(dx);
+                r
+            },
+        );
+        assert_eq!(
+            v,
+            (None, Some(true), Some(false), None, Some(7), None, None)
+        );
+        assert_eq!(
+            errors(&d),
+            vec![
+                "`f` must be a whole number, found x",
+                "`g` must be true or false, found \"maybe\"",
+            ]
         );
     }
 

@@ -1,4 +1,5 @@
 //! imgbuild: builds Amazon Machine Images from Packer JSON templates.
+pub mod builder;
 pub(crate) mod checks;
 pub mod communicator;
 pub mod redact;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::checks::{
-    error_at, expand_user, io_reason, is_deferred, opt_string, relative_path_help,
+    error_at, expand_user, flag, io_reason, is_deferred, num, opt_string, relative_path_help,
     required_nonempty, strings_at, unsupported_if_set, warning_at,
 };
 use crate::template::decode::{parse_duration, Dx, Obj};
@@ -189,8 +189,8 @@ impl SshConfig {
         let ssh_password = opt_string(obj, dx, "ssh_password");
         let ssh_keypair_name = opt_string(obj, dx, "ssh_keypair_name");
         let ssh_private_key_file = key_file(obj, dx, "ssh_private_key_file", ssh);
-        let ssh_agent_auth = obj.bool(dx, "ssh_agent_auth").unwrap_or(false);
-        let ssh_pty = obj.bool(dx, "ssh_pty").unwrap_or(false);
+        let ssh_agent_auth = flag(obj, dx, "ssh_agent_auth").unwrap_or(false);
+        let ssh_pty = flag(obj, dx, "ssh_pty").unwrap_or(false);
 
         let timeout = obj.duration(dx, "ssh_timeout").filter(|d| !d.is_zero());
         let wait_timeout = obj
@@ -212,7 +212,7 @@ impl SshConfig {
         }
         let ssh_timeout = wait_timeout.or(timeout).unwrap_or(DEFAULT_TIMEOUT);
 
-        let ssh_handshake_attempts = match obj.int(dx, "ssh_handshake_attempts") {
+        let ssh_handshake_attempts = match num(obj, dx, "ssh_handshake_attempts") {
             None | Some(0) => DEFAULT_HANDSHAKE_ATTEMPTS,
             Some(n) if (1..=1000).contains(&n) => n as u32,
             Some(n) => {
@@ -233,7 +233,7 @@ impl SshConfig {
         let ssh_disable_agent_forwarding = obj
             .bool(dx, "ssh_disable_agent_forwarding")
             .unwrap_or(false);
-        let ssh_clear_authorized_keys = obj.bool(dx, "ssh_clear_authorized_keys").unwrap_or(false);
+        let ssh_clear_authorized_keys = flag(obj, dx, "ssh_clear_authorized_keys").unwrap_or(false);
         let ssh_ciphers = algorithms(obj, dx, "ssh_ciphers");
         let ssh_key_exchange_algorithms = algorithms(obj, dx, "ssh_key_exchange_algorithms");
 
@@ -330,7 +330,7 @@ fn decode_communicator(obj: &mut Obj, dx: &mut Dx) -> Communicator {
 
 /// A port: 0 or absent is the default 22 (Packer's zero value); otherwise 1-65535.
 fn port(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> u16 {
-    match obj.int(dx, key) {
+    match num(obj, dx, key) {
         None | Some(0) => 22,
         Some(p) => match u16::try_from(p) {
             Ok(p) => p,
@@ -455,7 +455,7 @@ fn bastion(
     let port = port(obj, dx, "ssh_bastion_port");
     let username = opt_string(obj, dx, "ssh_bastion_username");
     let password = opt_string(obj, dx, "ssh_bastion_password");
-    let agent_auth = obj.bool(dx, "ssh_bastion_agent_auth").unwrap_or(false);
+    let agent_auth = flag(obj, dx, "ssh_bastion_agent_auth").unwrap_or(false);
     let own_key = key_file(
         obj,
         dx,
@@ -534,7 +534,7 @@ fn key_pair_type(obj: &mut Obj, dx: &mut Dx) -> KeyPairType {
 
 fn key_pair_bits(obj: &mut Obj, dx: &mut Dx, kind: KeyPairType) -> Option<u32> {
     const KEY: &str = "temporary_key_pair_bits";
-    let bits = obj.int(dx, KEY).filter(|b| *b != 0)?;
+    let bits = num(obj, dx, KEY).filter(|b| *b != 0)?;
     match kind {
         KeyPairType::Ed25519 => {
             warning_at(

@@ -1,0 +1,3 @@
+//! Builders: what creates the image. imgbuild has one, `amazon-ebs`.
+
+pub mod amazon;
