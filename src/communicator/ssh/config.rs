@@ -230,9 +230,8 @@ impl SshConfig {
         let ssh_read_write_timeout = obj
             .duration(dx, "ssh_read_write_timeout")
             .filter(|d| !d.is_zero());
-        let ssh_disable_agent_forwarding = obj
-            .bool(dx, "ssh_disable_agent_forwarding")
-            .unwrap_or(false);
+        let ssh_disable_agent_forwarding =
+            flag(obj, dx, "ssh_disable_agent_forwarding").unwrap_or(false);
         let ssh_clear_authorized_keys = flag(obj, dx, "ssh_clear_authorized_keys").unwrap_or(false);
         let ssh_ciphers = algorithms(obj, dx, "ssh_ciphers");
         let ssh_key_exchange_algorithms = algorithms(obj, dx, "ssh_key_exchange_algorithms");
