@@ -2,5 +2,7 @@
 pub mod builder;
 pub(crate) mod checks;
 pub mod communicator;
+pub mod post_processor;
+pub mod provisioner;
 pub mod redact;
 pub mod template;
