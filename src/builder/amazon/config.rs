@@ -187,7 +187,8 @@ pub struct AmiConfig {
     /// `ami_product_codes`: product codes to attach.
     pub ami_product_codes: Vec<String>,
     /// `ami_regions`: regions to copy the AMI to, without duplicates and without the build
-    /// region (the AMI is already there).
+    /// region (the AMI is already there; when `region` is absent, the builder drops the region
+    /// it resolved).
     pub ami_regions: Vec<String>,
     /// `tags` (and the block form `tag`): tags of the AMI (and, unless `snapshot_tags` is given,
     /// not of its snapshots).
