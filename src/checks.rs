@@ -306,7 +306,7 @@ pub(crate) fn deprecated(obj: &mut Obj, dx: &mut Dx, key: &'static str, instead:
             format!("`{key}` of {what} is a deprecated Packer option"),
         );
         d.notes.push(format!(
-            "help: {instead} (this is what `packer fix` rewrites it to)"
+            "help: {instead}; Packer 1.6.6 rejects it too (`packer fix` updates old templates)"
         ));
     }
 }

@@ -466,9 +466,9 @@ impl AmazonEbsConfig {
     /// reports unknown keys (`finish`).
     pub fn decode(mut obj: Obj, dx: &mut Dx) -> AmazonEbsConfig {
         let access = AccessConfig::decode(&mut obj, dx);
-        let ssh = SshConfig::decode(&mut obj, dx);
         let ami = AmiConfig::decode(&mut obj, dx, access.region.as_deref());
         let run = RunConfig::decode(&mut obj, dx);
+        let ssh = SshConfig::decode(&mut obj, dx);
         let ssh_interface = ssh_interface(&mut obj, dx);
 
         if ssh.communicator == Communicator::Ssh
@@ -1595,10 +1595,10 @@ mod tests {
         assert_eq!(
             errors(&d),
             vec![
-                "builder `b` is missing the required key `ssh_username`",
                 "builder `b` is missing the required key `ami_name`",
                 "builder `b` is missing the required key `instance_type`",
                 "A source_ami or source_ami_filter must be specified",
+                "builder `b` is missing the required key `ssh_username`",
             ]
         );
         assert!(all_text(&d).contains("\"owners\""));
