@@ -58,8 +58,20 @@ pub(crate) fn warning_at(
 }
 
 /// A string where Packer treats the empty string as unset.
+/// `null` is unset too, as in Packer.
 pub(crate) fn opt_string(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<String> {
+    if is_null(obj, key) {
+        return None;
+    }
     obj.string(dx, key).filter(|s| !s.is_empty())
+}
+
+/// True when `key` is present with the value `null` (Packer decodes it as unset).
+fn is_null(obj: &mut Obj, key: &'static str) -> bool {
+    obj.has(key)
+        && obj
+            .take(key)
+            .is_some_and(|(n, _)| matches!(n.kind, Kind::Null))
 }
 
 /// A string that must be present and not empty (after rendering). Returns "" when it is not,
@@ -139,6 +151,9 @@ pub(crate) fn opt_count(obj: &mut Obj, dx: &mut Dx, key: &'static str, max: i64)
 /// unset (`None`; mapstructure reads `""` as false, and Packer's tri-states as unset), so that
 /// `"{{user `flag`}}"` with an empty default works as in Packer.
 pub(crate) fn flag(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<bool> {
+    if is_null(obj, key) {
+        return None;
+    }
     let (node, path) = obj.take(key)?;
     if let Kind::String(_) = &node.kind {
         let s = dx.render(node, &path, key)?;
@@ -163,6 +178,9 @@ pub(crate) fn flag(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<bool
 /// A whole number as Packer's weak decoding reads it: a string that renders empty is 0, which
 /// callers treat as unset (`None`).
 pub(crate) fn num(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<i64> {
+    if is_null(obj, key) {
+        return None;
+    }
     let (node, path) = obj.take(key)?;
     if let Kind::String(_) = &node.kind {
         let s = dx.render(node, &path, key)?;
@@ -590,6 +608,17 @@ mod tests {
                 "`g` must be true or false, found \"maybe\"",
             ]
         );
+        let (nulls, d) = decode(r#"{"a": null, "b": null, "c": null}"#, |mut o, dx| {
+            let r = (
+                flag(&mut o, dx, "a"),
+                num(&mut o, dx, "b"),
+                opt_string(&mut o, dx, "c"),
+            );
+            o.finish(dx);
+            r
+        });
+        assert_eq!(nulls, (None, None, None));
+        assert!(d.items.is_empty(), "null is unset, as in Packer: {d:?}");
     }
 
     #[test]
