@@ -15,7 +15,9 @@
 
 pub mod build;
 pub mod builder;
+pub(crate) mod checks;
 pub mod cli;
+pub mod communicator;
 pub mod error;
 pub mod post_processor;
 pub mod provisioner;

@@ -8,6 +8,9 @@
 /// What a masked secret is shown as, as in Packer.
 pub const MASK: &str = "<sensitive>";
 
+/// The shortest value masked (see [`Redactor::add`]).
+pub const MIN_SECRET_LEN: usize = 4;
+
 #[derive(Debug, Default, Clone)]
 pub struct Redactor {
     /// Every form of every secret, longest first.
@@ -15,10 +18,11 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Registers a secret and the forms it takes when quoted or escaped. Empty values are not
-    /// secrets (a `sensitive-variables` entry whose value is `""` masks nothing).
+    /// Registers a secret and the forms it takes when quoted or escaped. Values shorter than
+    /// [`MIN_SECRET_LEN`] are not masked: masking `x` would turn every `x` of the output into
+    /// `<sensitive>` and hide everything else (callers warn about such values).
     pub fn add(&mut self, secret: &str) {
-        if secret.is_empty() {
+        if secret.chars().count() < MIN_SECRET_LEN {
             return;
         }
         let forms = [
@@ -113,10 +117,13 @@ mod tests {
     }
 
     #[test]
-    fn empty_secret_masks_nothing() {
+    fn empty_and_tiny_values_mask_nothing() {
         let mut r = Redactor::default();
         r.add("");
+        r.add("x");
+        r.add("abc");
         assert!(r.is_empty());
+        assert_eq!(r.redact("xabc"), "xabc");
         assert_eq!(r.redact("abc"), "abc");
     }
 

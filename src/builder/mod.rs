@@ -1,2 +1,3 @@
-//! STUB (replaced by the configs branch).
+//! Builders: what creates the image. imgbuild has one, `amazon-ebs`.
+
 pub mod amazon;

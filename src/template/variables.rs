@@ -215,6 +215,12 @@ pub fn bind(t: &Template, args: &[VarArg], engine: &Engine, diags: &mut Diagnost
     for name in &out.sensitive {
         if let Some(v) = rendered.get(name) {
             out.redactor.add(v);
+            let n = v.chars().count();
+            if n > 0 && n < crate::redact::MIN_SECRET_LEN {
+                diags.push(Diagnostic::warning(format!(
+                    "the sensitive variable `{name}` is only {n} character(s) long: too short to mask in output"
+                )));
+            }
         }
     }
     out.values = rendered;

@@ -15,12 +15,18 @@ pub struct Run {
 /// Runs the imgbuild binary in `dir` with `args` (and optional stdin), with a clean environment
 /// apart from PATH and HOME, and never a terminal, so output is plain.
 pub fn imgbuild_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    imgbuild_env(dir, args, stdin, &[])
+}
+
+/// As [`imgbuild_in`], with extra environment variables.
+pub fn imgbuild_env(dir: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
     cmd.args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .envs(envs.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -328,7 +334,8 @@ fn a_var_without_equals_is_a_usage_error() {
 #[test]
 fn variables_use_other_variables_env_and_functions() {
     let t = r#"{"variables": {"base": "web", "name": "{{user `base`}}-{{lower `X`}}", "home": "{{env `HOME`}}"},
- "builders": [{"type": "amazon-ebs", "name": "{{user `name`}}"}],
+ "builders": [{"type": "amazon-ebs", "name": "{{user `name`}}", "region": "us-east-1", "instance_type": "t3.micro",
+     "source_ami": "ami-12345678", "ssh_username": "{{user `base`}}", "ami_name": "{{build_name}}-{{timestamp}}"}],
  "provisioners": [{"type": "shell", "inline": ["echo"], "only": ["web-x"]}]}"#;
     let s = Scratch::new().with("t.json", t);
     // `only` names the rendered build name.
@@ -575,7 +582,15 @@ fn every_image_template_in_the_repository_validates() {
         }
         args.push(shown.clone());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let r = imgbuild_in(&repo(), &refs, None);
+        // What the test world would provide to images/local_example.json.
+        let world_env = [
+            ("IMGBUILD_TEST_EC2_ENDPOINT", "http://127.0.0.1:9"),
+            ("IMGBUILD_TEST_SSH_HOST", "127.0.0.1"),
+            ("IMGBUILD_TEST_SSH_PORT", "2222"),
+            ("IMGBUILD_TEST_SSH_USER", "imgbuild-test"),
+            ("IMGBUILD_TEST_SANDBOX", "/tmp/imgbuild-sandbox"),
+        ];
+        let r = imgbuild_env(&repo(), &refs, None, &world_env);
         assert_eq!(r.code, 0, "{shown} does not validate:\n{}", r.stderr);
         checked += 1;
     }
