@@ -159,6 +159,8 @@ pub(crate) fn exit_codes(o: &mut Obj, dx: &mut Dx) -> Vec<i64> {
 
 /// `inline` / `script` / `scripts` of the shell provisioner, with Packer 1.6.6's messages.
 fn script_source(o: &mut Obj, dx: &mut Dx) -> ShellSource {
+    // A value that failed to decode was reported already; "must be specified" would only repeat it.
+    let errors_before = dx.diags.error_count();
     let inline = o.strings(dx, "inline").unwrap_or_default();
     let script = checked_scripts(o, dx, "script");
     let scripts = checked_scripts(o, dx, "scripts");
@@ -172,7 +174,7 @@ fn script_source(o: &mut Obj, dx: &mut Dx) -> ShellSource {
         );
     }
     let scripts = if script.is_empty() { scripts } else { script };
-    if inline.is_empty() && scripts.is_empty() {
+    if inline.is_empty() && scripts.is_empty() && dx.diags.error_count() == errors_before {
         error_at(
             o,
             dx,

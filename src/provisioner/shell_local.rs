@@ -53,6 +53,7 @@ impl ShellLocalConfig {
                 Some("write \"inline\": [\"...\"] instead; it runs the same way"),
             );
         }
+        let errors_before = dx.diags.error_count();
         let inline = o.strings(dx, "inline").unwrap_or_default();
         let script = checked_scripts(o, dx, "script");
         let scripts = checked_scripts(o, dx, "scripts");
@@ -65,7 +66,7 @@ impl ShellLocalConfig {
         .iter()
         .filter(|g| **g)
         .count();
-        if given == 0 {
+        if given == 0 && dx.diags.error_count() == errors_before {
             error_at(
                 o,
                 dx,

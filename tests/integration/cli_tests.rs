@@ -599,3 +599,62 @@ fn every_image_template_in_the_repository_validates() {
         "expected at least web_worker.json and local_example.json, found {checked}"
     );
 }
+
+#[test]
+fn configuration_errors_name_the_key_the_call_and_the_file() {
+    let t = r#"{
+  "builders": [{
+    "type": "amazon-ebs",
+    "region": "us-east-1",
+    "instance_type": "t3.micro",
+    "source_ami": "ami-12345678",
+    "ssh_username": "ubuntu",
+    "ami_nmae": "web-{{timestamp}}",
+    "tags": {"Name": "web-{{timestamp"}
+  }],
+  "provisioners": [
+    {"type": "shell", "inline": ["echo {{env `HOME`}}"]},
+    {"type": "shell", "script": "scripts/missing.sh"}
+  ]
+}
+"#;
+    let s = Scratch::new().with("t.json", t);
+    let r = s.run(&["validate", "t.json"]);
+    assert_eq!(r.code, 2);
+    let cwd = s.dir.path().display().to_string();
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: builder `amazon-ebs` (amazon-ebs) is missing the required key `ami_name`\n \
+             --> t.json:2:16 at builders[0]\n  \
+             |\n\
+             2 |   \"builders\": [{{\n  \
+             |                ^\n\
+             error: unknown key `ami_nmae` in builder `amazon-ebs` (amazon-ebs)\n \
+             --> t.json:8:5 at builders[0].ami_nmae\n  \
+             |\n\
+             8 |     \"ami_nmae\": \"web-{{{{timestamp}}}}\",\n  \
+             |     ^^^^^^^^^^\n  \
+             = help: did you mean `ami_name`?\n\
+             error: in `tags`: unterminated `{{{{`: the closing `}}}}` is missing\n \
+             --> t.json:9:27 at builders[0].tags.Name\n  \
+             |\n\
+             9 |     \"tags\": {{\"Name\": \"web-{{{{timestamp\"}}\n  \
+             |                           ^^\n  \
+             = help: close the action with }}}}, or write a literal {{{{ as {{{{\"{{{{\"}}}}\n\
+             error: in `inline`: `env` is only allowed in variable defaults\n  \
+             --> t.json:12:42 at provisioners[0].inline[0]\n   \
+             |\n\
+             12 |     {{\"type\": \"shell\", \"inline\": [\"echo {{{{env `HOME`}}}}\"]}},\n   \
+             |                                          ^^^\n   \
+             = help: declare a variable with the default \"{{{{env `HOME`}}}}\" and use {{{{user `name`}}}} here\n\
+             error: Bad script 'scripts/missing.sh': no such file or directory\n  \
+             --> t.json:13:33 at provisioners[1].script\n   \
+             |\n\
+             13 |     {{\"type\": \"shell\", \"script\": \"scripts/missing.sh\"}}\n   \
+             |                                 ^^^^^^^^^^^^^^^^^^^^\n   \
+             = help: relative paths are resolved against the current directory ({cwd}), not the template's; write `{{{{template_dir}}}}/...` to make it relative to the template\n\
+             imgbuild: the template is not valid: 5 errors\n"
+        )
+    );
+}
