@@ -19,6 +19,7 @@ pub(crate) mod checks;
 pub mod cli;
 pub mod communicator;
 pub mod error;
+pub mod ledger;
 pub mod post_processor;
 pub mod provisioner;
 pub mod redact;
