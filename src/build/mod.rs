@@ -2,6 +2,8 @@
 //! validates and prepares every selected build, reports what it would run, and stops before any
 //! AWS call, saying so (exit 1, nothing created).
 
+pub mod provision;
+
 use crate::error::Error;
 use crate::template::decode::format_duration;
 use crate::template::prepare::Prepared;
