@@ -16,6 +16,7 @@
 pub mod build;
 pub mod builder;
 pub mod cli;
+pub mod communicator;
 pub mod error;
 pub mod post_processor;
 pub mod provisioner;

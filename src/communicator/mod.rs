@@ -1,0 +1,3 @@
+//! Communicators: how imgbuild talks to the machine it provisions.
+
+pub mod ssh;
