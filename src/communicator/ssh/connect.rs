@@ -132,6 +132,7 @@ pub(crate) fn connect_blocking(
     let mut backoff = opts.retry.iter();
     let mut attempts = 0u32;
     let mut auth_failures = 0u32;
+    let mut last_reason: Option<WaitReason> = None;
     loop {
         if cancel.is_cancelled() {
             return Err(cancelled(start));
@@ -172,19 +173,26 @@ pub(crate) fn connect_blocking(
         let delay = backoff.next().unwrap_or(opts.retry.max);
         let now = Instant::now();
         if now >= deadline || now + delay >= deadline {
+            // An attempt cut short by the deadline says less than the one before it.
+            let cut_short = now >= deadline && reason.is_io_timeout();
+            let last_reason = match (cut_short, last_reason) {
+                (true, Some(previous)) => previous,
+                _ => reason,
+            };
             return Err(SshError::ConnectTimedOut {
                 endpoint,
                 waited: start.elapsed(),
                 attempts,
-                last_reason: reason,
+                last_reason,
             });
         }
         on_event(&ConnectEvent::Waiting {
             attempt: attempts,
-            reason,
+            reason: reason.clone(),
             retry_in: delay,
             elapsed: start.elapsed(),
         });
+        last_reason = Some(reason);
         if !cancel.sleep(delay) {
             return Err(cancelled(start));
         }

@@ -160,6 +160,15 @@ impl WaitReason {
         }
     }
 
+    /// True for a handshake that hit the I/O timeout (possibly on the bastion).
+    pub fn is_io_timeout(&self) -> bool {
+        match self {
+            WaitReason::Handshake { code: c, .. } => *c == code::TIMEOUT,
+            WaitReason::Bastion(inner) => inner.is_io_timeout(),
+            _ => false,
+        }
+    }
+
     /// What to check, in a few words.
     pub fn hint(&self) -> String {
         match self {
