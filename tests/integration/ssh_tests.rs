@@ -717,6 +717,126 @@ async fn ssh_bastion_tunnels_to_the_target() {
     assert!(err.to_string().contains("AllowTcpForwarding"), "{err}");
 }
 
+/// An ssh-agent of this test's own on a socket in `dir`, killed (by PID) on drop.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path) -> Option<Agent> {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let agent = Agent { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if agent.socket.exists() {
+                return Some(agent);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn add(&self, key: &Path) {
+        let mut cmd = Command::new("ssh-add");
+        cmd.arg("-q").arg(key).env("SSH_AUTH_SOCK", &self.socket);
+        run_ok(&mut cmd, Duration::from_secs(10)).expect("ssh-add");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_agent_auth_uses_the_agents_keys() {
+    let world = world_or_skip!();
+    let fx = Fx::new(world, "ssh-agent");
+    let Some(agent) = Agent::start(fx.local.path()) else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("cannot start ssh-agent");
+        }
+        eprintln!("skipped: cannot start ssh-agent");
+        return;
+    };
+    // An empty agent: rejected, counted as an authentication failure.
+    let mut opts = fx.opts();
+    opts.auth = Auth::Agent {
+        socket: Some(agent.socket.clone()),
+    };
+    opts.handshake_attempts = 1;
+    let err = Session::connect(opts.clone(), CancellationToken::new(), |_| {})
+        .await
+        .expect_err("no keys in the agent");
+    assert!(matches!(err, SshError::Authenticate { .. }), "{err}");
+    assert!(err.to_string().contains("with ssh-agent keys"), "{err}");
+
+    agent.add(&fx.key);
+    let session = Session::connect(opts.clone(), CancellationToken::new(), |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("agent auth: {e}"));
+    let (o, out, _) = session
+        .exec_collect("echo agent", ExecOptions::default())
+        .await
+        .expect("exec");
+    assert_eq!((o, out.trim()), (ExitOutcome::Exited(0), "agent"));
+
+    // No agent at all: a clear error at once, not ten retries.
+    opts.auth = Auth::Agent {
+        socket: Some(fx.local.path().join("no-agent.sock")),
+    };
+    opts.handshake_attempts = 10;
+    let started = Instant::now();
+    let err = Session::connect(opts, CancellationToken::new(), |_| {})
+        .await
+        .expect_err("no agent");
+    assert!(matches!(err, SshError::UseAgent { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_pause_before_connecting_delays_the_first_attempt_and_cancels() {
+    let world = world_or_skip!();
+    let fx = Fx::new(world, "ssh-pause");
+    let mut opts = fx.opts();
+    opts.pause_before_connecting = Duration::from_millis(800);
+    let started = Instant::now();
+    let (events, sink) = events_sink();
+    let _session = Session::connect(opts.clone(), CancellationToken::new(), sink)
+        .await
+        .expect("connect");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    assert!(matches!(
+        events.lock().expect("lock").first(),
+        Some(ConnectEvent::Attempt { attempt: 1, .. })
+    ));
+
+    opts.pause_before_connecting = Duration::from_secs(30);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(Session::connect(opts, cancel.clone(), |_| {}));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at = Instant::now();
+    cancel.cancel();
+    let result = task.await.expect("join");
+    assert!(
+        matches!(result, Err(SshError::ConnectCancelled { .. })),
+        "{result:?}"
+    );
+    assert!(at.elapsed() < Duration::from_millis(150));
+}
+
 // --------------------------------------------------------------------- exec ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1226,43 +1346,60 @@ async fn ssh_upload_1000_files_versus_scp() {
     let ours_upload = ours_total - connected;
     assert_eq!(count(&ours), 1000);
 
+    // Best of three for each, so a busy machine does not decide the comparison.
+    let mut ours_best = ours_upload;
+    for round in 1..3 {
+        let dest = fx.remote_path(&format!("ours{round}"));
+        fx.sh(&format!("mkdir -p {}", q(&dest)));
+        let started = Instant::now();
+        session
+            .upload_dir(&src, &dest, None)
+            .await
+            .expect("upload tree again");
+        ours_best = ours_best.min(started.elapsed());
+        assert_eq!(count(&dest), 1000);
+    }
     let mut scp_times = Vec::new();
     for (label, legacy) in [("scp -r (sftp)", false), ("scp -O -r (scp)", true)] {
-        let dest = fx.remote_path(if legacy { "scp-legacy" } else { "scp-sftp" });
-        fx.sh(&format!("mkdir -p {}", q(&dest)));
-        let mut cmd = Command::new("scp");
-        if legacy {
-            cmd.arg("-O");
+        let mut best = Duration::MAX;
+        for round in 0..3 {
+            let dest = fx.remote_path(&format!("scp-{legacy}-{round}"));
+            fx.sh(&format!("mkdir -p {}", q(&dest)));
+            let mut cmd = Command::new("scp");
+            if legacy {
+                cmd.arg("-O");
+            }
+            cmd.args(["-q", "-r", "-F", "/dev/null"])
+                .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+                .args([
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "IdentitiesOnly=yes",
+                ])
+                .args(["-o", "IdentityAgent=none", "-o", "LogLevel=ERROR"])
+                .arg("-i")
+                .arg(&fx.key)
+                .arg("-P")
+                .arg(world.ssh_port().to_string())
+                .arg(&src)
+                .arg(format!(
+                    "{}@{}:{}",
+                    world.ssh_user(),
+                    world.ssh_host(),
+                    dest
+                ));
+            let started = Instant::now();
+            run_ok(&mut cmd, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{label}: {e}"));
+            best = best.min(started.elapsed());
+            assert_eq!(count(&dest), 1000, "{label}");
         }
-        cmd.args(["-q", "-r", "-F", "/dev/null"])
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-            .args([
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .args(["-o", "IdentityAgent=none", "-o", "LogLevel=ERROR"])
-            .arg("-i")
-            .arg(&fx.key)
-            .arg("-P")
-            .arg(world.ssh_port().to_string())
-            .arg(&src)
-            .arg(format!(
-                "{}@{}:{}",
-                world.ssh_user(),
-                world.ssh_host(),
-                dest
-            ));
-        let started = Instant::now();
-        run_ok(&mut cmd, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{label}: {e}"));
-        let took = started.elapsed();
-        assert_eq!(count(&dest), 1000, "{label}");
-        scp_times.push((label, took));
+        scp_times.push((label, best));
     }
     eprintln!(
-        "ssh bench: 1000 files ({} KB): imgbuild upload_dir {:?} (+ connect {:?} = {:?}); {}",
+        "ssh bench (best of 3): 1000 files ({} KB): imgbuild upload_dir {:?} (first run {:?} + connect {:?} = {:?}); {}",
         1000 * 40 * 12 / 1000,
+        ours_best,
         ours_upload,
         connected,
         ours_total,
@@ -1272,10 +1409,10 @@ async fn ssh_upload_1000_files_versus_scp() {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    // One stream must beat per-file SCP clearly, connection included.
+    // One stream must beat per-file SCP (which includes its own connection: add ours).
     let legacy = scp_times[1].1;
     assert!(
-        ours_total < legacy,
-        "imgbuild {ours_total:?} is not faster than scp -O {legacy:?}"
+        ours_best + connected < legacy,
+        "imgbuild {ours_best:?} + connect {connected:?} is not faster than scp -O {legacy:?}"
     );
 }

@@ -511,7 +511,22 @@ fn establish<S: AsRawFd + 'static>(
             sess.userauth_password(user, password.expose()),
             None,
         ),
-        Auth::Agent => (AuthMethod::Agent, sess.userauth_agent(user), None),
+        Auth::Agent { socket } => match agent_auth(&sess, user, socket.as_deref()) {
+            Ok(result) => (AuthMethod::Agent, result, None),
+            Err(e) => {
+                if cancel.is_cancelled() {
+                    return Err(AttemptError::Cancelled);
+                }
+                let c = session_code(&e);
+                if code::is_transport_loss(c) {
+                    return Err(AttemptError::Retry(classify_handshake(c, e.message())));
+                }
+                return Err(AttemptError::Fatal(SshError::UseAgent {
+                    endpoint: endpoint.clone(),
+                    message: format!("libssh2 {} {c}: {}", code::name(c), e.message()),
+                }));
+            }
+        },
     };
     let rejected = |method: AuthMethod| {
         retry_or_cancel(WaitReason::AuthRejected {
@@ -544,4 +559,32 @@ fn establish<S: AsRawFd + 'static>(
             }
         }
     }
+}
+
+/// Tries every key of the agent. The outer `Err` is about the agent itself (cannot connect or
+/// list keys); the inner result is the server's answer.
+fn agent_auth(
+    sess: &ssh2::Session,
+    user: &str,
+    socket: Option<&std::path::Path>,
+) -> Result<Result<(), ssh2::Error>, ssh2::Error> {
+    let mut agent = sess.agent()?;
+    if let Some(path) = socket {
+        agent.set_identity_path(path)?;
+    }
+    agent.connect()?;
+    agent.list_identities()?;
+    let identities = agent.identities()?;
+    let mut result = Err(ssh2::Error::new(
+        ssh2::ErrorCode::Session(code::AUTHENTICATION_FAILED),
+        "the agent has no keys",
+    ));
+    for identity in &identities {
+        result = agent.userauth(user, identity);
+        if result.is_ok() {
+            break;
+        }
+    }
+    let _ = agent.disconnect();
+    Ok(result)
 }

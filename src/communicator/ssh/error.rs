@@ -65,6 +65,9 @@ pub enum SshError {
         message: String,
     },
 
+    #[error("cannot use the ssh-agent for {endpoint}: {message} (is ssh-agent running and SSH_AUTH_SOCK set?)")]
+    UseAgent { endpoint: Endpoint, message: String },
+
     #[error("waiting for SSH on {endpoint} was cancelled after {waited:.1?}")]
     ConnectCancelled {
         endpoint: Endpoint,

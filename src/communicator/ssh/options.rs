@@ -57,8 +57,10 @@ pub enum Auth {
         passphrase: Option<Secret>,
     },
     Password(Secret),
-    /// The keys of the running ssh-agent (`SSH_AUTH_SOCK`).
-    Agent,
+    /// The keys of an ssh-agent: at `socket`, or `SSH_AUTH_SOCK` when `None`.
+    Agent {
+        socket: Option<PathBuf>,
+    },
 }
 
 impl Auth {
@@ -78,6 +80,11 @@ impl Auth {
 
     pub fn password(password: impl Into<String>) -> Self {
         Auth::Password(Secret::new(password))
+    }
+
+    /// The agent at `SSH_AUTH_SOCK`.
+    pub fn agent() -> Self {
+        Auth::Agent { socket: None }
     }
 }
 

@@ -24,6 +24,8 @@ const EXIT_NO_DESTINATION: i32 = 97;
 const EXIT_NO_SOURCE: i32 = 96;
 /// How often progress is reported at most (in bytes).
 const PROGRESS_STEP: u64 = 256 * 1024;
+/// Buffer between tar and the channel.
+const IO_BUFFER: usize = 128 * 1024;
 /// How much remote stderr is kept for error messages.
 const STDERR_KEEP: usize = 16 * 1024;
 
@@ -744,9 +746,14 @@ fn upload_entries(
             captured: &mut captured,
             stop: None,
         };
+        // Batch tar's small writes (512-byte headers, 8 KiB copies) into full SSH packets.
+        let buffered = io::BufWriter::with_capacity(IO_BUFFER, writer);
         let mut count = |n: u64| progress.add(n);
-        match write_tar(writer, entries, data, &mut count) {
-            Ok((_, stats)) => Ok(stats),
+        match write_tar(buffered, entries, data, &mut count) {
+            Ok((buffered, stats)) => match buffered.into_inner() {
+                Ok(_) => Ok(stats),
+                Err(e) => Err(io::Error::new(e.error().kind(), e.error().to_string())),
+            },
             Err(e) => Err(e),
         }
     };
@@ -832,16 +839,18 @@ fn download_on(
             progress: &mut progress,
             stop: None,
         };
-        let result = unpack(&mut reader, layout);
+        let mut buffered = io::BufReader::with_capacity(IO_BUFFER, &mut reader);
+        let result = unpack(&mut buffered, layout);
         // Drain what tar leaves after its end-of-archive blocks.
         if result.is_ok() {
             let mut sink = [0u8; 8192];
-            while let Ok(n) = reader.read(&mut sink) {
+            while let Ok(n) = buffered.read(&mut sink) {
                 if n == 0 {
                     break;
                 }
             }
         }
+        drop(buffered);
         (result, reader.stop.take())
     };
     if let Some(stop) = read_stop {
