@@ -488,10 +488,12 @@ async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
     let text = err.to_string();
     match &err {
         SshError::ConnectTimedOut {
-            last_reason: WaitReason::Refused { .. },
+            last_reason,
             attempts,
             ..
-        } => assert!(*attempts >= 3, "only {attempts} attempts in 1.5 s"),
+        } if matches!(**last_reason, WaitReason::Refused { .. }) => {
+            assert!(*attempts >= 3, "only {attempts} attempts in 1.5 s")
+        }
         other => panic!("unexpected error: {other:?}"),
     }
     assert!(text.contains("connection refused by 127.0.0.1:"), "{text}");
@@ -519,11 +521,9 @@ async fn ssh_connect_reports_a_failed_handshake_with_its_code() {
     );
     assert!(
         matches!(
-            err,
-            SshError::ConnectTimedOut {
-                last_reason: WaitReason::Handshake { .. },
-                ..
-            }
+            &err,
+            SshError::ConnectTimedOut { last_reason, .. }
+                if matches!(**last_reason, WaitReason::Handshake { .. })
         ),
         "{err}"
     );
@@ -706,11 +706,9 @@ async fn ssh_bastion_tunnels_to_the_target() {
         .expect_err("forwarding is off");
     assert!(
         matches!(
-            err,
-            SshError::ConnectTimedOut {
-                last_reason: WaitReason::Forward { .. },
-                ..
-            }
+            &err,
+            SshError::ConnectTimedOut { last_reason, .. }
+                if matches!(**last_reason, WaitReason::Forward { .. })
         ),
         "{err}"
     );

@@ -166,7 +166,7 @@ pub(crate) fn connect_blocking(
                 return Err(SshError::Authenticate {
                     endpoint,
                     failures: auth_failures,
-                    reason,
+                    reason: Box::new(reason),
                 });
             }
         }
@@ -183,7 +183,7 @@ pub(crate) fn connect_blocking(
                 endpoint,
                 waited: start.elapsed(),
                 attempts,
-                last_reason,
+                last_reason: Box::new(last_reason),
             });
         }
         on_event(&ConnectEvent::Waiting {

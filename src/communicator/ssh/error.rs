@@ -43,7 +43,7 @@ pub enum SshError {
         endpoint: Endpoint,
         waited: Duration,
         attempts: u32,
-        last_reason: WaitReason,
+        last_reason: Box<WaitReason>,
     },
 
     #[error(
@@ -54,7 +54,7 @@ pub enum SshError {
     Authenticate {
         endpoint: Endpoint,
         failures: u32,
-        reason: WaitReason,
+        reason: Box<WaitReason>,
     },
 
     #[error("cannot use the private key {}for {endpoint}: {message}", key_label(.path))]
@@ -184,10 +184,10 @@ mod tests {
             endpoint: endpoint(),
             waited: Duration::from_secs(300),
             attempts: 201,
-            last_reason: WaitReason::TcpTimeout {
+            last_reason: Box::new(WaitReason::TcpTimeout {
                 addr: "10.0.0.5:22".into(),
                 after: Duration::from_secs(10),
-            },
+            }),
         };
         let text = e.to_string();
         assert!(

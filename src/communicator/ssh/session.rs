@@ -198,6 +198,15 @@ impl Drop for AbandonOnDrop {
     }
 }
 
+/// Cancels the connecting thread when the `connect` future goes away; harmless once connected.
+struct CancelOnDrop(Arc<CancelState>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 impl Session {
     /// Waits for SSH (see [`ConnectOptions`]) and logs in. `on_event` is called (from the
     /// connecting thread) at each attempt and with each reason for waiting. `cancel` stops the
@@ -235,6 +244,8 @@ impl Session {
         if let Err(source) = spawned {
             return Err(SshError::SpawnWorker { endpoint, source });
         }
+        // If this future is dropped (not cancelled through the token), stop the thread too.
+        let _stop_on_drop = CancelOnDrop(state.clone());
         tokio::select! {
             result = result_rx => match result {
                 Ok(Ok(())) => Ok(Session { endpoint, pty, jobs: jobs_tx }),

@@ -708,8 +708,8 @@ fn drain_and_finish(
     finish(conn, abandon, channel)
 }
 
-/// Streams `entries` into `tar -x` in `remote_dir`. Returns the stats or an error built by
-/// `upload_error(message)`.
+/// Streams `entries` into `tar -x` in `remote_dir`.
+#[allow(clippy::too_many_arguments)]
 fn upload_entries(
     conn: &mut Conn,
     abandon: &AtomicBool,
