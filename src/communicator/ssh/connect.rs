@@ -264,6 +264,7 @@ fn attempt(
                 cancel,
             )
             .map_err(in_bastion)?;
+            configure_keepalive(&bastion, opts.keepalive_interval);
             let channel = bastion
                 .channel_direct_tcpip(&opts.host, opts.port, None)
                 .map_err(|e| {
@@ -310,12 +311,19 @@ fn attempt(
             (sess, fd, Some(bridge))
         }
     };
-    if !opts.keepalive_interval.is_zero() {
-        sess.set_keepalive(true, opts.keepalive_interval.as_secs().max(1) as u32);
-    }
+    configure_keepalive(&sess, opts.keepalive_interval);
     sess.set_timeout(millis(opts.io_timeout));
     sess.set_blocking(false);
     Ok(Conn::new(sess, fd, endpoint.clone(), opts, bridge))
+}
+
+/// Keep-alives without a reply: an idle session reads nothing, so replies would only pile up
+/// unread; a dead peer is detected by the kernel instead (the keep-alive's bytes are never
+/// acknowledged, and TCP_USER_TIMEOUT fails the socket).
+fn configure_keepalive(sess: &ssh2::Session, interval: Duration) {
+    if !interval.is_zero() {
+        sess.set_keepalive(false, interval.as_secs().max(1) as u32);
+    }
 }
 
 /// Kernel bound on unacknowledged data: with keep-alives flowing, a dead peer is noticed after

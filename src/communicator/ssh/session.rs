@@ -29,6 +29,8 @@ pub(crate) struct Conn {
     /// Set once the connection is known to be gone; every later job fails with it.
     pub dead: Option<String>,
     /// Keeps the bastion hop alive as long as this connection.
+    /// Channels closed on our side, waiting for the server's close.
+    closing: Vec<ssh2::Channel>,
     _bridge: Option<Bridge>,
 }
 
@@ -48,6 +50,7 @@ impl Conn {
             last_keepalive: Instant::now(),
             io_timeout: opts.io_timeout,
             dead: None,
+            closing: Vec::new(),
             _bridge: bridge,
         }
     }
@@ -94,6 +97,7 @@ impl Conn {
             return Err(Stop::Abandoned);
         }
         self.keepalive_if_due(abandon)?;
+        self.reap();
         let mut slice = SLICE;
         if !self.keepalive.is_zero() {
             slice = slice.min(
@@ -130,19 +134,46 @@ impl Conn {
         }
     }
 
-    /// Frees a channel: in blocking mode, bounded, so its close is actually sent.
-    pub fn release(&mut self, channel: ssh2::Channel) {
+    /// Closes and frees a channel without waiting for the server: a channel whose command still
+    /// runs (an abandoned exec) is closed on our side and kept until the server closes it too,
+    /// then freed (checked at every wait and while idle).
+    pub fn release(&mut self, mut channel: ssh2::Channel) {
         if self.dead.is_some() {
-            // Nothing can be sent; freeing must not wait.
-            self.sess.set_timeout(1);
-        } else {
-            self.sess.set_timeout(2_000);
+            // Nothing can be sent: freeing fails fast and frees.
+            drop(channel);
+            return;
         }
-        self.sess.set_blocking(true);
-        drop(channel);
-        self.sess.set_blocking(false);
-        self.sess
-            .set_timeout(super::connect::millis(self.io_timeout));
+        let never = AtomicBool::new(false);
+        let deadline = self.deadline();
+        match self.drive(&never, deadline, || channel.close()) {
+            Ok(Step::Idle) => self.closing.push(channel),
+            Ok(Step::Done(())) => drop(channel),
+            Err(stop) => {
+                self.note(&stop);
+                drop(channel);
+            }
+        }
+    }
+
+    /// Frees the channels the server has closed since [`Conn::release`].
+    fn reap(&mut self) {
+        if self.closing.is_empty() {
+            return;
+        }
+        let never = AtomicBool::new(false);
+        let deadline = self.deadline();
+        let mut still = Vec::new();
+        for mut channel in std::mem::take(&mut self.closing) {
+            match self.drive(&never, deadline, || channel.close()) {
+                Ok(Step::Idle) if self.dead.is_none() => still.push(channel),
+                Ok(_) => drop(channel),
+                Err(stop) => {
+                    self.note(&stop);
+                    drop(channel);
+                }
+            }
+        }
+        self.closing = still;
     }
 
     /// Records that the connection is gone when `stop` says so.
@@ -159,6 +190,7 @@ impl Conn {
         }
         let never = AtomicBool::new(false);
         let _ = self.keepalive_if_due(&never);
+        self.reap();
     }
 
     /// Says goodbye (bounded) when the handle is dropped.
