@@ -184,6 +184,8 @@ fn awkward_tree(root: &Path) {
 /// A TCP proxy on 127.0.0.1 to `target` whose connections the test can cut.
 struct Proxy {
     port: u16,
+    /// Bytes carried from the client to the server so far.
+    upstream_bytes: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     thread: Option<JoinHandle<()>>,
@@ -195,7 +197,8 @@ impl Proxy {
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (t_stop, t_conns) = (stop.clone(), conns.clone());
+        let upstream_bytes: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let (t_stop, t_conns, t_bytes) = (stop.clone(), conns.clone(), upstream_bytes.clone());
         let thread = std::thread::spawn(move || {
             while !t_stop.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -211,15 +214,28 @@ impl Proxy {
                                 t_conns.lock().expect("lock").push(c);
                             }
                         }
-                        for (mut from, mut to) in [
+                        for (mut from, mut to, counter) in [
                             (
                                 client.try_clone().expect("clone"),
                                 upstream.try_clone().expect("clone"),
+                                Some(t_bytes.clone()),
                             ),
-                            (upstream, client),
+                            (upstream, client, None),
                         ] {
                             std::thread::spawn(move || {
-                                let _ = std::io::copy(&mut from, &mut to);
+                                let mut buf = vec![0u8; 64 * 1024];
+                                loop {
+                                    let n = match from.read(&mut buf) {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(n) => n,
+                                    };
+                                    if let Some(c) = &counter {
+                                        c.fetch_add(n as u64, Ordering::SeqCst);
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
                                 let _ = to.shutdown(Shutdown::Write);
                             });
                         }
@@ -230,6 +246,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            upstream_bytes,
             stop,
             conns,
             thread: Some(thread),
@@ -946,6 +963,49 @@ async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
         "{next:?}"
     );
     assert!(!session.is_alive().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
+    let world = world_or_skip!();
+    let fx = Fx::new(world, "ssh-keepalive");
+    let mut idle_bytes = Vec::new();
+    for interval in [Duration::from_secs(1), Duration::ZERO] {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let proxy = Proxy::start(listener, world_addr(world));
+        let mut opts = fx.opts();
+        opts.port = proxy.port;
+        opts.keepalive_interval = interval;
+        let session = Session::connect(opts, CancellationToken::new(), |_| {})
+            .await
+            .expect("connect");
+        let (o, _, _) = session
+            .exec_collect("true", ExecOptions::default())
+            .await
+            .expect("exec");
+        assert!(o.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = proxy.upstream_bytes.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        let after = proxy.upstream_bytes.load(Ordering::SeqCst);
+        idle_bytes.push(after - before);
+        // Still usable after the idle time.
+        let (o, _, _) = session
+            .exec_collect("true", ExecOptions::default())
+            .await
+            .expect("exec after idle");
+        assert!(o.success());
+    }
+    eprintln!("ssh: bytes sent while idle 4.5 s (keep-alive 1 s, off): {idle_bytes:?}");
+    // libssh2 treats an interval of 1 s as 2 s: at least two keep-alive packets in 4.5 s.
+    assert!(
+        idle_bytes[0] >= 2 * 32,
+        "keep-alives sent while idle: {idle_bytes:?}"
+    );
+    assert_eq!(
+        idle_bytes[1], 0,
+        "disabled keep-alives still sent: {idle_bytes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

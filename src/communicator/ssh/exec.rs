@@ -341,7 +341,7 @@ fn pump_output(
             return Ok(());
         }
         if !progress {
-            conn.wait_input(abandon)?;
+            conn.wait_channel(abandon, channel, false)?;
         }
     }
 }

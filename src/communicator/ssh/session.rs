@@ -90,6 +90,26 @@ impl Conn {
         }
     }
 
+    /// Like [`Conn::wait_input`], but returns at once when `channel` already has data buffered
+    /// in libssh2 (a read of one stream processes every pending packet, so data of the other
+    /// stream may be waiting) or, when `writing`, when its send window has reopened (a window
+    /// adjust processed by such a read). The socket alone would not tell.
+    pub fn wait_channel(
+        &mut self,
+        abandon: &AtomicBool,
+        channel: &ssh2::Channel,
+        writing: bool,
+    ) -> Result<(), Stop> {
+        if abandon.load(Ordering::Relaxed) {
+            return Err(Stop::Abandoned);
+        }
+        if channel.read_window().available > 0 || (writing && channel.write_window().remaining > 0)
+        {
+            return Ok(());
+        }
+        self.wait_input(abandon)
+    }
+
     /// Nothing to do until input arrives: sends a keep-alive if due, then waits for the socket
     /// to be readable for at most [`SLICE`]. Only call it when nothing is pending outbound.
     pub fn wait_input(&mut self, abandon: &AtomicBool) -> Result<(), Stop> {

@@ -36,7 +36,8 @@ pub enum UploadSource {
     Bytes(Vec<u8>),
 }
 
-/// Bytes of file content moved so far, and the total when known.
+/// Bytes moved so far (uploads: file content, with its total; downloads: the archive stream,
+/// total unknown).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransferProgress {
     pub bytes: u64,
@@ -598,7 +599,7 @@ impl Write for ChannelWriter<'_> {
                     if Instant::now() >= deadline {
                         return Err(self.fail(Stop::Stalled));
                     }
-                    if let Err(stop) = self.conn.wait_input(self.abandon) {
+                    if let Err(stop) = self.conn.wait_channel(self.abandon, self.channel, true) {
                         return Err(self.fail(stop));
                     }
                 }
@@ -662,7 +663,7 @@ impl Read for ChannelReader<'_> {
                     if Instant::now() >= deadline {
                         return Err(self.fail(Stop::Stalled));
                     }
-                    if let Err(stop) = self.conn.wait_input(self.abandon) {
+                    if let Err(stop) = self.conn.wait_channel(self.abandon, self.channel, false) {
                         return Err(self.fail(stop));
                     }
                 }
@@ -702,7 +703,7 @@ fn drain_and_finish(
             if last_progress.elapsed() >= conn.io_timeout {
                 return Err(Stop::Stalled);
             }
-            conn.wait_input(abandon)?;
+            conn.wait_channel(abandon, channel, false)?;
         }
     }
     finish(conn, abandon, channel)
