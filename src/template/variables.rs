@@ -252,7 +252,7 @@ fn undeclared(key: &str, from: &str, declared: &BTreeSet<&str>) -> Diagnostic {
 }
 
 /// Reads a `-var-file`: a JSON object whose values are strings.
-fn read_var_file(path: &PathBuf, diags: &mut Diagnostics) -> Vec<(String, String)> {
+fn read_var_file(path: &std::path::Path, diags: &mut Diagnostics) -> Vec<(String, String)> {
     let text = match read_text_file(path, "variable file") {
         Ok(t) => t,
         Err(d) => {

@@ -78,10 +78,6 @@ impl Scratch {
     pub fn run(&self, args: &[&str]) -> Run {
         imgbuild_in(self.dir.path(), args, None)
     }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
 }
 
 fn repo() -> PathBuf {
@@ -519,7 +515,7 @@ fn inspect_masks_sensitive_values_everywhere() {
     let records: Vec<String> = r
         .stdout
         .lines()
-        .map(|l| l.splitn(2, ',').nth(1).unwrap_or("").to_string())
+        .map(|l| l.split_once(',').map_or("", |(_, rest)| rest).to_string())
         .filter(|l| l.starts_with(",template-"))
         .collect();
     assert_eq!(
