@@ -11,6 +11,8 @@
 pub mod decode;
 pub mod diag;
 pub mod funcs;
+#[cfg(test)]
+mod fuzz;
 pub mod inspect;
 pub mod json;
 pub mod prepare;
