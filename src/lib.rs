@@ -15,6 +15,7 @@
 
 pub mod build;
 pub mod builder;
+pub mod cancel;
 pub(crate) mod checks;
 pub mod cli;
 pub mod communicator;
@@ -76,7 +77,13 @@ pub fn run(args: Vec<String>) -> Exit {
                 only: a.select.only,
                 except: a.select.except,
             };
-            build(&a.template, &var_args, &sel, ui)
+            let opts = build::Options {
+                force: a.force,
+                on_error: a.on_error,
+                parallel_builds: a.parallel_builds,
+                debug: a.debug,
+            };
+            build(&a.template, &var_args, &sel, &opts, ui)
         }
     }
 }
@@ -109,20 +116,32 @@ fn report(ui: &Ui, diags: &Diagnostics) -> Exit {
 }
 
 /// Stage 1 and stage 2, shared by validate and build.
+/// A template ready to build: the prepared builds, the bound variables and the template's
+/// directory (both needed to render build-time values).
+struct Loaded {
+    prepared: template::prepare::Prepared,
+    vars: template::variables::Variables,
+    template_dir: String,
+}
+
 fn load_and_prepare(
     path: &str,
     var_args: &[VarArg],
     sel: &Selection,
     ui: &mut Ui,
     diags: &mut Diagnostics,
-) -> Option<template::prepare::Prepared> {
+) -> Option<Loaded> {
     let t = load(path, ui, diags)?;
     let clock = Clock::now();
     let engine = Engine::new(clock);
     let vars = bind(&t, var_args, &engine, diags);
     ui.redactor = vars.redactor.clone();
     let prepared = prepare(&t, &vars, sel, &engine, clock, diags);
-    (!diags.has_errors()).then_some(prepared)
+    (!diags.has_errors()).then(|| Loaded {
+        prepared,
+        vars,
+        template_dir: t.template_dir.clone(),
+    })
 }
 
 fn validate(
@@ -178,13 +197,23 @@ fn inspect(path: &str, mut ui: Ui) -> Exit {
     Exit::Success
 }
 
-fn build(path: &str, var_args: &[VarArg], sel: &Selection, mut ui: Ui) -> Exit {
+fn build(
+    path: &str,
+    var_args: &[VarArg],
+    sel: &Selection,
+    opts: &build::Options,
+    mut ui: Ui,
+) -> Exit {
     let mut diags = Diagnostics::default();
-    let Some(prepared) = load_and_prepare(path, var_args, sel, &mut ui, &mut diags) else {
+    let Some(loaded) = load_and_prepare(path, var_args, sel, &mut ui, &mut diags) else {
         return report(&ui, &diags);
     };
     ui.diagnostics(&diags);
-    match build::run(&prepared, &ui) {
+    let inputs = build::Inputs {
+        user: &loaded.vars.values,
+        template_dir: &loaded.template_dir,
+    };
+    match build::run(&loaded.prepared, &inputs, opts, &ui) {
         Ok(()) => Exit::Success,
         Err(e) => {
             let exit = e.exit();
