@@ -281,6 +281,13 @@ async fn one(
         if !success && opts.on_error == OnError::Ask {
             say("-on-error=ask: asking is not implemented yet; cleaning up".into());
         }
+        if let Some((at, d)) = test_pause().filter(|(at, _)| at == "teardown") {
+            say(format!(
+                "test hook: pausing {} before {at}",
+                human_duration(d)
+            ));
+            abort.sleep(d).await;
+        }
         let protected = ctx.protected_snapshots();
         let failures =
             teardown::run(&aws, &ledger, success, polling, &protected, abort, &say).await;

@@ -413,56 +413,56 @@ mod tests {
     fn images_go_before_their_snapshots_and_instances_before_their_groups() {
         let mut l = Ledger::new(None);
         let r = || "us-east-1".to_string();
-        l.record(
+        let _ = l.record(
             Undo::DeleteKeyPair {
                 region: r(),
                 name: "k".into(),
             },
             None,
         );
-        l.record(
+        let _ = l.record(
             Undo::DeleteSecurityGroup {
                 region: r(),
                 id: "sg-1".into(),
             },
             None,
         );
-        l.record(
+        let _ = l.record(
             Undo::TerminateInstance {
                 region: r(),
                 id: "i-1".into(),
             },
             None,
         );
-        l.record(
+        let _ = l.record(
             Undo::DeleteVolume {
                 region: r(),
                 id: "vol-1".into(),
             },
             None,
         );
-        l.record(
+        let _ = l.record(
             Undo::DeregisterImage {
                 region: r(),
                 id: "ami-1".into(),
             },
             None,
         );
-        l.record(
+        let _ = l.record(
             Undo::DeleteSnapshot {
                 region: r(),
                 id: "snap-1".into(),
             },
             None,
         );
-        l.record(
+        let _ = l.record(
             Undo::DeregisterImage {
                 region: "us-west-2".into(),
                 id: "ami-2".into(),
             },
             None,
         );
-        l.record(
+        let _ = l.record(
             Undo::DeleteSnapshot {
                 region: "us-west-2".into(),
                 id: "snap-2".into(),
