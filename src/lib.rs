@@ -6,12 +6,14 @@
 //! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest and
 //! shell-local post-processors.
 //!
-//! What does not exist yet: the amazon-ebs builder's steps, the SSH communicator and the running
-//! of provisioners and post-processors. `imgbuild build` validates and prepares every build, says
-//! that it stops there, and exits 1 without creating anything.
+//! The amazon-ebs build runs ([`builder::amazon`], orchestrated by [`build`]): every resource
+//! it creates is recorded in a [`ledger`] and removed on failure and on Ctrl-C.
 //!
-//! Configuration comes from the template, `-var`/`-var-file`, and (later, for AWS access) the
-//! standard AWS chain.
+//! What does not exist yet: the SSH communicator and the running of provisioners (the seam is
+//! [`build::provision`]), post-processors, `imgbuild cleanup`.
+//!
+//! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
+//! chain.
 
 pub mod build;
 pub mod builder;

@@ -362,9 +362,18 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
             } else {
                 ui.say(&format!("--> {}: {}", o.name, a.describe().trim_end()));
             }
-            for (r, ami) in &a.amis {
-                ui.record(&o.name, "artifact", &["0", "id", &format!("{r}:{ami}")]);
-            }
+            // Packer's machine-readable artifact records (`-machine-readable`).
+            let id: Vec<String> = a.amis.iter().map(|(r, ami)| format!("{r}:{ami}")).collect();
+            ui.record(&o.name, "artifact-count", &["1"]);
+            ui.record(
+                &o.name,
+                "artifact",
+                &["0", "builder-id", "mitchellh.amazonebs"],
+            );
+            ui.record(&o.name, "artifact", &["0", "id", &id.join(",")]);
+            ui.record(&o.name, "artifact", &["0", "string", &a.describe()]);
+            ui.record(&o.name, "artifact", &["0", "files-count", "0"]);
+            ui.record(&o.name, "artifact", &["0", "end"]);
             if !o.post_processors.is_empty() {
                 ui.error(&format!(
                     "==> {}: post-processors were NOT run ({}): running post-processors is not implemented yet in imgbuild",

@@ -118,11 +118,14 @@ fn build(s: &Scratch, e: &Env, args: &[&str], extra: &[(&str, &str)]) -> Run {
     imgbuild_env(s.dir.path(), &all, None, &vars)
 }
 
+/// An AMI: name, tags, snapshot ids.
+type AmiInfo = (String, BTreeMap<String, String>, Vec<String>);
+
 /// What the emulator holds in one region.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Region {
     /// id -> (name, tags, snapshot ids)
-    images: BTreeMap<String, (String, BTreeMap<String, String>, Vec<String>)>,
+    images: BTreeMap<String, AmiInfo>,
     /// id -> state
     instances: BTreeMap<String, String>,
     key_pairs: BTreeSet<String>,
@@ -333,7 +336,10 @@ fn ami_from_stdout(stdout: &str, region: &str) -> String {
 fn build_none_creates_a_tagged_timestamped_ami_and_leaves_nothing_else() {
     let world = world_or_skip!();
     let e = env(&world);
-    let s = Scratch::new().with("t.json", &template(builder(&world, json!({})), json!([])));
+    let mut t: Value =
+        serde_json::from_str(&template(builder(&world, json!({})), json!([]))).expect("json");
+    t["post-processors"] = json!(["manifest"]);
+    let s = Scratch::new().with("t.json", &t.to_string());
     let before = state(&world);
     let started = chrono::Utc::now().timestamp();
     let r = build(&s, &e, &["t.json"], &[]);
@@ -551,13 +557,32 @@ fn build_taken_ami_name_fails_before_launch_unless_forced() {
 fn build_ami_regions_copies_and_tags_in_every_region() {
     let world = world_or_skip!();
     let e = env(&world);
-    let b = builder(&world, json!({"ami_regions": ["us-west-2"]}));
+    let b = builder(
+        &world,
+        json!({"ami_regions": ["us-west-2"], "ami_users": ["123456789012"], "snapshot_users": ["123456789012"]}),
+    );
     let s = Scratch::new().with("t.json", &template(b, json!([])));
     let before = state(&world);
-    let r = build(&s, &e, &["t.json"], &[]);
+    let r = build(&s, &e, &["-machine-readable", "t.json"], &[]);
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    let east = ami_from_stdout(&r.stdout, "us-east-1");
-    let west = ami_from_stdout(&r.stdout, "us-west-2");
+    let id_line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains(",amazon-ebs,artifact,0,id,"))
+        .unwrap_or_else(|| panic!("no artifact id record in:\n{}", r.stdout));
+    let id = id_line.rsplit(",id,").next().unwrap_or_default();
+    let pairs: BTreeMap<&str, &str> = id
+        .split("%!(PACKER_COMMA)")
+        .filter_map(|p| p.split_once(':'))
+        .collect();
+    let east = pairs
+        .get("us-east-1")
+        .expect("us-east-1 in the artifact id")
+        .to_string();
+    let west = pairs
+        .get("us-west-2")
+        .expect("us-west-2 in the artifact id")
+        .to_string();
     let after = state(&world);
     assert_nothing_left(&before, &after, &[&east, &west], "after a copy");
     for (region, ami) in [("us-east-1", &east), ("us-west-2", &west)] {

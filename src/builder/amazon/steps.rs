@@ -448,6 +448,23 @@ impl Ctx<'_> {
             .filter(|r| **r != region)
             .cloned()
             .collect();
+        for (on, key) in [
+            (
+                cfg.access.decode_authorization_messages,
+                "decode_authorization_messages",
+            ),
+            (
+                cfg.access.skip_metadata_api_check,
+                "skip_metadata_api_check",
+            ),
+        ] {
+            if on {
+                self.ui.error(&format!(
+                    "==> {}: warning: `{key}` has no effect yet in imgbuild",
+                    self.name
+                ));
+            }
+        }
         if cfg.run.temporary_security_group_source_public_ip {
             return Err(BuildError::NotYet {
                 option: "temporary_security_group_source_public_ip",
@@ -461,6 +478,13 @@ impl Ctx<'_> {
             None => format!("Finding the source AMI in {region}..."),
         });
         let source = self.source_image(&ec2, &region).await?;
+        if !matches!(source.image_id(), Some(id) if !id.is_empty()) {
+            return Err(BuildError::MissingField {
+                call: "DescribeImages",
+                field: "ImageId",
+                region: region.clone(),
+            });
+        }
         let mut data = plan::source_fields(&source, &region);
         data.insert("PackerRunUUID".into(), self.run_id.to_string());
         data.insert(
@@ -817,7 +841,6 @@ impl Ctx<'_> {
             vpc_id: run.vpc_id.clone(),
             subnet_id: run.subnet_id.clone(),
             az: run.availability_zone.clone(),
-            ..Net::default()
         };
         if net.vpc_id.is_none() {
             if let Some(f) = &run.vpc_filter {
