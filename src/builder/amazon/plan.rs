@@ -285,6 +285,53 @@ mod tests {
         );
     }
 
+    fn cfg(extra: &str) -> AmazonEbsConfig {
+        let text = format!(
+            r#"{{"ami_name": "web", "instance_type": "t3.micro", "source_ami": "ami-1", "ssh_username": "u"{extra}}}"#
+        );
+        let (c, d) = crate::checks::testing::decode(&text, AmazonEbsConfig::decode);
+        assert!(!d.has_errors(), "{d:?}");
+        c
+    }
+
+    #[test]
+    fn the_temporary_group_never_opens_the_internet_unless_told() {
+        assert_eq!(
+            ingress(&cfg(
+                r#", "temporary_security_group_source_cidrs": ["0.0.0.0/0"]"#
+            )),
+            Ok(Ingress::Cidrs(vec!["0.0.0.0/0".into()]))
+        );
+        assert_eq!(
+            ingress(&cfg(r#", "communicator": "none""#)),
+            Ok(Ingress::Nothing)
+        );
+        assert_eq!(
+            ingress(&cfg(r#", "ssh_host": "10.1.2.3""#)),
+            Ok(Ingress::Vpc)
+        );
+        assert_eq!(
+            ingress(&cfg(r#", "ssh_interface": "private_ip""#)),
+            Ok(Ingress::Vpc)
+        );
+        assert_eq!(
+            ingress(&cfg(
+                r#", "ssh_bastion_host": "bastion.example", "ssh_bastion_agent_auth": true"#
+            )),
+            Ok(Ingress::Vpc)
+        );
+        let refused = ingress(&cfg(r#", "ssh_port": 2222"#)).unwrap_err();
+        assert!(refused.contains("reach port 2222"), "{refused}");
+        assert!(
+            refused.contains("[\"0.0.0.0/0\"] to accept the risk"),
+            "{refused}"
+        );
+        assert_eq!(
+            ingress(&cfg(r#", "ssh_interface": "public_dns""#)).is_err(),
+            true
+        );
+    }
+
     #[test]
     fn ami_names_are_checked_after_rendering() {
         assert!(check_ami_name("web 2024-01-01 (v1)").is_ok());
