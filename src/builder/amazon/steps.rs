@@ -641,13 +641,21 @@ impl Ctx<'_> {
             self.force_deregister(&existing).await?;
         }
 
-        // The image.
+        // The image. An image that is not the product in the build region (re-encrypted, or not
+        // kept there) gets a temporary name: EC2 refuses two images of one name in a region.
+        let intermediate = cfg.ami.encrypt_boot == Some(true)
+            || (cfg.ami.skip_save_build_region && !copy_regions.is_empty());
+        let first_name = if intermediate {
+            format!("imgbuild-intermediate-{}", uuid::Uuid::now_v7().simple())
+        } else {
+            ami_name.clone()
+        };
         let mut made = self
             .create_image(
                 &ec2,
                 &region,
                 &instance_id,
-                &ami_name,
+                &first_name,
                 ami_description.as_deref(),
             )
             .await?;
