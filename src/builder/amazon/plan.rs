@@ -167,6 +167,21 @@ pub fn source_fields(image: &Image, region: &str) -> BTreeMap<String, String> {
     m
 }
 
+/// Renders the keys and values of a tag map with `render` (which knows the build data); an error
+/// names the tag.
+pub fn render_tags(
+    tags: &BTreeMap<String, String>,
+    render: impl Fn(&str) -> Result<String, String>,
+) -> Result<BTreeMap<String, String>, (String, String)> {
+    let mut out = BTreeMap::new();
+    for (k, v) in tags {
+        let key = render(k).map_err(|e| (k.clone(), e))?;
+        let value = render(v).map_err(|e| (k.clone(), e))?;
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
 /// The build's tags added to everything it creates, so that `imgbuild cleanup` can find them.
 pub const TAG_RUN_ID: &str = "imgbuild:run-id";
 pub const TAG_BUILD: &str = "imgbuild:build";
@@ -330,6 +345,56 @@ mod tests {
             ingress(&cfg(r#", "ssh_interface": "public_dns""#)).is_err(),
             true
         );
+    }
+
+    #[test]
+    fn tags_render_build_values_and_name_the_tag_that_fails() {
+        use crate::template::funcs::{Clock, Engine, Phase, Scope};
+        let engine = Engine::new(Clock::now());
+        let user = BTreeMap::from([("team".to_string(), "web".to_string())]);
+        let image = img(
+            "ami-785db401",
+            "ubuntu/xenial:1",
+            "2017-07-21T00:00:00.000Z",
+        );
+        let mut data = source_fields(&image, "us-east-1");
+        data.insert("ID".into(), "i-1".into());
+        let scope = Scope {
+            phase: Phase::Build,
+            user: &user,
+            template_dir: "/t",
+            build_name: Some("b"),
+            build_type: Some("amazon-ebs"),
+            build: Some(&data),
+            fields: Some(&data),
+        };
+        let render = |src: &str| engine.render(src, &scope).map_err(|e| e.message);
+        let tags = BTreeMap::from([
+            ("SourceAMI".to_string(), "{{ .SourceAMI }}".to_string()),
+            ("Region".to_string(), "{{ .BuildRegion }}".to_string()),
+            (
+                "Base".to_string(),
+                "{{ .SourceAMIName | clean_resource_name }}".to_string(),
+            ),
+            (
+                "{{user `team`}}-owner".to_string(),
+                "{{build `ID`}}".to_string(),
+            ),
+        ]);
+        let out = render_tags(&tags, render).unwrap();
+        assert_eq!(
+            out.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("Base".to_string(), "ubuntu/xenial-1".to_string()),
+                ("Region".to_string(), "us-east-1".to_string()),
+                ("SourceAMI".to_string(), "ami-785db401".to_string()),
+                ("web-owner".to_string(), "i-1".to_string()),
+            ]
+        );
+        let bad = BTreeMap::from([("X".to_string(), "{{ .NoSuchField }}".to_string())]);
+        let (key, message) = render_tags(&bad, render).unwrap_err();
+        assert_eq!(key, "X");
+        assert!(message.contains("NoSuchField"), "{message}");
     }
 
     #[test]

@@ -409,13 +409,13 @@ impl Ctx<'_> {
         tags: &BTreeMap<String, String>,
         data: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, BuildError> {
-        let mut out = BTreeMap::new();
-        for (k, v) in tags {
-            let key = self.render(&format!("the key of {what} {k:?}"), k, data)?;
-            let value = self.render(&format!("{what} {k:?}"), v, data)?;
-            out.insert(key, value);
-        }
-        Ok(out)
+        plan::render_tags(tags, |src| {
+            self.render(what, src, data).map_err(|e| e.to_string())
+        })
+        .map_err(|(key, message)| BuildError::Render {
+            what: format!("{what} {key:?}"),
+            message,
+        })
     }
 
     async fn pause_point(&self, step: &str) -> Result<(), BuildError> {
