@@ -409,10 +409,13 @@ impl Ctx<'_> {
         tags: &BTreeMap<String, String>,
         data: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, BuildError> {
-        plan::render_tags(tags, |src| {
-            self.render(what, src, data).map_err(|e| e.to_string())
-        })
-        .map_err(|(key, message)| BuildError::Render {
+        let render = |src: &str| {
+            self.render(what, src, data).map_err(|e| match e {
+                BuildError::Render { message, .. } => message,
+                other => other.to_string(),
+            })
+        };
+        plan::render_tags(tags, render).map_err(|(key, message)| BuildError::Render {
             what: format!("{what} {key:?}"),
             message,
         })
