@@ -15,7 +15,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::config::Credentials;
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 use super::config::AccessConfig;
 
@@ -75,7 +75,7 @@ impl ApiError {
         }
         ApiError {
             code: None,
-            message: DisplayErrorContext(e).to_string(),
+            message: error_chain(e),
         }
     }
 
@@ -98,6 +98,21 @@ impl ApiError {
     pub fn code_is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
+}
+
+/// An error and its sources, `a: b: c`, without repeating a source already in the text.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// The text of an HTML or XML answer, shortened, for messages.
@@ -263,7 +278,7 @@ impl Aws {
                 if let Err(e) = p.provide_credentials().await {
                     return Err(AwsError::NoCredentials {
                         profile: access.profile.clone(),
-                        message: DisplayErrorContext(&e).to_string(),
+                        message: error_chain(&e),
                     });
                 }
             }
