@@ -349,11 +349,15 @@ fn variables_use_other_variables_env_and_functions() {
     // `only` names the rendered build name.
     let r = s.run(&["validate", "-syntax-only", "t.json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = s.run(&["build", "t.json"]);
+    // The build is named by the rendered name (`-only` takes it; the raw one is unknown).
+    let r = s.run(&["validate", "-only=web-x", "t.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = s.run(&["validate", "-only={{user `name`}}", "t.json"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stdout.contains("==> web-x: prepared (amazon-ebs build)"),
+        r.stderr.contains("is not a build in this template"),
         "{}",
-        r.stdout
+        r.stderr
     );
 }
 
