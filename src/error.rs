@@ -28,13 +28,26 @@ pub enum Error {
     /// Everything was prepared but the step that would run it does not exist yet.
     #[error("{what} is not implemented yet in imgbuild {version}: nothing was created in AWS")]
     NotImplemented { what: String, version: &'static str },
+    /// One or more builds failed; `left_behind` when resources remain (listed in the message).
+    #[error("{message}")]
+    Build { message: String, left_behind: bool },
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
 }
 
 impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Template(_) => Exit::Usage,
-            Error::NotImplemented { .. } => Exit::BuildFailed,
+            Error::NotImplemented { .. } | Error::Runtime(_) => Exit::BuildFailed,
+            Error::Build { left_behind, .. } => {
+                if *left_behind {
+                    Exit::LeftBehind
+                } else {
+                    Exit::BuildFailed
+                }
+            }
         }
     }
 }

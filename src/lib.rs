@@ -6,15 +6,18 @@
 //! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest and
 //! shell-local post-processors.
 //!
-//! What does not exist yet: the amazon-ebs builder's steps, the SSH communicator and the running
-//! of provisioners and post-processors. `imgbuild build` validates and prepares every build, says
-//! that it stops there, and exits 1 without creating anything.
+//! The amazon-ebs build runs ([`builder::amazon`], orchestrated by [`build`]): every resource
+//! it creates is recorded in a [`ledger`] and removed on failure and on Ctrl-C.
 //!
-//! Configuration comes from the template, `-var`/`-var-file`, and (later, for AWS access) the
-//! standard AWS chain.
+//! What does not exist yet: the SSH communicator and the running of provisioners (the seam is
+//! [`build::provision`]), post-processors, `imgbuild cleanup`.
+//!
+//! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
+//! chain.
 
 pub mod build;
 pub mod builder;
+pub mod cancel;
 pub(crate) mod checks;
 pub mod cli;
 pub mod communicator;
@@ -76,7 +79,13 @@ pub fn run(args: Vec<String>) -> Exit {
                 only: a.select.only,
                 except: a.select.except,
             };
-            build(&a.template, &var_args, &sel, ui)
+            let opts = build::Options {
+                force: a.force,
+                on_error: a.on_error,
+                parallel_builds: a.parallel_builds,
+                debug: a.debug,
+            };
+            build(&a.template, &var_args, &sel, &opts, ui)
         }
     }
 }
@@ -109,20 +118,32 @@ fn report(ui: &Ui, diags: &Diagnostics) -> Exit {
 }
 
 /// Stage 1 and stage 2, shared by validate and build.
+/// A template ready to build: the prepared builds, the bound variables and the template's
+/// directory (both needed to render build-time values).
+struct Loaded {
+    prepared: template::prepare::Prepared,
+    vars: template::variables::Variables,
+    template_dir: String,
+}
+
 fn load_and_prepare(
     path: &str,
     var_args: &[VarArg],
     sel: &Selection,
     ui: &mut Ui,
     diags: &mut Diagnostics,
-) -> Option<template::prepare::Prepared> {
+) -> Option<Loaded> {
     let t = load(path, ui, diags)?;
     let clock = Clock::now();
     let engine = Engine::new(clock);
     let vars = bind(&t, var_args, &engine, diags);
     ui.redactor = vars.redactor.clone();
     let prepared = prepare(&t, &vars, sel, &engine, clock, diags);
-    (!diags.has_errors()).then_some(prepared)
+    (!diags.has_errors()).then(|| Loaded {
+        prepared,
+        vars,
+        template_dir: t.template_dir.clone(),
+    })
 }
 
 fn validate(
@@ -178,13 +199,23 @@ fn inspect(path: &str, mut ui: Ui) -> Exit {
     Exit::Success
 }
 
-fn build(path: &str, var_args: &[VarArg], sel: &Selection, mut ui: Ui) -> Exit {
+fn build(
+    path: &str,
+    var_args: &[VarArg],
+    sel: &Selection,
+    opts: &build::Options,
+    mut ui: Ui,
+) -> Exit {
     let mut diags = Diagnostics::default();
-    let Some(prepared) = load_and_prepare(path, var_args, sel, &mut ui, &mut diags) else {
+    let Some(loaded) = load_and_prepare(path, var_args, sel, &mut ui, &mut diags) else {
         return report(&ui, &diags);
     };
     ui.diagnostics(&diags);
-    match build::run(&prepared, &ui) {
+    let inputs = build::Inputs {
+        user: &loaded.vars.values,
+        template_dir: &loaded.template_dir,
+    };
+    match build::run(&loaded.prepared, &inputs, opts, &ui) {
         Ok(()) => Exit::Success,
         Err(e) => {
             let exit = e.exit();

@@ -12,6 +12,14 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// The imgbuild binary under test: cargo's, or `IMGBUILD_TEST_BIN` (a copy taken right after the
+/// build, when several worktrees share one target directory and another build may replace
+/// cargo's while the tests run).
+pub fn imgbuild_bin() -> String {
+    std::env::var("IMGBUILD_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_imgbuild").to_string())
+}
+
 /// Runs the imgbuild binary in `dir` with `args` (and optional stdin), with a clean environment
 /// apart from PATH and HOME, and never a terminal, so output is plain.
 pub fn imgbuild_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
@@ -20,7 +28,7 @@ pub fn imgbuild_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
 
 /// As [`imgbuild_in`], with extra environment variables.
 pub fn imgbuild_env(dir: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+    let mut cmd = Command::new(imgbuild_bin());
     cmd.args(args)
         .current_dir(dir)
         .env_clear()
@@ -337,11 +345,15 @@ fn variables_use_other_variables_env_and_functions() {
     // `only` names the rendered build name.
     let r = s.run(&["validate", "-syntax-only", "t.json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = s.run(&["build", "t.json"]);
+    // The build is named by the rendered name (`-only` takes it; the raw one is unknown).
+    let r = s.run(&["validate", "-only=web-x", "t.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = s.run(&["validate", "-only={{user `name`}}", "t.json"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stdout.contains("==> web-x: prepared (amazon-ebs build)"),
+        r.stderr.contains("is not a build in this template"),
         "{}",
-        r.stdout
+        r.stderr
     );
 }
 
@@ -532,26 +544,41 @@ fn inspect_masks_sensitive_values_everywhere() {
 }
 
 #[test]
-fn build_prepares_and_says_it_stops_before_aws() {
+fn build_without_credentials_says_so_and_creates_nothing() {
     let t = format!(
         r#"{{"builders": [{BUILDER}],
  "provisioners": [{{"type": "shell", "inline": ["x"], "pause_before": "10s", "max_retries": 2}}],
  "post-processors": ["manifest"]}}"#
     );
-    let r = Scratch::new()
-        .with("t.json", &t)
-        .run(&["build", "-color=false", "t.json"]);
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stdout,
-        "==> amazon-ebs: prepared (amazon-ebs build)\n    amazon-ebs: provisioner 1: shell (pause_before 10s, max_retries 2)\n    amazon-ebs: post-processors: manifest\n"
+    let s = Scratch::new().with("t.json", &t);
+    let journal = s.path("journal");
+    let journal = journal.to_str().expect("utf-8 path");
+    // No credentials anywhere, and never the instance metadata service (loopback only).
+    let r = imgbuild_env(
+        s.dir.path(),
+        &["build", "-color=false", "t.json"],
+        None,
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent/config"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+            ("IMGBUILD_JOURNAL_DIR", journal),
+        ],
     );
-    assert_eq!(
-        r.stderr,
-        format!(
-            "error: the amazon-ebs builder (launching, provisioning and imaging) is not implemented yet in imgbuild {}: nothing was created in AWS\n",
-            env!("CARGO_PKG_VERSION")
-        )
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "");
+    assert!(
+        r.stderr
+            .contains("--> amazon-ebs: no AWS credentials found: "),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.ends_with(
+            "error: 1 of 1 build(s) failed (amazon-ebs); everything they created was removed\n"
+        ),
+        "{}",
+        r.stderr
     );
 }
 

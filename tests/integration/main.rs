@@ -1,6 +1,7 @@
 //! The one integration test binary: the CLI as a user runs it, against a real EC2 emulator
 //! (moto server) and a real OpenSSH sshd on 127.0.0.1.
 
+mod build_tests;
 mod cli_tests;
 mod ssh_tests;
 mod world;

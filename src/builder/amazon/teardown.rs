@@ -1,0 +1,490 @@
+//! Undoing what a build created: the ledger's entries, newest first, in dependency order
+//! (images before their snapshots, instances terminated and gone before their volumes and their
+//! security group), every entry tried even when one fails, within a deadline of its own, and not
+//! stopped by the signal that started it (only by `abort`, the second Ctrl-C).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::InstanceStateName;
+
+use super::aws::{Api, ApiError, Aws};
+use super::wait::{self, Polling, Probe, WaitError};
+use crate::cancel::Cancel;
+use crate::ledger::{Entry, Ledger, Undo};
+
+/// Teardown's own time limit.
+pub const DEADLINE: Duration = Duration::from_secs(20 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UndoError {
+    #[error("TerminateInstances {id} in {region}: {source}")]
+    TerminateInstances {
+        region: String,
+        id: String,
+        source: ApiError,
+    },
+    #[error("DeleteSecurityGroup {id} in {region}: {source}")]
+    DeleteSecurityGroup {
+        region: String,
+        id: String,
+        source: ApiError,
+    },
+    #[error("DeleteKeyPair {name} in {region}: {source}")]
+    DeleteKeyPair {
+        region: String,
+        name: String,
+        source: ApiError,
+    },
+    #[error("DeleteVolume {id} in {region}: {source}")]
+    DeleteVolume {
+        region: String,
+        id: String,
+        source: ApiError,
+    },
+    #[error("DeregisterImage {id} in {region}: {source}")]
+    DeregisterImage {
+        region: String,
+        id: String,
+        source: ApiError,
+    },
+    #[error("DeleteSnapshot {id} in {region}: {source}")]
+    DeleteSnapshot {
+        region: String,
+        id: String,
+        source: ApiError,
+    },
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    #[error("teardown's deadline passed before {0}")]
+    Deadline(String),
+    #[error("skipped (second interrupt)")]
+    Aborted,
+}
+
+/// The order to undo `entries` (given newest first): creation order reversed, then stably
+/// grouped so that nothing is removed before what depends on it: images, then instances, then
+/// volumes and snapshots, then security groups and key pairs.
+pub fn order(mut entries: Vec<Entry>) -> Vec<Entry> {
+    entries.sort_by_key(|e| match e.undo {
+        Undo::DeregisterImage { .. } => 0,
+        Undo::TerminateInstance { .. } => 1,
+        Undo::DeleteVolume { .. } | Undo::DeleteSnapshot { .. } => 2,
+        Undo::DeleteSecurityGroup { .. } | Undo::DeleteKeyPair { .. } => 3,
+    });
+    entries
+}
+
+/// What teardown left, with why.
+pub type Failures = Vec<(Undo, String)>;
+
+/// Undoes the ledger's entries (`success`: keep the product). `protected_snapshots` are snapshot
+/// IDs the user named in block device mappings: never deleted along with an image.
+pub async fn run(
+    aws: &Aws,
+    ledger: &Mutex<Ledger>,
+    success: bool,
+    polling: Polling,
+    protected_snapshots: &[String],
+    abort: &Cancel,
+    say: &(dyn Fn(String) + Sync),
+) -> Failures {
+    let deadline = Instant::now() + DEADLINE;
+    let entries = order(lock(ledger).to_unwind(success));
+    let mut failures = Vec::new();
+    for e in entries {
+        if abort.is_cancelled() {
+            failures.push((e.undo.clone(), UndoError::Aborted.to_string()));
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            failures.push((
+                e.undo.clone(),
+                UndoError::Deadline(e.undo.describe()).to_string(),
+            ));
+            continue;
+        }
+        say(format!("Cleaning up: {}", describe_undo(&e.undo)));
+        let r = abort
+            .run(tokio::time::timeout(
+                left,
+                undo(
+                    aws,
+                    &e.undo,
+                    polling,
+                    deadline,
+                    protected_snapshots,
+                    abort,
+                    say,
+                ),
+            ))
+            .await;
+        let r = match r {
+            None => Err(UndoError::Aborted),
+            Some(Err(_)) => Err(UndoError::Deadline(e.undo.describe())),
+            Some(Ok(r)) => r,
+        };
+        match r {
+            Ok(()) => {
+                if let Err(err) = lock(ledger).undone(e.id) {
+                    say(format!(
+                        "warning: could not journal the removal of {}: {err}",
+                        e.undo.describe()
+                    ));
+                }
+            }
+            Err(err) => {
+                say(format!("error removing {}: {err}", e.undo.describe()));
+                failures.push((e.undo.clone(), err.to_string()));
+            }
+        }
+    }
+    failures
+}
+
+fn describe_undo(u: &Undo) -> String {
+    match u {
+        Undo::TerminateInstance { .. } => format!("terminating {}", u.describe()),
+        Undo::DeregisterImage { .. } => format!("deregistering {}", u.describe()),
+        _ => format!("deleting {}", u.describe()),
+    }
+}
+
+pub fn lock(l: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    match l.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Retries `op` while it fails with one of `codes` (a dependency not released yet), with backoff,
+/// for at most `limit`.
+async fn retry_while<F, Fut>(
+    codes: &[&str],
+    limit: Duration,
+    abort: &Cancel,
+    mut op: F,
+) -> Result<(), ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ApiError>>,
+{
+    let end = Instant::now() + limit;
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match op().await {
+            Err(e) if codes.iter().any(|c| e.code_is(c)) && Instant::now() + pause < end => {
+                if !abort.sleep(pause).await {
+                    return Err(e);
+                }
+                pause = (pause * 2).min(Duration::from_secs(15));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Undoes one entry. A resource that is already gone counts as undone.
+pub async fn undo(
+    aws: &Aws,
+    u: &Undo,
+    polling: Polling,
+    deadline: Instant,
+    protected_snapshots: &[String],
+    abort: &Cancel,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<(), UndoError> {
+    let gone = |r: Result<(), ApiError>| match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    };
+    match u {
+        Undo::DeleteKeyPair { region, name } => {
+            let c = aws.ec2(region);
+            gone(
+                c.delete_key_pair()
+                    .key_name(name)
+                    .send()
+                    .await
+                    .api()
+                    .map(|_| ()),
+            )
+            .map_err(|source| UndoError::DeleteKeyPair {
+                region: region.clone(),
+                name: name.clone(),
+                source,
+            })
+        }
+        Undo::DeleteSecurityGroup { region, id } => {
+            let c = aws.ec2(region);
+            // The group stays in use for a short while after its instance is gone.
+            let r = retry_while(
+                &["DependencyViolation"],
+                Duration::from_secs(180),
+                abort,
+                || async {
+                    gone(
+                        c.delete_security_group()
+                            .group_id(id)
+                            .send()
+                            .await
+                            .api()
+                            .map(|_| ()),
+                    )
+                },
+            )
+            .await;
+            r.map_err(|source| UndoError::DeleteSecurityGroup {
+                region: region.clone(),
+                id: id.clone(),
+                source,
+            })
+        }
+        Undo::TerminateInstance { region, id } => {
+            let c = aws.ec2(region);
+            let r = c.terminate_instances().instance_ids(id).send().await.api();
+            match r {
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(source) => {
+                    return Err(UndoError::TerminateInstances {
+                        region: region.clone(),
+                        id: id.clone(),
+                        source,
+                    })
+                }
+                Ok(_) => {}
+            }
+            let schedule = polling.schedule(Duration::from_secs(600)).within(deadline);
+            let what = format!("instance {id} in {region}");
+            wait::until(&what, "terminated", &schedule, abort, say, || async {
+                let out = c.describe_instances().instance_ids(id).send().await.api();
+                let out = match out {
+                    Err(e) if e.is_not_found() => return Ok(Probe::Done(())),
+                    r => r?,
+                };
+                let state = out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .find(|i| i.instance_id() == Some(id))
+                    .and_then(|i| i.state())
+                    .and_then(|s| s.name().cloned());
+                Ok(match state {
+                    None | Some(InstanceStateName::Terminated) => Probe::Done(()),
+                    Some(s) => Probe::Pending(s.as_str().to_string()),
+                })
+            })
+            .await?;
+            Ok(())
+        }
+        Undo::DeleteVolume { region, id } => {
+            let c = aws.ec2(region);
+            let r = retry_while(
+                &["VolumeInUse", "IncorrectState"],
+                Duration::from_secs(120),
+                abort,
+                || async {
+                    gone(
+                        c.delete_volume()
+                            .volume_id(id)
+                            .send()
+                            .await
+                            .api()
+                            .map(|_| ()),
+                    )
+                },
+            )
+            .await;
+            r.map_err(|source| UndoError::DeleteVolume {
+                region: region.clone(),
+                id: id.clone(),
+                source,
+            })
+        }
+        Undo::DeregisterImage { region, id } => {
+            let c = aws.ec2(region);
+            let err = |source| UndoError::DeregisterImage {
+                region: region.clone(),
+                id: id.clone(),
+                source,
+            };
+            // Learn the image's snapshots first (they exist only once it has left `pending`),
+            // so that an image undone half-made does not leave them behind.
+            let schedule = polling.schedule(Duration::from_secs(600)).within(deadline);
+            let what = format!("AMI {id} in {region}");
+            let snapshots = wait::until(&what, "settled", &schedule, abort, say, || async {
+                let out = c.describe_images().image_ids(id).send().await.api();
+                let out = match out {
+                    Err(e) if e.is_not_found() => return Ok(Probe::Done(None)),
+                    r => r?,
+                };
+                let Some(img) = out.images().iter().find(|i| i.image_id() == Some(id)) else {
+                    return Ok(Probe::Done(None));
+                };
+                let state = img
+                    .state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default();
+                if state == "pending" {
+                    return Ok(Probe::Pending(state));
+                }
+                let snaps: Vec<String> = img
+                    .block_device_mappings()
+                    .iter()
+                    .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+                    .map(str::to_string)
+                    .collect();
+                Ok(Probe::Done(Some(snaps)))
+            })
+            .await?;
+            let Some(snapshots) = snapshots else {
+                return Ok(());
+            };
+            gone(
+                c.deregister_image()
+                    .image_id(id)
+                    .send()
+                    .await
+                    .api()
+                    .map(|_| ()),
+            )
+            .map_err(err)?;
+            for s in snapshots
+                .iter()
+                .filter(|s| !protected_snapshots.contains(s))
+            {
+                let r = retry_while(
+                    &["InvalidSnapshot.InUse"],
+                    Duration::from_secs(60),
+                    abort,
+                    || async {
+                        gone(
+                            c.delete_snapshot()
+                                .snapshot_id(s)
+                                .send()
+                                .await
+                                .api()
+                                .map(|_| ()),
+                        )
+                    },
+                )
+                .await;
+                r.map_err(|source| UndoError::DeleteSnapshot {
+                    region: region.clone(),
+                    id: s.clone(),
+                    source,
+                })?;
+            }
+            Ok(())
+        }
+        Undo::DeleteSnapshot { region, id } => {
+            let c = aws.ec2(region);
+            let r = retry_while(
+                &["InvalidSnapshot.InUse"],
+                Duration::from_secs(60),
+                abort,
+                || async {
+                    gone(
+                        c.delete_snapshot()
+                            .snapshot_id(id)
+                            .send()
+                            .await
+                            .api()
+                            .map(|_| ()),
+                    )
+                },
+            )
+            .await;
+            r.map_err(|source| UndoError::DeleteSnapshot {
+                region: region.clone(),
+                id: id.clone(),
+                source,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_go_before_their_snapshots_and_instances_before_their_groups() {
+        let mut l = Ledger::new(None);
+        let r = || "us-east-1".to_string();
+        let _ = l.record(
+            Undo::DeleteKeyPair {
+                region: r(),
+                name: "k".into(),
+            },
+            None,
+        );
+        let _ = l.record(
+            Undo::DeleteSecurityGroup {
+                region: r(),
+                id: "sg-1".into(),
+            },
+            None,
+        );
+        let _ = l.record(
+            Undo::TerminateInstance {
+                region: r(),
+                id: "i-1".into(),
+            },
+            None,
+        );
+        let _ = l.record(
+            Undo::DeleteVolume {
+                region: r(),
+                id: "vol-1".into(),
+            },
+            None,
+        );
+        let _ = l.record(
+            Undo::DeregisterImage {
+                region: r(),
+                id: "ami-1".into(),
+            },
+            None,
+        );
+        let _ = l.record(
+            Undo::DeleteSnapshot {
+                region: r(),
+                id: "snap-1".into(),
+            },
+            None,
+        );
+        let _ = l.record(
+            Undo::DeregisterImage {
+                region: "us-west-2".into(),
+                id: "ami-2".into(),
+            },
+            None,
+        );
+        let _ = l.record(
+            Undo::DeleteSnapshot {
+                region: "us-west-2".into(),
+                id: "snap-2".into(),
+            },
+            None,
+        );
+        let got: Vec<String> = order(l.to_unwind(false))
+            .iter()
+            .map(|e| e.undo.describe())
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "AMI ami-2 in us-west-2",
+                "AMI ami-1 in us-east-1",
+                "instance i-1 in us-east-1",
+                "snapshot snap-2 in us-west-2",
+                "snapshot snap-1 in us-east-1",
+                "volume vol-1 in us-east-1",
+                "security group sg-1 in us-east-1",
+                "key pair k in us-east-1",
+            ]
+        );
+    }
+}
