@@ -86,6 +86,10 @@ impl Scratch {
     pub fn run(&self, args: &[&str]) -> Run {
         imgbuild_in(self.dir.path(), args, None)
     }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
 }
 
 fn repo() -> PathBuf {
