@@ -2,6 +2,7 @@
 //! (moto server) and a real OpenSSH sshd on 127.0.0.1.
 
 mod cli_tests;
+mod provision_tests;
 mod ssh_tests;
 mod world;
 mod world_tests;
