@@ -122,6 +122,8 @@ pub struct Remote {
     build: String,
     opts: Option<ConnectOptions>,
     session: Option<Arc<Session>>,
+    /// The connection was lost (and not yet replaced).
+    lost: bool,
     token: CancellationToken,
 }
 
@@ -131,6 +133,7 @@ impl Remote {
             build: build.to_string(),
             opts: None,
             session: None,
+            lost: false,
             token: CancellationToken::new(),
         }
     }
@@ -201,6 +204,9 @@ impl Remote {
                 return Ok(s.clone());
             }
             self.session = None;
+            self.lost = true;
+        }
+        if std::mem::take(&mut self.lost) {
             out.say(&format!(
                 "==> {}: The SSH connection was lost; reconnecting...",
                 self.build
@@ -211,7 +217,9 @@ impl Remote {
 
     /// Forgets the session (after a disconnect): the next [`Remote::session`] reconnects.
     pub fn drop_session(&mut self) {
-        self.session = None;
+        if self.session.take().is_some() {
+            self.lost = true;
+        }
     }
 }
 
