@@ -474,6 +474,89 @@ impl<F: Fn(bool, &str) + Send + Sync> Output for FnOutput<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::testing::decode;
+
+    fn ssh(text: &str) -> SshConfig {
+        let (c, d) = decode(text, |mut o, dx| {
+            let c = SshConfig::decode(&mut o, dx);
+            o.finish(dx);
+            c
+        });
+        assert!(!d.has_errors(), "{d:?}");
+        c
+    }
+
+    fn ctx<'a>(ssh: &'a SshConfig, key: Option<&'a str>, out: &'a Ui) -> ProvisionContext<'a> {
+        ProvisionContext {
+            build_name: "b",
+            build_type: "amazon-ebs",
+            host: "10.0.0.5".into(),
+            port: 2222,
+            ssh,
+            private_key: key,
+            provisioners: &[],
+            error_cleanup: None,
+            build_data: BTreeMap::new(),
+            ui: out,
+        }
+    }
+
+    #[test]
+    fn ssh_options_map_onto_connect_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id");
+        std::fs::write(
+            &key,
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let ui = Ui::default();
+        let c = ssh(&format!(
+            r#"{{"ssh_username": "ubuntu", "ssh_private_key_file": "{}", "ssh_timeout": "42s",
+                "ssh_handshake_attempts": 3, "ssh_keep_alive_interval": "-1s", "ssh_pty": true,
+                "pause_before_connecting": "2s", "ssh_read_write_timeout": "7s",
+                "ssh_bastion_host": "jump", "ssh_bastion_password": "hunter22"}}"#,
+            key.display()
+        ));
+        let o = connect_options(&ctx(&c, Some("TEMPKEY"), &ui)).unwrap();
+        assert_eq!(
+            (o.host.as_str(), o.port, o.username.as_str()),
+            ("10.0.0.5", 2222, "ubuntu")
+        );
+        // The key file wins over the temporary key.
+        assert!(matches!(&o.auth, Auth::KeyFile { path, .. } if *path == key));
+        assert_eq!(o.timeout, Duration::from_secs(42));
+        assert_eq!(o.handshake_attempts, 3);
+        assert_eq!(o.keepalive_interval, Duration::ZERO);
+        assert!(o.pty);
+        assert_eq!(o.pause_before_connecting, Duration::from_secs(2));
+        assert_eq!(o.io_timeout, Duration::from_secs(7));
+        let b = o.bastion.expect("bastion");
+        assert_eq!(
+            (b.host.as_str(), b.port, b.username.as_str()),
+            ("jump", 22, "ubuntu")
+        );
+        // The bastion's own key file defaults to ssh_private_key_file, as in Packer.
+        assert!(matches!(b.auth, Auth::KeyFile { .. }), "{:?}", b.auth);
+
+        let c = ssh(r#"{"ssh_username": "ec2-user"}"#);
+        let o = connect_options(&ctx(&c, Some("TEMPKEY"), &ui)).unwrap();
+        assert!(matches!(o.auth, Auth::KeyMemory { .. }));
+        assert_eq!(o.keepalive_interval, Duration::from_secs(5));
+        assert_eq!(o.timeout, Duration::from_secs(300));
+        let c = ssh(r#"{"ssh_username": "u", "ssh_agent_auth": true}"#);
+        let o = connect_options(&ctx(&c, None, &ui)).unwrap();
+        assert!(matches!(o.auth, Auth::Agent { socket: None }));
+        let c = ssh(r#"{"ssh_username": "u", "ssh_password": "pw-1234"}"#);
+        let o = connect_options(&ctx(&c, None, &ui)).unwrap();
+        assert!(matches!(o.auth, Auth::Password(_)));
+        let c = ssh(r#"{"ssh_username": "u"}"#);
+        let e = connect_options(&ctx(&c, None, &ui)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("no way to log in over SSH as u"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn packers_pause_and_retry_messages() {
