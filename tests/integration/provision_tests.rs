@@ -1045,3 +1045,187 @@ fn walk_count(dir: &Path) -> usize {
     }
     n
 }
+
+// ------------------------------------------------- reconnect through an outage ---
+
+/// A TCP forwarder on 127.0.0.1 to the world's sshd that can be taken down (its port then
+/// refuses connections, as a rebooting machine's does) and brought back on the same port.
+struct Outage {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Outage {
+    fn start(target: std::net::SocketAddr) -> Outage {
+        use std::net::TcpListener;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let first = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        let down = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, s) = (down.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut listener = Some(first);
+            while !s.load(Ordering::SeqCst) {
+                if d.load(Ordering::SeqCst) {
+                    listener = None;
+                } else if listener.is_none() {
+                    listener = TcpListener::bind(("127.0.0.1", port)).ok();
+                }
+                let Some(l) = &listener else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                l.set_nonblocking(true).expect("nonblocking");
+                match l.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).expect("blocking");
+                        if let Ok(server) = std::net::TcpStream::connect(target) {
+                            forward(client, server);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Outage {
+            port,
+            down,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn forward(a: std::net::TcpStream, b: std::net::TcpStream) {
+    let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+        });
+    };
+    let (a2, b2) = (a.try_clone().expect("clone"), b.try_clone().expect("clone"));
+    pipe(a, b);
+    pipe(b2, a2);
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A "reboot" during which the port refuses connections: provisioning waits (saying why),
+/// reconnects as soon as the port answers again, and goes on. When the outage outlasts
+/// `start_retry_timeout`, it fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prov_reboot_outage_waits_within_start_retry_timeout() {
+    let world = world_or_skip!();
+    let fx = Fx::new(world, "prov-outage");
+    let target: std::net::SocketAddr = format!("{}:{}", world.ssh_host(), world.ssh_port())
+        .parse()
+        .expect("addr");
+    let reboot = reboot_script(main_sshd_pid(world))
+        .replace("echo \"going down\"\n", "echo \"going down\"\nsleep 1\n");
+    let after = fx.r("after-outage");
+    for (outage, start_retry_timeout) in [
+        (Duration::from_secs(3), "60s"),
+        (Duration::from_secs(60), "4s"),
+    ] {
+        let proxy = Arc::new(Outage::start(target));
+        let template = fx.template(
+            json!([
+                {"type": "shell", "inline": [reboot.clone()], "expect_disconnect": true,
+                 "start_retry_timeout": start_retry_timeout, "remote_folder": fx.remote},
+                {"type": "shell", "inline": [format!("echo ok > {}", q(&after))], "remote_folder": fx.remote}
+            ]),
+            None,
+        );
+        let p = prepare_template(&template, fx.local.path());
+        let lines = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+        let up_at = Arc::new(Mutex::new(None::<Instant>));
+        let (sink_lines, sink_proxy, sink_up) = (lines.clone(), proxy.clone(), up_at.clone());
+        let out = FnOutput {
+            redactor: Redactor::default(),
+            sink: move |_: bool, line: &str| {
+                if line.ends_with(": going down") {
+                    sink_proxy.set_down(true);
+                    let (proxy, up) = (sink_proxy.clone(), sink_up.clone());
+                    std::thread::spawn(move || {
+                        std::thread::sleep(outage);
+                        proxy.set_down(false);
+                        *up.lock().expect("up") = Some(Instant::now());
+                    });
+                }
+                sink_lines
+                    .lock()
+                    .expect("lines")
+                    .push((Instant::now(), line.to_string()));
+            },
+        };
+        let mut build_data = std::collections::BTreeMap::new();
+        build_data.insert("ID".to_string(), "i-1".to_string());
+        let ctx = ProvisionContext {
+            build_name: BUILD,
+            build_type: "amazon-ebs",
+            host: "127.0.0.1".into(),
+            port: proxy.port,
+            ssh: &p.ssh,
+            private_key: None,
+            provisioners: &p.provisioners,
+            error_cleanup: None,
+            build_data,
+            ui: &out,
+        };
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let result = tokio::time::timeout(Duration::from_secs(90), provision::run(&ctx, rx))
+            .await
+            .expect("bounded");
+        let lines = lines.lock().expect("lines").clone();
+        let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        let text = text.join("\n");
+        let waiting = text
+            .lines()
+            .position(|l| l.contains("Still waiting for SSH") && l.contains("connection refused"));
+        let lost = text
+            .lines()
+            .position(|l| l.ends_with("The SSH connection was lost; reconnecting..."));
+        assert!(
+            matches!((lost, waiting), (Some(a), Some(b)) if a < b),
+            "lost, then waiting with the reason\n{text}"
+        );
+        if outage < Duration::from_secs(10) {
+            if let Err(e) = &result {
+                panic!("{e}\n{text}");
+            }
+            assert_eq!(fx.remote_text(&after), "ok\n");
+            // Connected again soon after the port answered (retry interval at most 1.5 s).
+            let up = up_at.lock().expect("up").expect("came back");
+            let connected = lines
+                .iter()
+                .filter(|(_, l)| l.contains("Connected to SSH!"))
+                .map(|(t, _)| *t)
+                .last()
+                .expect("connected again");
+            let gap = connected.saturating_duration_since(up);
+            eprintln!("prov: reconnected {gap:?} after the port answered again");
+            assert!(gap < Duration::from_secs(3), "{gap:?}\n{text}");
+        } else {
+            let e = result.expect_err("the outage outlasts start_retry_timeout");
+            let msg = e.to_string();
+            assert!(msg.starts_with("provisioner 1 (shell) failed: removing the script: cannot reach the instance: timed out after"), "{msg}");
+            assert!(msg.contains("connection refused"), "{msg}");
+        }
+        proxy.set_down(false);
+    }
+}
