@@ -743,6 +743,8 @@ async fn prov_file_trailing_slash_rule_content_and_download() {
     fx.write_local("tree/a.txt", "a\n", 0o644);
     fx.write_local("tree/sub/run.sh", "#!/bin/sh\necho hi\n", 0o755);
     let single = fx.write_local("single.conf", "single\n", 0o640);
+    let big = fx.local("big.bin");
+    std::fs::write(&big, vec![7u8; 9 * 1024 * 1024]).expect("big file");
     for d in ["with", "contents", "files"] {
         fx.sh(&format!("mkdir -p {}", q(&fx.r(d))));
     }
@@ -753,6 +755,7 @@ async fn prov_file_trailing_slash_rule_content_and_download() {
             {"type": "file", "source": single, "destination": fx.r("files/")},
             {"type": "file", "source": single, "destination": fx.r("files/renamed.conf")},
             {"type": "file", "content": "id={{build `ID`}}\n", "destination": fx.r("files/content.txt")},
+            {"type": "file", "source": big.display().to_string(), "destination": fx.r("big.bin")},
             {"type": "file", "direction": "download", "source": fx.r("with/tree/sub/run.sh"),
              "destination": fx.local("down/").display().to_string()},
             {"type": "file", "direction": "download", "source": fx.r("contents/"),
@@ -795,6 +798,17 @@ async fn prov_file_trailing_slash_rule_content_and_download() {
     assert_eq!(
         fx.remote_text(&fx.r("files/content.txt")),
         "id=i-0123456789abcdef0\n"
+    );
+    assert_eq!(
+        fx.sh(&format!("stat -c %s {}", q(&fx.r("big.bin")))).trim(),
+        (9 * 1024 * 1024).to_string()
+    );
+    assert!(
+        r.lines
+            .iter()
+            .any(|(_, l)| l.starts_with(&format!("==> {BUILD}: Uploaded 9.0 MiB in "))),
+        "{}",
+        r.text()
     );
     assert_eq!(
         std::fs::read_to_string(fx.local("down/run.sh")).expect("downloaded file"),
