@@ -501,6 +501,18 @@ mod tests {
         }
     }
 
+    /// The builder runs provisioning inside spawned tasks: the future must be `Send`.
+    #[test]
+    fn the_run_future_is_send() {
+        fn is_send<T: Send>(_: &T) {}
+        let c = ssh(r#"{"ssh_username": "u"}"#);
+        let ui = Ui::default();
+        let context = ctx(&c, None, &ui);
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let fut = run(&context, rx);
+        is_send(&fut);
+    }
+
     #[test]
     fn ssh_options_map_onto_connect_options() {
         let dir = tempfile::tempdir().unwrap();

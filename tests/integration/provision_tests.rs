@@ -936,6 +936,44 @@ async fn prov_shell_local_output_env_and_exit_codes() {
     assert!(text.contains("failing"), "{text}");
 }
 
+/// A local process still running when `timeout` strikes is killed with its whole group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prov_shell_local_timeout_kills_the_process_group() {
+    let world = world_or_skip!();
+    let fx = Fx::new(world, "prov-local-timeout");
+    let pidfile = fx.local("sleep.pid").display().to_string();
+    let template = fx.template(
+        json!([{"type": "shell-local", "timeout": "1s", "inline": [
+            format!("sleep 30 & echo $! > {}", q(&pidfile)),
+            "echo started",
+            "wait"
+        ]}]),
+        None,
+    );
+    let r = run(&fx, template).await;
+    assert!(
+        matches!(r.err().failure(), Some(Failure::Timeout { .. })),
+        "{:?}",
+        r.err()
+    );
+    assert!(r.has_line(&format!("    {BUILD}: started")), "{}", r.text());
+    let pid = std::fs::read_to_string(&pidfile).expect("pid file");
+    let stat = format!("/proc/{}/stat", pid.trim());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // Gone, or a zombie waiting for a reaper: either way no longer running.
+    let dead = || match std::fs::read_to_string(&stat) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z')),
+    };
+    while !dead() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dead(), "the background sleep {} still runs", pid.trim());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_breakpoint_without_a_terminal_goes_on() {
     use std::io::IsTerminal;

@@ -188,7 +188,7 @@ pub(crate) async fn shell_local(
         use std::os::unix::process::ExitStatusExt;
         let outcome = match (status.code(), status.signal()) {
             (Some(code), _) => crate::communicator::ssh::ExitOutcome::Exited(code),
-            (None, Some(sig)) => crate::communicator::ssh::ExitOutcome::Signaled(sig.to_string()),
+            (None, Some(sig)) => crate::communicator::ssh::ExitOutcome::Signaled(signal_name(sig)),
             (None, None) => crate::communicator::ssh::ExitOutcome::Signaled("unknown".into()),
         };
         match judge(&outcome, &c.valid_exit_codes, false) {
@@ -220,6 +220,27 @@ pub(crate) async fn shell_local(
         }
     }
     Ok(())
+}
+
+/// `KILL` for 9, as the SSH protocol names signals; the number for others.
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGHUP => "HUP",
+        libc::SIGINT => "INT",
+        libc::SIGQUIT => "QUIT",
+        libc::SIGILL => "ILL",
+        libc::SIGABRT => "ABRT",
+        libc::SIGFPE => "FPE",
+        libc::SIGKILL => "KILL",
+        libc::SIGSEGV => "SEGV",
+        libc::SIGPIPE => "PIPE",
+        libc::SIGALRM => "ALRM",
+        libc::SIGTERM => "TERM",
+        libc::SIGUSR1 => "USR1",
+        libc::SIGUSR2 => "USR2",
+        other => return other.to_string(),
+    }
+    .to_string()
 }
 
 /// What the breakpoint does.
@@ -293,6 +314,13 @@ pub(crate) async fn breakpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signal_names_as_ssh_names_them() {
+        assert_eq!(signal_name(libc::SIGKILL), "KILL");
+        assert_eq!(signal_name(libc::SIGTERM), "TERM");
+        assert_eq!(signal_name(64), "64");
+    }
 
     #[test]
     fn breakpoint_messages() {
