@@ -1265,9 +1265,9 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
             let up = up_at.lock().expect("up").expect("came back");
             let connected = lines
                 .iter()
-                .filter(|(_, l)| l.contains("Connected to SSH!"))
+                .rev()
+                .find(|(_, l)| l.contains("Connected to SSH!"))
                 .map(|(t, _)| *t)
-                .last()
                 .expect("connected again");
             let gap = connected.saturating_duration_since(up);
             eprintln!("prov: reconnected {gap:?} after the port answered again");
