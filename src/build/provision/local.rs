@@ -1,0 +1,358 @@
+//! What runs on the machine running imgbuild: `shell-local` (each script through
+//! `execute_command`, output streamed line by line, in a process group of its own that is
+//! killed when the provisioner is cancelled or times out) and `breakpoint`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use super::remote::{with_lines, Line};
+use super::shell::{env_map, flatten_env, inline_script, judge, Judgement, Tail};
+use super::{Failure, Runtime};
+use crate::provisioner::shell::ShellSource;
+use crate::provisioner::shell_local::host_os;
+use crate::provisioner::{BreakpointConfig, ShellLocalConfig};
+
+/// Kills the process group of a child that is still running when this is dropped (the
+/// provisioner was cancelled or timed out).
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            // SAFETY: kill(2) on the process group this provisioner created.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+async fn forward<R: AsyncRead + Unpin>(reader: R, tx: UnboundedSender<Line>, err: bool) {
+    let mut r = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                let _ = tx.send(if err {
+                    Line::Err(text)
+                } else {
+                    Line::Out(text)
+                });
+            }
+        }
+    }
+}
+
+pub(crate) async fn shell_local(
+    rt: &mut Runtime<'_, '_>,
+    c: &ShellLocalConfig,
+) -> Result<(), Failure> {
+    if !c.runs_on_this_host() {
+        rt.say(&format!(
+            "Skipping shell-local due to runtime OS ({} is not in only_on: {})",
+            host_os(),
+            c.only_on.join(", ")
+        ));
+        return Ok(());
+    }
+    let ctx = rt.ctx;
+    let vars: Vec<(String, String)> = c
+        .environment_vars
+        .iter()
+        .map(|(k, v)| (k.clone(), rt.render_lenient(v)))
+        .collect();
+    let env = env_map(ctx.build_name, ctx.build_type, &vars);
+    let flattened = flatten_env(&c.env_var_format, &env);
+
+    // The inline script lives in a temporary file for as long as this provisioner runs.
+    let mut _inline_file = None;
+    let scripts: Vec<String> = match &c.source {
+        ShellSource::Inline(commands) => {
+            let commands: Vec<String> = commands.iter().map(|l| rt.render_lenient(l)).collect();
+            let text = inline_script(&c.inline_shebang, &commands);
+            let mut b = tempfile::Builder::new();
+            b.prefix("imgbuild-shell-local.");
+            let ext = c.tempfile_extension.as_deref().map(|e| {
+                if e.starts_with('.') {
+                    e.to_string()
+                } else {
+                    format!(".{e}")
+                }
+            });
+            if let Some(ext) = &ext {
+                b.suffix(ext);
+            }
+            let local = |source| Failure::Local {
+                what: "cannot write the inline script to a temporary file".into(),
+                source,
+            };
+            let mut f = b.tempfile().map_err(local)?;
+            f.write_all(text.as_bytes()).map_err(local)?;
+            f.flush().map_err(local)?;
+            std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o700))
+                .map_err(local)?;
+            // Close the writer so the file can be executed (ETXTBSY otherwise).
+            let path = f.into_temp_path();
+            let shown = path.display().to_string();
+            _inline_file = Some(path);
+            vec![shown]
+        }
+        ShellSource::Scripts(paths) => paths
+            .iter()
+            .map(|p| rt.render_lenient(&p.display().to_string()))
+            .collect(),
+    };
+
+    for script in scripts {
+        let mut fields = BTreeMap::new();
+        fields.insert("Vars".to_string(), flattened.clone());
+        fields.insert("Script".to_string(), script.clone());
+        fields.insert("Command".to_string(), script.clone());
+        fields.insert("EnvVarFile".to_string(), String::new());
+        let mut argv = Vec::new();
+        for a in &c.execute_command {
+            argv.push(
+                rt.render(a, Some(&fields))
+                    .map_err(|message| Failure::Template {
+                        what: "execute_command".into(),
+                        message,
+                    })?,
+            );
+        }
+        rt.say(&format!("Running local shell script: {script}"));
+        let Some((program, args)) = argv.split_first() else {
+            return Err(Failure::Other("execute_command is empty".into()));
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| Failure::Local {
+            what: format!("cannot run {program}"),
+            source,
+        })?;
+        let mut guard = GroupGuard {
+            pgid: child.id().map(|p| p as i32),
+        };
+        let (tx, mut rx) = unbounded_channel();
+        let out_task = child.stdout.take().map(|s| forward(s, tx.clone(), false));
+        let err_task = child.stderr.take().map(|s| forward(s, tx.clone(), true));
+        drop(tx);
+        let run = async {
+            let (status, _, _) = tokio::join!(
+                child.wait(),
+                async {
+                    if let Some(t) = out_task {
+                        t.await
+                    }
+                },
+                async {
+                    if let Some(t) = err_task {
+                        t.await
+                    }
+                }
+            );
+            status
+        };
+        let mut tail = Tail::default();
+        let status = with_lines(ctx.ui, ctx.build_name, &mut rx, |l| tail.push(l), run)
+            .await
+            .map_err(|source| Failure::Local {
+                what: format!("waiting for {program}"),
+                source,
+            })?;
+        guard.pgid = None;
+        let shown_command = rt.redact(&argv.join(" "));
+        let tail: Vec<String> = tail.lines().iter().map(|l| rt.redact(l)).collect();
+        let what = format!("local script {script}");
+        use std::os::unix::process::ExitStatusExt;
+        let outcome = match (status.code(), status.signal()) {
+            (Some(code), _) => crate::communicator::ssh::ExitOutcome::Exited(code),
+            (None, Some(sig)) => crate::communicator::ssh::ExitOutcome::Signaled(signal_name(sig)),
+            (None, None) => crate::communicator::ssh::ExitOutcome::Signaled("unknown".into()),
+        };
+        match judge(&outcome, &c.valid_exit_codes, false) {
+            Ok(()) => {}
+            Err(Judgement::Status(code)) => {
+                let mut tail = tail;
+                if code == 126 {
+                    tail.push(format!(
+                        "(exit status 126: is {script} executable? chmod +x it, or run it through an interpreter in execute_command)"
+                    ));
+                }
+                return Err(Failure::ExitStatus {
+                    what,
+                    command: shown_command,
+                    code,
+                    valid: c.valid_exit_codes.clone(),
+                    tail,
+                });
+            }
+            Err(Judgement::Signal(signal)) => {
+                return Err(Failure::Signaled {
+                    what,
+                    command: shown_command,
+                    signal,
+                    tail,
+                })
+            }
+            Err(Judgement::Disconnected) => unreachable!("local processes do not disconnect"),
+        }
+    }
+    Ok(())
+}
+
+/// `KILL` for 9, as the SSH protocol names signals; the number for others.
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGHUP => "HUP",
+        libc::SIGINT => "INT",
+        libc::SIGQUIT => "QUIT",
+        libc::SIGILL => "ILL",
+        libc::SIGABRT => "ABRT",
+        libc::SIGFPE => "FPE",
+        libc::SIGKILL => "KILL",
+        libc::SIGSEGV => "SEGV",
+        libc::SIGPIPE => "PIPE",
+        libc::SIGALRM => "ALRM",
+        libc::SIGTERM => "TERM",
+        libc::SIGUSR1 => "USR1",
+        libc::SIGUSR2 => "USR2",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+/// What the breakpoint does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BreakpointAction {
+    /// `disable`: say so and go on.
+    Disabled(String),
+    /// No terminal on stdin (a pipeline): say so and go on.
+    NoTerminal(String),
+    /// Say this, then wait for Enter.
+    Wait(String),
+}
+
+/// Packer's messages, and what to do when no terminal is attached.
+pub fn breakpoint_action(c: &BreakpointConfig, terminal: bool) -> BreakpointAction {
+    let note = c.note.as_deref().filter(|n| !n.is_empty());
+    if c.disable {
+        return BreakpointAction::Disabled(match note {
+            Some(n) => format!("Breakpoint provisioner with note \"{n}\" disabled; continuing..."),
+            None => "Breakpoint provisioner disabled; continuing...".to_string(),
+        });
+    }
+    let pausing = match note {
+        Some(n) => format!("Pausing at breakpoint provisioner with note \"{n}\"."),
+        None => "Pausing at breakpoint provisioner.".to_string(),
+    };
+    if !terminal {
+        return BreakpointAction::NoTerminal(format!(
+            "{pausing} No terminal is attached (standard input is not a terminal), so not waiting; continuing..."
+        ));
+    }
+    BreakpointAction::Wait(format!("{pausing} Press enter to continue."))
+}
+
+pub(crate) async fn breakpoint(
+    rt: &mut Runtime<'_, '_>,
+    c: &BreakpointConfig,
+) -> Result<(), Failure> {
+    match breakpoint_action(c, std::io::stdin().is_terminal()) {
+        BreakpointAction::Disabled(m) | BreakpointAction::NoTerminal(m) => {
+            rt.say(&m);
+            Ok(())
+        }
+        BreakpointAction::Wait(m) => {
+            rt.say(&m);
+            // A detached thread: a read of stdin cannot be interrupted, and the runtime must not
+            // wait for it on shutdown (Ctrl-C while paused).
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("breakpoint".into())
+                .spawn(move || {
+                    let mut line = String::new();
+                    let r = std::io::stdin().read_line(&mut line);
+                    let _ = tx.send(r);
+                })
+                .map_err(|source| Failure::Local {
+                    what: "cannot wait for Enter".into(),
+                    source,
+                })?;
+            match rx.await {
+                Ok(Ok(_)) | Err(_) => Ok(()),
+                Ok(Err(source)) => Err(Failure::Local {
+                    what: "cannot read standard input".into(),
+                    source,
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_as_ssh_names_them() {
+        assert_eq!(signal_name(libc::SIGKILL), "KILL");
+        assert_eq!(signal_name(libc::SIGTERM), "TERM");
+        assert_eq!(signal_name(64), "64");
+    }
+
+    #[test]
+    fn breakpoint_messages() {
+        let c = |disable, note: Option<&str>| BreakpointConfig {
+            disable,
+            note: note.map(str::to_string),
+        };
+        assert_eq!(
+            breakpoint_action(&c(true, Some("look")), true),
+            BreakpointAction::Disabled(
+                "Breakpoint provisioner with note \"look\" disabled; continuing...".into()
+            )
+        );
+        assert_eq!(
+            breakpoint_action(&c(true, None), false),
+            BreakpointAction::Disabled("Breakpoint provisioner disabled; continuing...".into())
+        );
+        assert_eq!(
+            breakpoint_action(&c(false, None), true),
+            BreakpointAction::Wait(
+                "Pausing at breakpoint provisioner. Press enter to continue.".into()
+            )
+        );
+        match breakpoint_action(&c(false, Some("n")), false) {
+            BreakpointAction::NoTerminal(m) => {
+                assert!(
+                    m.starts_with("Pausing at breakpoint provisioner with note \"n\"."),
+                    "{m}"
+                );
+                assert!(m.contains("No terminal is attached"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
