@@ -619,6 +619,7 @@ impl Ctx<'_> {
             provisioners: self.provisioners,
             error_cleanup: self.error_cleanup,
             build_data: data.clone(),
+            ui: self.ui,
         };
         let provisioned = self
             .c(provision::run(&pctx, self.cancel.receiver()))
