@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::builder::amazon::teardown::{self, lock};
 use crate::builder::amazon::wait::Polling;
 use crate::builder::amazon::{aws::Aws, human_duration, Artifact, Ctx};
+use crate::builder::null::NullBuild;
 use crate::cancel::{self, Cancel};
 use crate::cli::OnError;
 use crate::error::Error;
@@ -20,6 +21,7 @@ use crate::ledger::{default_journal_dir, Event, Journal, Ledger, Undo};
 use crate::template::funcs::Engine;
 use crate::template::prepare::{BuilderConfig, Prepared, PreparedBuild};
 use crate::ui::Ui;
+use provision::ProvisionError;
 
 /// The `build` command's flags that matter here.
 #[derive(Debug, Clone)]
@@ -63,8 +65,7 @@ pub fn run(prepared: &Prepared, inputs: &Inputs, opts: &Options, ui: &Ui) -> Res
         .map_err(|e| Error::Runtime(e.to_string()))?;
     let mut ui = ui.clone();
     for b in &prepared.builds {
-        let BuilderConfig::AmazonEbs(cfg) = &b.builder;
-        for s in cfg.secrets() {
+        for s in b.builder.secrets() {
             ui.redactor.add(s);
         }
     }
@@ -149,7 +150,6 @@ async fn one(
     abort: &Cancel,
 ) -> Outcome {
     let start = Instant::now();
-    let BuilderConfig::AmazonEbs(cfg) = &b.builder;
     let post_processors: Vec<String> = b
         .post_processors
         .iter()
@@ -163,6 +163,32 @@ async fn one(
         left: Vec::new(),
         journal: None,
         post_processors,
+    };
+    let cfg = match &b.builder {
+        BuilderConfig::AmazonEbs(cfg) => cfg,
+        BuilderConfig::Null(cfg) => {
+            // No cloud: nothing is created, so there is no ledger, journal or teardown.
+            let null = NullBuild {
+                name: &b.name,
+                cfg,
+                provisioners: &b.provisioners,
+                error_cleanup: b.error_cleanup.as_ref(),
+                run_id,
+                ui,
+                cancel,
+            };
+            let result = null.run().await;
+            out.took = start.elapsed();
+            out.result = match result {
+                Ok(()) => Ok(Artifact::null()),
+                Err(ProvisionError::Cancelled) => Err("cancelled (interrupted)".into()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = &out.result {
+                ui.error(&format!("==> {}: {e}", b.name));
+            }
+            return out;
+        }
     };
     let say = |m: String| ui.say(&format!("==> {}: {m}", b.name));
     let fail = |mut out: Outcome, e: String| {
@@ -354,7 +380,7 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
     if !ok.is_empty() {
         ui.say("\n==> Builds finished. The artifacts of successful builds are:");
         for (o, a) in &ok {
-            if a.amis.is_empty() {
+            if a.amis.is_empty() && !a.null {
                 ui.say(&format!(
                     "--> {}: no AMI was created (skip_create_ami)",
                     o.name
@@ -363,14 +389,9 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
                 ui.say(&format!("--> {}: {}", o.name, a.describe().trim_end()));
             }
             // Packer's machine-readable artifact records (`-machine-readable`).
-            let id: Vec<String> = a.amis.iter().map(|(r, ami)| format!("{r}:{ami}")).collect();
             ui.record(&o.name, "artifact-count", &["1"]);
-            ui.record(
-                &o.name,
-                "artifact",
-                &["0", "builder-id", "mitchellh.amazonebs"],
-            );
-            ui.record(&o.name, "artifact", &["0", "id", &id.join(",")]);
+            ui.record(&o.name, "artifact", &["0", "builder-id", a.builder_id()]);
+            ui.record(&o.name, "artifact", &["0", "id", &a.id()]);
             ui.record(&o.name, "artifact", &["0", "string", &a.describe()]);
             ui.record(&o.name, "artifact", &["0", "files-count", "0"]);
             ui.record(&o.name, "artifact", &["0", "end"]);

@@ -1,3 +1,5 @@
-//! Builders: what creates the image. imgbuild has one, `amazon-ebs`.
+//! Builders: what creates the image. `amazon-ebs` builds AMIs; `null` (as in Packer) runs the
+//! provisioners against a machine that already exists and creates nothing.
 
 pub mod amazon;
+pub mod null;

@@ -14,11 +14,12 @@ use super::json::{Kind, Member, Node};
 use super::variables::Variables;
 use super::{NameRef, RawPostProcessor, RawProvisioner, Template};
 use crate::builder::amazon::config::AmazonEbsConfig;
+use crate::builder::null::NullConfig;
 use crate::post_processor::{PostProcessorConfig, POST_PROCESSOR_TYPES};
 use crate::provisioner::{ProvisionerConfig, PROVISIONER_TYPES};
 
 /// The builder types imgbuild runs.
-pub const BUILDER_TYPES: &[&str] = &["amazon-ebs"];
+pub const BUILDER_TYPES: &[&str] = &["amazon-ebs", "null"];
 
 /// Which builds to prepare (`-only`, `-except` by build name).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,18 @@ pub struct Selection {
 #[derive(Debug)]
 pub enum BuilderConfig {
     AmazonEbs(Box<AmazonEbsConfig>),
+    /// Packer's `null` builder: provisioners against an existing machine, no cloud.
+    Null(Box<NullConfig>),
+}
+
+impl BuilderConfig {
+    /// Values that must never be shown (credentials, passwords), for the redactor.
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            BuilderConfig::AmazonEbs(c) => c.secrets(),
+            BuilderConfig::Null(c) => c.secrets(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -143,6 +156,7 @@ pub fn prepare(
             "amazon-ebs" => {
                 BuilderConfig::AmazonEbs(Box::new(AmazonEbsConfig::decode(obj, &mut dx)))
             }
+            "null" => BuilderConfig::Null(Box::new(NullConfig::decode(obj, &mut dx))),
             other => {
                 let (node, path) = (b.node.get("type").map(|m| &m.value), b.path.key("type"));
                 let span = node.map_or(b.node.span, |n| n.span);
@@ -155,7 +169,7 @@ pub fn prepare(
                     .push(match closest(other, BUILDER_TYPES.iter().copied()) {
                         Some(c) => format!("help: did you mean `{c}`?"),
                         None => format!(
-                            "help: imgbuild builds Amazon Machine Images with: {}",
+                            "help: supported builders: {} (amazon-ebs builds AMIs; null runs the provisioners against an existing machine)",
                             BUILDER_TYPES.join(", ")
                         ),
                     });

@@ -447,7 +447,7 @@ fn unsupported_types_are_named_with_the_supported_ones() {
         lines,
         vec![
             "error: builder type `googlecompute` is not supported by imgbuild",
-            "  = help: imgbuild builds Amazon Machine Images with: amazon-ebs",
+            "  = help: supported builders: amazon-ebs, null (amazon-ebs builds AMIs; null runs the provisioners against an existing machine)",
             "error: provisioner type `ansible` is not supported by imgbuild",
             "  = help: supported provisioners: shell, file, shell-local, breakpoint",
             "error: provisioner type `shel` is not supported by imgbuild",

@@ -65,11 +65,43 @@ pub struct Ctx<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Artifact {
     pub amis: BTreeMap<String, String>,
+    /// The null builder's artifact (Packer's `NullArtifact`): no image at all, id `Null`.
+    pub null: bool,
 }
 
 impl Artifact {
+    /// What the null builder produces.
+    pub fn null() -> Artifact {
+        Artifact {
+            null: true,
+            ..Artifact::default()
+        }
+    }
+
+    /// Packer's builder id of the artifact (`-machine-readable` `builder-id` records).
+    pub fn builder_id(&self) -> &'static str {
+        if self.null {
+            crate::builder::null::BUILDER_ID
+        } else {
+            "mitchellh.amazonebs"
+        }
+    }
+
+    /// Packer's `Id()`: `region:ami` pairs sorted by region, joined by `,` (`Null` for the null
+    /// builder).
+    pub fn id(&self) -> String {
+        if self.null {
+            return crate::builder::null::ARTIFACT_ID.to_string();
+        }
+        let pairs: Vec<String> = self.amis.iter().map(|(r, a)| format!("{r}:{a}")).collect();
+        pairs.join(",")
+    }
+
     /// Packer's `String()`: `AMIs were created:\n<region>: <ami>\n...`.
     pub fn describe(&self) -> String {
+        if self.null {
+            return crate::builder::null::ARTIFACT_STRING.to_string();
+        }
         let mut s = String::from("AMIs were created:\n");
         for (r, a) in &self.amis {
             s.push_str(&format!("{r}: {a}\n"));
