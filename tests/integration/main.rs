@@ -3,7 +3,9 @@
 
 mod build_tests;
 mod cli_tests;
+mod null_tests;
 mod provision_tests;
 mod ssh_tests;
+mod web_worker_tests;
 mod world;
 mod world_tests;

@@ -1,0 +1,408 @@
+//! The `null` builder through the CLI: `imgbuild build` of a template whose builder is
+//! `{"type": "null", "ssh_host": ..., "ssh_private_key_file": ...}` runs the provisioners against
+//! the test world's real sshd (which accepts the key because the test imported it into the
+//! emulator), and nothing else: no EC2 call at all. Assertions are on the sshd side (files,
+//! modes, environment values) and on the output (Packer's null artifact).
+//!
+//! Every test works in a subdirectory of the shared world's sandbox of its own, including the
+//! shell provisioner's `remote_folder`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::cli_tests::{imgbuild_env, Run, Scratch};
+use crate::world::{ssh_keygen, unique_name, TestWorld};
+
+macro_rules! world_or_skip {
+    () => {
+        match TestWorld::shared() {
+            Some(world) => world,
+            None => return,
+        }
+    };
+}
+
+/// A key pair imported into the emulator (so sshd accepts it), a scratch directory holding the
+/// template, and a directory of the test's own in the sandbox.
+pub struct NullFx {
+    pub world: &'static TestWorld,
+    pub scratch: Scratch,
+    pub key: PathBuf,
+    pub name: String,
+    pub remote: String,
+}
+
+impl NullFx {
+    pub fn new(world: &'static TestWorld, prefix: &str) -> NullFx {
+        let scratch = Scratch::new();
+        let name = unique_name(prefix);
+        let (key, public) = ssh_keygen(scratch.dir.path(), &name);
+        world
+            .import_key_pair(&name, &public)
+            .expect("import key pair");
+        let remote = world.sandbox().join(&name).display().to_string();
+        let fx = NullFx {
+            world,
+            scratch,
+            key,
+            name,
+            remote,
+        };
+        fx.sh(&format!("mkdir -p {}", q(&fx.remote)));
+        fx
+    }
+
+    /// Runs a command on "the machine" (the world's sshd) as the test user.
+    pub fn sh(&self, cmd: &str) -> String {
+        self.world
+            .ssh_exec_ok(&self.key, cmd)
+            .unwrap_or_else(|e| panic!("ssh {cmd:?}: {e}\n{}", self.world.logs()))
+    }
+
+    /// A path in the test's sandbox directory.
+    pub fn r(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.remote)
+    }
+
+    pub fn local(&self, rel: &str) -> PathBuf {
+        self.scratch.dir.path().join(rel)
+    }
+
+    pub fn write_local(&self, rel: &str, text: &str, mode: u32) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.local(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p.display().to_string()
+    }
+
+    /// The null builder for the world's sshd with this key; `extra` keys merged in (null
+    /// removes one).
+    pub fn builder(&self, extra: Value) -> Value {
+        let mut b = json!({
+            "type": "null",
+            "ssh_host": self.world.ssh_host(),
+            "ssh_port": self.world.ssh_port(),
+            "ssh_username": self.world.ssh_user(),
+            "ssh_private_key_file": self.key.display().to_string(),
+            "ssh_timeout": "30s"
+        });
+        merge(&mut b, extra);
+        b
+    }
+
+    /// Writes `t.json` and runs `imgbuild build -color=false ARGS t.json` (bounded by the
+    /// template's own timeouts).
+    pub fn build(&self, template: &Value, args: &[&str]) -> Run {
+        std::fs::write(self.local("t.json"), template.to_string()).expect("write t.json");
+        let mut all = vec!["build", "-color=false"];
+        all.extend_from_slice(args);
+        all.push("t.json");
+        let env = self.world.env();
+        let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        imgbuild_env(self.scratch.dir.path(), &all, None, &vars)
+    }
+}
+
+impl Drop for NullFx {
+    fn drop(&mut self) {
+        let _ = self.world.delete_key_pair(&self.name);
+    }
+}
+
+pub fn merge(base: &mut Value, extra: Value) {
+    if let (Some(obj), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        for (k, v) in extra {
+            if v.is_null() {
+                obj.remove(&k);
+            } else {
+                obj.insert(k, v);
+            }
+        }
+    }
+}
+
+pub fn q(s: &str) -> String {
+    imgbuild::communicator::ssh::shell_quote(s)
+}
+
+fn assert_ok(r: &Run) {
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn null_build_runs_shell_and_file_provisioners_on_an_existing_machine() {
+    let world = world_or_skip!();
+    let fx = NullFx::new(world, "null-run");
+    let out = fx.r("out");
+    let scripts = fx.r("scripts");
+    fx.sh(&format!("mkdir -p {} {}", q(&out), q(&scripts)));
+    // A tree with a mode, a nested directory and a name with a space.
+    fx.write_local("tree/a.txt", "alpha\n", 0o644);
+    fx.write_local("tree/bin/run me.sh", "#!/bin/sh\necho run\n", 0o750);
+    fx.write_local("single.conf", "key = value\n", 0o600);
+    let script = fx.write_local(
+        "write.sh",
+        "#!/bin/sh\nset -e\nprintf '%s' \"$GREETING\" > \"$OUT/greeting\"\nprintf '%s|%s' \"$PACKER_BUILD_NAME\" \"$PACKER_BUILDER_TYPE\" > \"$OUT/build\"\necho script says hi\n",
+        0o644,
+    );
+    let t = json!({
+        "variables": {"greeting": "it's a \"null\" build $HOME"},
+        "builders": [fx.builder(json!({"name": "rehearsal"}))],
+        "provisioners": [
+            {"type": "shell", "remote_folder": scripts,
+             "inline": [format!("mkdir -p {}", q(&fx.r("dest")))]},
+            {"type": "file", "source": fx.local("tree").display().to_string(), "destination": fx.r("dest")},
+            {"type": "file", "source": fx.local("single.conf").display().to_string(), "destination": fx.r("dest/single.conf")},
+            {"type": "shell", "remote_folder": scripts, "script": script,
+             "environment_vars": ["GREETING={{user `greeting`}}", format!("OUT={out}")]},
+            {"type": "shell", "remote_folder": scripts,
+             "inline": [format!("printf '%s' '{{{{build `ID`}}}} {{{{build `User`}}}}' > {}", q(&fx.r("out/build_data")))]}
+        ]
+    });
+    let started = Instant::now();
+    let r = fx.build(&t, &[]);
+    assert_ok(&r);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    for line in [
+        "==> rehearsal: Waiting for SSH to become available...",
+        "    rehearsal: script says hi",
+        "Build 'rehearsal' finished after ",
+        "==> Builds finished. The artifacts of successful builds are:\n--> rehearsal: Did not export anything. This is the null builder\n",
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} in:\n{}", r.stdout);
+    }
+    // No cloud: nothing about AWS, no journal, no cleanup.
+    assert!(!r.stdout.contains("Cleaning up"), "{}", r.stdout);
+    assert!(!r.stdout.contains("AMI"), "{}", r.stdout);
+
+    // The server side.
+    let listing = fx.sh(&format!(
+        "cd {} && find . -print0 | sort -z | xargs -0 stat -c '%n %a %F'",
+        q(&fx.r("dest"))
+    ));
+    assert_eq!(
+        listing,
+        ". 755 directory\n./single.conf 600 regular file\n./tree 755 directory\n./tree/a.txt 644 regular file\n./tree/bin 755 directory\n./tree/bin/run me.sh 750 regular file\n",
+    );
+    assert_eq!(
+        fx.sh(&format!("cat {}", q(&fx.r("dest/tree/bin/run me.sh")))),
+        "#!/bin/sh\necho run\n"
+    );
+    assert_eq!(
+        fx.sh(&format!("cat {}", q(&fx.r("out/greeting")))),
+        "it's a \"null\" build $HOME"
+    );
+    assert_eq!(
+        fx.sh(&format!("cat {}", q(&fx.r("out/build")))),
+        "rehearsal|null"
+    );
+    assert_eq!(
+        fx.sh(&format!("cat {}", q(&fx.r("out/build_data")))),
+        format!("Null {}", world.ssh_user())
+    );
+    // The scripts were cleaned up from remote_folder.
+    assert_eq!(fx.sh(&format!("ls -A {}", q(&scripts))), "");
+}
+
+#[test]
+fn null_build_machine_readable_artifact_is_packers_null_artifact() {
+    let world = world_or_skip!();
+    let fx = NullFx::new(world, "null-mr");
+    let t = json!({
+        "builders": [fx.builder(json!({}))],
+        "provisioners": [{"type": "shell", "remote_folder": fx.remote, "inline": ["true"]}]
+    });
+    let r = fx.build(&t, &["-machine-readable"]);
+    assert_ok(&r);
+    let records: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(',').map(|(_, rest)| rest))
+        .filter(|l| l.starts_with("null,artifact"))
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            "null,artifact-count,1",
+            "null,artifact,0,builder-id,fnoeding.null",
+            "null,artifact,0,id,Null",
+            "null,artifact,0,string,Did not export anything. This is the null builder",
+            "null,artifact,0,files-count,0",
+            "null,artifact,0,end",
+        ]
+    );
+}
+
+#[test]
+fn null_build_failing_provisioner_exits_1_with_the_command_and_code() {
+    let world = world_or_skip!();
+    let fx = NullFx::new(world, "null-fail");
+    let marker = fx.r("never");
+    let t = json!({
+        "builders": [fx.builder(json!({}))],
+        "provisioners": [
+            {"type": "shell", "remote_folder": fx.remote, "inline": ["echo about to fail >&2", "exit 7"]},
+            {"type": "shell", "remote_folder": fx.remote, "inline": [format!("touch {}", q(&marker))]}
+        ]
+    });
+    let r = fx.build(&t, &[]);
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "--> null: provisioner 1 (shell) failed: script inline (2 commands) exited with status 7 (valid exit codes: 0)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("    about to fail"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("error: 1 of 1 build(s) failed (null)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        fx.sh(&format!("test -e {} && echo yes || echo no", q(&marker))),
+        "no\n"
+    );
+}
+
+#[test]
+fn null_build_with_a_key_the_machine_does_not_accept_says_why() {
+    let world = world_or_skip!();
+    let fx = NullFx::new(world, "null-badkey");
+    // A key that was never imported: sshd refuses it.
+    let (other, _) = ssh_keygen(fx.scratch.dir.path(), "not-imported");
+    let t = json!({
+        "builders": [fx.builder(json!({
+            "ssh_private_key_file": other.display().to_string(),
+            "ssh_timeout": "3s", "ssh_handshake_attempts": 2
+        }))],
+        "provisioners": [{"type": "shell", "remote_folder": fx.remote, "inline": ["true"]}]
+    });
+    let started = Instant::now();
+    let r = fx.build(&t, &[]);
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains(&format!("rejected for user {}", world.ssh_user())),
+        "{all}"
+    );
+    assert!(all.contains("ed25519"), "{all}");
+}
+
+#[test]
+fn null_build_communicator_none_runs_shell_local_and_refuses_shell() {
+    let world = world_or_skip!();
+    let fx = NullFx::new(world, "null-none");
+    let marker = fx.local("local-ran");
+    let t = json!({
+        "builders": [{"type": "null", "communicator": "none"}],
+        "provisioners": [
+            {"type": "shell-local", "inline": [format!("printf '%s' \"$PACKER_BUILDER_TYPE\" > {}", q(&marker.display().to_string()))]}
+        ]
+    });
+    let r = fx.build(&t, &[]);
+    assert_ok(&r);
+    assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "null");
+    assert!(
+        r.stdout
+            .contains("--> null: Did not export anything. This is the null builder"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("Waiting for SSH"), "{}", r.stdout);
+
+    let t = json!({
+        "builders": [{"type": "null", "communicator": "none"}],
+        "provisioners": [{"type": "shell", "inline": ["true"]}]
+    });
+    let r = fx.build(&t, &[]);
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "the shell provisioner needs SSH, but this build has \"communicator\": \"none\""
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn null_build_sigint_while_a_script_runs_stops_at_once_and_exits_1() {
+    let world = world_or_skip!();
+    let fx = NullFx::new(world, "null-int");
+    let t = json!({
+        "builders": [fx.builder(json!({}))],
+        "provisioners": [{"type": "shell", "remote_folder": fx.remote,
+            "inline": ["echo sleeping now", "sleep 60"]}]
+    });
+    std::fs::write(fx.local("t.json"), t.to_string()).expect("write");
+    let (code, out, err, took) = crate::web_worker_tests::interrupt_at(
+        fx.scratch.dir.path(),
+        &world.env(),
+        &["t.json".to_string()],
+        "null: sleeping now",
+        Duration::from_millis(200),
+    );
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    // The script would take a minute; the build stops at once.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        err.contains("==> Interrupt received: cancelling the builds"),
+        "{err}"
+    );
+    assert!(err.contains("--> null: cancelled (interrupted)"), "{err}");
+    assert!(!out.contains("Did not export anything"), "{out}");
+}
+
+#[test]
+fn null_validate_reports_located_errors_and_inspect_lists_the_builder() {
+    let s = Scratch::new().with(
+        "t.json",
+        r#"{
+  "builders": [
+    {"type": "null", "ssh_username": "u"},
+    {"type": "null", "name": "both", "ssh_host": "h", "ssh_username": "u",
+     "ssh_password": "pw", "ssh_agent_auth": true}
+  ]
+}"#,
+    );
+    let r = s.run(&["validate", "t.json"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let expected = [
+        "error: builder `null` (null) is missing the required key `ssh_host`\n --> t.json:3:5 at builders[0]\n",
+        "error: builder `null` (null) has no way to log in: one authentication method must be specified\n --> t.json:3:5 at builders[0]\n",
+        "error: only one of ssh_agent_auth, ssh_password and ssh_private_key_file may be specified; `ssh_password` is set too\n --> t.json:5:46 at builders[1].ssh_agent_auth\n",
+        "imgbuild: the template is not valid: 3 errors\n",
+    ];
+    for e in expected {
+        assert!(r.stderr.contains(e), "{e:?} in:\n{}", r.stderr);
+    }
+    let r = s.run(&["inspect", "t.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("Builders:\n\n  both (null)\n  null\n"),
+        "{}",
+        r.stdout
+    );
+    let ok = Scratch::new().with(
+        "t.json",
+        r#"{"builders": [{"type": "null", "communicator": "none"}]}"#,
+    );
+    let r = ok.run(&["validate", "t.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "Template validated successfully.\n");
+}
