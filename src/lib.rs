@@ -9,8 +9,9 @@
 //! The amazon-ebs build runs ([`builder::amazon`], orchestrated by [`build`]): every resource
 //! it creates is recorded in a [`ledger`] and removed on failure and on Ctrl-C.
 //!
-//! What does not exist yet: the SSH communicator and the running of provisioners (the seam is
-//! [`build::provision`]), post-processors, `imgbuild cleanup`.
+//! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
+//! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
+//! path. Post-processors and `imgbuild cleanup` are not run yet.
 //!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.
