@@ -6,9 +6,6 @@
 //! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest and
 //! shell-local post-processors.
 //!
-//! The amazon-ebs build runs ([`builder::amazon`], orchestrated by [`build`]): every resource
-//! it creates is recorded in a [`ledger`] and removed on failure and on Ctrl-C.
-//!
 //! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
 //! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
 //! path. Post-processors and `imgbuild cleanup` are not run yet.
