@@ -30,6 +30,7 @@ impl Redactor {
             shell_single_quoted_body(secret),
             secret.replace('\'', r"'\''"),
             shell_double_quoted_body(secret),
+            shell_backslash_escaped(secret),
             json_escaped_body(secret),
             url_encoded(secret),
             url_encoded(secret).replace("%20", "+"),
@@ -84,6 +85,22 @@ fn shell_double_quoted_body(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '\\' | '"' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A shell word with every special character backslash-escaped (bash's `printf %q`: all but
+/// letters, digits and `_@%+=:./-`, and `~` and `#` only at the start).
+fn shell_backslash_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        let plain = c.is_ascii_alphanumeric()
+            || "_@%+=:./-".contains(c)
+            || (i > 0 && matches!(c, '~' | '#'));
+        if !plain {
             out.push('\\');
         }
         out.push(c);
@@ -149,10 +166,13 @@ mod tests {
         for l in [
             r#"PW='it'\''s "$HOME" `x`'"#.to_string(),
             r#"PW="it's \"\$HOME\" \`x\`""#.to_string(),
+            r#"PW=it\'s\ \"\$HOME\"\ \`x\`"#.to_string(),
         ] {
             assert_eq!(r.redact(&l).matches(MASK).count(), 1, "{l}");
             assert!(!r.redact(&l).contains("HOME"), "{l}");
         }
+        // bash escapes `,` and a leading `~` or `#`.
+        assert_eq!(shell_backslash_escaped("~a,b#c d~"), r"\~a\,b#c\ d~");
         let mut r = Redactor::default();
         r.add("-----BEGIN KEY-----\r\nb3BlbnNzaC1rZXk\nAAAA\nxy\n-----END KEY-----\n");
         assert_eq!(r.redact("    web: b3BlbnNzaC1rZXk"), "    web: <sensitive>");

@@ -16,7 +16,7 @@ use crate::provisioner::shell_local::ShellLocalConfig;
 use crate::template::decode::{Dx, Obj};
 
 /// The post-processor types imgbuild knows.
-pub const POST_PROCESSOR_TYPES: &[&str] = &["ami-outputs", "manifest", "shell-local"];
+pub const POST_PROCESSOR_TYPES: &[&str] = &["manifest", "shell-local", "ami-outputs"];
 
 /// One post-processor's own options (the common ones, `name`, `only`, `except`,
 /// `keep_input_artifact`, are the caller's).

@@ -63,7 +63,8 @@ fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn lock(path: &Path, wait: Duration) -> Result<Lock, OutputError> {
+/// Takes the lock; also says how long another writer held it up, if it did.
+fn lock(path: &Path, wait: Duration) -> Result<(Lock, Option<Duration>), OutputError> {
     let lp = lock_path(path);
     let err = |source| OutputError::Lock {
         path: lp.clone(),
@@ -74,6 +75,7 @@ fn lock(path: &Path, wait: Duration) -> Result<Lock, OutputError> {
     }
     let start = Instant::now();
     let mut pause = Duration::from_millis(2);
+    let mut contended = false;
     loop {
         let file = OpenOptions::new()
             .read(true)
@@ -89,10 +91,11 @@ fn lock(path: &Path, wait: Duration) -> Result<Lock, OutputError> {
             let held = file.metadata().map_err(err)?;
             match std::fs::metadata(&lp) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(Lock {
+                    let lock = Lock {
                         path: lp,
                         _file: file,
-                    })
+                    };
+                    return Ok((lock, contended.then(|| start.elapsed())));
                 }
                 // The previous holder removed it after this process opened it: try again.
                 _ => {}
@@ -105,6 +108,7 @@ fn lock(path: &Path, wait: Duration) -> Result<Lock, OutputError> {
             ) {
                 return Err(err(e));
             }
+            contended = true;
         }
         drop(file);
         if start.elapsed() >= wait {
@@ -150,13 +154,14 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), OutputError> {
 }
 
 /// Updates `path` under its lock: `change` gets the current contents (`None` when the file does
-/// not exist) and returns the new ones, or why the file must be left alone.
+/// not exist) and returns the new ones, or why the file must be left alone. Returns how long
+/// another writer made this one wait, if it did.
 pub fn update(
     path: &Path,
     wait: Duration,
     change: impl FnOnce(Option<&str>) -> Result<String, String>,
-) -> Result<(), OutputError> {
-    let _lock = lock(path, wait)?;
+) -> Result<Option<Duration>, OutputError> {
+    let (_lock, waited) = lock(path, wait)?;
     let current = match std::fs::read_to_string(path) {
         Ok(s) => Some(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -171,7 +176,15 @@ pub fn update(
         path: path.to_path_buf(),
         message,
     })?;
-    write_atomic(path, new.as_bytes())
+    write_atomic(path, new.as_bytes())?;
+    // Test hook: hold the lock a while, so that concurrent writers must wait for it.
+    if let Some(ms) = std::env::var("IMGBUILD_TEST_LOCK_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms.min(10_000)));
+    }
+    Ok(waited)
 }
 
 #[cfg(test)]
@@ -225,6 +238,7 @@ mod tests {
         std::fs::write(&path, "old").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let held = lock(&path, LOCK_WAIT).unwrap();
+        assert!(held.1.is_none(), "nobody held it");
         let start = Instant::now();
         let e = update(&path, Duration::from_millis(150), |_| Ok("new".into())).unwrap_err();
         assert!(matches!(e, OutputError::LockTimeout { .. }), "{e}");
@@ -244,7 +258,10 @@ mod tests {
             "{e}"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
-        update(&path, LOCK_WAIT, |_| Ok("new".into())).unwrap();
+        assert_eq!(
+            update(&path, LOCK_WAIT, |_| Ok("new".into())).unwrap(),
+            None
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640, "permissions are kept");

@@ -246,15 +246,28 @@ async fn one(
     })
 }
 
-/// Runs a file update off the runtime's threads (it may wait for another writer's lock).
+/// Runs a file update off the runtime's threads (it may wait for another writer's lock), and
+/// says so when another writer made it wait.
 async fn update_file(
+    ctx: &PpContext<'_>,
+    target: &str,
     path: PathBuf,
     change: impl FnOnce(Option<&str>) -> Result<String, String> + Send + 'static,
 ) -> Result<(), PpError> {
-    tokio::task::spawn_blocking(move || output::update(&path, LOCK_WAIT, change))
+    let shown = path.display().to_string();
+    let waited = tokio::task::spawn_blocking(move || output::update(&path, LOCK_WAIT, change))
         .await
-        .map_err(|e| PpError::Other(format!("writing an output file: {e}")))?
-        .map_err(PpError::from)
+        .map_err(|e| PpError::Other(format!("writing {shown}: {e}")))??;
+    if let Some(d) = waited {
+        ctx.say(
+            target,
+            &format!(
+                "waited {} for another writer of {shown}",
+                crate::builder::amazon::human_duration(d)
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// The manifest entry of this build, with every sensitive value masked.
@@ -314,7 +327,7 @@ async fn manifest(
         });
     }
     let (run, force) = (ctx.run_id.to_string(), ctx.force);
-    update_file(output.clone(), move |cur| {
+    update_file(ctx, target, output.clone(), move |cur| {
         manifest::append(cur, entry, &run, force)
     })
     .await?;
@@ -344,7 +357,7 @@ async fn ami_outputs(
             });
         }
         let n = name.clone();
-        update_file(path.clone(), move |cur| {
+        update_file(ctx, target, path.clone(), move |cur| {
             ami_outputs::merge_json(cur, &n, &amis)
         })
         .await?;
@@ -376,7 +389,7 @@ async fn ami_outputs(
                 what: "the build's variables".into(),
             });
         }
-        update_file(path.clone(), move |cur| {
+        update_file(ctx, target, path.clone(), move |cur| {
             Ok(ami_outputs::merge_env(cur, &prefix, &vars))
         })
         .await?;
