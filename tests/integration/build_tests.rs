@@ -616,7 +616,7 @@ fn build_ami_regions_copies_and_tags_in_every_region() {
 
 /// Starts a build, waits for `marker` on its stdout, sends SIGINT (`twice`: a second one 300 ms
 /// later) and returns its exit code, output and how long it took to exit after the signal.
-fn interrupt(
+pub(crate) fn interrupt(
     s: &Scratch,
     e: &Env,
     pause: &str,

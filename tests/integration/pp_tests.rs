@@ -998,3 +998,69 @@ fn pp_the_web_worker_image_writes_deploy_ready_outputs() {
         "{pps:?}"
     );
 }
+
+#[test]
+fn pp_interrupting_a_shell_local_post_processor_kills_its_processes_and_keeps_the_ami() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let t = template(
+        &world,
+        json!({"name": "web"}),
+        json!([{"type": "shell-local", "inline": [
+            "sleep 60 &",
+            "echo $! > sleep.pid",
+            "echo started",
+            "wait"
+        ]}]),
+    );
+    let s = Scratch::new().with("t.json", &t);
+    let before = state(&world);
+    let (code, out, err, took) =
+        crate::build_tests::interrupt(&s, &e, "none:0", "    web (shell-local): started", false);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        err.contains("Post-processor failed: shell-local: cancelled (interrupted)"),
+        "{err}"
+    );
+    let after = state(&world);
+    let ami = after["us-east-1"]
+        .images
+        .keys()
+        .find(|k| !before["us-east-1"].images.contains_key(*k))
+        .expect("the AMI is kept")
+        .clone();
+    assert!(out.contains(&format!("==> web: AMI: {ami}\n")), "{out}");
+    assert!(
+        err.contains(&format!(
+            "the AMIs of builds that failed after creating them were kept (web: us-east-1:{ami})"
+        )),
+        "{err}"
+    );
+    assert_nothing_left(
+        &before,
+        &after,
+        &[&ami],
+        "after an interrupted post-processor",
+    );
+    // The script's own child went with it.
+    let pid: i32 = read(&s.path("sleep.pid")).trim().parse().expect("pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Running unless gone or a zombie (dead, not yet reaped by whoever inherited it).
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    while running() {
+        if std::time::Instant::now() > deadline {
+            // SAFETY: the `sleep` this test's build started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            panic!("the post-processor's `sleep` ({pid}) outlived imgbuild");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
