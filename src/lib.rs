@@ -8,7 +8,7 @@
 //!
 //! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
 //! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
-//! path. Post-processors and `imgbuild cleanup` are not run yet.
+//! path, then runs the post-processors (`post_processor`). `imgbuild cleanup` does not exist yet.
 //!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.

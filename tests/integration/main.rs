@@ -3,6 +3,7 @@
 
 mod build_tests;
 mod cli_tests;
+mod pp_tests;
 mod provision_tests;
 mod ssh_tests;
 mod world;

@@ -61,13 +61,24 @@ pub struct Ctx<'a> {
     pub test_pause: Option<(String, Duration)>,
 }
 
-/// The result: the AMI in each region.
+/// Packer's builder id of amazon-ebs artifacts (`-machine-readable` `builder-id` records).
+pub const BUILDER_ID: &str = "mitchellh.amazonebs";
+
+/// The result: the AMI in each region, and the build's generated data (`SourceAMI`,
+/// `BuildRegion`, ...) that post-processors render `{{ build `...` }}` against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Artifact {
     pub amis: BTreeMap<String, String>,
+    pub build_data: BTreeMap<String, String>,
 }
 
 impl Artifact {
+    /// Packer's `Id()`: `region:ami` pairs sorted by region, joined by `,`.
+    pub fn id(&self) -> String {
+        let pairs: Vec<String> = self.amis.iter().map(|(r, a)| format!("{r}:{a}")).collect();
+        pairs.join(",")
+    }
+
     /// Packer's `String()`: `AMIs were created:\n<region>: <ami>\n...`.
     pub fn describe(&self) -> String {
         let mut s = String::from("AMIs were created:\n");
@@ -639,7 +650,10 @@ impl Ctx<'_> {
 
         if cfg.skip_create_ami {
             self.say("skip_create_ami: no AMI is created");
-            return Ok(Artifact::default());
+            return Ok(Artifact {
+                build_data: data,
+                ..Artifact::default()
+            });
         }
         if force {
             self.force_deregister(&existing).await?;
@@ -721,7 +735,10 @@ impl Ctx<'_> {
         }
 
         // Success: the AMIs and their snapshots are the product.
-        let mut artifact = Artifact::default();
+        let mut artifact = Artifact {
+            build_data: data,
+            ..Artifact::default()
+        };
         {
             let mut l = lock(self.ledger);
             for m in &product {
