@@ -192,6 +192,8 @@ async fn one(
         build: b.name.clone(),
         pid: std::process::id(),
         at: chrono::Utc::now().timestamp(),
+        endpoint: cfg.access.custom_endpoint_ec2.clone(),
+        protected_snapshots: crate::builder::amazon::steps::protected_snapshots(cfg),
     };
     if let Err(e) = lock(&ledger).note(&started) {
         return fail(out, format!("writing the run journal: {e}"));
