@@ -646,7 +646,9 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
                 Err(e) => failures.push(e.to_string()),
             }
         }
-        if targets.is_empty() && scope.as_ref().is_none_or(|s| !s.is_empty()) {
+        // No journal and no region named: the configured region.
+        if targets.is_empty() && journals.is_empty() && scope.as_ref().is_none_or(|s| !s.is_empty())
+        {
             targets.insert((opts.endpoint.clone(), aws.region.clone()));
         }
     }

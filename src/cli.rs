@@ -34,7 +34,12 @@ pub enum Command {
     /// Remove what interrupted or crashed builds left behind (from the run journals and the
     /// imgbuild:run-id tags)
     #[command(
-        long_about = "Remove what interrupted or crashed builds left behind.\n\n            Two sources cover each other: the run journals on disk (IMGBUILD_JOURNAL_DIR, else             $XDG_STATE_HOME/imgbuild/journal, else ~/.local/state/imgbuild/journal; or --journal)             and the imgbuild:run-id tags on instances, volumes, snapshots, AMIs, key pairs and             security groups in the regions the journals name, --region, or --all-regions. A build             that still runs is never touched, nor a finished build's AMIs.",
+        long_about = "Remove what interrupted or crashed builds left behind.\n\n\
+            Two sources cover each other: the run journals on disk (IMGBUILD_JOURNAL_DIR, else \
+            $XDG_STATE_HOME/imgbuild/journal, else ~/.local/state/imgbuild/journal; or --journal) \
+            and the imgbuild:run-id tags on instances, volumes, snapshots, AMIs, key pairs and \
+            security groups in the regions the journals name, --region, or --all-regions. A build \
+            that still runs is never touched, nor a finished build's AMIs.",
         after_help = "Exit codes: 0 nothing left; 2 usage; 3 something could not be removed (listed)."
     )]
     Cleanup(CleanupArgs),

@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use crate::cli_tests::{imgbuild_env, Run, Scratch};
 use crate::world::TestWorld;
 
-const SOURCE_AMI: &str = "ami-785db401";
+pub(crate) const SOURCE_AMI: &str = "ami-785db401";
 const CANONICAL: &str = "099720109477";
 const XENIAL: &str = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*";
-const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
+pub(crate) const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
 
 macro_rules! world_or_skip {
     () => {
@@ -30,7 +30,7 @@ macro_rules! world_or_skip {
 
 /// A builder object for the world: `communicator: none`, the xenial filter, a timestamped name
 /// and tags with build values; `extra` keys are merged in (null removes a key).
-fn builder(world: &TestWorld, extra: Value) -> Value {
+pub(crate) fn builder(world: &TestWorld, extra: Value) -> Value {
     let mut b = json!({
         "type": "amazon-ebs",
         "region": "us-east-1",
@@ -65,7 +65,7 @@ fn builder(world: &TestWorld, extra: Value) -> Value {
     b
 }
 
-fn template(builder: Value, provisioners: Value) -> String {
+pub(crate) fn template(builder: Value, provisioners: Value) -> String {
     json!({
         "variables": {"project": "imgbuild"},
         "builders": [builder],
@@ -75,7 +75,7 @@ fn template(builder: Value, provisioners: Value) -> String {
 }
 
 /// An SSH builder that cannot get further than provisioning: a port nothing listens on.
-fn ssh_builder(world: &TestWorld, extra: Value) -> Value {
+pub(crate) fn ssh_builder(world: &TestWorld, extra: Value) -> Value {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -91,12 +91,12 @@ fn ssh_builder(world: &TestWorld, extra: Value) -> Value {
     b
 }
 
-struct Env {
-    journal: tempfile::TempDir,
-    vars: Vec<(String, String)>,
+pub(crate) struct Env {
+    pub journal: tempfile::TempDir,
+    pub vars: Vec<(String, String)>,
 }
 
-fn env(world: &TestWorld) -> Env {
+pub(crate) fn env(world: &TestWorld) -> Env {
     let journal = tempfile::tempdir().expect("journal dir");
     let mut vars = world.env();
     vars.push((
@@ -106,7 +106,7 @@ fn env(world: &TestWorld) -> Env {
     Env { journal, vars }
 }
 
-fn build(s: &Scratch, e: &Env, args: &[&str], extra: &[(&str, &str)]) -> Run {
+pub(crate) fn build(s: &Scratch, e: &Env, args: &[&str], extra: &[(&str, &str)]) -> Run {
     let mut vars: Vec<(&str, &str)> = e
         .vars
         .iter()
@@ -119,20 +119,20 @@ fn build(s: &Scratch, e: &Env, args: &[&str], extra: &[(&str, &str)]) -> Run {
 }
 
 /// An AMI: name, tags, snapshot ids.
-type AmiInfo = (String, BTreeMap<String, String>, Vec<String>);
+pub(crate) type AmiInfo = (String, BTreeMap<String, String>, Vec<String>);
 
 /// What the emulator holds in one region.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Region {
+pub(crate) struct Region {
     /// id -> (name, tags, snapshot ids)
-    images: BTreeMap<String, AmiInfo>,
+    pub images: BTreeMap<String, AmiInfo>,
     /// id -> state
-    instances: BTreeMap<String, String>,
-    key_pairs: BTreeSet<String>,
-    groups: BTreeSet<String>,
-    volumes: BTreeSet<String>,
+    pub instances: BTreeMap<String, String>,
+    pub key_pairs: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    pub volumes: BTreeSet<String>,
     /// id -> tags
-    snapshots: BTreeMap<String, BTreeMap<String, String>>,
+    pub snapshots: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
@@ -146,7 +146,7 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn state(world: &TestWorld) -> BTreeMap<&'static str, Region> {
+pub(crate) fn state(world: &TestWorld) -> BTreeMap<&'static str, Region> {
     world.ec2(|base| async move {
         let conf = base.config().to_builder();
         let mut out = BTreeMap::new();
@@ -247,7 +247,7 @@ fn state(world: &TestWorld) -> BTreeMap<&'static str, Region> {
 
 /// Asserts that, between `before` and `after`, nothing was added except `kept` AMIs (and their
 /// snapshots), and that every new instance is terminated.
-fn assert_nothing_left(
+pub(crate) fn assert_nothing_left(
     before: &BTreeMap<&str, Region>,
     after: &BTreeMap<&str, Region>,
     kept: &[&str],
@@ -290,7 +290,7 @@ fn assert_nothing_left(
     }
 }
 
-fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
+pub(crate) fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("journal dir")
@@ -323,7 +323,7 @@ fn assert_journal_complete(dir: &Path, clean: bool) {
     assert_eq!(last["clean"], clean, "{events:?}");
 }
 
-fn ami_from_stdout(stdout: &str, region: &str) -> String {
+pub(crate) fn ami_from_stdout(stdout: &str, region: &str) -> String {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{region}: ")))
