@@ -291,6 +291,10 @@ pub fn plan(
             if i.intent.is_none() && h.intent.is_some() {
                 i.intent = h.intent;
             }
+            // Found by its tag and as the answer to a lost call: say the latter.
+            if i.source == Source::Tag {
+                i.source = h.source;
+            }
             continue;
         }
         run.items.push(Item {
@@ -1162,6 +1166,17 @@ mod tests {
         assert_eq!(ids(&p), vec![("i-9".into(), Source::ClientToken)]);
         assert_eq!(p.runs[0].items[0].intent, Some(3));
         assert_eq!(p.archive, vec![done.path.clone()]);
+        // Whatever the order the searches ended in.
+        let p = plan(
+            &[j.clone()],
+            &[hit("r1", inst("i-9"), 1000, false), h.clone()],
+            None,
+            &BTreeSet::new(),
+            1010,
+            H2,
+        );
+        assert_eq!(ids(&p), vec![("i-9".into(), Source::ClientToken)]);
+        assert_eq!(p.runs[0].items[0].intent, Some(3));
         // Its intent was found to have made nothing: archived too.
         let p = plan(&[j.clone()], &[], None, &BTreeSet::new(), 1010, H2);
         assert_eq!(p.archive, vec![j.path.clone()]);

@@ -237,6 +237,8 @@ struct Fault {
     ssh: bool,
     copy: bool,
     pause: Option<&'static str>,
+    /// A source `cleanup --dry-run` must list (the mechanism that finds what the kill hid).
+    source: Option<&'static str>,
 }
 
 const FAULTS: &[Fault] = &[
@@ -245,59 +247,74 @@ const FAULTS: &[Fault] = &[
         ssh: false,
         copy: true,
         pause: None,
+        source: None,
     },
     Fault {
         name: "kill -9 after key pair",
         ssh: true,
         copy: false,
         pause: Some("key_pair"),
+        source: None,
     },
     Fault {
         name: "kill -9 after security group",
         ssh: false,
         copy: false,
         pause: Some("security_group"),
+        source: None,
     },
     Fault {
         name: "kill -9 before launch returns (after intent)",
         ssh: false,
         copy: false,
         pause: Some("sent_run_instances"),
+        source: Some("client-token"),
     },
     Fault {
         name: "kill -9 instance running",
         ssh: false,
         copy: false,
         pause: Some("launch"),
+        source: Some("journal"),
     },
     Fault {
         name: "kill -9 instance stopped",
         ssh: false,
         copy: false,
         pause: Some("stop"),
+        source: None,
     },
     Fault {
         name: "kill -9 mid-create-image",
         ssh: false,
         copy: false,
         pause: Some("create_image"),
+        source: None,
     },
     Fault {
         name: "kill -9 before copy returns (after intent)",
         ssh: false,
         copy: true,
         pause: Some("sent_copy_image"),
+        source: Some("name"),
     },
     Fault {
         name: "kill -9 mid-copy",
         ssh: false,
         copy: true,
         pause: Some("copy"),
+        source: None,
     },
 ];
 
-/// Rounds of every fault.
-const ROUNDS: usize = 1;
+/// Rounds of every fault: 1, or `IMGBUILD_FAULT_ROUNDS` (at most 20).
+fn rounds() -> usize {
+    std::env::var("IMGBUILD_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 20)
+}
 
 #[derive(Default)]
 struct Tally {
@@ -327,7 +344,7 @@ fn cleanup_after_kill_9_at_each_phase_leaves_only_a_finished_builds_amis() {
     let mut problems: Vec<String> = Vec::new();
     for f in FAULTS {
         let mut tally = Tally::default();
-        for round in 0..ROUNDS {
+        for round in 0..rounds() {
             let ctx = format!("{} (round {round})", f.name);
             let extra = if f.copy {
                 json!({"ami_regions": ["us-west-2"]})
@@ -367,6 +384,19 @@ fn cleanup_after_kill_9_at_each_phase_leaves_only_a_finished_builds_amis() {
                     assert_eq!(kept.len(), 2, "{ctx}: {out}");
                 } else {
                     problems.push(format!("{ctx}: build failed ({code}):\n{out}\n{err}"));
+                }
+            }
+            if let Some(src) = f.source {
+                let d = cleanup(&e, &["--dry-run"]);
+                let listed = d
+                    .stdout
+                    .lines()
+                    .any(|l| l.split_whitespace().last() == Some(src) && l.starts_with("us-"));
+                if d.code != 0 || !listed {
+                    problems.push(format!(
+                        "{ctx}: the dry run lists nothing found by {src}:\n{}\n{}",
+                        d.stdout, d.stderr
+                    ));
                 }
             }
             let r = cleanup(&e, &[]);
