@@ -662,9 +662,14 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
 
     // Tagged resources.
     let mut hits: Vec<Hit> = Vec::new();
-    for (ep, region) in &targets {
-        let Some(aws) = clients.get(ep) else { continue };
-        match sweep::tagged(aws, region, scope.as_deref()).await {
+    let searches = futures_util::future::join_all(targets.iter().filter_map(|(ep, region)| {
+        let aws = clients.get(ep)?;
+        let scope = scope.as_deref();
+        Some(async move { (ep, sweep::tagged(aws, region, scope).await) })
+    }))
+    .await;
+    for (ep, r) in searches {
+        match r {
             Ok(found) => hits.extend(found.into_iter().map(|f| Hit {
                 endpoint: ep.clone(),
                 found: f,

@@ -163,6 +163,8 @@ impl Journal {
             .open(&path)?;
         // Best effort: where locks are not supported, cleanup falls back to the pid.
         let _ = flock(&file, libc::LOCK_EX);
+        // The file's name is on disk too (a power cut right after must not lose the journal).
+        File::open(dir)?.sync_all()?;
         Ok(Journal { path, file })
     }
 
@@ -201,7 +203,9 @@ impl Journal {
         &self.path
     }
 
-    /// Appends one event and flushes it to disk before returning.
+    /// Appends one event and flushes it to disk (`fdatasync`) before returning: a `Created`
+    /// line is durable before the caller uses the resource's ID, so a crash at any later point
+    /// leaves the resource findable.
     pub fn append(&mut self, event: &Event) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');

@@ -533,6 +533,39 @@ fn cleanup_dry_run_lists_what_would_go_and_changes_nothing() {
     assert_eq!(state(&world), killed, "a dry run changes nothing");
     assert_eq!(journals(e.journal.path()).0, live, "nor the journals");
 
+    // From another machine (no journal), in every region, by tags alone.
+    let other = env(&world);
+    let endpoint = world.ec2_endpoint().to_string();
+    let r = cleanup(
+        &other,
+        &[
+            "--dry-run",
+            "--all-regions",
+            "--older-than",
+            "0s",
+            "--endpoint-url",
+            &endpoint,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let tagged: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|c| c.len() == 7 && c[0] == "us-east-1")
+        .collect();
+    assert!(
+        tagged.iter().any(|c| c[2] == inst[2] && c[6] == "tag"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        tagged.iter().any(|c| c[1] == "ami" && c[6] == "tag"),
+        "the half-made AMI is marked temporary: {}",
+        r.stdout
+    );
+    assert_eq!(state(&world), killed, "a dry run changes nothing");
+
     // Machine-readable: one record per resource.
     let r = cleanup(&e, &["--dry-run", "-machine-readable"]);
     assert_eq!(r.code, 0);
