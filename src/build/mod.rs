@@ -396,7 +396,7 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
                 msg.push_str(&format!("\n  {}: journal: {}", o.name, j.display()));
             }
         }
-        msg.push_str("\nremove them with the AWS console or CLI (they are tagged imgbuild:run-id)");
+        msg.push_str("\nremove them with `imgbuild cleanup` (they are tagged imgbuild:run-id)");
         return Err(Error::Build {
             message: msg,
             left_behind: true,
