@@ -191,6 +191,8 @@ async fn one(
         build: b.name.clone(),
         pid: std::process::id(),
         at: chrono::Utc::now().timestamp(),
+        endpoint: cfg.access.custom_endpoint_ec2.clone(),
+        protected_snapshots: crate::builder::amazon::steps::protected_snapshots(cfg),
     };
     if let Err(e) = lock(&ledger).note(&started) {
         return fail(out, format!("writing the run journal: {e}"));
@@ -420,7 +422,7 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
                 msg.push_str(&format!("\n  {}: journal: {}", o.name, j.display()));
             }
         }
-        msg.push_str("\nremove them with the AWS console or CLI (they are tagged imgbuild:run-id)");
+        msg.push_str("\nremove them with `imgbuild cleanup` (they are tagged imgbuild:run-id)");
         return Err(Error::Build {
             message: msg,
             left_behind: true,

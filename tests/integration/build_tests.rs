@@ -17,7 +17,7 @@ use crate::world::TestWorld;
 pub(crate) const SOURCE_AMI: &str = "ami-785db401";
 const CANONICAL: &str = "099720109477";
 const XENIAL: &str = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*";
-const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
+pub(crate) const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
 
 macro_rules! world_or_skip {
     () => {
@@ -65,7 +65,7 @@ pub(crate) fn builder(world: &TestWorld, extra: Value) -> Value {
     b
 }
 
-fn template(builder: Value, provisioners: Value) -> String {
+pub(crate) fn template(builder: Value, provisioners: Value) -> String {
     json!({
         "variables": {"project": "imgbuild"},
         "builders": [builder],
@@ -75,7 +75,7 @@ fn template(builder: Value, provisioners: Value) -> String {
 }
 
 /// An SSH builder that cannot get further than provisioning: a port nothing listens on.
-fn ssh_builder(world: &TestWorld, extra: Value) -> Value {
+pub(crate) fn ssh_builder(world: &TestWorld, extra: Value) -> Value {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -127,12 +127,12 @@ pub(crate) struct Region {
     /// id -> (name, tags, snapshot ids)
     pub images: BTreeMap<String, AmiInfo>,
     /// id -> state
-    instances: BTreeMap<String, String>,
-    key_pairs: BTreeSet<String>,
-    groups: BTreeSet<String>,
-    volumes: BTreeSet<String>,
+    pub instances: BTreeMap<String, String>,
+    pub key_pairs: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    pub volumes: BTreeSet<String>,
     /// id -> tags
-    snapshots: BTreeMap<String, BTreeMap<String, String>>,
+    pub snapshots: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
@@ -290,7 +290,7 @@ pub(crate) fn assert_nothing_left(
     }
 }
 
-fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
+pub(crate) fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("journal dir")
@@ -323,7 +323,7 @@ fn assert_journal_complete(dir: &Path, clean: bool) {
     assert_eq!(last["clean"], clean, "{events:?}");
 }
 
-fn ami_from_stdout(stdout: &str, region: &str) -> String {
+pub(crate) fn ami_from_stdout(stdout: &str, region: &str) -> String {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{region}: ")))
