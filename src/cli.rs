@@ -31,6 +31,18 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the variables, builders, provisioners and post-processors of a template
     Inspect(InspectArgs),
+    /// Remove what interrupted or crashed builds left behind (from the run journals and the
+    /// imgbuild:run-id tags)
+    #[command(
+        long_about = "Remove what interrupted or crashed builds left behind.\n\n\
+            Two sources cover each other: the run journals on disk (IMGBUILD_JOURNAL_DIR, else \
+            $XDG_STATE_HOME/imgbuild/journal, else ~/.local/state/imgbuild/journal; or --journal) \
+            and the imgbuild:run-id tags on instances, volumes, snapshots, AMIs, key pairs and \
+            security groups in the regions the journals name, --region, or --all-regions. A build \
+            that still runs is never touched, nor a finished build's AMIs.",
+        after_help = "Exit codes: 0 nothing left; 2 usage; 3 something could not be removed (listed)."
+    )]
+    Cleanup(CleanupArgs),
     /// Print the version
     Version,
 }
@@ -125,6 +137,40 @@ pub struct InspectArgs {
     pub template: String,
 }
 
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Only the runs of this journal file (repeatable); default: every journal in the journal
+    /// directory
+    #[arg(long = "journal", value_name = "FILE")]
+    pub journals: Vec<PathBuf>,
+    /// Only this run (the imgbuild:run-id tag, the journal's run id)
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Look for tagged resources in this region too (repeatable)
+    #[arg(long = "region", value_name = "REGION")]
+    pub regions: Vec<String>,
+    /// Look for tagged resources in every region (DescribeRegions)
+    #[arg(long)]
+    pub all_regions: bool,
+    /// Resources found by tags alone (no journal on this machine) are removed only when their
+    /// run is at least this old, so that a build running elsewhere is never touched
+    #[arg(long, default_value = crate::cleanup::DEFAULT_OLDER_THAN, value_name = "DURATION",
+          value_parser = parse_older_than)]
+    pub older_than: std::time::Duration,
+    /// List what would be removed, in a table, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// EC2 endpoint for the tag search (as custom_endpoint_ec2; journals carry their own)
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn parse_older_than(s: &str) -> Result<std::time::Duration, String> {
+    crate::template::decode::parse_duration(s).map_err(|e| format!("{e} (e.g. 2h, 90m, 0s)"))
+}
+
 /// Long flags Packer users type with one dash.
 const PACKER_FLAGS: &[&str] = &[
     "var",
@@ -139,6 +185,13 @@ const PACKER_FLAGS: &[&str] = &[
     "color",
     "debug",
     "syntax-only",
+    "journal",
+    "run-id",
+    "region",
+    "all-regions",
+    "older-than",
+    "dry-run",
+    "endpoint-url",
 ];
 
 /// Rewrites `-var` to `--var`, `-only=a` to `--only=a`, and so on. `-` alone (stdin) and
@@ -252,6 +305,34 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn cleanup_flags_with_one_dash_or_two() {
+        let inv = parse(argv(
+            "cleanup -journal a.jsonl --journal b.jsonl -run-id r1 -region us-east-1 --region=us-west-2 \
+             -older-than=90m -dry-run -machine-readable -endpoint-url http://127.0.0.1:5000",
+        ))
+        .unwrap();
+        let Command::Cleanup(c) = inv.command else {
+            panic!("not cleanup")
+        };
+        assert_eq!(
+            c.journals,
+            vec![PathBuf::from("a.jsonl"), PathBuf::from("b.jsonl")]
+        );
+        assert_eq!(c.run_id.as_deref(), Some("r1"));
+        assert_eq!(c.regions, vec!["us-east-1", "us-west-2"]);
+        assert_eq!(c.older_than, std::time::Duration::from_secs(5400));
+        assert!(c.dry_run && c.output.machine_readable && !c.all_regions);
+        assert_eq!(c.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        let Command::Cleanup(c) = parse(argv("cleanup")).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(c.older_than, std::time::Duration::from_secs(7200));
+        let e = parse(argv("cleanup -older-than soon")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("e.g. 2h"), "{e}");
     }
 
     #[test]

@@ -75,14 +75,24 @@ pub enum Event {
         build: String,
         pid: u32,
         at: i64,
+        /// `custom_endpoint_ec2`, so that `imgbuild cleanup` talks to the same EC2.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        /// Snapshot IDs the template names (block device mappings): the user's, never deleted
+        /// along with an image.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        protected_snapshots: Vec<String>,
     },
     /// A create call is about to be sent; if the process dies before `Created`, the resource may
-    /// exist without its ID being known: it is found by this client token or the run-id tag.
+    /// exist without its ID being known: it is found by this client token (RunInstances), by
+    /// `name` (CopyImage: EC2 cannot look images up by client token) or by the run-id tag.
     Intent {
         seq: u64,
         call: String,
         region: String,
         client_token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     Created {
         seq: u64,
@@ -106,14 +116,44 @@ pub enum Event {
 }
 
 /// The journal of one run, appended and flushed line by line.
+///
+/// The writing build holds an exclusive `flock` on its journal for as long as it runs (the kernel
+/// drops it when the process dies, also by `kill -9`), so that `imgbuild cleanup` can tell a
+/// running build from a dead one; cleanup holds a shared one while it appends.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: File,
 }
 
+/// Whether a journal's writer still runs, as its lock tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// Held by a running build.
+    Held,
+    /// Free: no build writes it any more.
+    Free,
+    /// The file system does not support locks (or the file could not be opened).
+    Unknown,
+}
+
+fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor owned by `file`, valid for the call.
+    let r = unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EWOULDBLOCK) || e.raw_os_error() == Some(libc::EAGAIN)
+}
+
 impl Journal {
-    /// Creates the journal file (and its directory) for a run.
+    /// Creates the journal file (and its directory) for a run, and locks it for this process.
     pub fn create(dir: &Path, run_id: &str) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{run_id}.jsonl"));
@@ -121,14 +161,51 @@ impl Journal {
             .create_new(true)
             .append(true)
             .open(&path)?;
+        // Best effort: where locks are not supported, cleanup falls back to the pid.
+        let _ = flock(&file, libc::LOCK_EX);
+        // The file's name is on disk too (a power cut right after must not lose the journal).
+        File::open(dir)?.sync_all()?;
         Ok(Journal { path, file })
+    }
+
+    /// Opens an existing journal to append to it (`imgbuild cleanup` records what it removed),
+    /// with a shared lock: refused (`WouldBlock`) while the build that writes it runs.
+    pub fn open_append(path: &Path) -> std::io::Result<Journal> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        match flock(&file, libc::LOCK_SH) {
+            Err(e) if would_block(&e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "the journal is locked by a running build",
+                ))
+            }
+            _ => {}
+        }
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Whether a running build holds this journal.
+    pub fn lock_state(path: &Path) -> LockState {
+        let Ok(file) = File::open(path) else {
+            return LockState::Unknown;
+        };
+        match flock(&file, libc::LOCK_SH) {
+            Ok(()) => LockState::Free, // dropped (and unlocked) with `file`
+            Err(e) if would_block(&e) => LockState::Held,
+            Err(_) => LockState::Unknown,
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends one event and flushes it to disk before returning.
+    /// Appends one event and flushes it to disk (`fdatasync`) before returning: a `Created`
+    /// line is durable before the caller uses the resource's ID, so a crash at any later point
+    /// leaves the resource findable.
     pub fn append(&mut self, event: &Event) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -198,8 +275,15 @@ impl Ledger {
     }
 
     /// Writes an intent before a create call; pass its number to [`Ledger::record`] when the call
-    /// returns the resource's ID.
-    pub fn intent(&mut self, call: &str, region: &str, client_token: &str) -> std::io::Result<u64> {
+    /// returns the resource's ID. `name`: the name the resource gets, where EC2 cannot look it up
+    /// by client token (CopyImage).
+    pub fn intent(
+        &mut self,
+        call: &str,
+        region: &str,
+        client_token: &str,
+        name: Option<&str>,
+    ) -> std::io::Result<u64> {
         let seq = self.next;
         self.next += 1;
         self.write(&Event::Intent {
@@ -207,8 +291,33 @@ impl Ledger {
             call: call.into(),
             region: region.into(),
             client_token: client_token.into(),
+            name: name.map(str::to_string),
         })?;
         Ok(seq)
+    }
+
+    /// A ledger that goes on from a journal (`imgbuild cleanup`): `entries` are what still exists
+    /// (with their numbers from the journal), new entries are numbered after `max_seq`, and
+    /// removals are appended to `journal`.
+    pub fn resume(journal: Option<Journal>, entries: Vec<Entry>, max_seq: u64) -> Ledger {
+        let next = entries
+            .iter()
+            .map(|e| e.id.0)
+            .max()
+            .unwrap_or(0)
+            .max(max_seq)
+            + 1;
+        Ledger {
+            entries: entries
+                .into_iter()
+                .map(|e| Entry {
+                    state: State::Created,
+                    ..e
+                })
+                .collect(),
+            next,
+            journal,
+        }
     }
 
     /// Records a created resource; the journal line is on disk when this returns. The entry is
@@ -280,44 +389,127 @@ impl Ledger {
     }
 }
 
-/// A run reconstructed from its journal: what it created and whether it finished.
+/// A create call whose result never came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingIntent {
+    pub seq: u64,
+    pub call: String,
+    pub region: String,
+    pub client_token: String,
+    pub name: Option<String>,
+}
+
+/// A run reconstructed from its journal: what it created and whether it finished.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replay {
     pub run_id: Option<String>,
     pub build: Option<String>,
+    pub pid: Option<u32>,
+    /// When the run started (Unix seconds).
+    pub started_at: Option<i64>,
+    pub endpoint: Option<String>,
+    pub protected_snapshots: Vec<String>,
+    /// `Some(clean)` once the run ended.
     pub finished: Option<bool>,
-    /// Resources created and neither undone nor kept (for a finished run, kept ones are the
-    /// product and not listed).
-    pub leftovers: Vec<Undo>,
-    /// Create calls sent whose result never came back (client tokens to look up).
-    pub unresolved_intents: Vec<(String, String, String)>,
+    /// Resources created and neither undone nor kept, newest first (for an unfinished run, kept
+    /// ones too: a run killed after keeping its AMI did not deliver it). Their `id` is their
+    /// number in the journal.
+    pub leftovers: Vec<Entry>,
+    /// The product of a finished run (kept AMIs and snapshots): never removed.
+    pub kept: Vec<Undo>,
+    /// Create calls sent whose result never came back (to look up by client token or name).
+    pub unresolved_intents: Vec<PendingIntent>,
+    /// The highest entry number in the journal.
+    pub max_seq: u64,
+    /// Every region the journal names.
+    pub regions: Vec<String>,
+}
+
+impl Undo {
+    pub fn region(&self) -> &str {
+        match self {
+            Undo::DeleteKeyPair { region, .. }
+            | Undo::DeleteSecurityGroup { region, .. }
+            | Undo::TerminateInstance { region, .. }
+            | Undo::DeleteVolume { region, .. }
+            | Undo::DeregisterImage { region, .. }
+            | Undo::DeleteSnapshot { region, .. } => region,
+        }
+    }
+
+    /// The resource's ID (a key pair's name).
+    pub fn id(&self) -> &str {
+        match self {
+            Undo::DeleteKeyPair { name, .. } => name,
+            Undo::DeleteSecurityGroup { id, .. }
+            | Undo::TerminateInstance { id, .. }
+            | Undo::DeleteVolume { id, .. }
+            | Undo::DeregisterImage { id, .. }
+            | Undo::DeleteSnapshot { id, .. } => id,
+        }
+    }
+
+    /// `instance`, `volume`, `snapshot`, `ami`, `key-pair`, `security-group`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Undo::DeleteKeyPair { .. } => "key-pair",
+            Undo::DeleteSecurityGroup { .. } => "security-group",
+            Undo::TerminateInstance { .. } => "instance",
+            Undo::DeleteVolume { .. } => "volume",
+            Undo::DeregisterImage { .. } => "ami",
+            Undo::DeleteSnapshot { .. } => "snapshot",
+        }
+    }
 }
 
 /// Replays a journal's events.
 pub fn replay(events: &[Event]) -> Replay {
-    let mut r = Replay {
-        run_id: None,
-        build: None,
-        finished: None,
-        leftovers: Vec::new(),
-        unresolved_intents: Vec::new(),
-    };
+    let mut r = Replay::default();
     let mut live: Vec<(u64, Undo, State)> = Vec::new();
-    let mut intents: Vec<(u64, String, String, String)> = Vec::new();
+    let mut intents: Vec<PendingIntent> = Vec::new();
+    let region = |r: &mut Replay, name: &str| {
+        if !r.regions.iter().any(|x| x == name) {
+            r.regions.push(name.to_string());
+        }
+    };
     for e in events {
         match e {
-            Event::Started { run_id, build, .. } => {
+            Event::Started {
+                run_id,
+                build,
+                pid,
+                at,
+                endpoint,
+                protected_snapshots,
+            } => {
                 r.run_id = Some(run_id.clone());
                 r.build = Some(build.clone());
+                r.pid = Some(*pid);
+                r.started_at = Some(*at);
+                r.endpoint.clone_from(endpoint);
+                r.protected_snapshots.clone_from(protected_snapshots);
             }
             Event::Intent {
                 seq,
                 call,
-                region,
+                region: reg,
                 client_token,
-            } => intents.push((*seq, call.clone(), region.clone(), client_token.clone())),
+                name,
+            } => {
+                r.max_seq = r.max_seq.max(*seq);
+                region(&mut r, reg);
+                intents.push(PendingIntent {
+                    seq: *seq,
+                    call: call.clone(),
+                    region: reg.clone(),
+                    client_token: client_token.clone(),
+                    name: name.clone(),
+                });
+            }
             Event::Created { seq, intent, undo } => {
-                intents.retain(|(s, ..)| Some(*s) != *intent);
+                r.max_seq = r.max_seq.max(*seq);
+                region(&mut r, undo.region());
+                intents.retain(|i| Some(i.seq) != *intent);
                 live.push((*seq, undo.clone(), State::Created));
             }
             Event::Kept { seq } | Event::Undone { seq } => {
@@ -326,24 +518,43 @@ pub fn replay(events: &[Event]) -> Replay {
                 } else {
                     State::Undone
                 };
-                if let Some(x) = live.iter_mut().find(|(s, ..)| s == seq) {
-                    x.2 = state;
+                // The same resource may be recorded twice (a build and then cleanup, or two
+                // cleanups at once): what happens to one entry happens to the resource.
+                if let Some(undo) = live.iter().find(|(s, ..)| s == seq).map(|x| x.1.clone()) {
+                    for x in live.iter_mut().filter(|x| x.1 == undo) {
+                        x.2 = state;
+                    }
                 }
             }
             Event::Finished { clean, .. } => r.finished = Some(*clean),
         }
     }
+    let mut seen: Vec<Undo> = Vec::new();
+    live.retain(|(_, u, _)| {
+        if seen.contains(u) {
+            false
+        } else {
+            seen.push(u.clone());
+            true
+        }
+    });
     let finished = r.finished.is_some();
+    r.kept = live
+        .iter()
+        .filter(|(_, _, st)| *st == State::Kept && finished)
+        .map(|(_, u, _)| u.clone())
+        .collect();
     r.leftovers = live
         .into_iter()
         .rev()
         .filter(|(_, _, st)| *st == State::Created || (*st == State::Kept && !finished))
-        .map(|(_, u, _)| u)
+        .map(|(seq, undo, state)| Entry {
+            id: EntryId(seq),
+            undo,
+            state,
+        })
         .collect();
-    r.unresolved_intents = intents
-        .into_iter()
-        .map(|(_, c, reg, t)| (c, reg, t))
-        .collect();
+    r.unresolved_intents = intents;
     r
 }
 
@@ -356,6 +567,10 @@ mod tests {
             region: "us-east-1".into(),
             id: id.into(),
         }
+    }
+
+    fn undos(r: &Replay) -> Vec<Undo> {
+        r.leftovers.iter().map(|e| e.undo.clone()).collect()
     }
 
     #[test]
@@ -404,24 +619,70 @@ mod tests {
             build: "web".into(),
             pid: 1,
             at: 0,
+            endpoint: Some("http://127.0.0.1:1".into()),
+            protected_snapshots: vec!["snap-user".into()],
         })
         .unwrap();
         let seq = l
-            .intent("CreateSecurityGroup", "us-east-1", "tok-1")
+            .intent("CreateSecurityGroup", "us-east-1", "tok-1", None)
             .unwrap();
         let (_, r) = l.record(sg("sg-1"), Some(seq));
         r.unwrap();
-        let _ = l.intent("CreateImage", "us-east-1", "tok-2").unwrap();
+        let _ = l
+            .intent("CopyImage", "us-west-2", "tok-2", Some("web-1"))
+            .unwrap();
         let events = Journal::read(&path).unwrap();
         assert_eq!(events.len(), 4);
         let rp = replay(&events);
         assert_eq!(rp.run_id.as_deref(), Some("run-1"));
+        assert_eq!(rp.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(rp.protected_snapshots, vec!["snap-user".to_string()]);
         assert_eq!(rp.finished, None);
-        assert_eq!(rp.leftovers, vec![sg("sg-1")]);
+        assert_eq!(undos(&rp), vec![sg("sg-1")]);
+        assert_eq!(rp.max_seq, 3);
+        assert_eq!(rp.regions, vec!["us-east-1", "us-west-2"]);
         assert_eq!(
             rp.unresolved_intents,
-            vec![("CreateImage".into(), "us-east-1".into(), "tok-2".into())]
+            vec![PendingIntent {
+                seq: 3,
+                call: "CopyImage".into(),
+                region: "us-west-2".into(),
+                client_token: "tok-2".into(),
+                name: Some("web-1".into()),
+            }]
         );
+        // The writer holds the journal: cleanup sees it as running and cannot append.
+        assert_eq!(Journal::lock_state(&path), LockState::Held);
+        let e = Journal::open_append(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        drop(l);
+        assert_eq!(Journal::lock_state(&path), LockState::Free);
+        // Cleanup goes on from the journal: resolves the intent, then removes both.
+        let rp2 = replay(&Journal::read(&path).unwrap());
+        let mut l = Ledger::resume(
+            Some(Journal::open_append(&path).unwrap()),
+            rp2.leftovers.clone(),
+            rp2.max_seq,
+        );
+        let copy = Undo::DeregisterImage {
+            region: "us-west-2".into(),
+            id: "ami-9".into(),
+        };
+        let (cid, r) = l.record(copy.clone(), Some(3));
+        r.unwrap();
+        assert_eq!(cid, EntryId(4));
+        // A second cleanup at once records the same resource again: still one resource.
+        let (cid2, r) = l.record(copy.clone(), Some(3));
+        r.unwrap();
+        let mid = replay(&Journal::read(&path).unwrap());
+        assert!(mid.unresolved_intents.is_empty());
+        assert_eq!(undos(&mid), vec![copy.clone(), sg("sg-1")]);
+        for e in l.to_unwind(false) {
+            l.undone(e.id).unwrap();
+        }
+        let _ = cid2;
+        let done = replay(&Journal::read(&path).unwrap());
+        assert!(done.leftovers.is_empty(), "{done:?}");
         // A second journal for the same run id is refused (never two writers on one file).
         assert!(Journal::create(dir.path(), "run-1").is_err());
     }
@@ -445,9 +706,73 @@ mod tests {
         }
         std::fs::write(&path, &full).unwrap();
         assert_eq!(
-            replay(&Journal::read(&path).unwrap()).leftovers,
+            undos(&replay(&Journal::read(&path).unwrap())),
             vec![sg("sg-9")]
         );
+    }
+
+    /// A crash at any byte of a real journal: what is read is exactly the records before the cut
+    /// (a torn record is dropped, never misread), and replaying it never fails.
+    #[test]
+    fn a_journal_cut_at_any_byte_replays_the_records_before_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::create(dir.path(), "run-cut").unwrap();
+        let path = j.path().to_path_buf();
+        let mut l = Ledger::new(Some(j));
+        l.note(&Event::Started {
+            run_id: "run-cut".into(),
+            build: "b".into(),
+            pid: 7,
+            at: 1,
+            endpoint: None,
+            protected_snapshots: vec![],
+        })
+        .unwrap();
+        let i = l.intent("RunInstances", "us-east-1", "tok", None).unwrap();
+        let (inst, _) = l.record(
+            Undo::TerminateInstance {
+                region: "us-east-1".into(),
+                id: "i-1".into(),
+            },
+            Some(i),
+        );
+        let (img, _) = l.record(
+            Undo::DeregisterImage {
+                region: "us-east-1".into(),
+                id: "ami-1".into(),
+            },
+            None,
+        );
+        l.keep(img).unwrap();
+        l.undone(inst).unwrap();
+        l.note(&Event::Finished { clean: true, at: 2 }).unwrap();
+        drop(l);
+        let full = std::fs::read(&path).unwrap();
+        let all = Journal::read(&path).unwrap();
+        assert_eq!(all.len(), 7);
+        let ends: Vec<usize> = full
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        for cut in 0..=full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let events = Journal::read(&path).unwrap();
+            // Complete records: those whose text (without its newline) lies before the cut.
+            let complete = ends.iter().filter(|e| **e <= cut).count();
+            assert_eq!(events, all[..complete], "cut at byte {cut}");
+            let r = replay(&events);
+            match complete {
+                0 => assert_eq!(r.run_id, None),
+                1 => assert!(r.leftovers.is_empty() && r.unresolved_intents.is_empty()),
+                2 => assert_eq!(r.unresolved_intents.len(), 1, "cut at byte {cut}"),
+                3..=5 => assert!(!r.leftovers.is_empty(), "cut at byte {cut}"),
+                _ => {}
+            }
+        }
+        let r = replay(&all);
+        assert!(r.leftovers.is_empty() && r.finished == Some(true));
     }
 
     #[test]
@@ -470,9 +795,12 @@ mod tests {
             Event::Undone { seq: 1 },
             Event::Finished { clean: true, at: 0 },
         ];
-        assert!(replay(&events).leftovers.is_empty());
+        let done = replay(&events);
+        assert!(done.leftovers.is_empty());
+        assert_eq!(done.kept.len(), 1);
         // Unfinished: the kept AMI may be half-made (e.g. killed mid-copy), so it is listed.
         let rp = replay(&events[..4]);
         assert_eq!(rp.leftovers.len(), 1);
+        assert!(rp.kept.is_empty());
     }
 }

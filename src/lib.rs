@@ -6,11 +6,10 @@
 //! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest and
 //! shell-local post-processors.
 //!
-//! The amazon-ebs build runs ([`builder::amazon`], orchestrated by [`build`]): every resource
-//! it creates is recorded in a [`ledger`] and removed on failure and on Ctrl-C.
-//!
-//! What does not exist yet: the SSH communicator and the running of provisioners (the seam is
-//! [`build::provision`]), post-processors, `imgbuild cleanup`.
+//! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
+//! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
+//! path, then runs the post-processors (`post_processor`). `imgbuild cleanup` (`cleanup`) removes
+//! what interrupted or crashed runs left behind, from their journals and the run-id tags.
 //!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.
@@ -19,6 +18,7 @@ pub mod build;
 pub mod builder;
 pub mod cancel;
 pub(crate) mod checks;
+pub mod cleanup;
 pub mod cli;
 pub mod communicator;
 pub mod error;
@@ -86,6 +86,19 @@ pub fn run(args: Vec<String>) -> Exit {
                 debug: a.debug,
             };
             build(&a.template, &var_args, &sel, &opts, ui)
+        }
+        Command::Cleanup(a) => {
+            let ui = Ui::new(a.output.machine_readable, a.output.color);
+            let opts = cleanup::Options {
+                journals: a.journals,
+                run_id: a.run_id,
+                regions: a.regions,
+                all_regions: a.all_regions,
+                older_than: a.older_than,
+                dry_run: a.dry_run,
+                endpoint: a.endpoint_url,
+            };
+            cleanup::run(&opts, &ui)
         }
     }
 }
@@ -199,6 +212,18 @@ fn inspect(path: &str, mut ui: Ui) -> Exit {
     Exit::Success
 }
 
+/// Tells, in one line, that earlier runs did not finish or left resources behind.
+fn note_unfinished_runs(ui: &Ui) {
+    let dir = ledger::default_journal_dir();
+    let n = cleanup::unfinished_runs(&dir);
+    if n > 0 {
+        ui.error(&format!(
+            "==> Note: {n} earlier run(s) did not finish or left resources behind (journals in {}): see them with `imgbuild cleanup --dry-run`",
+            dir.display()
+        ));
+    }
+}
+
 fn build(
     path: &str,
     var_args: &[VarArg],
@@ -211,6 +236,7 @@ fn build(
         return report(&ui, &diags);
     };
     ui.diagnostics(&diags);
+    note_unfinished_runs(&ui);
     let inputs = build::Inputs {
         user: &loaded.vars.values,
         template_dir: &loaded.template_dir,

@@ -25,13 +25,27 @@ impl Redactor {
         if secret.chars().count() < MIN_SECRET_LEN {
             return;
         }
-        let forms = [
+        let mut forms = vec![
             secret.to_string(),
             shell_single_quoted_body(secret),
+            secret.replace('\'', r"'\''"),
+            shell_double_quoted_body(secret),
+            shell_backslash_escaped(secret),
             json_escaped_body(secret),
             url_encoded(secret),
             url_encoded(secret).replace("%20", "+"),
         ];
+        // A multi-line secret (a private key) printed line by line, as streamed output is, never
+        // shows up whole: each of its lines is masked too.
+        if secret.contains('\n') {
+            forms.extend(
+                secret
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r').trim())
+                    .filter(|l| l.chars().count() >= MIN_SECRET_LEN)
+                    .map(str::to_string),
+            );
+        }
         for f in forms {
             if !f.is_empty() && !self.needles.contains(&f) {
                 self.needles.push(f);
@@ -64,6 +78,34 @@ impl Redactor {
 /// quotes environment values).
 fn shell_single_quoted_body(s: &str) -> String {
     s.replace('\'', r#"'"'"'"#)
+}
+
+/// The inside of a double-quoted shell word: `\`, `"`, `$` and `` ` `` are backslash-escaped.
+fn shell_double_quoted_body(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A shell word with every special character backslash-escaped (bash's `printf %q`: all but
+/// letters, digits and `_@%+=:./-`, and `~` and `#` only at the start).
+fn shell_backslash_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        let plain = c.is_ascii_alphanumeric()
+            || "_@%+=:./-".contains(c)
+            || (i > 0 && matches!(c, '~' | '#'));
+        if !plain {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The inside of a JSON string literal.
@@ -114,6 +156,29 @@ mod tests {
             );
             assert!(!out.contains("ss%20%27"), "{out}");
         }
+    }
+
+    #[test]
+    fn masks_other_shell_quotings_and_lines_of_multi_line_secrets() {
+        let mut r = Redactor::default();
+        let secret = r#"it's "$HOME" `x`"#;
+        r.add(secret);
+        for l in [
+            r#"PW='it'\''s "$HOME" `x`'"#.to_string(),
+            r#"PW="it's \"\$HOME\" \`x\`""#.to_string(),
+            r#"PW=it\'s\ \"\$HOME\"\ \`x\`"#.to_string(),
+        ] {
+            assert_eq!(r.redact(&l).matches(MASK).count(), 1, "{l}");
+            assert!(!r.redact(&l).contains("HOME"), "{l}");
+        }
+        // bash escapes `,` and a leading `~` or `#`.
+        assert_eq!(shell_backslash_escaped("~a,b#c d~"), r"\~a\,b#c\ d~");
+        let mut r = Redactor::default();
+        r.add("-----BEGIN KEY-----\r\nb3BlbnNzaC1rZXk\nAAAA\nxy\n-----END KEY-----\n");
+        assert_eq!(r.redact("    web: b3BlbnNzaC1rZXk"), "    web: <sensitive>");
+        assert_eq!(r.redact("AAAA"), "<sensitive>");
+        // Lines too short to mask on their own are left.
+        assert_eq!(r.redact("xy"), "xy");
     }
 
     #[test]

@@ -38,6 +38,18 @@ impl Ui {
         }
     }
 
+    /// A line of a command's output (stdout; `ui,message` records when machine-readable), as
+    /// Packer prints what a script writes.
+    pub fn message(&self, text: &str) {
+        let text = self.redactor.redact(text);
+        if self.machine {
+            self.record("", "ui", &["message", &text]);
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        }
+    }
+
     /// A machine-readable record (only printed with `-machine-readable`).
     pub fn record(&self, target: &str, kind: &str, data: &[&str]) {
         if !self.machine {

@@ -18,6 +18,7 @@ use crate::cancel::{self, Cancel};
 use crate::cli::OnError;
 use crate::error::Error;
 use crate::ledger::{default_journal_dir, Event, Journal, Ledger, Undo};
+use crate::post_processor::run::{self as post_process, PpContext};
 use crate::template::funcs::Engine;
 use crate::template::prepare::{BuilderConfig, Prepared, PreparedBuild};
 use crate::ui::Ui;
@@ -48,11 +49,14 @@ pub struct Inputs<'a> {
 struct Outcome {
     name: String,
     took: Duration,
-    result: Result<Artifact, String>,
+    /// The artifacts to report (Packer's list after post-processing: the builder's AMIs and what
+    /// each post-processor passed on); empty when no AMI was made (`skip_create_ami`).
+    result: Result<Vec<Artifact>, String>,
     /// What still exists and is not the product, with why it could not be removed.
     left: Vec<(Undo, String)>,
     journal: Option<PathBuf>,
-    post_processors: Vec<String>,
+    /// The artifact id of AMIs that exist although the build failed (its post-processing did).
+    kept: Option<String>,
 }
 
 /// Runs the prepared builds. `Err` when any failed; its exit code says whether anything was left
@@ -150,19 +154,13 @@ async fn one(
     abort: &Cancel,
 ) -> Outcome {
     let start = Instant::now();
-    let post_processors: Vec<String> = b
-        .post_processors
-        .iter()
-        .flatten()
-        .map(|p| p.kind.clone())
-        .collect();
     let mut out = Outcome {
         name: b.name.clone(),
         took: Duration::ZERO,
         result: Err(String::new()),
         left: Vec::new(),
         journal: None,
-        post_processors,
+        kept: None,
     };
     let cfg = match &b.builder {
         BuilderConfig::AmazonEbs(cfg) => cfg,
@@ -177,16 +175,24 @@ async fn one(
                 ui,
                 cancel,
             };
-            let result = null.run().await;
-            out.took = start.elapsed();
-            out.result = match result {
-                Ok(()) => Ok(Artifact::null()),
-                Err(ProvisionError::Cancelled) => Err("cancelled (interrupted)".into()),
+            let result = match null.run().await {
+                Ok(()) => Ok(Artifact::null(null.build_data())),
+                Err(ProvisionError::Cancelled) => Err("cancelled (interrupted)".to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            if let Err(e) = &out.result {
+            if let Err(e) = &result {
                 ui.error(&format!("==> {}: {e}", b.name));
             }
+            let pp = Post {
+                inputs,
+                opts,
+                ui,
+                engine,
+                run_id,
+                cancel,
+            };
+            out.result = pp.run(b, result, &mut out.kept).await;
+            out.took = start.elapsed();
             return out;
         }
     };
@@ -218,6 +224,8 @@ async fn one(
         build: b.name.clone(),
         pid: std::process::id(),
         at: chrono::Utc::now().timestamp(),
+        endpoint: cfg.access.custom_endpoint_ec2.clone(),
+        protected_snapshots: crate::builder::amazon::steps::protected_snapshots(cfg),
     };
     if let Err(e) = lock(&ledger).note(&started) {
         return fail(out, format!("writing the run journal: {e}"));
@@ -334,9 +342,83 @@ async fn one(
         }
     }
     finish(&ledger, out.left.is_empty());
+    let pp = Post {
+        inputs,
+        opts,
+        ui,
+        engine,
+        run_id,
+        cancel,
+    };
+    out.result = pp.run(b, result, &mut out.kept).await;
     out.took = start.elapsed();
-    out.result = result;
     out
+}
+
+/// What post-processing needs of the run.
+struct Post<'a> {
+    inputs: &'a Inputs<'a>,
+    opts: &'a Options,
+    ui: &'a Ui,
+    engine: &'a Engine,
+    run_id: &'a str,
+    cancel: &'a Cancel,
+}
+
+impl Post<'_> {
+    /// Runs the build's post-processors on its artifact (Packer runs them on the null builder's
+    /// artifact too); the artifacts to report, or why the build failed. `kept` gets the id of
+    /// AMIs that exist although the build failed.
+    async fn run(
+        &self,
+        b: &PreparedBuild,
+        result: Result<Artifact, String>,
+        kept: &mut Option<String>,
+    ) -> Result<Vec<Artifact>, String> {
+        let Post {
+            inputs,
+            opts,
+            ui,
+            engine,
+            run_id,
+            cancel,
+        } = *self;
+        let say = |m: String| ui.say(&format!("==> {}: {m}", b.name));
+        match result {
+            Err(e) => Err(e),
+            Ok(a) if a.amis.is_empty() && !a.null => {
+                if !b.post_processors.is_empty() {
+                    say("no AMI was created, so the post-processors do not run".into());
+                }
+                Ok(Vec::new())
+            }
+            Ok(a) if cancel.is_cancelled() => {
+                say("Build was cancelled. Skipping post-processors.".into());
+                *kept = (!a.null).then(|| a.id());
+                Err("cancelled (interrupted) before post-processing".into())
+            }
+            Ok(a) => {
+                let pctx = PpContext {
+                    build_name: &b.name,
+                    build_type: &b.kind,
+                    run_id,
+                    force: opts.force,
+                    ui,
+                    engine,
+                    user: inputs.user,
+                    template_dir: inputs.template_dir,
+                    cancel,
+                };
+                let done = post_process::run(&b.post_processors, &a, &pctx).await;
+                if done.errors.is_empty() {
+                    Ok(done.artifacts)
+                } else {
+                    *kept = (!a.null).then(|| a.id());
+                    Err(done.errors.join("; "))
+                }
+            }
+        }
+    }
 }
 
 /// `IMGBUILD_TEST_PAUSE=<step>:<seconds>` (tests only).
@@ -366,41 +448,40 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
     }
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     if !failed.is_empty() {
+        // Packer's records: `error-count`, then an `error` per build.
+        ui.record("", "error-count", &[&failed.len().to_string()]);
         ui.error("\n==> Some builds didn't complete successfully and had errors:");
         for o in &failed {
             if let Err(e) = &o.result {
+                ui.record(&o.name, "error", &[e]);
                 ui.error(&format!("--> {}: {e}", o.name));
             }
         }
     }
-    let ok: Vec<(&Outcome, &Artifact)> = outcomes
+    let ok: Vec<(&Outcome, &Vec<Artifact>)> = outcomes
         .iter()
         .filter_map(|o| o.result.as_ref().ok().map(|a| (o, a)))
         .collect();
     if !ok.is_empty() {
         ui.say("\n==> Builds finished. The artifacts of successful builds are:");
-        for (o, a) in &ok {
-            if a.amis.is_empty() && !a.null {
+        for (o, artifacts) in &ok {
+            if artifacts.is_empty() {
                 ui.say(&format!(
                     "--> {}: no AMI was created (skip_create_ami)",
                     o.name
                 ));
-            } else {
-                ui.say(&format!("--> {}: {}", o.name, a.describe().trim_end()));
+                continue;
             }
             // Packer's machine-readable artifact records (`-machine-readable`).
-            ui.record(&o.name, "artifact-count", &["1"]);
-            ui.record(&o.name, "artifact", &["0", "builder-id", a.builder_id()]);
-            ui.record(&o.name, "artifact", &["0", "id", &a.id()]);
-            ui.record(&o.name, "artifact", &["0", "string", &a.describe()]);
-            ui.record(&o.name, "artifact", &["0", "files-count", "0"]);
-            ui.record(&o.name, "artifact", &["0", "end"]);
-            if !o.post_processors.is_empty() {
-                ui.error(&format!(
-                    "==> {}: post-processors were NOT run ({}): running post-processors is not implemented yet in imgbuild",
-                    o.name,
-                    o.post_processors.join(", ")
-                ));
+            ui.record(&o.name, "artifact-count", &[&artifacts.len().to_string()]);
+            for (i, a) in artifacts.iter().enumerate() {
+                let i = i.to_string();
+                ui.record(&o.name, "artifact", &[&i, "builder-id", a.builder_id()]);
+                ui.record(&o.name, "artifact", &[&i, "id", &a.id()]);
+                ui.record(&o.name, "artifact", &[&i, "string", &a.describe()]);
+                ui.record(&o.name, "artifact", &[&i, "files-count", "0"]);
+                ui.record(&o.name, "artifact", &[&i, "end"]);
+                ui.say(&format!("--> {}: {}", o.name, a.describe().trim_end()));
             }
         }
     }
@@ -415,7 +496,7 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
                 msg.push_str(&format!("\n  {}: journal: {}", o.name, j.display()));
             }
         }
-        msg.push_str("\nremove them with the AWS console or CLI (they are tagged imgbuild:run-id)");
+        msg.push_str("\nremove them with `imgbuild cleanup` (they are tagged imgbuild:run-id)");
         return Err(Error::Build {
             message: msg,
             left_behind: true,
@@ -423,9 +504,21 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
     }
     if !failed.is_empty() {
         let names: Vec<&str> = failed.iter().map(|o| o.name.as_str()).collect();
+        let kept: Vec<String> = failed
+            .iter()
+            .filter_map(|o| o.kept.as_ref().map(|id| format!("{}: {id}", o.name)))
+            .collect();
+        let tail = if kept.is_empty() {
+            "everything they created was removed".to_string()
+        } else {
+            format!(
+                "the AMIs of builds that failed after creating them were kept ({}); everything else they created was removed",
+                kept.join(", ")
+            )
+        };
         return Err(Error::Build {
             message: format!(
-                "{} of {} build(s) failed ({}); everything they created was removed",
+                "{} of {} build(s) failed ({}); {tail}",
                 failed.len(),
                 outcomes.len(),
                 names.join(", ")

@@ -37,10 +37,159 @@ impl ManifestConfig {
     }
 }
 
+/// One build in the manifest file, in Packer's field order. Fields imgbuild does not know (a
+/// newer Packer's, or another tool's) are kept when the file is rewritten.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestBuild {
+    pub name: String,
+    pub builder_type: String,
+    /// Unix seconds; left out with `strip_time` (Packer's `omitempty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_time: Option<i64>,
+    /// `null` for AMIs (they are no files); other builders' lists are kept as they are.
+    #[serde(default)]
+    pub files: serde_json::Value,
+    pub artifact_id: String,
+    #[serde(default)]
+    pub packer_run_uuid: String,
+    /// `null` when the post-processor has no `custom_data`, as in Packer.
+    #[serde(default)]
+    pub custom_data: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The manifest file: every build recorded so far, and the run that wrote last.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestFile {
+    #[serde(default)]
+    pub builds: Vec<ManifestBuild>,
+    #[serde(default)]
+    pub last_run_uuid: String,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The manifest after a build is added to `existing` (the file's text, if it exists): appended,
+/// as in Packer, except that with `-force` a file last written by another run starts over.
+/// Written as Go's `json.MarshalIndent(.., "", "  ")` writes it (no newline at the end). A file
+/// that is not a manifest is an error: it is not overwritten.
+pub fn append(
+    existing: Option<&str>,
+    entry: ManifestBuild,
+    run_uuid: &str,
+    force: bool,
+) -> Result<String, String> {
+    let mut file = match existing.filter(|t| !t.trim().is_empty()) {
+        Some(text) => serde_json::from_str::<ManifestFile>(text)
+            .map_err(|e| format!("it is not a manifest (JSON with a \"builds\" list): {e}"))?,
+        None => ManifestFile::default(),
+    };
+    if force && file.last_run_uuid != run_uuid {
+        file = ManifestFile::default();
+    }
+    file.builds.push(entry);
+    file.last_run_uuid = run_uuid.to_string();
+    serde_json::to_string_pretty(&file).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::checks::testing::*;
+
+    fn entry(name: &str, time: Option<i64>, run: &str) -> ManifestBuild {
+        ManifestBuild {
+            name: name.into(),
+            builder_type: "amazon-ebs".into(),
+            build_time: time,
+            files: serde_json::Value::Null,
+            artifact_id: "us-east-1:ami-1,us-west-2:ami-2".into(),
+            packer_run_uuid: run.into(),
+            custom_data: None,
+            other: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_file_is_packers_format() {
+        let text = append(
+            None,
+            entry("web", Some(1700000000), "run-1"),
+            "run-1",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{
+  "builds": [
+    {
+      "name": "web",
+      "builder_type": "amazon-ebs",
+      "build_time": 1700000000,
+      "files": null,
+      "artifact_id": "us-east-1:ami-1,us-west-2:ami-2",
+      "packer_run_uuid": "run-1",
+      "custom_data": null
+    }
+  ],
+  "last_run_uuid": "run-1"
+}"#
+        );
+        let mut e = entry("web", None, "run-1");
+        e.custom_data = Some(
+            [("role".to_string(), serde_json::json!("worker"))]
+                .into_iter()
+                .collect(),
+        );
+        let text = append(None, e, "run-1", false).unwrap();
+        assert!(!text.contains("build_time"), "strip_time: {text}");
+        assert!(
+            text.contains("\"custom_data\": {\n        \"role\": \"worker\"\n      }"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn builds_append_across_runs_and_force_starts_over_once_per_run() {
+        let one = append(None, entry("a", Some(1), "r1"), "r1", false).unwrap();
+        let two = append(Some(&one), entry("b", Some(2), "r1"), "r1", true).unwrap();
+        let three = append(Some(&two), entry("a", Some(3), "r2"), "r2", false).unwrap();
+        let f: ManifestFile = serde_json::from_str(&three).unwrap();
+        let names: Vec<(&str, &str)> = f
+            .builds
+            .iter()
+            .map(|b| (b.name.as_str(), b.packer_run_uuid.as_str()))
+            .collect();
+        assert_eq!(names, vec![("a", "r1"), ("b", "r1"), ("a", "r2")]);
+        assert_eq!(f.last_run_uuid, "r2");
+        // -force in a new run truncates; the second build of that run appends.
+        let forced = append(Some(&three), entry("a", Some(4), "r3"), "r3", true).unwrap();
+        let forced = append(Some(&forced), entry("b", Some(4), "r3"), "r3", true).unwrap();
+        let f: ManifestFile = serde_json::from_str(&forced).unwrap();
+        assert_eq!(f.builds.len(), 2);
+        assert!(f.builds.iter().all(|b| b.packer_run_uuid == "r3"));
+    }
+
+    #[test]
+    fn other_builders_entries_and_unknown_fields_are_kept() {
+        let foreign = r#"{"builds": [{"name": "box", "builder_type": "virtualbox-iso", "build_time": 5,
+            "files": [{"name": "box.ovf", "size": 12}], "artifact_id": "box", "packer_run_uuid": "p",
+            "custom_data": {"n": 1}, "extra": true}], "last_run_uuid": "p", "note": "x"}"#;
+        let text = append(Some(foreign), entry("web", Some(6), "r"), "r", false).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["builds"][0]["files"][0]["name"], "box.ovf");
+        assert_eq!(v["builds"][0]["custom_data"]["n"], 1);
+        assert_eq!(v["builds"][0]["extra"], true);
+        assert_eq!(v["note"], "x");
+        assert_eq!(v["builds"][1]["name"], "web");
+        assert_eq!(v["last_run_uuid"], "r");
+        assert!(append(Some("[]"), entry("a", None, "r"), "r", false)
+            .unwrap_err()
+            .starts_with("it is not a manifest"));
+        assert!(append(Some("{\"builds\": 3}"), entry("a", None, "r"), "r", false).is_err());
+    }
 
     #[test]
     fn defaults_are_packers() {

@@ -1,21 +1,30 @@
 //! Post-processors: what runs after a build produced its artifact. A closed set, tagged by
-//! `"type"`; this module holds their configuration (running them comes later).
+//! `"type"`: Packer's `manifest` and `shell-local`, and imgbuild's `ami-outputs` (the AMI IDs as
+//! a JSON file and as `KEY=VALUE` lines for the next stage of a pipeline). This module holds
+//! their configuration; [`run`] runs a build's chains.
 
+pub mod ami_outputs;
 pub mod manifest;
+pub mod output;
+pub mod run;
+pub mod shell_local;
 
+pub use ami_outputs::AmiOutputsConfig;
 pub use manifest::ManifestConfig;
 
 use crate::provisioner::shell_local::ShellLocalConfig;
 use crate::template::decode::{Dx, Obj};
 
 /// The post-processor types imgbuild knows.
-pub const POST_PROCESSOR_TYPES: &[&str] = &["manifest", "shell-local"];
+pub const POST_PROCESSOR_TYPES: &[&str] = &["manifest", "shell-local", "ami-outputs"];
 
 /// One post-processor's own options (the common ones, `name`, `only`, `except`,
 /// `keep_input_artifact`, are the caller's).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PostProcessorConfig {
     Manifest(ManifestConfig),
+    /// imgbuild's own: plain AMI IDs as JSON and as `KEY=VALUE` lines.
+    AmiOutputs(AmiOutputsConfig),
     /// The same options as the `shell-local` provisioner.
     ShellLocal(ShellLocalConfig),
 }
@@ -26,6 +35,7 @@ impl PostProcessorConfig {
     pub fn decode(kind: &str, obj: Obj, dx: &mut Dx) -> Option<PostProcessorConfig> {
         Some(match kind {
             "manifest" => PostProcessorConfig::Manifest(ManifestConfig::decode(obj, dx)),
+            "ami-outputs" => PostProcessorConfig::AmiOutputs(AmiOutputsConfig::decode(obj, dx)),
             "shell-local" => PostProcessorConfig::ShellLocal(ShellLocalConfig::decode(obj, dx)),
             _ => return None,
         })
@@ -59,7 +69,7 @@ mod tests {
         let (c, d) = decode("{}", |o, dx| PostProcessorConfig::decode("vagrant", o, dx));
         assert!(c.is_none() && d.items.is_empty());
         for kind in POST_PROCESSOR_TYPES {
-            let (c, _) = decode(r#"{"inline": ["x"]}"#, |o, dx| {
+            let (c, _) = decode(r#"{"inline": ["x"], "json_output": "a.json"}"#, |o, dx| {
                 PostProcessorConfig::decode(kind, o, dx)
             });
             assert!(c.is_some(), "{kind}");

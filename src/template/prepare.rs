@@ -208,6 +208,9 @@ pub fn prepare(
             post_processors,
         });
     }
+    for d in crate::post_processor::ami_outputs::check_builds(&builds) {
+        diags.push(d.in_file(&t.file));
+    }
     if builds.is_empty() && !t.builders.is_empty() && !diags.has_errors() {
         diags.push(
             Diagnostic::error("no builds to run: -only/-except left none of the template's builds")

@@ -2,8 +2,10 @@
 //! (moto server) and a real OpenSSH sshd on 127.0.0.1.
 
 mod build_tests;
+mod cleanup_tests;
 mod cli_tests;
 mod null_tests;
+mod pp_tests;
 mod provision_tests;
 mod ssh_tests;
 mod web_worker_tests;

@@ -406,3 +406,53 @@ fn null_validate_reports_located_errors_and_inspect_lists_the_builder() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout, "Template validated successfully.\n");
 }
+
+#[test]
+fn null_build_post_processors_receive_packers_null_artifact() {
+    // communicator none: no SSH, no world needed.
+    let s = Scratch::new().with(
+        "t.json",
+        r#"{
+  "builders": [{"type": "null", "name": "rehearsal", "communicator": "none"}],
+  "post-processors": [
+    {"type": "manifest", "output": "m.json"},
+    {"type": "shell-local", "inline": ["printf '%s %s' \"$IMGBUILD_ARTIFACT_ID\" \"$PACKER_BUILDER_TYPE\" > pp.txt"]},
+    {"type": "ami-outputs", "json_output": "amis.json"}
+  ]
+}"#,
+    );
+    let r = s.run(&["build", "-color=false", "-machine-readable", "t.json"]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("m.json")).expect("manifest"))
+            .expect("json");
+    let entry = &manifest["builds"][0];
+    assert_eq!(entry["artifact_id"], "Null", "{manifest}");
+    assert_eq!(entry["builder_type"], "null", "{manifest}");
+    assert_eq!(entry["name"], "rehearsal", "{manifest}");
+    assert!(entry["files"].is_null(), "{manifest}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("pp.txt")).expect("shell-local ran"),
+        "Null null"
+    );
+    assert!(
+        r.stdout
+            .contains("the null builder made no AMI: nothing to write"),
+        "{}",
+        r.stdout
+    );
+    assert!(!s.path("amis.json").exists());
+    // Packer's list: the builder's artifact and one per chain, all the null artifact.
+    assert!(
+        r.stdout.contains(",rehearsal,artifact-count,4\n"),
+        "{}",
+        r.stdout
+    );
+    let ids = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains(",rehearsal,artifact,") && l.contains(",builder-id,"))
+        .filter(|l| l.ends_with(",builder-id,fnoeding.null"))
+        .count();
+    assert_eq!(ids, 4, "{}", r.stdout);
+}

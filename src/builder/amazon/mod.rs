@@ -9,13 +9,16 @@
 //! - [`keys`]: the temporary key, generated locally;
 //! - [`wait`]: deadline-based polling;
 //! - [`steps`]: the build, in Packer's order;
-//! - [`teardown`]: undoing the ledger.
+//! - [`teardown`]: undoing the ledger;
+//! - [`sweep`]: finding what earlier runs left (by run-id tag, client token, name), for
+//!   `imgbuild cleanup`.
 
 pub mod aws;
 pub mod config;
 pub mod keys;
 pub mod plan;
 pub mod steps;
+pub mod sweep;
 pub mod teardown;
 pub mod wait;
 

@@ -185,6 +185,9 @@ pub fn render_tags(
 /// The build's tags added to everything it creates, so that `imgbuild cleanup` can find them.
 pub const TAG_RUN_ID: &str = "imgbuild:run-id";
 pub const TAG_BUILD: &str = "imgbuild:build";
+/// On images and snapshots until the build delivers them (removed on success): `imgbuild cleanup`
+/// removes an image or snapshot it finds by tag alone, without a journal, only when it has this.
+pub const TAG_TEMPORARY: &str = "imgbuild:temporary";
 
 /// Checks an AMI name rendered at build time as Packer does (3-128 characters of
 /// `A-Za-z0-9()[] ./-'@_`).

@@ -23,7 +23,7 @@ use super::aws::{Api, ApiError, Aws, AwsError};
 use super::config::{AmazonEbsConfig, BlockDevice, ShutdownBehavior, Tenancy};
 use super::human_duration;
 use super::keys::{self, TempKey};
-use super::plan::{self, Addresses, Ingress, TAG_BUILD, TAG_RUN_ID};
+use super::plan::{self, Addresses, Ingress, TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
 use super::teardown::{self, lock};
 use super::wait::{self, Polling, Probe, WaitError};
 use crate::build::provision::{self, ProvisionContext, ProvisionError};
@@ -61,18 +61,24 @@ pub struct Ctx<'a> {
     pub test_pause: Option<(String, Duration)>,
 }
 
-/// The result: the AMI in each region.
+/// Packer's builder id of amazon-ebs artifacts (`-machine-readable` `builder-id` records).
+pub const BUILDER_ID: &str = "mitchellh.amazonebs";
+
+/// The result: the AMI in each region, and the build's generated data (`SourceAMI`,
+/// `BuildRegion`, ...) that post-processors render `{{ build `...` }}` against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Artifact {
     pub amis: BTreeMap<String, String>,
+    pub build_data: BTreeMap<String, String>,
     /// The null builder's artifact (Packer's `NullArtifact`): no image at all, id `Null`.
     pub null: bool,
 }
 
 impl Artifact {
-    /// What the null builder produces.
-    pub fn null() -> Artifact {
+    /// What the null builder produces (with its build data, for post-processors).
+    pub fn null(build_data: BTreeMap<String, String>) -> Artifact {
         Artifact {
+            build_data,
             null: true,
             ..Artifact::default()
         }
@@ -83,7 +89,7 @@ impl Artifact {
         if self.null {
             crate::builder::null::BUILDER_ID
         } else {
-            "mitchellh.amazonebs"
+            BUILDER_ID
         }
     }
 
@@ -258,6 +264,12 @@ pub enum BuildError {
         ids: String,
         source: ApiError,
     },
+    #[error("DeleteTags on {ids} in {region}: {source}")]
+    DeleteTags {
+        region: String,
+        ids: String,
+        source: ApiError,
+    },
     #[error("removing the intermediate {what}: {message}")]
     Intermediate { what: String, message: String },
     #[error("writing the journal: {0}")]
@@ -406,10 +418,40 @@ impl Ctx<'_> {
         Ok(id)
     }
 
-    fn intent(&self, call: &str, region: &str, token: &str) -> Result<u64, BuildError> {
+    fn intent(
+        &self,
+        call: &str,
+        region: &str,
+        token: &str,
+        name: Option<&str>,
+    ) -> Result<u64, BuildError> {
         lock(self.ledger)
-            .intent(call, region, token)
+            .intent(call, region, token, name)
             .map_err(BuildError::Journal)
+    }
+
+    /// The run tags and the mark of a resource that is not (yet) the product: images and
+    /// snapshots carry it until the build succeeds, so that `imgbuild cleanup` may remove an
+    /// image it finds by its tags alone only when it was never delivered.
+    fn temporary_tags(&self) -> BTreeMap<String, String> {
+        let mut t = self.run_tags();
+        t.insert(TAG_TEMPORARY.to_string(), "true".to_string());
+        t
+    }
+
+    /// `IMGBUILD_TEST_PAUSE=sent_<call>:<seconds>`: holds the build after a create call returned
+    /// and before its result is recorded (a kill now loses the ID, as a kill mid-call would).
+    /// Not interrupted by Ctrl-C: the result is recorded after the pause in any case.
+    async fn test_hold(&self, step: &str) {
+        if let Some((at, d)) = &self.test_pause {
+            if at == step {
+                self.say(format!(
+                    "test hook: pausing {} after {step}",
+                    human_duration(*d)
+                ));
+                tokio::time::sleep(*d).await;
+            }
+        }
     }
 
     fn render(
@@ -671,7 +713,10 @@ impl Ctx<'_> {
 
         if cfg.skip_create_ami {
             self.say("skip_create_ami: no AMI is created");
-            return Ok(Artifact::default());
+            return Ok(Artifact {
+                build_data: data,
+                ..Artifact::default()
+            });
         }
         if force {
             self.force_deregister(&existing).await?;
@@ -753,7 +798,10 @@ impl Ctx<'_> {
         }
 
         // Success: the AMIs and their snapshots are the product.
-        let mut artifact = Artifact::default();
+        let mut artifact = Artifact {
+            build_data: data,
+            ..Artifact::default()
+        };
         {
             let mut l = lock(self.ledger);
             for m in &product {
@@ -1363,8 +1411,10 @@ impl Ctx<'_> {
         if self.cancel.is_cancelled() {
             return Err(BuildError::Cancelled);
         }
-        let intent = self.intent("RunInstances", region, &token)?;
-        let out = match req.send().await.api() {
+        let intent = self.intent("RunInstances", region, &token, None)?;
+        let sent = req.send().await.api();
+        self.test_hold("sent_run_instances").await;
+        let out = match sent {
             Ok(o) => o,
             Err(source) => {
                 // The call may have created the instance even though its answer was lost: look
@@ -1681,7 +1731,7 @@ impl Ctx<'_> {
             .name(name)
             .set_description(description.map(str::to_string))
             .set_block_device_mappings((!mappings.is_empty()).then_some(mappings))
-            .tag_specifications(tag_spec(ResourceType::Image, &self.run_tags()))
+            .tag_specifications(tag_spec(ResourceType::Image, &self.temporary_tags()))
             .send()
             .await
             .api()
@@ -1787,7 +1837,7 @@ impl Ctx<'_> {
             let ids: Vec<String> = snapshots.iter().map(|(s, _)| s.clone()).collect();
             ec2.create_tags()
                 .set_resources(Some(ids.clone()))
-                .set_tags(Some(to_tags(&self.run_tags())))
+                .set_tags(Some(to_tags(&self.temporary_tags())))
                 .send()
                 .await
                 .api()
@@ -1807,12 +1857,7 @@ impl Ctx<'_> {
 
     /// Snapshot IDs named in the template: they belong to the user, never deleted.
     pub fn protected_snapshots(&self) -> Vec<String> {
-        self.cfg
-            .ami_block_device_mappings
-            .iter()
-            .chain(&self.cfg.launch_block_device_mappings)
-            .filter_map(|d| d.snapshot_id.clone())
-            .collect()
+        protected_snapshots(self.cfg)
     }
 
     async fn copy_image(
@@ -1829,7 +1874,7 @@ impl Ctx<'_> {
         if self.cancel.is_cancelled() {
             return Err(BuildError::Cancelled);
         }
-        let intent = self.intent("CopyImage", region, &token)?;
+        let intent = self.intent("CopyImage", region, &token, Some(name))?;
         let mut req = ec2
             .copy_image()
             .source_image_id(&from.id)
@@ -1842,16 +1887,14 @@ impl Ctx<'_> {
                 .encrypted(true)
                 .set_kms_key_id(kms.filter(|k| !k.is_empty()).map(str::to_string));
         }
-        let out = req
-            .send()
-            .await
-            .api()
-            .map_err(|source| BuildError::CopyImage {
-                region: region.to_string(),
-                source_region: from.region.clone(),
-                image: from.id.clone(),
-                source,
-            })?;
+        let sent = req.send().await.api();
+        self.test_hold("sent_copy_image").await;
+        let out = sent.map_err(|source| BuildError::CopyImage {
+            region: region.to_string(),
+            source_region: from.region.clone(),
+            image: from.id.clone(),
+            source,
+        })?;
         let id = out
             .image_id()
             .ok_or(BuildError::MissingField {
@@ -1871,7 +1914,7 @@ impl Ctx<'_> {
         let _ = ec2
             .create_tags()
             .resources(&id)
-            .set_tags(Some(to_tags(&self.run_tags())))
+            .set_tags(Some(to_tags(&self.temporary_tags())))
             .send()
             .await;
         self.say(format!("Copy of {} in {region}: {id}", from.id));
@@ -2068,8 +2111,32 @@ impl Ctx<'_> {
                     source,
                 })?;
         }
+        // The product: no longer temporary.
+        let mut ids = vec![m.id.clone()];
+        ids.extend(snaps);
+        self.c(ec2
+            .delete_tags()
+            .set_resources(Some(ids.clone()))
+            .tags(Tag::builder().key(TAG_TEMPORARY).build())
+            .send())
+            .await?
+            .api()
+            .map_err(|source| BuildError::DeleteTags {
+                region: region.to_string(),
+                ids: ids.join(", "),
+                source,
+            })?;
         Ok(())
     }
+}
+
+/// Snapshot IDs named in a template's block device mappings: the user's, never deleted.
+pub fn protected_snapshots(cfg: &AmazonEbsConfig) -> Vec<String> {
+    cfg.ami_block_device_mappings
+        .iter()
+        .chain(&cfg.launch_block_device_mappings)
+        .filter_map(|d| d.snapshot_id.clone())
+        .collect()
 }
 
 /// Where the instance goes.

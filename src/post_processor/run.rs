@@ -1,0 +1,455 @@
+//! Running a build's post-processors after its AMIs exist (and its temporary resources are gone):
+//! each chain in template order, each post-processor of a chain receiving the artifact of the
+//! one before it, and Packer's bookkeeping of which artifacts the build ends with
+//! (`keep_input_artifact`, `packer/build.go`).
+//!
+//! A post-processor that fails ends its chain (the next chains still run) and fails the build,
+//! but never removes an AMI: where Packer would destroy an input artifact that is not kept,
+//! imgbuild only leaves it out of the artifact list.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::ami_outputs::{self, AmiOutputsConfig};
+use super::manifest::{self, ManifestBuild, ManifestConfig};
+use super::output::{self, OutputError, LOCK_WAIT};
+use super::{shell_local, PostProcessorConfig};
+use crate::builder::amazon::Artifact;
+use crate::cancel::Cancel;
+use crate::redact::MASK;
+use crate::template::funcs::{Engine, Phase, Scope};
+use crate::template::prepare::PreparedPostProcessor;
+use crate::ui::Ui;
+
+/// What post-processors run with.
+pub struct PpContext<'a> {
+    pub build_name: &'a str,
+    pub build_type: &'a str,
+    /// The run's id (`packer_run_uuid` in the manifest).
+    pub run_id: &'a str,
+    /// `-force`: a manifest last written by another run starts over.
+    pub force: bool,
+    pub ui: &'a Ui,
+    pub engine: &'a Engine,
+    pub user: &'a BTreeMap<String, String>,
+    pub template_dir: &'a str,
+    pub cancel: &'a Cancel,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PpError {
+    #[error("rendering {what}: {message}")]
+    Render { what: String, message: String },
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("refusing to write {}: {what} would hold a sensitive value", path.display())]
+    Secret { path: PathBuf, what: String },
+    #[error("Script exited with non-zero exit status: {code}. Allowed exit codes are: {valid:?} (script {script})")]
+    ExitStatus {
+        script: String,
+        code: i32,
+        valid: Vec<i64>,
+    },
+    #[error("Script {script} was killed by signal {signal}")]
+    Signaled { script: String, signal: i32 },
+    #[error("{what}: {source}")]
+    Local {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cancelled (interrupted)")]
+    Cancelled,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl PpContext<'_> {
+    /// Renders a post-processor option against the artifact's build data (`{{ build `ID` }}`,
+    /// `{{ .SourceAMI }}`); `fields` replaces the dot fields (`execute_command`'s `.Vars`).
+    pub fn render(
+        &self,
+        what: &str,
+        src: &str,
+        artifact: &Artifact,
+        fields: Option<&BTreeMap<String, String>>,
+    ) -> Result<String, PpError> {
+        let scope = Scope {
+            phase: Phase::Build,
+            user: self.user,
+            template_dir: self.template_dir,
+            build_name: Some(self.build_name),
+            build_type: Some(self.build_type),
+            build: Some(&artifact.build_data),
+            fields: Some(fields.unwrap_or(&artifact.build_data)),
+        };
+        self.engine
+            .render(src, &scope)
+            .map_err(|e| PpError::Render {
+                what: what.to_string(),
+                message: e.message,
+            })
+    }
+
+    /// A status line under a post-processor's prefix (`==> web (manifest): ...`).
+    pub fn say(&self, target: &str, text: &str) {
+        self.ui.say(&format!("==> {target}: {text}"));
+    }
+}
+
+/// What one post-processor returned: its artifact and whether its input is kept by default,
+/// and whether that default beats `keep_input_artifact: false` (Packer's `forceOverride`).
+#[derive(Debug)]
+struct Processed {
+    artifact: Artifact,
+    default_keep: bool,
+    force_keep: bool,
+}
+
+/// Packer's bookkeeping of the artifacts a build ends with.
+#[derive(Debug)]
+pub(crate) struct Kept<A> {
+    list: Vec<A>,
+    keep_original: bool,
+}
+
+impl<A> Kept<A> {
+    pub fn new(chains: usize) -> Kept<A> {
+        Kept {
+            list: Vec::new(),
+            keep_original: chains == 0,
+        }
+    }
+
+    /// Post-processor `index` of a chain consumed `prior`; returns whether `prior` is kept.
+    pub fn step(
+        &mut self,
+        index: usize,
+        user_keep: Option<bool>,
+        default_keep: bool,
+        force_keep: bool,
+        prior: A,
+    ) -> bool {
+        let keep = match user_keep {
+            Some(false) if default_keep && force_keep => true,
+            Some(k) => k,
+            None => default_keep,
+        };
+        if index == 0 {
+            // The builder's artifact: several chains may use it; decided at the end.
+            self.keep_original |= keep;
+        } else if keep {
+            self.list.push(prior);
+        }
+        keep
+    }
+
+    /// A chain ran to its end with `last` as its artifact.
+    pub fn end_chain(&mut self, last: A) {
+        self.list.push(last);
+    }
+
+    /// The build's artifacts: the builder's first, when kept.
+    pub fn finish(mut self, original: A) -> Vec<A> {
+        if self.keep_original {
+            self.list.insert(0, original);
+        }
+        self.list
+    }
+}
+
+/// How a build's post-processing ended: the artifacts to report, and the failures.
+#[derive(Debug, Default)]
+pub struct PostProcessed {
+    pub artifacts: Vec<Artifact>,
+    pub errors: Vec<String>,
+}
+
+/// Runs every chain for the builder's artifact.
+pub async fn run(
+    chains: &[Vec<PreparedPostProcessor>],
+    builder: &Artifact,
+    ctx: &PpContext<'_>,
+) -> PostProcessed {
+    let mut kept = Kept::new(chains.len());
+    let mut errors = Vec::new();
+    'chains: for chain in chains {
+        let mut prior = builder.clone();
+        for (i, pp) in chain.iter().enumerate() {
+            if ctx.cancel.is_cancelled() {
+                errors.push(format!(
+                    "Post-processor {} not run: cancelled (interrupted)",
+                    pp.kind
+                ));
+                break 'chains;
+            }
+            let label = match &pp.name {
+                Some(n) if *n != pp.kind => format!("{n} (type {})", pp.kind),
+                _ => pp.kind.clone(),
+            };
+            ctx.ui.say(&format!(
+                "==> {}: Running post-processor: {label}",
+                ctx.build_name
+            ));
+            let target = format!("{} ({})", ctx.build_name, pp.kind);
+            let done = match ctx.cancel.run(one(pp, &prior, ctx, &target)).await {
+                Some(r) => r,
+                None => Err(PpError::Cancelled),
+            };
+            match done {
+                Ok(p) => {
+                    let keep = kept.step(
+                        i,
+                        pp.keep_input_artifact,
+                        p.default_keep,
+                        p.force_keep,
+                        prior,
+                    );
+                    if pp.keep_input_artifact == Some(false) && keep {
+                        ctx.say(
+                            &target,
+                            &format!("keep_input_artifact=false is ignored: {} passes its input artifact on", pp.kind),
+                        );
+                    }
+                    prior = p.artifact;
+                }
+                Err(e) => {
+                    errors.push(format!("Post-processor failed: {}: {e}", pp.kind));
+                    continue 'chains;
+                }
+            }
+        }
+        kept.end_chain(prior);
+    }
+    PostProcessed {
+        artifacts: kept.finish(builder.clone()),
+        errors,
+    }
+}
+
+async fn one(
+    pp: &PreparedPostProcessor,
+    input: &Artifact,
+    ctx: &PpContext<'_>,
+    target: &str,
+) -> Result<Processed, PpError> {
+    match &pp.config {
+        PostProcessorConfig::Manifest(c) => manifest(c, input, ctx, target).await?,
+        PostProcessorConfig::AmiOutputs(c) => ami_outputs(c, input, ctx, target).await?,
+        PostProcessorConfig::ShellLocal(c) => shell_local::run(c, ctx, target, input).await?,
+    }
+    // All three pass their input on and keep it, whatever the template says (Packer's
+    // manifest and shell-local return `source, true, true`).
+    Ok(Processed {
+        artifact: input.clone(),
+        default_keep: true,
+        force_keep: true,
+    })
+}
+
+/// Runs a file update off the runtime's threads (it may wait for another writer's lock), and
+/// says so when another writer made it wait.
+async fn update_file(
+    ctx: &PpContext<'_>,
+    target: &str,
+    path: PathBuf,
+    change: impl FnOnce(Option<&str>) -> Result<String, String> + Send + 'static,
+) -> Result<(), PpError> {
+    let shown = path.display().to_string();
+    let waited = tokio::task::spawn_blocking(move || output::update(&path, LOCK_WAIT, change))
+        .await
+        .map_err(|e| PpError::Other(format!("writing {shown}: {e}")))??;
+    if let Some(d) = waited {
+        ctx.say(
+            target,
+            &format!(
+                "waited {} for another writer of {shown}",
+                crate::builder::amazon::human_duration(d)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The manifest entry of this build, with every sensitive value masked.
+fn manifest_entry(
+    c: &ManifestConfig,
+    input: &Artifact,
+    ctx: &PpContext<'_>,
+    target: &str,
+    now: i64,
+) -> Result<ManifestBuild, PpError> {
+    let r = &ctx.ui.redactor;
+    let custom_data = if c.custom_data.is_empty() {
+        None
+    } else {
+        let mut m = BTreeMap::new();
+        for (k, v) in &c.custom_data {
+            let value = ctx.render(&format!("custom_data `{k}`"), v, input, None)?;
+            let masked = r.redact(&value);
+            if masked != value {
+                ctx.say(
+                    target,
+                    &format!(
+                        "custom_data `{}` holds a sensitive value: recorded as {MASK}",
+                        r.redact(k)
+                    ),
+                );
+            }
+            m.insert(r.redact(k), serde_json::Value::String(masked));
+        }
+        Some(m)
+    };
+    Ok(ManifestBuild {
+        name: r.redact(ctx.build_name),
+        builder_type: ctx.build_type.to_string(),
+        build_time: (!c.strip_time).then_some(now),
+        files: serde_json::Value::Null,
+        artifact_id: r.redact(&input.id()),
+        packer_run_uuid: ctx.run_id.to_string(),
+        custom_data,
+        other: Default::default(),
+    })
+}
+
+async fn manifest(
+    c: &ManifestConfig,
+    input: &Artifact,
+    ctx: &PpContext<'_>,
+    target: &str,
+) -> Result<(), PpError> {
+    let output = PathBuf::from(ctx.render("output", &c.output, input, None)?);
+    let entry = manifest_entry(c, input, ctx, target, chrono::Utc::now().timestamp())?;
+    let text = serde_json::to_string(&entry).map_err(|e| PpError::Other(e.to_string()))?;
+    if ctx.ui.redactor.contains_secret(&text) {
+        return Err(PpError::Secret {
+            path: output,
+            what: "the build's entry".into(),
+        });
+    }
+    let (run, force) = (ctx.run_id.to_string(), ctx.force);
+    update_file(ctx, target, output.clone(), move |cur| {
+        manifest::append(cur, entry, &run, force)
+    })
+    .await?;
+    ctx.say(
+        target,
+        &format!("Recorded {} in {}", input.id(), output.display()),
+    );
+    Ok(())
+}
+
+async fn ami_outputs(
+    c: &AmiOutputsConfig,
+    input: &Artifact,
+    ctx: &PpContext<'_>,
+    target: &str,
+) -> Result<(), PpError> {
+    if input.null {
+        ctx.say(target, "the null builder made no AMI: nothing to write");
+        return Ok(());
+    }
+    let r = &ctx.ui.redactor;
+    let name = ctx.build_name.to_string();
+    if let Some(j) = &c.json_output {
+        let path = PathBuf::from(ctx.render("json_output", j, input, None)?);
+        let amis = input.amis.clone();
+        let mine = ami_outputs::merge_json(None, &name, &amis).map_err(PpError::Other)?;
+        if r.contains_secret(&mine) {
+            return Err(PpError::Secret {
+                path,
+                what: "the build's entry".into(),
+            });
+        }
+        let n = name.clone();
+        update_file(ctx, target, path.clone(), move |cur| {
+            ami_outputs::merge_json(cur, &n, &amis)
+        })
+        .await?;
+        ctx.say(target, &format!("Wrote the AMI IDs to {}", path.display()));
+    }
+    if let Some(e) = &c.env_output {
+        let path = PathBuf::from(ctx.render("env_output", e, input, None)?);
+        let prefix = match &c.env_prefix {
+            Some(p) => ctx.render("env_prefix", p, input, None)?,
+            None => ami_outputs::env_name(&name),
+        };
+        if !ami_outputs::is_env_name(&prefix) {
+            return Err(PpError::Other(format!(
+                "env_prefix \"{}\" is not a variable name",
+                r.redact(&prefix)
+            )));
+        }
+        let vars = ami_outputs::env_vars(&prefix, input);
+        if ami_outputs::primary_ami(input).is_none() {
+            ctx.say(
+                target,
+                &format!("no {prefix}_AMI: the build region has no AMI and there are several regions; use {prefix}_AMI_<REGION>"),
+            );
+        }
+        let mine = ami_outputs::merge_env(None, &prefix, &vars);
+        if r.contains_secret(&mine) {
+            return Err(PpError::Secret {
+                path,
+                what: "the build's variables".into(),
+            });
+        }
+        update_file(ctx, target, path.clone(), move |cur| {
+            Ok(ami_outputs::merge_env(cur, &prefix, &vars))
+        })
+        .await?;
+        ctx.say(
+            target,
+            &format!("Wrote the AMI variables to {}", path.display()),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays Packer's loop over chains of (keep_input_artifact, default keep, force) with
+    /// artifacts named by position: "b" (builder), "c0p1" (chain 0, post-processor 1).
+    fn replay(chains: &[Vec<(Option<bool>, bool, bool)>]) -> Vec<String> {
+        let mut kept = Kept::new(chains.len());
+        for (c, chain) in chains.iter().enumerate() {
+            let mut prior = "b".to_string();
+            for (i, (user, def, force)) in chain.iter().enumerate() {
+                kept.step(i, *user, *def, *force, prior);
+                prior = format!("c{c}p{i}");
+            }
+            kept.end_chain(prior);
+        }
+        kept.finish("b".to_string())
+    }
+
+    #[test]
+    fn artifact_lists_follow_packer() {
+        // No post-processors: the builder's artifact.
+        assert_eq!(replay(&[]), vec!["b"]);
+        // A manifest (keeps, forced): the builder's and the manifest's (Packer lists both).
+        let m = (None, true, true);
+        assert_eq!(replay(&[vec![m]]), vec!["b", "c0p0"]);
+        // A chain of two: each input kept.
+        assert_eq!(replay(&[vec![m, m]]), vec!["b", "c0p0", "c0p1"]);
+        // Two chains.
+        assert_eq!(replay(&[vec![m], vec![m]]), vec!["b", "c0p0", "c1p0"]);
+        // keep_input_artifact=false cannot drop what a forcing post-processor keeps.
+        assert_eq!(
+            replay(&[vec![(Some(false), true, true)]]),
+            vec!["b", "c0p0"]
+        );
+        // A post-processor that does not keep its input by default (compress-like)...
+        let drop = (None, false, false);
+        assert_eq!(replay(&[vec![drop]]), vec!["c0p0"]);
+        // ...unless told to, and the other chain's keeping wins for the builder's artifact.
+        assert_eq!(
+            replay(&[vec![(Some(true), false, false)]]),
+            vec!["b", "c0p0"]
+        );
+        assert_eq!(replay(&[vec![drop], vec![m]]), vec!["b", "c0p0", "c1p0"]);
+        // In the middle of a chain, a dropped input is left out.
+        assert_eq!(replay(&[vec![m, drop]]), vec!["b", "c0p1"]);
+    }
+}

@@ -1,0 +1,309 @@
+//! The `shell-local` post-processor at run time: each script through `execute_command` on this
+//! machine, with the artifact in its environment, output streamed under the post-processor's
+//! prefix, in a process group of its own that is killed when the run is cancelled.
+//!
+//! The environment (set on the process and, as in Packer, written into `{{.Vars}}` with
+//! `env_var_format`): `PACKER_BUILD_NAME`, `PACKER_BUILDER_TYPE`, imgbuild's
+//! `IMGBUILD_ARTIFACT_ID` (`us-east-1:ami-1,us-west-2:ami-2`), `IMGBUILD_AMI` (the AMI in the
+//! build region) and `IMGBUILD_AMI_<REGION>` (`IMGBUILD_AMI_US_WEST_2`), then the
+//! `environment_vars` of the template, which win over those.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use super::ami_outputs::{env_name, primary_ami};
+use super::run::{PpContext, PpError};
+use crate::builder::amazon::Artifact;
+use crate::provisioner::shell::ShellSource;
+use crate::provisioner::shell_local::{host_os, ShellLocalConfig};
+
+/// The variables a `shell-local` post-processor's scripts get, sorted by name; `user` (the
+/// rendered `environment_vars`) last, so a template can override any of them.
+pub fn environment(
+    build_name: &str,
+    build_type: &str,
+    artifact: &Artifact,
+    user: &[(String, String)],
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PACKER_BUILD_NAME".to_string(), build_name.to_string());
+    env.insert("PACKER_BUILDER_TYPE".to_string(), build_type.to_string());
+    env.insert("IMGBUILD_ARTIFACT_ID".to_string(), artifact.id());
+    if let Some(ami) = primary_ami(artifact) {
+        env.insert("IMGBUILD_AMI".to_string(), ami.to_string());
+    }
+    for (region, ami) in &artifact.amis {
+        env.insert(format!("IMGBUILD_AMI_{}", env_name(region)), ami.clone());
+    }
+    for (k, v) in user {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+/// Go's `fmt.Sprintf(format, key, value)` for the `%s` verbs of `env_var_format` (and `%%`).
+fn sprintf2(format: &str, key: &str, value: &str) -> String {
+    let mut out = String::new();
+    let mut args = [key, value].into_iter();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.peek() {
+                Some('s') => {
+                    chars.next();
+                    out.push_str(args.next().unwrap_or("%!s(MISSING)"));
+                    continue;
+                }
+                Some('%') => {
+                    chars.next();
+                    out.push('%');
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `{{.Vars}}`: every variable through `env_var_format`, in name order, single quotes in values
+/// written `'"'"'` (Packer's shell-local).
+pub fn flatten(format: &str, env: &BTreeMap<String, String>) -> String {
+    env.iter()
+        .map(|(k, v)| sprintf2(format, k, &v.replace('\'', r#"'"'"'"#)))
+        .collect()
+}
+
+/// Kills the process group of a script still running when this is dropped (the run was
+/// cancelled).
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: kill(2) on the process group this module created for its child.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+async fn forward<R: AsyncRead + Unpin>(reader: R, tx: UnboundedSender<(bool, String)>, err: bool) {
+    let mut r = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                    buf.pop();
+                }
+                if tx
+                    .send((err, String::from_utf8_lossy(&buf).into_owned()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the post-processor for `artifact`; `target` is its output prefix
+/// (`web_worker (shell-local)`).
+pub async fn run(
+    c: &ShellLocalConfig,
+    ctx: &PpContext<'_>,
+    target: &str,
+    artifact: &Artifact,
+) -> Result<(), PpError> {
+    if !c.runs_on_this_host() {
+        ctx.say(
+            target,
+            &format!(
+                "Skipping shell-local due to runtime OS ({} is not in only_on: {})",
+                host_os(),
+                c.only_on.join(", ")
+            ),
+        );
+        return Ok(());
+    }
+    let mut user = Vec::new();
+    for (k, v) in &c.environment_vars {
+        user.push((
+            k.clone(),
+            ctx.render(&format!("environment_vars {k}"), v, artifact, None)?,
+        ));
+    }
+    let env = environment(ctx.build_name, ctx.build_type, artifact, &user);
+    let vars = flatten(&c.env_var_format, &env);
+
+    // The inline script lives in a private directory for as long as this runs.
+    let local = |what: &str| {
+        let what = what.to_string();
+        move |source| PpError::Local { what, source }
+    };
+    let mut _dir = None;
+    let scripts: Vec<String> = match &c.source {
+        ShellSource::Inline(commands) => {
+            let mut text = format!("#!{}\n", c.inline_shebang);
+            for (i, line) in commands.iter().enumerate() {
+                text.push_str(&ctx.render(&format!("inline[{i}]"), line, artifact, None)?);
+                text.push('\n');
+            }
+            let dir = tempfile::Builder::new()
+                .prefix("imgbuild-shell-local.")
+                .tempdir()
+                .map_err(local(
+                    "cannot create a temporary directory for the inline script",
+                ))?;
+            let ext = match c.tempfile_extension.as_deref() {
+                Some(e) if e.starts_with('.') => e.to_string(),
+                Some(e) => format!(".{e}"),
+                None => String::new(),
+            };
+            let path = dir.path().join(format!("script{ext}"));
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&path)?;
+                f.write_all(text.as_bytes())?;
+                f.sync_all()?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            };
+            write().map_err(local("cannot write the inline script"))?;
+            _dir = Some(dir);
+            vec![path.display().to_string()]
+        }
+        ShellSource::Scripts(paths) => {
+            let mut out = Vec::new();
+            for p in paths {
+                out.push(ctx.render("script", &p.display().to_string(), artifact, None)?);
+            }
+            out
+        }
+    };
+
+    for script in scripts {
+        let mut fields = artifact.build_data.clone();
+        fields.insert("Vars".into(), vars.clone());
+        fields.insert("Script".into(), script.clone());
+        fields.insert("Command".into(), script.clone());
+        let mut argv = Vec::new();
+        for a in &c.execute_command {
+            argv.push(ctx.render("execute_command", a, artifact, Some(&fields))?);
+        }
+        ctx.say(target, &format!("Running local shell script: {script}"));
+        let Some((program, args)) = argv.split_first() else {
+            return Err(PpError::Other("execute_command is empty".into()));
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(local(&format!("cannot run {program}")))?;
+        let mut guard = GroupGuard(child.id().map(|p| p as i32));
+        let (tx, mut rx) = unbounded_channel();
+        if let Some(s) = child.stdout.take() {
+            tokio::spawn(forward(s, tx.clone(), false));
+        }
+        if let Some(s) = child.stderr.take() {
+            tokio::spawn(forward(s, tx.clone(), true));
+        }
+        drop(tx);
+        while let Some((err, line)) = rx.recv().await {
+            if err {
+                ctx.ui.error(&format!("    {target}: {line}"));
+            } else {
+                ctx.ui.message(&format!("    {target}: {line}"));
+            }
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(local(&format!("waiting for {program}")))?;
+        guard.0 = None;
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) if c.valid_exit_codes.contains(&i64::from(code)) => {}
+            (Some(code), _) => {
+                return Err(PpError::ExitStatus {
+                    script,
+                    code,
+                    valid: c.valid_exit_codes.clone(),
+                })
+            }
+            (None, signal) => {
+                return Err(PpError::Signaled {
+                    script,
+                    signal: signal.unwrap_or_default(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_has_the_artifact_and_the_template_wins() {
+        let a = Artifact {
+            amis: [
+                ("us-east-1".to_string(), "ami-e".to_string()),
+                ("us-west-2".to_string(), "ami-w".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            build_data: [("BuildRegion".to_string(), "us-west-2".to_string())]
+                .into_iter()
+                .collect(),
+            ..Artifact::default()
+        };
+        let env = environment(
+            "web",
+            "amazon-ebs",
+            &a,
+            &[
+                ("PACKER_BUILD_NAME".into(), "mine".into()),
+                ("PW".into(), "it's".into()),
+            ],
+        );
+        let got: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("IMGBUILD_AMI", "ami-w"),
+                ("IMGBUILD_AMI_US_EAST_1", "ami-e"),
+                ("IMGBUILD_AMI_US_WEST_2", "ami-w"),
+                ("IMGBUILD_ARTIFACT_ID", "us-east-1:ami-e,us-west-2:ami-w"),
+                ("PACKER_BUILDER_TYPE", "amazon-ebs"),
+                ("PACKER_BUILD_NAME", "mine"),
+                ("PW", "it's"),
+            ]
+        );
+        let mut small = BTreeMap::new();
+        small.insert("A".to_string(), "1".to_string());
+        small.insert("PW".to_string(), "it's".to_string());
+        assert_eq!(flatten("%s='%s' ", &small), r#"A='1' PW='it'"'"'s' "#);
+        assert_eq!(
+            flatten("export %s=%s;%%\n", &small),
+            "export A=1;%\nexport PW=it'\"'\"'s;%\n"
+        );
+        assert_eq!(sprintf2("%s %s %s", "k", "v"), "k v %!s(MISSING)");
+    }
+}

@@ -1,0 +1,805 @@
+//! `imgbuild cleanup` against a test world of each test's own: `kill -9` of `imgbuild build` at
+//! each phase (held there by `IMGBUILD_TEST_PAUSE`), then cleanup, and the emulator is compared
+//! with a snapshot taken before the build (by ID: moto has ~1100 default snapshots and AMIs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::build_tests::{
+    ami_from_stdout, builder, env, ssh_builder, state, template, Env, Region, REGIONS,
+};
+use crate::cli_tests::{imgbuild_bin, imgbuild_env, Run, Scratch};
+use crate::world::TestWorld;
+
+macro_rules! world_or_skip {
+    () => {
+        match TestWorld::start() {
+            Some(w) => w,
+            None => return,
+        }
+    };
+}
+
+/// How long a build may take to reach its pause point.
+const MARKER_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a build or a cleanup may take in all.
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A running `imgbuild build`, its stdout lines as they come. Dropping it kills it (by its PID)
+/// if it still runs.
+struct Building {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Building {
+    fn start(s: &Scratch, e: &Env, pause: Option<&str>) -> Building {
+        let mut cmd = Command::new(imgbuild_bin());
+        cmd.args(["build", "-color=false", "t.json"])
+            .current_dir(s.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .envs(e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(p) = pause {
+            cmd.env("IMGBUILD_TEST_PAUSE", p);
+        }
+        let mut child = cmd.spawn().expect("imgbuild starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        let out = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        Building {
+            child,
+            lines,
+            out: Some(out),
+            err: Some(err),
+        }
+    }
+
+    /// Waits (bounded) for a stdout line containing `marker`.
+    fn wait_for(&mut self, marker: &str) {
+        let deadline = Instant::now() + MARKER_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(marker) => return,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    let (out, err) = self.output();
+                    panic!("`{marker}` never appeared.\nstdout:\n{out}\nstderr:\n{err}");
+                }
+            }
+        }
+    }
+
+    fn output(&mut self) -> (String, String) {
+        let out = self.out.take().map(|h| h.join().unwrap_or_default());
+        let err = self.err.take().map(|h| h.join().unwrap_or_default());
+        (out.unwrap_or_default(), err.unwrap_or_default())
+    }
+
+    /// `kill -9` (our own child, by its PID), and reaps it.
+    fn kill9(mut self) -> (String, String) {
+        self.child.kill().expect("SIGKILL to the build");
+        let st = self.child.wait().expect("wait");
+        assert!(st.code().is_none(), "killed by a signal, not exited: {st}");
+        self.output()
+    }
+
+    /// SIGINT (by its PID) and waits (bounded) for it to exit; its exit code and output.
+    fn interrupt(self) -> (i32, String, String) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        self.finish()
+    }
+
+    /// Waits (bounded) for it to exit by itself.
+    fn finish(mut self) -> (i32, String, String) {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("imgbuild build did not exit within {RUN_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (out, err) = self.output();
+        (status.code().expect("an exit code"), out, err)
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `imgbuild cleanup ARGS` with the world's environment and `e`'s journal directory.
+fn cleanup(e: &Env, args: &[&str]) -> Run {
+    let vars: Vec<(&str, &str)> = e
+        .vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut all = vec!["cleanup", "-color=false"];
+    all.extend_from_slice(args);
+    let dir = tempfile::tempdir().expect("dir");
+    imgbuild_env(dir.path(), &all, None, &vars)
+}
+
+/// The journals (`*.jsonl`) directly in `dir`, and those archived in `dir/done`.
+fn journals(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let list = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    (list(dir), list(&dir.join("done")))
+}
+
+/// What is in `after` and not in `before`, apart from `kept` AMIs and their snapshots and
+/// terminated instances: one line per resource.
+fn leaks(
+    before: &BTreeMap<&str, Region>,
+    after: &BTreeMap<&str, Region>,
+    kept: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in REGIONS {
+        let (b, a) = (&before[r], &after[r]);
+        let mut kept_snaps = BTreeSet::new();
+        for (id, (_, _, snaps)) in &a.images {
+            if b.images.contains_key(id) {
+                continue;
+            }
+            if kept.contains(id) {
+                kept_snaps.extend(snaps.iter().cloned());
+            } else {
+                out.push(format!("{r} AMI {id}"));
+            }
+        }
+        for id in a.snapshots.keys() {
+            if !b.snapshots.contains_key(id) && !kept_snaps.contains(id) {
+                out.push(format!("{r} snapshot {id}"));
+            }
+        }
+        for (id, st) in &a.instances {
+            if !b.instances.contains_key(id) && st != "terminated" {
+                out.push(format!("{r} instance {id} ({st})"));
+            }
+        }
+        for k in a.key_pairs.difference(&b.key_pairs) {
+            out.push(format!("{r} key pair {k}"));
+        }
+        for g in a.groups.difference(&b.groups) {
+            out.push(format!("{r} security group {g}"));
+        }
+        for v in a.volumes.difference(&b.volumes) {
+            out.push(format!("{r} volume {v}"));
+        }
+    }
+    out
+}
+
+/// The AMIs a build reported (`region: ami-...` lines).
+fn amis_of(stdout: &str) -> Vec<String> {
+    REGIONS
+        .iter()
+        .filter(|r| stdout.contains(&format!("\n{r}: ami-")))
+        .map(|r| ami_from_stdout(stdout, r))
+        .collect()
+}
+
+/// One fault: a template and where the build is killed (None: not killed, a control run).
+struct Fault {
+    name: &'static str,
+    ssh: bool,
+    copy: bool,
+    pause: Option<&'static str>,
+    /// A source `cleanup --dry-run` must list (the mechanism that finds what the kill hid).
+    source: Option<&'static str>,
+}
+
+const FAULTS: &[Fault] = &[
+    Fault {
+        name: "none (control: build succeeds)",
+        ssh: false,
+        copy: true,
+        pause: None,
+        source: None,
+    },
+    Fault {
+        name: "kill -9 after key pair",
+        ssh: true,
+        copy: false,
+        pause: Some("key_pair"),
+        source: None,
+    },
+    Fault {
+        name: "kill -9 after security group",
+        ssh: false,
+        copy: false,
+        pause: Some("security_group"),
+        source: None,
+    },
+    Fault {
+        name: "kill -9 before launch returns (after intent)",
+        ssh: false,
+        copy: false,
+        pause: Some("sent_run_instances"),
+        source: Some("client-token"),
+    },
+    Fault {
+        name: "kill -9 instance running",
+        ssh: false,
+        copy: false,
+        pause: Some("launch"),
+        source: Some("journal"),
+    },
+    Fault {
+        name: "kill -9 instance stopped",
+        ssh: false,
+        copy: false,
+        pause: Some("stop"),
+        source: None,
+    },
+    Fault {
+        name: "kill -9 mid-create-image",
+        ssh: false,
+        copy: false,
+        pause: Some("create_image"),
+        source: None,
+    },
+    Fault {
+        name: "kill -9 before copy returns (after intent)",
+        ssh: false,
+        copy: true,
+        pause: Some("sent_copy_image"),
+        source: Some("name"),
+    },
+    Fault {
+        name: "kill -9 mid-copy",
+        ssh: false,
+        copy: true,
+        pause: Some("copy"),
+        source: None,
+    },
+];
+
+/// Rounds of every fault: 1, or `IMGBUILD_FAULT_ROUNDS` (at most 20).
+fn rounds() -> usize {
+    std::env::var("IMGBUILD_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 20)
+}
+
+#[derive(Default)]
+struct Tally {
+    runs: usize,
+    succeeded: usize,
+    leaked: usize,
+}
+
+fn print_table(rows: &[(&str, Tally)]) -> String {
+    let mut s = format!(
+        "{:<48} {:>5} {:>16} {:>17}\n",
+        "fault", "runs", "builds succeeded", "resources leaked"
+    );
+    for (f, t) in rows {
+        s.push_str(&format!(
+            "{:<48} {:>5} {:>16} {:>17}\n",
+            f, t.runs, t.succeeded, t.leaked
+        ));
+    }
+    s
+}
+
+#[test]
+fn cleanup_after_kill_9_at_each_phase_leaves_only_a_finished_builds_amis() {
+    let world = world_or_skip!();
+    let mut rows: Vec<(&str, Tally)> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    for f in FAULTS {
+        let mut tally = Tally::default();
+        for round in 0..rounds() {
+            let ctx = format!("{} (round {round})", f.name);
+            let extra = if f.copy {
+                json!({"ami_regions": ["us-west-2"]})
+            } else {
+                json!({})
+            };
+            let b = if f.ssh {
+                ssh_builder(&world, extra)
+            } else {
+                builder(&world, extra)
+            };
+            let provisioners = if f.ssh {
+                json!([{"type": "shell", "inline": ["true"]}])
+            } else {
+                json!([])
+            };
+            let s = Scratch::new().with("t.json", &template(b, provisioners));
+            let e = env(&world);
+            let before = state(&world);
+            tally.runs += 1;
+            let pause = f.pause.map(|p| format!("{p}:120"));
+            let mut building = Building::start(&s, &e, pause.as_deref());
+            let mut kept: Vec<String> = Vec::new();
+            if f.pause.is_some() {
+                building.wait_for("test hook: pausing");
+                let (out, _) = building.kill9();
+                // The fault is real: something of the run exists now.
+                let found = leaks(&before, &state(&world), &[]);
+                if found.is_empty() {
+                    problems.push(format!("{ctx}: nothing existed after the kill:\n{out}"));
+                }
+            } else {
+                let (code, out, err) = building.finish();
+                if code == 0 {
+                    tally.succeeded += 1;
+                    kept = amis_of(&out);
+                    assert_eq!(kept.len(), 2, "{ctx}: {out}");
+                } else {
+                    problems.push(format!("{ctx}: build failed ({code}):\n{out}\n{err}"));
+                }
+            }
+            if let Some(src) = f.source {
+                let d = cleanup(&e, &["--dry-run"]);
+                let listed = d
+                    .stdout
+                    .lines()
+                    .any(|l| l.split_whitespace().last() == Some(src) && l.starts_with("us-"));
+                if d.code != 0 || !listed {
+                    problems.push(format!(
+                        "{ctx}: the dry run lists nothing found by {src}:\n{}\n{}",
+                        d.stdout, d.stderr
+                    ));
+                }
+            }
+            let r = cleanup(&e, &[]);
+            if r.code != 0 {
+                problems.push(format!(
+                    "{ctx}: cleanup exited {}:\n{}\n{}",
+                    r.code, r.stdout, r.stderr
+                ));
+            }
+            let after = state(&world);
+            let left = leaks(&before, &after, &kept);
+            tally.leaked += left.len();
+            if !left.is_empty() {
+                problems.push(format!(
+                    "{ctx}: left after cleanup: {left:?}\ncleanup said:\n{}\n{}",
+                    r.stdout, r.stderr
+                ));
+            }
+            for a in &kept {
+                let region = if after["us-east-1"].images.contains_key(a) {
+                    "us-east-1"
+                } else {
+                    "us-west-2"
+                };
+                if !after[region].images.contains_key(a) {
+                    problems.push(format!("{ctx}: the product AMI {a} was removed"));
+                }
+            }
+            // Every journal is archived; a second cleanup finds nothing.
+            let (live, done) = journals(e.journal.path());
+            if !live.is_empty() || done.len() != 1 {
+                problems.push(format!("{ctx}: journals left {live:?}, archived {done:?}"));
+            }
+            let endpoint = world.ec2_endpoint().to_string();
+            let again = cleanup(
+                &e,
+                &[
+                    "--region",
+                    "us-east-1",
+                    "--region",
+                    "us-west-2",
+                    "--endpoint-url",
+                    &endpoint,
+                ],
+            );
+            if again.code != 0 || !again.stdout.contains("nothing to remove") {
+                problems.push(format!(
+                    "{ctx}: second cleanup: {}\n{}\n{}",
+                    again.code, again.stdout, again.stderr
+                ));
+            }
+            if state(&world) != after {
+                problems.push(format!("{ctx}: the second cleanup changed something"));
+            }
+        }
+        rows.push((f.name, tally));
+    }
+    let table = print_table(&rows);
+    println!("\n{table}");
+    assert!(problems.is_empty(), "{}\n{table}", problems.join("\n\n"));
+    assert!(rows.iter().all(|(_, t)| t.leaked == 0), "{table}");
+}
+
+/// A build killed at `pause` with `extra` builder options: its journal directory and the
+/// emulator state before it.
+fn killed_build(
+    world: &TestWorld,
+    extra: Value,
+    pause: &str,
+) -> (Env, BTreeMap<&'static str, Region>) {
+    let s = Scratch::new().with("t.json", &template(builder(world, extra), json!([])));
+    let e = env(world);
+    let before = state(world);
+    let mut b = Building::start(&s, &e, Some(&format!("{pause}:120")));
+    b.wait_for("test hook: pausing");
+    b.kill9();
+    (e, before)
+}
+
+#[test]
+fn cleanup_dry_run_lists_what_would_go_and_changes_nothing() {
+    let world = world_or_skip!();
+    let (e, before) = killed_build(&world, json!({}), "create_image");
+    let killed = state(&world);
+    let (live, _) = journals(e.journal.path());
+    assert_eq!(live.len(), 1);
+    let run_id = crate::build_tests::journal_events(e.journal.path())[0][0]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+
+    let r = cleanup(&e, &["--dry-run"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let head = lines
+        .iter()
+        .position(|l| l.starts_with("REGION "))
+        .unwrap_or_else(|| panic!("no table in:\n{}", r.stdout));
+    assert_eq!(
+        lines[head].split_whitespace().collect::<Vec<_>>(),
+        ["REGION", "KIND", "ID", "RUN", "BUILD", "AGE", "SOURCE"]
+    );
+    let rows: Vec<Vec<&str>> = lines[head + 1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|c: &Vec<&str>| c.len() == 7)
+        .collect();
+    let kinds: BTreeSet<&str> = rows.iter().map(|c| c[1]).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["ami", "instance", "security-group", "volume"]),
+        "{}",
+        r.stdout
+    );
+    for c in &rows {
+        assert_eq!(c[0], "us-east-1");
+        assert_eq!(c[3], run_id);
+        assert_eq!(c[4], "amazon-ebs");
+        assert!(c[5].ends_with('s'), "age {}", c[5]);
+        let want = if c[1] == "volume" { "tag" } else { "journal" };
+        assert_eq!(c[6], want, "{c:?}");
+    }
+    // The instance in the table is the one the emulator runs.
+    let inst = rows
+        .iter()
+        .find(|c| c[1] == "instance")
+        .expect("instance row");
+    assert_eq!(killed["us-east-1"].instances[inst[2]], "stopped");
+    assert!(
+        r.stdout.contains("(dry run, nothing changed)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(state(&world), killed, "a dry run changes nothing");
+    assert_eq!(journals(e.journal.path()).0, live, "nor the journals");
+
+    // From another machine (no journal), in every region, by tags alone.
+    let other = env(&world);
+    let endpoint = world.ec2_endpoint().to_string();
+    let r = cleanup(
+        &other,
+        &[
+            "--dry-run",
+            "--all-regions",
+            "--older-than",
+            "0s",
+            "--endpoint-url",
+            &endpoint,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let tagged: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|c| c.len() == 7 && c[0] == "us-east-1")
+        .collect();
+    assert!(
+        tagged.iter().any(|c| c[2] == inst[2] && c[6] == "tag"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        tagged.iter().any(|c| c[1] == "ami" && c[6] == "tag"),
+        "the half-made AMI is marked temporary: {}",
+        r.stdout
+    );
+    assert_eq!(state(&world), killed, "a dry run changes nothing");
+
+    // Machine-readable: one record per resource.
+    let r = cleanup(&e, &["--dry-run", "-machine-readable"]);
+    assert_eq!(r.code, 0);
+    let records = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains(",cleanup-resource,us-east-1,"))
+        .count();
+    assert_eq!(records, rows.len(), "{}", r.stdout);
+
+    // The next build says so at start.
+    let s = Scratch::new().with(
+        "t.json",
+        &template(
+            builder(
+                &world,
+                json!({"source_ami_filter": {"filters": {"name": "no-such-*"}, "owners": ["self"]}}),
+            ),
+            json!([]),
+        ),
+    );
+    let b = crate::build_tests::build(&s, &e, &["t.json"], &[]);
+    assert_eq!(b.code, 1);
+    assert!(
+        b.stderr.contains(
+            "==> Note: 1 earlier run(s) did not finish or left resources behind (journals in "
+        ) && b
+            .stderr
+            .contains("see them with `imgbuild cleanup --dry-run`"),
+        "{}",
+        b.stderr
+    );
+
+    let r = cleanup(&e, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let left = leaks(&before, &state(&world), &[]);
+    assert!(left.is_empty(), "{left:?}\n{}", r.stdout);
+}
+
+#[test]
+fn cleanup_leaves_a_running_build_alone() {
+    let world = world_or_skip!();
+    let s = Scratch::new().with("t.json", &template(builder(&world, json!({})), json!([])));
+    let e = env(&world);
+    let before = state(&world);
+    let mut b = Building::start(&s, &e, Some("launch:120"));
+    b.wait_for("test hook: pausing");
+    let running = state(&world);
+    assert!(!leaks(&before, &running, &[]).is_empty());
+
+    // Its journal is locked by the running build.
+    let r = cleanup(&e, &["--older-than", "0s"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("still running: a process (pid "),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        state(&world),
+        running,
+        "nothing of the running build was touched"
+    );
+    // Without its journal (another machine's cleanup): by tags, and too young.
+    let other = env(&world);
+    let endpoint = world.ec2_endpoint().to_string();
+    let r = cleanup(
+        &other,
+        &["--region", "us-east-1", "--endpoint-url", &endpoint],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("found by tags only and younger than --older-than"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        state(&world),
+        running,
+        "nothing of the running build was touched"
+    );
+
+    let (code, out, err) = b.interrupt();
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(leaks(&before, &state(&world), &[]).is_empty());
+}
+
+#[test]
+fn two_cleanups_at_once_both_succeed_and_leave_nothing() {
+    let world = world_or_skip!();
+    let (e, before) = killed_build(&world, json!({"ami_regions": ["us-west-2"]}), "copy");
+    assert!(leaks(&before, &state(&world), &[]).len() >= 5);
+    let spawn = || {
+        let mut cmd = Command::new(imgbuild_bin());
+        cmd.args(["cleanup", "-color=false"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .envs(e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cleanup starts")
+    };
+    let children = [spawn(), spawn()];
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    for c in children {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let waited = std::thread::scope(|sc| {
+            let h = sc.spawn(|| c.wait_with_output());
+            let t0 = Instant::now();
+            while !h.is_finished() && t0.elapsed() < left {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            h.is_finished().then(|| h.join())
+        });
+        let out = match waited {
+            Some(Ok(Ok(o))) => o,
+            _ => panic!("a cleanup did not finish within {RUN_TIMEOUT:?}"),
+        };
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let left = leaks(&before, &state(&world), &[]);
+    assert!(left.is_empty(), "{left:?}");
+    let (live, done) = journals(e.journal.path());
+    assert!(live.is_empty() && done.len() == 1, "{live:?} {done:?}");
+}
+
+#[test]
+fn cleanup_by_tags_alone_removes_undelivered_images_but_never_a_product() {
+    let world = world_or_skip!();
+    // A successful build whose journal is then lost: its AMI is a product.
+    let s = Scratch::new().with("t.json", &template(builder(&world, json!({})), json!([])));
+    let e = env(&world);
+    let before = state(&world);
+    let ok = crate::build_tests::build(&s, &e, &["t.json"], &[]);
+    assert_eq!(ok.code, 0, "{}\n{}", ok.stdout, ok.stderr);
+    let product = ami_from_stdout(&ok.stdout, "us-east-1");
+    let snaps = state(&world)["us-east-1"].images[&product].2.clone();
+    let tags = &state(&world)["us-east-1"].images[&product].1;
+    assert!(!tags.contains_key("imgbuild:temporary"), "{tags:?}");
+    // A build killed mid-create-image, whose journal is lost too.
+    let (e2, _) = killed_build(&world, json!({}), "create_image");
+    let killed = state(&world);
+    let temp: Vec<&String> = killed["us-east-1"]
+        .images
+        .iter()
+        .filter(|(_, (_, t, _))| t.contains_key("imgbuild:temporary"))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(temp.len(), 1, "the half-made AMI is marked temporary");
+    for j in journals(e.journal.path())
+        .0
+        .iter()
+        .chain(&journals(e2.journal.path()).0)
+    {
+        std::fs::remove_file(j).expect("lose the journal");
+    }
+    let endpoint = world.ec2_endpoint().to_string();
+    let args = ["--region", "us-east-1", "--endpoint-url", endpoint.as_str()];
+    // Too young by default.
+    let r = cleanup(&e, &args);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(state(&world), killed);
+    // Old enough: the killed run goes entirely, the product stays.
+    let mut all = args.to_vec();
+    all.extend(["--older-than", "0s"]);
+    let r = cleanup(&e, &all);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let after = state(&world);
+    let left = leaks(&before, &after, std::slice::from_ref(&product));
+    assert!(left.is_empty(), "{left:?}\n{}", r.stdout);
+    assert!(after["us-east-1"].images.contains_key(&product));
+    for sn in &snaps {
+        assert!(
+            after["us-east-1"].snapshots.contains_key(sn),
+            "product snapshot {sn}"
+        );
+    }
+}
+
+#[test]
+fn cleanup_that_cannot_reach_ec2_exits_3_and_keeps_the_journal() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let journal = dir
+        .path()
+        .join("0190c4a2-7b3e-7cc0-8000-000000000001.b.jsonl");
+    let lines = [
+        json!({"event": "started", "run_id": "0190c4a2-7b3e-7cc0-8000-000000000001", "build": "b",
+               "pid": 999_999_999u64, "at": 1_720_000_000, "endpoint": format!("http://127.0.0.1:{port}")}),
+        json!({"event": "created", "seq": 1, "undo": "terminate_instance", "region": "us-east-1", "id": "i-0123456789abcdef0"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&journal, text).expect("write journal");
+    let j = journal.display().to_string();
+    let vars = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let r = imgbuild_env(dir.path(), &["cleanup", "--journal", &j], None, &vars);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("these could not be removed")
+            && r.stderr
+                .contains("instance i-0123456789abcdef0 in us-east-1"),
+        "{}",
+        r.stderr
+    );
+    assert!(journal.exists(), "the journal stays until its run is gone");
+    // A journal that cannot be read is a usage error.
+    let r = imgbuild_env(
+        dir.path(),
+        &["cleanup", "--journal", "missing.jsonl"],
+        None,
+        &vars,
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot read the journal missing.jsonl"),
+        "{}",
+        r.stderr
+    );
+}
