@@ -9,8 +9,9 @@
 //! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
 //! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
 //! path, then runs the post-processors (`post_processor`). The `null` builder (`builder::null`)
-//! runs the provisioners against an existing machine, with no cloud. `imgbuild cleanup` (`cleanup`) removes
-//! what interrupted or crashed runs left behind, from their journals and the run-id tags.
+//! runs the provisioners against an existing machine, with no cloud. `imgbuild cleanup`
+//! (`cleanup`) removes what interrupted or crashed runs left behind, from their journals and the
+//! run-id tags.
 //!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.
