@@ -107,9 +107,14 @@ pub struct BuildArgs {
     /// Prefix every output line with an RFC 3339 timestamp
     #[arg(long)]
     pub timestamp_ui: bool,
-    /// Pause before each step and keep the temporary private key in a 0600 file
+    /// One build at a time; on a terminal, pause before each step; keep the temporary private
+    /// key in ec2_<build>.pem (0600) in the current directory
     #[arg(long)]
     pub debug: bool,
+    /// Whole-build deadline (Go duration: 90m, 1h30m); with the builder's build_timeout, the
+    /// smaller wins. On expiry the build is cancelled and what it created is removed
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
     /// The template (a file, or - for standard input)
     pub template: String,
 }
@@ -167,6 +172,10 @@ pub struct CleanupArgs {
     pub output: OutputArgs,
 }
 
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    crate::template::decode::parse_duration(s).map_err(|e| format!("{e} (e.g. 90m, 1h30m, 45s)"))
+}
+
 fn parse_older_than(s: &str) -> Result<std::time::Duration, String> {
     crate::template::decode::parse_duration(s).map_err(|e| format!("{e} (e.g. 2h, 90m, 0s)"))
 }
@@ -184,6 +193,7 @@ const PACKER_FLAGS: &[&str] = &[
     "timestamp-ui",
     "color",
     "debug",
+    "timeout",
     "syntax-only",
     "journal",
     "run-id",
@@ -278,7 +288,7 @@ mod tests {
     fn packer_single_dash_flags_are_accepted() {
         let inv = parse(argv(
             "build -var a=1 -var-file=v.json --var b=x=y -only=web,db -except x -force -on-error=abort \
-             -parallel-builds=2 -machine-readable -timestamp-ui -color=false -debug t.json",
+             -parallel-builds=2 -machine-readable -timestamp-ui -color=false -debug -timeout=1h30m t.json",
         ))
         .unwrap();
         let Command::Build(b) = inv.command else {
@@ -290,6 +300,7 @@ mod tests {
         assert!(!b.output.color);
         assert_eq!(b.on_error, OnError::Abort);
         assert_eq!(b.parallel_builds, 2);
+        assert_eq!(b.timeout, Some(std::time::Duration::from_secs(5400)));
         assert_eq!(b.template, "t.json");
         assert_eq!(
             inv.var_args,
@@ -358,6 +369,9 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         let e = parse(argv("build -on-error=explode t.json")).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+        let e = parse(argv("build -timeout=soon t.json")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("e.g. 90m"), "{e}");
     }
 
     #[test]

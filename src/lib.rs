@@ -25,6 +25,7 @@ pub mod cli;
 pub mod communicator;
 pub mod error;
 pub mod ledger;
+pub mod log;
 pub mod post_processor;
 pub mod provisioner;
 pub mod redact;
@@ -42,6 +43,7 @@ use ui::Ui;
 
 /// Runs imgbuild with these arguments (program name first); returns the exit status.
 pub fn run(args: Vec<String>) -> Exit {
+    log::init();
     let inv = match cli::parse(args) {
         Ok(inv) => inv,
         Err(e) => {
@@ -76,7 +78,9 @@ pub fn run(args: Vec<String>) -> Exit {
             validate(&a.template, a.syntax_only, &var_args, &sel, ui)
         }
         Command::Build(a) => {
-            let ui = Ui::new(a.output.machine_readable, a.output.color);
+            let ui = Ui::new(a.output.machine_readable, a.output.color)
+                .with_timestamps(a.timestamp_ui)
+                .with_live();
             let sel = Selection {
                 only: a.select.only,
                 except: a.select.except,
@@ -86,6 +90,7 @@ pub fn run(args: Vec<String>) -> Exit {
                 on_error: a.on_error,
                 parallel_builds: a.parallel_builds,
                 debug: a.debug,
+                timeout: a.timeout,
             };
             build(&a.template, &var_args, &sel, &opts, ui)
         }
@@ -153,6 +158,7 @@ fn load_and_prepare(
     let engine = Engine::new(clock);
     let vars = bind(&t, var_args, &engine, diags);
     ui.redactor = vars.redactor.clone();
+    log::set_redactor(&ui.redactor);
     let prepared = prepare(&t, &vars, sel, &engine, clock, diags);
     (!diags.has_errors()).then(|| Loaded {
         prepared,
@@ -201,6 +207,7 @@ fn inspect(path: &str, mut ui: Ui) -> Exit {
             }
         }
     }
+    log::set_redactor(&ui.redactor);
     ui.diagnostics(&diags);
     for line in template::inspect::inspect(&t) {
         match line {

@@ -3,6 +3,7 @@
 //! runs; a second one skips teardown and says what was left behind. At the end, Packer's summary
 //! of artifacts, and an error that says whether anything was left behind.
 
+pub mod interact;
 pub mod provision;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use crate::builder::amazon::teardown::{self, lock};
 use crate::builder::amazon::wait::Polling;
 use crate::builder::amazon::{aws::Aws, human_duration, Artifact, Ctx};
 use crate::builder::null::NullBuild;
-use crate::cancel::{self, Cancel};
+use crate::cancel::{self, Cancel, Canceller};
 use crate::cli::OnError;
 use crate::error::Error;
 use crate::ledger::{default_journal_dir, Event, Journal, Ledger, Undo};
@@ -22,6 +23,7 @@ use crate::post_processor::run::{self as post_process, PpContext};
 use crate::template::funcs::Engine;
 use crate::template::prepare::{BuilderConfig, Prepared, PreparedBuild};
 use crate::ui::Ui;
+use interact::{Choice, Interact};
 use provision::ProvisionError;
 
 /// The `build` command's flags that matter here.
@@ -33,8 +35,11 @@ pub struct Options {
     pub on_error: OnError,
     /// `-parallel-builds` (0: all at once).
     pub parallel_builds: usize,
-    /// `-debug` (not implemented yet: said so).
+    /// `-debug`: one build at a time, a pause before each step on a terminal, the temporary
+    /// private key saved in `ec2_<build>.pem`.
     pub debug: bool,
+    /// `-timeout`: the whole-build deadline (with `build_timeout`, the smaller wins).
+    pub timeout: Option<Duration>,
 }
 
 /// What templates are rendered against at build time.
@@ -59,6 +64,94 @@ struct Outcome {
     kept: Option<String>,
 }
 
+impl Outcome {
+    /// How the build ended, in the words of the final table.
+    fn outcome(&self) -> &'static str {
+        match (&self.result, self.left.is_empty()) {
+            (Ok(_), true) => "succeeded",
+            (Ok(_), false) => "succeeded and left resources",
+            (Err(_), true) => "failed and cleaned up",
+            (Err(_), false) => "failed and left resources",
+        }
+    }
+
+    /// The artifact ids of the build (each once), or the AMIs kept after a failure.
+    fn artifact_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        match &self.result {
+            Ok(artifacts) => {
+                for a in artifacts {
+                    let id = a.id();
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            Err(_) => {
+                if let Some(k) = &self.kept {
+                    ids.push(format!("{k} (kept)"));
+                }
+            }
+        }
+        ids
+    }
+}
+
+/// A duration for the table: `850ms`, `12.3s`, `4m05s`, `1h02m`.
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if s < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    }
+}
+
+/// One row of the final table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub build: String,
+    pub outcome: String,
+    pub duration: String,
+    pub artifacts: Vec<String>,
+}
+
+/// The final table: a header, then a line per build (and per further artifact), columns padded
+/// to their widest cell. `paint(build, outcome, cell)` may color a cell (the padding is
+/// computed on the plain text).
+pub fn table(rows: &[Row], paint: &dyn Fn(usize, &str, &str) -> String) -> Vec<String> {
+    let head = ["BUILD", "OUTCOME", "DURATION", "ARTIFACTS"];
+    let w = |f: &dyn Fn(&Row) -> usize, h: &str| rows.iter().map(f).max().unwrap_or(0).max(h.len());
+    let wb = w(&|r| r.build.chars().count(), head[0]);
+    let wo = w(&|r| r.outcome.chars().count(), head[1]);
+    let wd = w(&|r| r.duration.chars().count(), head[2]);
+    let pad = |s: &str, n: usize| format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())));
+    let mut out = vec![format!(
+        "    {}  {}  {}  {}",
+        pad(head[0], wb),
+        pad(head[1], wo),
+        pad(head[2], wd),
+        head[3]
+    )];
+    for r in rows {
+        let first = r.artifacts.first().map_or("-", String::as_str);
+        out.push(format!(
+            "    {}  {}  {}  {first}",
+            paint(0, &r.build, &pad(&r.build, wb)),
+            paint(1, &r.outcome, &pad(&r.outcome, wo)),
+            pad(&r.duration, wd),
+        ));
+        for more in r.artifacts.iter().skip(1) {
+            out.push(format!("    {}  {more}", " ".repeat(wb + wo + wd + 4)));
+        }
+    }
+    out
+}
+
 /// Runs the prepared builds. `Err` when any failed; its exit code says whether anything was left
 /// behind.
 pub fn run(prepared: &Prepared, inputs: &Inputs, opts: &Options, ui: &Ui) -> Result<(), Error> {
@@ -73,7 +166,10 @@ pub fn run(prepared: &Prepared, inputs: &Inputs, opts: &Options, ui: &Ui) -> Res
             ui.redactor.add(s);
         }
     }
+    crate::log::set_redactor(&ui.redactor);
+    ui.set_builds(prepared.builds.iter().map(|b| b.name.clone()).collect());
     let ui = &ui;
+    let terminal = interact::terminal_attached();
     let outcomes = rt.block_on(async {
         let (cancel_tx, cancel) = cancel::channel();
         let (abort_tx, abort) = cancel::channel();
@@ -106,21 +202,41 @@ pub fn run(prepared: &Prepared, inputs: &Inputs, opts: &Options, ui: &Ui) -> Res
                 }
             });
         }
+        let mut limit = opts.parallel_builds;
         if opts.debug {
-            ui.error("==> -debug is not implemented yet: the build runs without pausing and the temporary private key stays in memory only.");
+            // As Packer: one build at a time, so that pauses and prompts make sense.
+            limit = 1;
+            ui.say("==> Debug mode enabled. Builds will not be parallelized.");
+            if !terminal {
+                ui.say("==> -debug: no terminal is attached, so the builds do not pause between steps; temporary private keys are still saved (ec2_<build>.pem in the current directory).");
+            }
         }
         let run_id = uuid::Uuid::now_v7().to_string();
+        tracing::info!(%run_id, builds = prepared.builds.len(), parallel_builds = limit, on_error = ?opts.on_error, debug = opts.debug, "run started");
         let engine = Engine::new(prepared.clock);
-        let slots = tokio::sync::Semaphore::new(if opts.parallel_builds == 0 {
+        let slots = tokio::sync::Semaphore::new(if limit == 0 {
             prepared.builds.len().max(1)
         } else {
-            opts.parallel_builds
+            limit
         });
         let futures = prepared.builds.iter().map(|b| {
             let (cancel, abort, engine, run_id, slots) = (&cancel, &abort, &engine, &run_id, &slots);
             async move {
-                let _slot = slots.acquire().await;
-                one(b, inputs, opts, ui, engine, run_id, cancel, abort).await
+                let _slot = match slots.try_acquire() {
+                    Ok(p) => Ok(p),
+                    Err(_) => {
+                        ui.say(&format!(
+                            "==> {}: waiting for a free build slot (-parallel-builds={limit})",
+                            b.name
+                        ));
+                        slots.acquire().await
+                    }
+                };
+                let interact = Interact::new(&b.name, opts.on_error, opts.debug, terminal, ui);
+                let work = one(b, inputs, opts, ui, engine, run_id, cancel, abort, &interact);
+                let out = crate::ui::scoped(ui.clone(), b.name.clone(), work).await;
+                tracing::info!(build = %out.name, outcome = out.outcome(), took = ?out.took, "build ended");
+                out
             }
         });
         futures_util::future::join_all(futures).await
@@ -142,6 +258,100 @@ fn journal_name(run_id: &str, build: &str) -> String {
     format!("{run_id}.{clean}")
 }
 
+/// The whole-build deadline: the smaller of `-timeout` and `build_timeout` (zero is no limit),
+/// and which of the two it is.
+pub fn deadline(
+    cli: Option<Duration>,
+    build_timeout: Option<Duration>,
+) -> Option<(Duration, &'static str)> {
+    let cli = cli.filter(|d| !d.is_zero());
+    let own = build_timeout.filter(|d| !d.is_zero());
+    match (cli, own) {
+        (Some(c), Some(b)) if b < c => Some((b, "build_timeout")),
+        (Some(c), _) => Some((c, "-timeout")),
+        (None, Some(b)) => Some((b, "build_timeout")),
+        (None, None) => None,
+    }
+}
+
+/// A build's own cancellation: the run's (Ctrl-C, SIGTERM) or its deadline's.
+struct BuildCancel {
+    tx: Canceller,
+    rx: Cancel,
+    limit: Option<(Duration, &'static str)>,
+}
+
+impl BuildCancel {
+    fn new(limit: Option<(Duration, &'static str)>) -> BuildCancel {
+        let (tx, rx) = cancel::channel();
+        BuildCancel { tx, rx, limit }
+    }
+
+    /// Runs `fut` until it ends; cancels the build when the run is cancelled or the deadline
+    /// passes (the future then ends early and undoes nothing itself). True when the deadline
+    /// expired.
+    async fn drive<F: std::future::Future>(&self, run: &Cancel, fut: F) -> (F::Output, bool) {
+        let limit = self.limit;
+        let watcher = async {
+            match limit {
+                Some((t, _)) => tokio::select! {
+                    _ = run.cancelled() => false,
+                    _ = tokio::time::sleep(t) => true,
+                },
+                None => {
+                    run.cancelled().await;
+                    false
+                }
+            }
+        };
+        tokio::pin!(watcher);
+        tokio::pin!(fut);
+        let mut expired = false;
+        let out = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                t = &mut watcher, if !self.tx.is_cancelled() => {
+                    expired = t;
+                    self.tx.cancel();
+                }
+            }
+        };
+        (out, expired)
+    }
+
+    /// The error of a build whose deadline expired.
+    fn expired_message(&self) -> String {
+        let (d, origin) = self.limit.unwrap_or((Duration::ZERO, "-timeout"));
+        format!(
+            "the whole-build deadline expired: {origin} of {} (the smaller of -timeout and build_timeout applies); the build was cancelled",
+            human_duration(d)
+        )
+    }
+}
+
+/// What to do with what a failed build created: `-on-error`, asked when it is `ask` (unless the
+/// person already chose inside the build, or the build was interrupted or ran out of time:
+/// then it is torn down).
+async fn decide(
+    interact: &Interact,
+    opts: &Options,
+    error: &str,
+    interrupted: bool,
+    cancel: &Cancel,
+) -> Choice {
+    if interrupted {
+        return Choice::Cleanup;
+    }
+    match opts.on_error {
+        OnError::Cleanup => Choice::Cleanup,
+        OnError::Abort => Choice::Abort,
+        OnError::Ask => match interact.chosen() {
+            Some(c) => c,
+            None => interact.on_failure("the build", error, false, cancel).await,
+        },
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn one(
     b: &PreparedBuild,
@@ -152,8 +362,10 @@ async fn one(
     run_id: &str,
     cancel: &Cancel,
     abort: &Cancel,
+    interact: &Interact,
 ) -> Outcome {
     let start = Instant::now();
+    tracing::info!(build = %b.name, kind = %b.kind, "build started");
     let mut out = Outcome {
         name: b.name.clone(),
         took: Duration::ZERO,
@@ -166,6 +378,7 @@ async fn one(
         BuilderConfig::AmazonEbs(cfg) => cfg,
         BuilderConfig::Null(cfg) => {
             // No cloud: nothing is created, so there is no ledger, journal or teardown.
+            let own = BuildCancel::new(deadline(opts.timeout, None));
             let null = NullBuild {
                 name: &b.name,
                 cfg,
@@ -173,15 +386,36 @@ async fn one(
                 error_cleanup: b.error_cleanup.as_ref(),
                 run_id,
                 ui,
-                cancel,
+                cancel: &own.rx,
             };
-            let result = match null.run().await {
+            let work = async {
+                loop {
+                    let r = null.run().await;
+                    match &r {
+                        Err(e) if interact.asks() && !matches!(e, ProvisionError::Cancelled) => {
+                            let error = ui.redactor.redact(&e.to_string());
+                            let c = interact
+                                .on_failure("provisioning", &error, true, &own.rx)
+                                .await;
+                            if c != Choice::Retry {
+                                break r;
+                            }
+                        }
+                        _ => break r,
+                    }
+                }
+            };
+            let (r, expired) = own.drive(cancel, work).await;
+            let result = match r {
                 Ok(()) => Ok(Artifact::null(null.build_data())),
+                Err(_) if expired => Err(own.expired_message()),
                 Err(ProvisionError::Cancelled) => Err("cancelled (interrupted)".to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = &result {
                 ui.error(&format!("==> {}: {e}", b.name));
+                // Nothing to clean up or leave; asked only to say what was chosen.
+                decide(interact, opts, e, cancel.is_cancelled() || expired, cancel).await;
             }
             let pp = Post {
                 inputs,
@@ -247,8 +481,8 @@ async fn one(
             return fail(out, "cancelled".into());
         }
     };
-    // A build's own cancellation: the run's, or its build_timeout.
-    let (btx, bcancel) = cancel::channel();
+    // A build's own cancellation: the run's, or its deadline (-timeout, build_timeout).
+    let own = BuildCancel::new(deadline(opts.timeout, cfg.build_timeout));
     let ctx = Ctx {
         name: &b.name,
         cfg,
@@ -263,41 +497,21 @@ async fn one(
         template_dir: inputs.template_dir,
         force: opts.force,
         polling,
-        cancel: bcancel,
+        cancel: own.rx.clone(),
         test_pause: test_pause(),
+        interact,
     };
-    let timeout = cfg.build_timeout;
-    let watcher = async {
-        match timeout {
-            Some(t) => tokio::select! {
-                _ = cancel.cancelled() => false,
-                _ = tokio::time::sleep(t) => true,
-            },
-            None => {
-                cancel.cancelled().await;
-                false
-            }
+    let work = async {
+        // -debug: a pause before the first step too.
+        if !interact.pause(interact::step_after("start"), &own.rx).await {
+            return Err(crate::builder::amazon::BuildError::Cancelled);
         }
+        ctx.run().await
     };
-    tokio::pin!(watcher);
-    let run = ctx.run();
-    tokio::pin!(run);
-    let mut timed_out = false;
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break r,
-            t = &mut watcher, if !btx.is_cancelled() => {
-                timed_out = t;
-                btx.cancel();
-            }
-        }
-    };
+    let (result, timed_out) = own.drive(cancel, work).await;
     let result = result.map_err(|e| {
         if timed_out {
-            format!(
-                "build_timeout of {} passed",
-                human_duration(timeout.unwrap_or_default())
-            )
+            own.expired_message()
         } else if e.is_cancelled() {
             "cancelled (interrupted)".to_string()
         } else {
@@ -305,22 +519,42 @@ async fn one(
         }
     });
     let success = result.is_ok();
-    if let Err(e) = &result {
-        ui.error(&format!("==> {}: {e}", b.name));
-    }
-    let skip = !success && opts.on_error == OnError::Abort && !cancel.is_cancelled();
-    if skip {
-        say("-on-error=abort: leaving what the build created in place".into());
-    } else {
-        if !success && opts.on_error == OnError::Ask {
-            say("-on-error=ask: asking is not implemented yet; cleaning up".into());
+    let choice = match &result {
+        Ok(_) => Choice::Cleanup,
+        Err(e) => {
+            ui.error(&format!("==> {}: {e}", b.name));
+            decide(
+                interact,
+                opts,
+                e,
+                cancel.is_cancelled() || timed_out,
+                cancel,
+            )
+            .await
         }
+    };
+    let skip = !success && choice == Choice::Abort && !cancel.is_cancelled();
+    if skip {
+        say(format!(
+            "{}: leaving what the build created in place",
+            if opts.on_error == OnError::Abort {
+                "-on-error=abort"
+            } else {
+                "-on-error=ask"
+            }
+        ));
+    } else {
         if let Some((at, d)) = test_pause().filter(|(at, _)| at == "teardown") {
             say(format!(
                 "test hook: pausing {} before {at}",
                 human_duration(d)
             ));
             abort.sleep(d).await;
+        }
+        if !cancel.is_cancelled() {
+            interact
+                .pause(interact::step_after("teardown"), abort)
+                .await;
         }
         let protected = ctx.protected_snapshots();
         let failures =
@@ -334,7 +568,14 @@ async fn one(
             out.left.push((
                 e.undo.clone(),
                 if skip {
-                    "left by -on-error=abort".into()
+                    format!(
+                        "left by -on-error={}",
+                        if opts.on_error == OnError::Abort {
+                            "abort"
+                        } else {
+                            "ask"
+                        }
+                    )
                 } else {
                     "not removed".into()
                 },
@@ -485,6 +726,9 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
             }
         }
     }
+    if !ui.machine {
+        outcome_table(outcomes, ui);
+    }
     let left: Vec<&Outcome> = outcomes.iter().filter(|o| !o.left.is_empty()).collect();
     if !left.is_empty() {
         let mut msg = String::from("resources were left behind:");
@@ -529,9 +773,106 @@ fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
     Ok(())
 }
 
+/// Each build's outcome, duration and artifacts, as a table (colored on a terminal).
+fn outcome_table(outcomes: &[Outcome], ui: &Ui) {
+    let rows: Vec<Row> = outcomes
+        .iter()
+        .map(|o| Row {
+            build: o.name.clone(),
+            outcome: o.outcome().to_string(),
+            duration: short_duration(o.took),
+            artifacts: o.artifact_ids(),
+        })
+        .collect();
+    let ok = outcomes.iter().filter(|o| o.result.is_ok()).count();
+    ui.say(&format!(
+        "\n==> Build outcomes: {ok} succeeded, {} failed",
+        outcomes.len() - ok
+    ));
+    let paint = |col: usize, text: &str, cell: &str| -> String {
+        match col {
+            0 => ui.paint_build(text, cell),
+            _ if !ui.out_color => cell.to_string(),
+            _ => {
+                let code = match text {
+                    "succeeded" => "32",
+                    "failed and cleaned up" => "31",
+                    _ => "33",
+                };
+                format!("\x1b[{code}m{cell}\x1b[0m")
+            }
+        }
+    };
+    for line in table(&rows, &paint) {
+        ui.say(&line);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_smaller_deadline_wins_and_says_which() {
+        let s = Duration::from_secs;
+        assert_eq!(deadline(None, None), None);
+        assert_eq!(deadline(Some(s(0)), None), None);
+        assert_eq!(deadline(Some(s(60)), None), Some((s(60), "-timeout")));
+        assert_eq!(deadline(None, Some(s(7))), Some((s(7), "build_timeout")));
+        assert_eq!(
+            deadline(Some(s(60)), Some(s(7))),
+            Some((s(7), "build_timeout"))
+        );
+        assert_eq!(deadline(Some(s(5)), Some(s(7))), Some((s(5), "-timeout")));
+        assert_eq!(deadline(Some(s(5)), Some(s(5))), Some((s(5), "-timeout")));
+    }
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(short_duration(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(short_duration(Duration::from_secs(245)), "4m05s");
+        assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn the_table_pads_columns_and_lists_every_artifact() {
+        let rows = vec![
+            Row {
+                build: "web".into(),
+                outcome: "succeeded".into(),
+                duration: "4m05s".into(),
+                artifacts: vec!["us-east-1:ami-1".into(), "Null".into()],
+            },
+            Row {
+                build: "database".into(),
+                outcome: "failed and cleaned up".into(),
+                duration: "2.0s".into(),
+                artifacts: vec![],
+            },
+        ];
+        let plain = |_: usize, _: &str, cell: &str| cell.to_string();
+        assert_eq!(
+            table(&rows, &plain),
+            vec![
+                "    BUILD     OUTCOME                DURATION  ARTIFACTS",
+                "    web       succeeded              4m05s     us-east-1:ami-1",
+                "                                               Null",
+                "    database  failed and cleaned up  2.0s      -",
+            ]
+        );
+        let painted = |col: usize, _: &str, cell: &str| {
+            if col == 0 {
+                format!("<{cell}>")
+            } else {
+                cell.to_string()
+            }
+        };
+        assert_eq!(
+            table(&rows, &painted)[1],
+            "    <web     >  succeeded              4m05s     us-east-1:ami-1"
+        );
+    }
 
     #[test]
     fn journal_names_are_safe_file_names() {

@@ -34,7 +34,7 @@ use crate::redact::Redactor;
 use crate::template::decode::format_duration;
 use crate::template::funcs::{Clock, Engine, Phase, Scope};
 use crate::template::prepare::PreparedProvisioner;
-use crate::ui::Ui;
+use crate::ui::{Activity, Ui};
 
 use remote::Remote;
 
@@ -50,6 +50,14 @@ pub trait Output: Send + Sync {
     fn redact(&self, text: &str) -> String {
         text.to_string()
     }
+    /// A spinner with the elapsed time for a wait of `build` (drawn only on a terminal).
+    fn spinner(&self, _build: &str, _what: &str) -> Activity {
+        Activity::none()
+    }
+    /// A byte progress bar for a transfer of `build` (drawn only on a terminal).
+    fn bytes(&self, _build: &str, _what: &str) -> Activity {
+        Activity::none()
+    }
 }
 
 impl Output for Ui {
@@ -63,6 +71,14 @@ impl Output for Ui {
 
     fn redact(&self, text: &str) -> String {
         self.redactor.redact(text)
+    }
+
+    fn spinner(&self, build: &str, what: &str) -> Activity {
+        Ui::spinner(self, build, what)
+    }
+
+    fn bytes(&self, build: &str, what: &str) -> Activity {
+        Ui::bytes(self, build, what)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::unbounded_channel;
 
-use super::remote::{human_bytes, progress_reporter, with_lines};
+use super::remote::{human_bytes, progress_reporter, progress_reporter_with, with_lines};
 use super::{Failure, Runtime};
 use crate::communicator::ssh::{shell_quote, ExecOptions, ExitOutcome, UploadSource};
 use crate::provisioner::file::{Direction, FileConfig};
@@ -111,8 +111,11 @@ async fn upload(
     let session = session(rt).await?;
     let started = Instant::now();
     let (tx, mut rx) = unbounded_channel();
+    // On a terminal, a byte progress bar instead of progress lines.
+    let bar = ctx.ui.bytes(ctx.build_name, &format!("uploading {src}"));
+    let live = bar.is_live().then(|| bar.status());
     if meta.is_dir() {
-        let progress = progress_reporter(tx, src.to_string(), PROGRESS_EVERY);
+        let progress = progress_reporter_with(tx, src.to_string(), PROGRESS_EVERY, live);
         let fut = session.upload_dir(src, dst, Some(progress));
         let stats = with_lines(ctx.ui, ctx.build_name, &mut rx, |_| {}, fut)
             .await
@@ -139,8 +142,17 @@ async fn upload(
     }
     use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o777;
-    let progress = (meta.len() >= SUMMARY_MIN_BYTES)
-        .then(|| progress_reporter(tx, src.to_string(), PROGRESS_EVERY));
+    let progress = if live.is_some() {
+        Some(progress_reporter_with(
+            tx,
+            src.to_string(),
+            PROGRESS_EVERY,
+            live,
+        ))
+    } else {
+        (meta.len() >= SUMMARY_MIN_BYTES)
+            .then(|| progress_reporter(tx, src.to_string(), PROGRESS_EVERY))
+    };
     let fut = session.upload_file(UploadSource::Path(src.into()), &target, mode, progress);
     let stats = with_lines(ctx.ui, ctx.build_name, &mut rx, |_| {}, fut)
         .await
@@ -192,7 +204,9 @@ async fn download(rt: &mut Runtime<'_, '_>, src: &str, dst: &str) -> Result<(), 
     let session = session(rt).await?;
     let started = Instant::now();
     let (tx, mut rx) = unbounded_channel();
-    let progress = progress_reporter(tx, src.to_string(), PROGRESS_EVERY);
+    let bar = ctx.ui.bytes(ctx.build_name, &format!("downloading {src}"));
+    let live = bar.is_live().then(|| bar.status());
+    let progress = progress_reporter_with(tx, src.to_string(), PROGRESS_EVERY, live);
     let fut = session.download(src, dst, Some(progress));
     let stats = with_lines(ctx.ui, ctx.build_name, &mut rx, |_| {}, fut)
         .await

@@ -14,6 +14,7 @@ use crate::communicator::ssh::{
     CancellationToken, ConnectEvent, ConnectOptions, Session, SshError, WaitReason,
 };
 use crate::template::decode::format_duration;
+use crate::ui::Status;
 
 /// A line on its way to the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,15 +81,32 @@ const REMIND_EVERY: Duration = Duration::from_secs(30);
 /// Turns connect events into status lines: one when the reason changes, a reminder when the
 /// same reason lasts, and the connected line.
 pub fn connect_reporter(tx: Lines) -> impl Fn(&ConnectEvent) + Send + Sync + 'static {
+    connect_reporter_with(tx, None)
+}
+
+/// As [`connect_reporter`], also showing the current reason on the wait's spinner.
+pub fn connect_reporter_with(
+    tx: Lines,
+    status: Option<Status>,
+) -> impl Fn(&ConnectEvent) + Send + Sync + 'static {
     let last: Mutex<Option<(String, Instant)>> = Mutex::new(None);
     move |ev: &ConnectEvent| match ev {
-        ConnectEvent::Attempt { .. } => {}
+        ConnectEvent::Attempt { attempt, .. } => {
+            if let Some(s) = &status {
+                if *attempt == 1 {
+                    s.set_message("waiting for SSH: connecting");
+                }
+            }
+        }
         ConnectEvent::Waiting {
             attempt,
             reason,
             elapsed,
             ..
         } => {
+            if let Some(s) = &status {
+                s.set_message(&format!("waiting for SSH (attempt {attempt}): {reason}"));
+            }
             let key = reason_key(reason);
             let mut last = match last.lock() {
                 Ok(l) => l,
@@ -185,8 +203,12 @@ impl Remote {
             opts.pause_before_connecting = Duration::ZERO;
         }
         let (tx, mut rx) = unbounded_channel();
-        let connecting = Session::connect(opts, self.token.clone(), connect_reporter(tx));
-        let session = with_lines(out, &self.build, &mut rx, |_| {}, connecting).await?;
+        let spinner = out.spinner(&self.build, "waiting for SSH");
+        let report = connect_reporter_with(tx, spinner.is_live().then(|| spinner.status()));
+        let connecting = Session::connect(opts, self.token.clone(), report);
+        let session = with_lines(out, &self.build, &mut rx, |_| {}, connecting).await;
+        drop(spinner);
+        let session = session?;
         let session = Arc::new(session);
         self.session = Some(session.clone());
         Ok(session)
@@ -242,9 +264,24 @@ pub fn progress_reporter(
     what: String,
     every: Duration,
 ) -> crate::communicator::ssh::ProgressFn {
+    progress_reporter_with(tx, what, every, None)
+}
+
+/// As [`progress_reporter`]; with a live progress bar, the bar shows the bytes instead of the
+/// lines.
+pub fn progress_reporter_with(
+    tx: Lines,
+    what: String,
+    every: Duration,
+    bar: Option<Status>,
+) -> crate::communicator::ssh::ProgressFn {
     let started = Instant::now();
     let last = Mutex::new(Instant::now());
     Arc::new(move |p: crate::communicator::ssh::TransferProgress| {
+        if let Some(b) = &bar {
+            b.set_bytes(p.bytes, p.total);
+            return;
+        }
         let mut last = match last.lock() {
             Ok(l) => l,
             Err(e) => e.into_inner(),

@@ -26,6 +26,7 @@ use super::keys::{self, TempKey};
 use super::plan::{self, Addresses, Ingress, TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
 use super::teardown::{self, lock};
 use super::wait::{self, Polling, Probe, WaitError};
+use crate::build::interact::{self, Interact};
 use crate::build::provision::{self, ProvisionContext, ProvisionError};
 use crate::cancel::Cancel;
 use crate::communicator::ssh::Communicator;
@@ -59,6 +60,8 @@ pub struct Ctx<'a> {
     /// `IMGBUILD_TEST_PAUSE=<step>:<seconds>`: a test hook that holds the build after a step, so
     /// that tests can interrupt it there.
     pub test_pause: Option<(String, Duration)>,
+    /// `-on-error=ask` and `-debug` (prompts, pauses, the saved key).
+    pub interact: &'a Interact,
 }
 
 /// Packer's builder id of amazon-ebs artifacts (`-machine-readable` `builder-id` records).
@@ -510,6 +513,14 @@ impl Ctx<'_> {
         if self.cancel.is_cancelled() {
             return Err(BuildError::Cancelled);
         }
+        // -debug: a pause before the next step.
+        if !self
+            .interact
+            .pause(interact::step_after(step), &self.cancel)
+            .await
+        {
+            return Err(BuildError::Cancelled);
+        }
         Ok(())
     }
 
@@ -637,6 +648,7 @@ impl Ctx<'_> {
         let (key_name, temp_key) = self.key_pair(&ec2, &region).await?;
         if let Some(k) = &temp_key {
             data.insert("SSHPublicKey".into(), k.public_openssh.clone());
+            self.interact.save_key(k.private_openssh());
         }
         self.pause_point("key_pair").await?;
 
@@ -695,9 +707,25 @@ impl Ctx<'_> {
             build_data: data.clone(),
             ui: self.ui,
         };
-        let provisioned = self
-            .c(provision::run(&pctx, self.cancel.receiver()))
-            .await?;
+        let provisioned = loop {
+            let r = self
+                .c(provision::run(&pctx, self.cancel.receiver()))
+                .await?;
+            // -on-error=ask: the person may run provisioning again on the same instance.
+            match &r {
+                Err(e) if self.interact.asks() && !matches!(e, ProvisionError::Cancelled) => {
+                    let error = self.ui.redactor.redact(&e.to_string());
+                    let choice = self
+                        .interact
+                        .on_failure("provisioning", &error, true, &self.cancel)
+                        .await;
+                    if choice != interact::Choice::Retry {
+                        break r;
+                    }
+                }
+                _ => break r,
+            }
+        };
         drop(temp_key);
         match provisioned {
             Ok(()) => {}

@@ -166,7 +166,8 @@ pub enum WaitError {
 }
 
 /// Polls `probe` on `schedule` until it is done, fails, the limit passes or `cancel` fires.
-/// `progress` is told every 30 s that the wait goes on.
+/// `progress` is told every 30 s that the wait goes on. On a terminal, the build's spinner
+/// shows the wait, its last state and the elapsed time (see [`crate::ui::current_spinner`]).
 pub async fn until<T, F, Fut>(
     what: &str,
     target: &str,
@@ -187,6 +188,7 @@ where
         what: what.to_string(),
         target: target.to_string(),
     };
+    let spinner = crate::ui::current_spinner(&format!("waiting for {what} to be {target}"));
     for n in 1u32.. {
         let r = cancel.run(probe()).await.ok_or_else(cancelled)?;
         match r.map_err(|source| WaitError::Describe {
@@ -202,7 +204,13 @@ where
                     reason,
                 })
             }
-            Probe::Pending(state) => last = state,
+            Probe::Pending(state) => {
+                tracing::debug!(%what, %target, %state, poll = n, "still waiting");
+                spinner.set_message(&format!(
+                    "waiting for {what} to be {target} (state {state})"
+                ));
+                last = state;
+            }
         }
         let now = Instant::now();
         if now >= deadline {
