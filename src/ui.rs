@@ -118,7 +118,7 @@ impl Ui {
 
     /// Writes a human line (already masked) to stdout.
     fn out_line(&self, text: &str, kind: Kind) {
-        tracing::debug!(target: "imgbuild::ui", "{text}");
+        tracing::debug!(target: "imgbuild::ui", "{}", text.trim_start_matches('\n'));
         let line = render(
             text,
             kind,
@@ -174,7 +174,7 @@ impl Ui {
         if self.machine {
             self.record("", "ui", &["error", &text]);
         } else {
-            tracing::debug!(target: "imgbuild::ui", "{text}");
+            tracing::debug!(target: "imgbuild::ui", "{}", text.trim_matches('\n'));
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let line = render(
                 text,
@@ -250,6 +250,14 @@ impl Ui {
             l.hold(true);
         }
         Hold(self.live.clone())
+    }
+
+    /// Ends spinners and bars for good (before the final summary, so that it is printed as
+    /// plain lines with nothing drawn below them).
+    pub fn end_live(&self) {
+        if let Some(l) = &self.live {
+            l.hold(true);
+        }
     }
 
     /// Prints every diagnostic, warnings first, each rendered with its location.

@@ -673,6 +673,7 @@ fn test_pause() -> Option<(String, Duration)> {
 }
 
 fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
+    ui.end_live();
     for o in outcomes {
         match &o.result {
             Ok(_) => ui.say(&format!(

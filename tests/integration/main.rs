@@ -8,6 +8,7 @@ mod null_tests;
 mod pp_tests;
 mod provision_tests;
 mod ssh_tests;
+mod ui_tests;
 mod web_worker_tests;
 mod world;
 mod world_tests;
