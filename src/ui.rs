@@ -205,11 +205,7 @@ impl Ui {
         } else {
             "{spinner} {prefix} {wide_msg} {elapsed:>4}"
         };
-        let bar = ProgressBar::new_spinner();
-        if let Ok(s) = ProgressStyle::with_template(style) {
-            bar.set_style(s);
-        }
-        self.start(live, bar, build, what)
+        self.start(live, style, None, build, what)
     }
 
     /// A byte progress bar for a transfer of `build` (nothing when stdout is not a terminal);
@@ -223,18 +219,28 @@ impl Ui {
         } else {
             "{prefix} {wide_msg} [{bar:24}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {elapsed:>4}"
         };
-        let bar = ProgressBar::new(0);
+        self.start(live, style, Some(0), build, what)
+    }
+
+    fn start(
+        &self,
+        live: &Live,
+        style: &str,
+        length: Option<u64>,
+        build: &str,
+        what: &str,
+    ) -> Activity {
+        // Into the MultiProgress before anything is set: a bar draws on its own target (stderr)
+        // until then, and that frame would stay on the screen.
+        let bar = live.mp.add(ProgressBar::with_draw_target(
+            length,
+            ProgressDrawTarget::hidden(),
+        ));
         if let Ok(s) = ProgressStyle::with_template(style) {
             bar.set_style(s.progress_chars("=> "));
         }
-        self.start(live, bar, build, what)
-    }
-
-    fn start(&self, live: &Live, bar: ProgressBar, build: &str, what: &str) -> Activity {
-        let prefix = self.paint_build(build, &format!("    {build}:"));
-        bar.set_prefix(prefix);
+        bar.set_prefix(self.paint_build(build, &format!("    {build}:")));
         bar.set_message(self.redactor.redact(what));
-        let bar = live.mp.add(bar);
         bar.enable_steady_tick(Duration::from_millis(120));
         Activity {
             bar: Some(bar),
