@@ -12,8 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::remote::{print_line, Line};
-use super::shell::{env_map, flatten_env, inline_script, judge, Judgement, Tail};
+use super::shell::{check_outcome, inline_script, script_env, Tail};
 use super::{Failure, Runtime};
+use crate::communicator::ssh::ExitOutcome;
 use crate::provisioner::shell::ShellSource;
 use crate::provisioner::shell_local::host_os;
 use crate::provisioner::{BreakpointConfig, ShellLocalConfig};
@@ -126,13 +127,7 @@ pub(crate) async fn shell_local(
         return Ok(());
     }
     let ctx = rt.ctx;
-    let vars: Vec<(String, String)> = c
-        .environment_vars
-        .iter()
-        .map(|(k, v)| (k.clone(), rt.render_lenient(v)))
-        .collect();
-    let env = env_map(ctx.build_name, ctx.build_type, &vars);
-    let flattened = flatten_env(&c.env_var_format, &env);
+    let (env, flattened) = script_env(rt, &c.environment_vars, &c.env_var_format);
 
     // The inline script lives in a temporary file for as long as this provisioner runs.
     let mut _inline_file = None;
@@ -191,42 +186,30 @@ pub(crate) async fn shell_local(
         })
         .await
         .map_err(|LocalError { what, source }| Failure::Local { what, source })?;
-        let shown_command = rt.redact(&argv.join(" "));
-        let tail: Vec<String> = tail.lines().iter().map(|l| rt.redact(l)).collect();
-        let what = format!("local script {script}");
         use std::os::unix::process::ExitStatusExt;
         let outcome = match (status.code(), status.signal()) {
-            (Some(code), _) => crate::communicator::ssh::ExitOutcome::Exited(code),
-            (None, Some(sig)) => crate::communicator::ssh::ExitOutcome::Signaled(signal_name(sig)),
-            (None, None) => crate::communicator::ssh::ExitOutcome::Signaled("unknown".into()),
+            (Some(code), _) => ExitOutcome::Exited(code),
+            (None, Some(sig)) => ExitOutcome::Signaled(signal_name(sig)),
+            (None, None) => ExitOutcome::Signaled("unknown".into()),
         };
-        match judge(&outcome, &c.valid_exit_codes, false) {
-            Ok(()) => {}
-            Err(Judgement::Status(code)) => {
-                let mut tail = tail;
-                if code == 126 {
-                    tail.push(format!(
-                        "(exit status 126: is {script} executable? chmod +x it, or run it through an interpreter in execute_command)"
-                    ));
-                }
-                return Err(Failure::ExitStatus {
-                    what,
-                    command: shown_command,
-                    code,
-                    valid: c.valid_exit_codes.clone(),
-                    tail,
-                });
-            }
-            Err(Judgement::Signal(signal)) => {
-                return Err(Failure::Signaled {
-                    what,
-                    command: shown_command,
-                    signal,
-                    tail,
-                })
-            }
-            Err(Judgement::Disconnected) => unreachable!("local processes do not disconnect"),
+        let mut checked = check_outcome(
+            rt,
+            &outcome,
+            &c.valid_exit_codes,
+            false,
+            format!("local script {script}"),
+            &argv.join(" "),
+            &tail,
+        );
+        if let Err(Failure::ExitStatus {
+            code: 126, tail, ..
+        }) = &mut checked
+        {
+            tail.push(format!(
+                "(exit status 126: is {script} executable? chmod +x it, or run it through an interpreter in execute_command)"
+            ));
         }
+        checked?;
     }
     Ok(())
 }
