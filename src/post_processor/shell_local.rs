@@ -11,13 +11,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
-
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::ami_outputs::{env_name, primary_ami};
 use super::run::{PpContext, PpError};
+use crate::build::provision::local::{run_local, LocalError};
+use crate::build::provision::remote::Line;
+use crate::build::provision::shell::env_map;
 use crate::builder::amazon::Artifact;
 use crate::provisioner::shell::ShellSource;
 use crate::provisioner::shell_local::{host_os, ShellLocalConfig};
@@ -30,20 +29,15 @@ pub fn environment(
     artifact: &Artifact,
     user: &[(String, String)],
 ) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    env.insert("PACKER_BUILD_NAME".to_string(), build_name.to_string());
-    env.insert("PACKER_BUILDER_TYPE".to_string(), build_type.to_string());
-    env.insert("IMGBUILD_ARTIFACT_ID".to_string(), artifact.id());
+    let mut vars = vec![("IMGBUILD_ARTIFACT_ID".to_string(), artifact.id())];
     if let Some(ami) = primary_ami(artifact) {
-        env.insert("IMGBUILD_AMI".to_string(), ami.to_string());
+        vars.push(("IMGBUILD_AMI".to_string(), ami.to_string()));
     }
     for (region, ami) in &artifact.amis {
-        env.insert(format!("IMGBUILD_AMI_{}", env_name(region)), ami.clone());
+        vars.push((format!("IMGBUILD_AMI_{}", env_name(region)), ami.clone()));
     }
-    for (k, v) in user {
-        env.insert(k.clone(), v.clone());
-    }
-    env
+    vars.extend_from_slice(user);
+    env_map(build_name, build_type, &vars)
 }
 
 /// Go's `fmt.Sprintf(format, key, value)` for the `%s` verbs of `env_var_format` (and `%%`).
@@ -78,43 +72,6 @@ pub fn flatten(format: &str, env: &BTreeMap<String, String>) -> String {
     env.iter()
         .map(|(k, v)| sprintf2(format, k, &v.replace('\'', r#"'"'"'"#)))
         .collect()
-}
-
-/// Kills the process group of a script still running when this is dropped (the run was
-/// cancelled).
-struct GroupGuard(Option<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // SAFETY: kill(2) on the process group this module created for its child.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-async fn forward<R: AsyncRead + Unpin>(reader: R, tx: UnboundedSender<(bool, String)>, err: bool) {
-    let mut r = BufReader::new(reader);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match r.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                    buf.pop();
-                }
-                if tx
-                    .send((err, String::from_utf8_lossy(&buf).into_owned()))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
-    }
 }
 
 /// Runs the post-processor for `artifact`; `target` is its output prefix
@@ -165,12 +122,7 @@ pub async fn run(
                 .map_err(local(
                     "cannot create a temporary directory for the inline script",
                 ))?;
-            let ext = match c.tempfile_extension.as_deref() {
-                Some(e) if e.starts_with('.') => e.to_string(),
-                Some(e) => format!(".{e}"),
-                None => String::new(),
-            };
-            let path = dir.path().join(format!("script{ext}"));
+            let path = dir.path().join(format!("script{}", c.script_extension()));
             let write = || -> std::io::Result<()> {
                 let mut f = std::fs::File::create(&path)?;
                 f.write_all(text.as_bytes())?;
@@ -203,38 +155,12 @@ pub async fn run(
         let Some((program, args)) = argv.split_first() else {
             return Err(PpError::Other("execute_command is empty".into()));
         };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .envs(&env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(local(&format!("cannot run {program}")))?;
-        let mut guard = GroupGuard(child.id().map(|p| p as i32));
-        let (tx, mut rx) = unbounded_channel();
-        if let Some(s) = child.stdout.take() {
-            tokio::spawn(forward(s, tx.clone(), false));
-        }
-        if let Some(s) = child.stderr.take() {
-            tokio::spawn(forward(s, tx.clone(), true));
-        }
-        drop(tx);
-        while let Some((err, line)) = rx.recv().await {
-            if err {
-                ctx.ui.error(&format!("    {target}: {line}"));
-            } else {
-                ctx.ui.message(&format!("    {target}: {line}"));
-            }
-        }
-        let status = child
-            .wait()
-            .await
-            .map_err(local(&format!("waiting for {program}")))?;
-        guard.0 = None;
+        let status = run_local(program, args, &env, |line| match line {
+            Line::Err(line) => ctx.ui.error(&format!("    {target}: {line}")),
+            Line::Out(line) | Line::Say(line) => ctx.ui.message(&format!("    {target}: {line}")),
+        })
+        .await
+        .map_err(|LocalError { what, source }| PpError::Local { what, source })?;
         use std::os::unix::process::ExitStatusExt;
         match (status.code(), status.signal()) {
             (Some(code), _) if c.valid_exit_codes.contains(&i64::from(code)) => {}

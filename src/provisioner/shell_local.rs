@@ -143,6 +143,16 @@ impl ShellLocalConfig {
     pub fn runs_on_this_host(&self) -> bool {
         self.only_on.is_empty() || self.only_on.iter().any(|os| os == host_os())
     }
+
+    /// How the inline script's file name ends: `tempfile_extension` with a leading dot (`.sh`),
+    /// or nothing.
+    pub fn script_extension(&self) -> String {
+        match self.tempfile_extension.as_deref() {
+            Some(e) if e.starts_with('.') => e.to_string(),
+            Some(e) => format!(".{e}"),
+            None => String::new(),
+        }
+    }
 }
 
 /// This host's operating system as Go's `runtime.GOOS` names it.

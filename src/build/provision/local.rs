@@ -1,24 +1,26 @@
 //! What runs on the machine running imgbuild: `shell-local` (each script through
 //! `execute_command`, output streamed line by line, in a process group of its own that is
-//! killed when the provisioner is cancelled or times out) and `breakpoint`.
+//! killed when the provisioner is cancelled or times out: `run_local`, which the `shell-local`
+//! post-processor runs its scripts with too) and `breakpoint`.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
-use super::remote::{with_lines, Line};
-use super::shell::{env_map, flatten_env, inline_script, judge, Judgement, Tail};
+use super::remote::{print_line, Line};
+use super::shell::{check_outcome, inline_script, script_env, Tail};
 use super::{Failure, Runtime};
+use crate::communicator::ssh::ExitOutcome;
 use crate::provisioner::shell::ShellSource;
 use crate::provisioner::shell_local::host_os;
 use crate::provisioner::{BreakpointConfig, ShellLocalConfig};
 
-/// Kills the process group of a child that is still running when this is dropped (the
-/// provisioner was cancelled or timed out).
+/// Kills the process group of a child that is still running when this is dropped (the command
+/// was cancelled or timed out).
 struct GroupGuard {
     pgid: Option<i32>,
 }
@@ -26,7 +28,7 @@ struct GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
-            // SAFETY: kill(2) on the process group this provisioner created.
+            // SAFETY: kill(2) on the process group `run_local` created.
             unsafe {
                 libc::kill(-pgid, libc::SIGKILL);
             }
@@ -34,7 +36,13 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn forward<R: AsyncRead + Unpin>(reader: R, tx: UnboundedSender<Line>, err: bool) {
+/// Sends each line of `reader` (without its `\n` or `\r\n`) as `line(text)`.
+async fn forward<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    tx: UnboundedSender<Line>,
+    line: fn(String) -> Line,
+) {
+    let Some(reader) = reader else { return };
     let mut r = BufReader::new(reader);
     let mut buf = Vec::new();
     loop {
@@ -48,15 +56,62 @@ async fn forward<R: AsyncRead + Unpin>(reader: R, tx: UnboundedSender<Line>, err
                 if buf.last() == Some(&b'\r') {
                     buf.pop();
                 }
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                let _ = tx.send(if err {
-                    Line::Err(text)
-                } else {
-                    Line::Out(text)
-                });
+                let _ = tx.send(line(String::from_utf8_lossy(&buf).into_owned()));
             }
         }
     }
+}
+
+/// Why a local command could not be started or waited for.
+#[derive(Debug)]
+pub(crate) struct LocalError {
+    /// `cannot run PROGRAM`, `waiting for PROGRAM`.
+    pub what: String,
+    pub source: std::io::Error,
+}
+
+/// Runs `program` with `args` and `env` on this machine as `shell-local` (the provisioner and
+/// the post-processor) runs its scripts: stdin from /dev/null, in a process group of its own,
+/// each line of its stdout and stderr given to `on_line` as it comes (`Line::Out`,
+/// `Line::Err`). The group is killed when the returned future is dropped before the command
+/// ends (cancellation, a timeout).
+pub(crate) async fn run_local(
+    program: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    mut on_line: impl FnMut(Line),
+) -> Result<ExitStatus, LocalError> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| LocalError {
+            what: format!("cannot run {program}"),
+            source,
+        })?;
+    let mut guard = GroupGuard {
+        pgid: child.id().map(|p| p as i32),
+    };
+    let (tx, mut rx) = unbounded_channel();
+    let out = forward(child.stdout.take(), tx.clone(), Line::Out);
+    let err = forward(child.stderr.take(), tx, Line::Err);
+    let lines = async {
+        while let Some(line) = rx.recv().await {
+            on_line(line);
+        }
+    };
+    let (status, (), (), ()) = tokio::join!(child.wait(), out, err, lines);
+    let status = status.map_err(|source| LocalError {
+        what: format!("waiting for {program}"),
+        source,
+    })?;
+    guard.pgid = None;
+    Ok(status)
 }
 
 pub(crate) async fn shell_local(
@@ -72,13 +127,7 @@ pub(crate) async fn shell_local(
         return Ok(());
     }
     let ctx = rt.ctx;
-    let vars: Vec<(String, String)> = c
-        .environment_vars
-        .iter()
-        .map(|(k, v)| (k.clone(), rt.render_lenient(v)))
-        .collect();
-    let env = env_map(ctx.build_name, ctx.build_type, &vars);
-    let flattened = flatten_env(&c.env_var_format, &env);
+    let (env, flattened) = script_env(rt, &c.environment_vars, &c.env_var_format);
 
     // The inline script lives in a temporary file for as long as this provisioner runs.
     let mut _inline_file = None;
@@ -86,18 +135,9 @@ pub(crate) async fn shell_local(
         ShellSource::Inline(commands) => {
             let commands: Vec<String> = commands.iter().map(|l| rt.render_lenient(l)).collect();
             let text = inline_script(&c.inline_shebang, &commands);
+            let ext = c.script_extension();
             let mut b = tempfile::Builder::new();
-            b.prefix("imgbuild-shell-local.");
-            let ext = c.tempfile_extension.as_deref().map(|e| {
-                if e.starts_with('.') {
-                    e.to_string()
-                } else {
-                    format!(".{e}")
-                }
-            });
-            if let Some(ext) = &ext {
-                b.suffix(ext);
-            }
+            b.prefix("imgbuild-shell-local.").suffix(&ext);
             let local = |source| Failure::Local {
                 what: "cannot write the inline script to a temporary file".into(),
                 source,
@@ -139,85 +179,37 @@ pub(crate) async fn shell_local(
         let Some((program, args)) = argv.split_first() else {
             return Err(Failure::Other("execute_command is empty".into()));
         };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .envs(&env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| Failure::Local {
-            what: format!("cannot run {program}"),
-            source,
-        })?;
-        let mut guard = GroupGuard {
-            pgid: child.id().map(|p| p as i32),
-        };
-        let (tx, mut rx) = unbounded_channel();
-        let out_task = child.stdout.take().map(|s| forward(s, tx.clone(), false));
-        let err_task = child.stderr.take().map(|s| forward(s, tx.clone(), true));
-        drop(tx);
-        let run = async {
-            let (status, _, _) = tokio::join!(
-                child.wait(),
-                async {
-                    if let Some(t) = out_task {
-                        t.await
-                    }
-                },
-                async {
-                    if let Some(t) = err_task {
-                        t.await
-                    }
-                }
-            );
-            status
-        };
         let mut tail = Tail::default();
-        let status = with_lines(ctx.ui, ctx.build_name, &mut rx, |l| tail.push(l), run)
-            .await
-            .map_err(|source| Failure::Local {
-                what: format!("waiting for {program}"),
-                source,
-            })?;
-        guard.pgid = None;
-        let shown_command = rt.redact(&argv.join(" "));
-        let tail: Vec<String> = tail.lines().iter().map(|l| rt.redact(l)).collect();
-        let what = format!("local script {script}");
+        let status = run_local(program, args, &env, |l| {
+            tail.push(&l);
+            print_line(ctx.ui, ctx.build_name, &l);
+        })
+        .await
+        .map_err(|LocalError { what, source }| Failure::Local { what, source })?;
         use std::os::unix::process::ExitStatusExt;
         let outcome = match (status.code(), status.signal()) {
-            (Some(code), _) => crate::communicator::ssh::ExitOutcome::Exited(code),
-            (None, Some(sig)) => crate::communicator::ssh::ExitOutcome::Signaled(signal_name(sig)),
-            (None, None) => crate::communicator::ssh::ExitOutcome::Signaled("unknown".into()),
+            (Some(code), _) => ExitOutcome::Exited(code),
+            (None, Some(sig)) => ExitOutcome::Signaled(signal_name(sig)),
+            (None, None) => ExitOutcome::Signaled("unknown".into()),
         };
-        match judge(&outcome, &c.valid_exit_codes, false) {
-            Ok(()) => {}
-            Err(Judgement::Status(code)) => {
-                let mut tail = tail;
-                if code == 126 {
-                    tail.push(format!(
-                        "(exit status 126: is {script} executable? chmod +x it, or run it through an interpreter in execute_command)"
-                    ));
-                }
-                return Err(Failure::ExitStatus {
-                    what,
-                    command: shown_command,
-                    code,
-                    valid: c.valid_exit_codes.clone(),
-                    tail,
-                });
-            }
-            Err(Judgement::Signal(signal)) => {
-                return Err(Failure::Signaled {
-                    what,
-                    command: shown_command,
-                    signal,
-                    tail,
-                })
-            }
-            Err(Judgement::Disconnected) => unreachable!("local processes do not disconnect"),
+        let mut checked = check_outcome(
+            rt,
+            &outcome,
+            &c.valid_exit_codes,
+            false,
+            format!("local script {script}"),
+            &argv.join(" "),
+            &tail,
+        );
+        if let Err(Failure::ExitStatus {
+            code: 126, tail, ..
+        }) = &mut checked
+        {
+            tail.push(format!(
+                "(exit status 126: is {script} executable? chmod +x it, or run it through an interpreter in execute_command)"
+            ));
         }
+        checked?;
     }
     Ok(())
 }

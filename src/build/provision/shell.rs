@@ -207,6 +207,60 @@ pub enum Judgement {
     Disconnected,
 }
 
+/// A script's environment ([`env_map`] with the `environment_vars` rendered) and `{{.Vars}}`
+/// (each variable through `env_var_format`).
+pub(crate) fn script_env(
+    rt: &Runtime<'_, '_>,
+    environment_vars: &[(String, String)],
+    env_var_format: &str,
+) -> (BTreeMap<String, String>, String) {
+    let vars: Vec<(String, String)> = environment_vars
+        .iter()
+        .map(|(k, v)| (k.clone(), rt.render_lenient(v)))
+        .collect();
+    let env = env_map(rt.ctx.build_name, rt.ctx.build_type, &vars);
+    let flattened = flatten_env(env_var_format, &env);
+    (env, flattened)
+}
+
+/// [`judge`]s how `what` (run as `command`) ended; a failure quotes the command and the last
+/// lines of its output, redacted.
+pub(crate) fn check_outcome(
+    rt: &Runtime<'_, '_>,
+    outcome: &ExitOutcome,
+    valid: &[i64],
+    expect_disconnect: bool,
+    what: String,
+    command: &str,
+    tail: &Tail,
+) -> Result<(), Failure> {
+    let Err(judgement) = judge(outcome, valid, expect_disconnect) else {
+        return Ok(());
+    };
+    let command = rt.redact(command);
+    let tail: Vec<String> = tail.lines().iter().map(|l| rt.redact(l)).collect();
+    Err(match judgement {
+        Judgement::Status(code) => Failure::ExitStatus {
+            what,
+            command,
+            code,
+            valid: valid.to_vec(),
+            tail,
+        },
+        Judgement::Signal(signal) => Failure::Signaled {
+            what,
+            command,
+            signal,
+            tail,
+        },
+        Judgement::Disconnected => Failure::Disconnected {
+            what,
+            command,
+            tail,
+        },
+    })
+}
+
 // ------------------------------------------------------------------- running ---
 
 /// One script to run: what it is called in messages and its bytes.
@@ -223,13 +277,7 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(),
     }
     let ctx = rt.ctx;
     let remote_path = rt.render_lenient(&remote_script_path(c, rand4()));
-    let vars: Vec<(String, String)> = c
-        .environment_vars
-        .iter()
-        .map(|(k, v)| (k.clone(), rt.render_lenient(v)))
-        .collect();
-    let env = env_map(ctx.build_name, ctx.build_type, &vars);
-    let flattened = flatten_env(&c.env_var_format, &env);
+    let (_, flattened) = script_env(rt, &c.environment_vars, &c.env_var_format);
 
     let mut scripts = Vec::new();
     match &c.source {
@@ -342,38 +390,17 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(),
         if outcome == ExitOutcome::Disconnected {
             rt.remote.drop_session();
         }
-        let shown_command = rt.redact(&command);
-        let tail: Vec<String> = tail.lines().iter().map(|l| rt.redact(l)).collect();
-        match judge(&outcome, &c.valid_exit_codes, c.expect_disconnect) {
-            Ok(()) => {
-                if outcome == ExitOutcome::Disconnected {
-                    rt.say("The script disconnected (expected); going on");
-                }
-            }
-            Err(Judgement::Status(code)) => {
-                return Err(Failure::ExitStatus {
-                    what,
-                    command: shown_command,
-                    code,
-                    valid: c.valid_exit_codes.clone(),
-                    tail,
-                })
-            }
-            Err(Judgement::Signal(signal)) => {
-                return Err(Failure::Signaled {
-                    what,
-                    command: shown_command,
-                    signal,
-                    tail,
-                })
-            }
-            Err(Judgement::Disconnected) => {
-                return Err(Failure::Disconnected {
-                    what,
-                    command: shown_command,
-                    tail,
-                })
-            }
+        check_outcome(
+            rt,
+            &outcome,
+            &c.valid_exit_codes,
+            c.expect_disconnect,
+            what,
+            &command,
+            &tail,
+        )?;
+        if outcome == ExitOutcome::Disconnected {
+            rt.say("The script disconnected (expected); going on");
         }
         if !c.skip_clean {
             remove_remote(rt, &remote_path, c.start_retry_timeout).await?;
