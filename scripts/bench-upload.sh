@@ -11,11 +11,16 @@
 # phase alone (from the "Uploading" line to the next line of their output), and imgbuild's CPU
 # time per MB. Tools run round-robin within each run, so drift hits all of them alike.
 #
-# Usage: scripts/bench-upload.sh [-n RUNS] [--files N] [--tree-mb MB] [--big-mb MB] [--no-netns]
+# Usage: scripts/bench-upload.sh [-n RUNS] [--files N] [--tree-mb MB] [--big-mb MB] [--rtt-ms MS]
+#                                [--no-netns]
 #   -n RUNS       runs per tool and case (default 5, at most 50)
 #   --files N     files in the tree (default 2000)
 #   --tree-mb MB  total size of the tree (default 10)
 #   --big-mb MB   size of the large file (default 200)
+#   --rtt-ms MS   add MS of round-trip latency (default 0): every tool then connects through a
+#                 small local TCP proxy (Python, asyncio) that holds each chunk for MS/2 in each
+#                 direction, as a network between a CI runner and an EC2 instance would; loopback
+#                 has next to no latency, which hides the cost of per-file acknowledgements
 #   --no-netns    do not re-run inside a new network namespace (unshare -n)
 #
 # Environment: IMGBUILD_BIN (default target/release/imgbuild; build it with
@@ -35,6 +40,7 @@ RUNS=5
 FILES=2000
 TREE_MB=10
 BIG_MB=200
+RTT_MS=0
 NETNS=1
 die() { echo "bench-upload.sh: $*" >&2; exit 1; }
 note() { echo "bench-upload.sh: $*" >&2; }
@@ -44,6 +50,7 @@ while (($#)); do
         --files) FILES=${2:?}; shift 2 ;;
         --tree-mb) TREE_MB=${2:?}; shift 2 ;;
         --big-mb) BIG_MB=${2:?}; shift 2 ;;
+        --rtt-ms) RTT_MS=${2:?}; shift 2 ;;
         --no-netns) NETNS=0; shift ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
@@ -53,6 +60,7 @@ done
 [[ $FILES =~ ^[0-9]+$ ]] && ((FILES >= 1 && FILES <= 100000)) || die "--files must be 1..100000"
 [[ $TREE_MB =~ ^[0-9]+$ ]] && ((TREE_MB >= 1 && TREE_MB <= 1000)) || die "--tree-mb must be 1..1000"
 [[ $BIG_MB =~ ^[0-9]+$ ]] && ((BIG_MB >= 1 && BIG_MB <= 4000)) || die "--big-mb must be 1..4000"
+[[ $RTT_MS =~ ^[0-9]+$ ]] && ((RTT_MS <= 200)) || die "--rtt-ms must be 0..200"
 
 as_root() { if ((EUID == 0)); then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else return 1; fi; }
 
@@ -89,7 +97,9 @@ export CHECKPOINT_DISABLE=1
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/imgbuild-bench-upload.XXXXXX")
 STATE=$WORK/world
+PROXY_PID=
 cleanup() {
+    if [[ -n $PROXY_PID ]]; then kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; fi
     bash "$ROOT/scripts/testworld.sh" stop "$STATE" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -104,6 +114,59 @@ export http_proxy=$HTTP_PROXY https_proxy=$HTTPS_PROXY all_proxy=$ALL_PROXY
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 export AWS_EC2_METADATA_DISABLED=true IMGBUILD_JOURNAL_DIR=$WORK/journal
 HOST=$IMGBUILD_TEST_SSH_HOST PORT=$IMGBUILD_TEST_SSH_PORT USER_=$IMGBUILD_TEST_SSH_USER
+if ((RTT_MS > 0)); then
+    # A latency proxy in front of sshd: every chunk is held RTT/2 in each direction.
+    cat > "$WORK/delay.py" <<'EOF'
+import asyncio, sys, time
+listen, target, one_way = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 2000.0
+async def pipe(reader, writer):
+    q = asyncio.Queue(maxsize=256)
+    async def rd():
+        while True:
+            data = await reader.read(65536)
+            await q.put((time.monotonic() + one_way, data))
+            if not data:
+                return
+    async def wr():
+        while True:
+            due, data = await q.get()
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not data:
+                try:
+                    writer.write_eof()
+                except OSError:
+                    pass
+                return
+            writer.write(data)
+            await writer.drain()
+    try:
+        await asyncio.gather(rd(), wr())
+    except (ConnectionError, OSError):
+        pass
+async def handle(cr, cw):
+    try:
+        sr, sw = await asyncio.open_connection("127.0.0.1", target)
+    except OSError:
+        cw.close()
+        return
+    await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+    cw.close(); sw.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+EOF
+    PROXY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 "$WORK/delay.py" "$PROXY_PORT" "$PORT" "$RTT_MS" > "$WORK/proxy.log" 2>&1 &
+    PROXY_PID=$!
+    for _ in $(seq 100); do grep -q ready "$WORK/proxy.log" 2>/dev/null && break; sleep 0.05; done
+    grep -q ready "$WORK/proxy.log" || die "the latency proxy did not start: $(cat "$WORK/proxy.log")"
+    PORT=$PROXY_PORT
+fi
 SANDBOX=$IMGBUILD_TEST_SANDBOX
 
 # ------------------------------------------------------------------------------ inputs ---
@@ -124,6 +187,7 @@ head -c $((BIG_MB * 1000 * 1000)) /dev/urandom > "$WORK/src/big.bin"
 TREE_BYTES=$(find "$WORK/src/tree" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
 TREE_FILES=$(find "$WORK/src/tree" -type f | wc -l)
 BIG_BYTES=$(stat -c %s "$WORK/src/big.bin")
+sync
 
 # A key of the benchmark's own, imported into the emulator so that sshd accepts it.
 ssh-keygen -q -t ed25519 -N "" -C bench-upload -f "$WORK/key" >/dev/null
@@ -223,6 +287,8 @@ run() {
         die "$tool ($case, run $i): the server has $got_files files / $got_bytes bytes, expected $want_files / $want_bytes"
     fi
     rm -rf -- "$dest"
+    # Write back (and discard) now, not during the next tool's run.
+    sync
     local wall tr cpu
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", (b-a)/1e9}')
     tr=-
@@ -243,6 +309,8 @@ for case in tree big; do for tool in "${TOOLS[@]}"; do run "$case" "$tool" 0; do
 rm -rf "$WORK/res"; mkdir -p "$WORK/res"
 for i in $(seq "$RUNS"); do
     for case in tree big; do for tool in "${TOOLS[@]}"; do run "$case" "$tool" "$i"; done; done
+    t0=$(now); rsh true; t1=$(now)
+    awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", (b-a)/1e9}' >> "$WORK/res/login"
 done
 
 # ---------------------------------------------------------------------------- report ---
@@ -258,9 +326,9 @@ label() {
 }
 echo
 echo "Uploads to the test world's sshd ($HOST, OpenSSH $(ssh -V 2>&1 | sed 's/^OpenSSH_\([^,]*\).*/\1/')); median of $RUNS runs, after one warm-up round."
-echo "Wall time includes starting the tool and a fresh SSH connection (the world's sshd looks keys up in the EC2 emulator: ~0.1-0.4 s per login for every tool)."
+echo "Wall time includes starting the tool and a fresh SSH connection: a plain \`ssh host true\` takes $(median < "$WORK/res/login") s here (the world's sshd looks the key up in the EC2 emulator at each login)."
 echo "'transfer' is the upload phase alone (from the tool's 'Uploading' line to its next line); CPU is user+sys of the whole command."
-echo "Network: $BENCH_IN_NETNS; imgbuild: $IMGBUILD_BIN; packer: ${PACKER_BIN:-not installed}"
+echo "Network: $BENCH_IN_NETNS; added round-trip latency: ${RTT_MS} ms$( ((RTT_MS > 0)) && echo " (through a local delay proxy)"); imgbuild: $IMGBUILD_BIN; packer: ${PACKER_BIN:-not installed}"
 for case in tree big; do
     if [[ $case == tree ]]; then
         bytes=$TREE_BYTES; title="tree: $TREE_FILES files, $(awk -v b="$bytes" 'BEGIN {printf "%.1f", b/1e6}') MB"

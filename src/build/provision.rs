@@ -283,6 +283,8 @@ pub fn connect_options(ctx: &ProvisionContext<'_>) -> Result<ConnectOptions, Pro
     }
     o.pty = ssh.ssh_pty;
     o.pause_before_connecting = ssh.pause_before_connecting.unwrap_or(Duration::ZERO);
+    o.ciphers = ssh.ssh_ciphers.clone();
+    o.kex_algorithms = ssh.ssh_key_exchange_algorithms.clone();
     if let Some(b) = &ssh.ssh_bastion {
         let bastion_auth = if let Some(path) = &b.private_key_file {
             Auth::key_file(path)
@@ -543,6 +545,7 @@ mod tests {
             r#"{{"ssh_username": "ubuntu", "ssh_private_key_file": "{}", "ssh_timeout": "42s",
                 "ssh_handshake_attempts": 3, "ssh_keep_alive_interval": "-1s", "ssh_pty": true,
                 "pause_before_connecting": "2s", "ssh_read_write_timeout": "7s",
+                "ssh_ciphers": ["aes128-ctr"], "ssh_key_exchange_algorithms": ["curve25519-sha256"],
                 "ssh_bastion_host": "jump", "ssh_bastion_password": "hunter22"}}"#,
             key.display()
         ));
@@ -559,6 +562,11 @@ mod tests {
         assert!(o.pty);
         assert_eq!(o.pause_before_connecting, Duration::from_secs(2));
         assert_eq!(o.io_timeout, Duration::from_secs(7));
+        assert_eq!(o.ciphers, Some(vec!["aes128-ctr".to_string()]));
+        assert_eq!(
+            o.kex_algorithms,
+            Some(vec!["curve25519-sha256".to_string()])
+        );
         let b = o.bastion.expect("bastion");
         assert_eq!(
             (b.host.as_str(), b.port, b.username.as_str()),
@@ -572,6 +580,7 @@ mod tests {
         assert!(matches!(o.auth, Auth::KeyMemory { .. }));
         assert_eq!(o.keepalive_interval, Duration::from_secs(5));
         assert_eq!(o.timeout, Duration::from_secs(300));
+        assert_eq!((o.ciphers, o.kex_algorithms), (None, None));
         let c = ssh(r#"{"ssh_username": "u", "ssh_agent_auth": true}"#);
         let o = connect_options(&ctx(&c, None, &ui)).unwrap();
         assert!(matches!(o.auth, Auth::Agent { socket: None }));

@@ -456,3 +456,40 @@ fn null_build_post_processors_receive_packers_null_artifact() {
         .count();
     assert_eq!(ids, 4, "{}", r.stdout);
 }
+
+#[test]
+fn null_build_applies_ssh_ciphers() {
+    let world = world_or_skip!();
+    let fx = NullFx::new(world, "null-ciphers");
+    let marker = fx.r("ran");
+    let template = |ciphers: Value| {
+        json!({
+            "builders": [fx.builder(json!({"ssh_ciphers": ciphers, "ssh_timeout": "5s"}))],
+            "provisioners": [{"type": "shell", "remote_folder": fx.remote,
+                              "inline": [format!("touch {}", q(&marker))]}]
+        })
+    };
+    // A cipher both sides have: it works.
+    let r = fx.build(&template(json!(["aes256-ctr"])), &[]);
+    assert_ok(&r);
+    assert_eq!(
+        fx.sh(&format!("test -e {} && echo yes", q(&marker))),
+        "yes\n"
+    );
+    // Names the SSH library does not know at all: refused at once, with what it knows.
+    let started = Instant::now();
+    let r = fx.build(&template(json!(["no-such-cipher"])), &[]);
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "ssh_ciphers: imgbuild's SSH library supports none of no-such-cipher (it supports: "
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("aes128-gcm@openssh.com"), "{}", r.stderr);
+    assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+    // Only a cipher this OpenSSH no longer accepts: the list is what is offered, so no login.
+    let r = fx.build(&template(json!(["3des-cbc"])), &[]);
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+}

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use super::bastion::Bridge;
 use super::error::{Endpoint, SshError};
-use super::options::{private_key_type, Auth, ConnectOptions};
+use super::options::{private_key_type, Auth, ConnectOptions, DEFAULT_CIPHERS};
 use super::pump::SLICE;
 use super::reason::{
     classify_auth, classify_handshake, classify_tcp, code, AuthFailure, AuthMethod, WaitReason,
@@ -229,6 +229,7 @@ fn attempt(
                 endpoint,
                 io_timeout,
                 cancel,
+                opts,
             )?;
             (sess, fd, None)
         }
@@ -262,6 +263,7 @@ fn attempt(
                 &bastion_endpoint,
                 io_timeout,
                 cancel,
+                opts,
             )
             .map_err(in_bastion)?;
             configure_keepalive(&bastion, opts.keepalive_interval);
@@ -307,6 +309,7 @@ fn attempt(
                 endpoint,
                 io_timeout,
                 cancel,
+                opts,
             )?;
             (sess, fd, Some(bridge))
         }
@@ -440,6 +443,7 @@ fn connect_one(
 
 /// SSH handshake and authentication over a connected stream (blocking, bounded by
 /// `set_timeout`; cancellation shuts the socket down underneath).
+#[allow(clippy::too_many_arguments)]
 fn establish<S: AsRawFd + 'static>(
     stream: S,
     user: &str,
@@ -447,6 +451,7 @@ fn establish<S: AsRawFd + 'static>(
     endpoint: &Endpoint,
     io_timeout: Duration,
     cancel: &CancelState,
+    prefs: &ConnectOptions,
 ) -> Result<ssh2::Session, AttemptError> {
     let retry_or_cancel = |reason: WaitReason| {
         if cancel.is_cancelled() {
@@ -462,6 +467,12 @@ fn establish<S: AsRawFd + 'static>(
         })
     })?;
     sess.set_timeout(millis(io_timeout));
+    set_algorithms(&sess, prefs).map_err(|message| {
+        AttemptError::Fatal(SshError::InvalidOptions {
+            endpoint: endpoint.clone(),
+            message,
+        })
+    })?;
     sess.set_tcp_stream(stream);
     sess.handshake()
         .map_err(|e| retry_or_cancel(classify_handshake(session_code(&e), e.message())))?;
@@ -567,6 +578,33 @@ fn establish<S: AsRawFd + 'static>(
             }
         }
     }
+}
+
+/// The cipher and key exchange preferences (`ssh_ciphers`, `ssh_key_exchange_algorithms`), set
+/// before the handshake. Names libssh2 does not know are dropped; a list of which it knows none
+/// is an error that lists what it supports.
+fn set_algorithms(sess: &ssh2::Session, opts: &ConnectOptions) -> Result<(), String> {
+    use ssh2::MethodType;
+    let ciphers = match &opts.ciphers {
+        Some(c) => c.join(","),
+        None => DEFAULT_CIPHERS.join(","),
+    };
+    let mut wanted = vec![
+        (MethodType::CryptCs, "ssh_ciphers", ciphers.clone()),
+        (MethodType::CryptSc, "ssh_ciphers", ciphers),
+    ];
+    if let Some(k) = &opts.kex_algorithms {
+        wanted.push((MethodType::Kex, "ssh_key_exchange_algorithms", k.join(",")));
+    }
+    for (kind, key, list) in wanted {
+        if sess.method_pref(kind, &list).is_err() {
+            let known = sess.supported_algs(kind).unwrap_or_default().join(", ");
+            return Err(format!(
+                "{key}: imgbuild's SSH library supports none of {list} (it supports: {known})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Tries every key of the agent. The outer `Err` is about the agent itself (cannot connect or
