@@ -42,7 +42,8 @@ pub(crate) fn builder(world: &TestWorld, extra: Value) -> Value {
             "most_recent": true
         },
         "communicator": "none",
-        "ami_name": "imgbuild-test-{{timestamp}}",
+        // The uuid: tests run in parallel, and two in the same second must not share a name.
+        "ami_name": "imgbuild-test-{{timestamp}}-{{uuid}}",
         "ami_description": "built from {{ .SourceAMI }}",
         "tags": {
             "SourceAMI": "{{ .SourceAMI }}",
@@ -361,6 +362,7 @@ fn build_none_creates_a_tagged_timestamped_ami_and_leaves_nothing_else() {
         .clone();
     let stamp: i64 = name
         .strip_prefix("imgbuild-test-")
+        .and_then(|rest| rest.split('-').next())
         .expect("name prefix")
         .parse()
         .expect("a timestamp");

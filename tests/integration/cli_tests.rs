@@ -570,7 +570,15 @@ fn build_without_credentials_says_so_and_creates_nothing() {
         ],
     );
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert_eq!(r.stdout, "");
+    // stdout has only the outcome table: nothing was started.
+    let stdout: Vec<&str> = r.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(stdout.len(), 3, "{}", r.stdout);
+    assert_eq!(stdout[0], "==> Build outcomes: 0 succeeded, 1 failed");
+    assert!(
+        stdout[2].starts_with("    amazon-ebs  failed and cleaned up  "),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stderr
             .contains("--> amazon-ebs: no AWS credentials found: "),

@@ -728,3 +728,118 @@ fn ui_logs_go_to_their_file_or_stderr_never_stdout_and_hold_no_secret() {
     forms(&r.stderr);
     forms(&r.stdout);
 }
+
+/// Two builders in two regions, built in parallel over SSH; the provisioners' `only`, `except`
+/// and `override` choose what each build runs; `-only` and `-except` choose the builds.
+#[test]
+fn ui_two_regions_in_parallel_with_only_except_and_override() {
+    let world = world_or_skip!();
+    let dir = world
+        .sandbox()
+        .join(format!("two-regions-{}", std::process::id()));
+    // Made by the remote user (the sandbox is theirs).
+    let d = dir.display().to_string();
+    let ssh = |name: &str, region: &str| {
+        let mut b = named(
+            &world,
+            name,
+            json!({"region": region, "communicator": "ssh", "ssh_host": "127.0.0.1",
+                   "ssh_port": world.ssh_port(), "ssh_username": world.ssh_user()}),
+        );
+        b["name"] = json!(name);
+        b
+    };
+    let line = |what: &str| format!("echo {what} >> {d}/{{{{build_name}}}}.log");
+    let t = json!({
+        "variables": {"project": "imgbuild"},
+        "builders": [ssh("east", "us-east-1"), ssh("west", "us-west-2")],
+        "provisioners": [
+            {"type": "shell", "inline": [format!("mkdir -p {d}"), line("common")]},
+            {"type": "shell", "only": ["east"], "inline": [line("only-east")]},
+            {"type": "shell", "except": ["east"], "inline": [line("except-east")]},
+            {"type": "shell", "inline": [line("base")],
+             "override": {"west": {"inline": [line("overridden")]}}}
+        ]
+    });
+    let s = Scratch::new().with("t.json", &t.to_string());
+    let log = |build: &str| std::fs::read_to_string(dir.join(format!("{build}.log")));
+    let reset = || {
+        for b in ["east", "west"] {
+            let _ = std::fs::remove_file(dir.join(format!("{b}.log")));
+        }
+    };
+
+    // Both builds, at once (a hold after launch makes them overlap).
+    let e = env(&world);
+    let before = state(&world);
+    let r = run(
+        &s,
+        &e,
+        &["build", "-timestamp-ui", "t.json"],
+        &[("IMGBUILD_TEST_PAUSE", "launch:1")],
+    );
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 0, "{ctx}");
+    assert_eq!(
+        log("east").expect("east ran"),
+        "common\nonly-east\nbase\n",
+        "{ctx}"
+    );
+    assert_eq!(
+        log("west").expect("west ran"),
+        "common\nexcept-east\noverridden\n",
+        "{ctx}"
+    );
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let (east_first, east_last) = span(&lines, "east");
+    let (west_first, west_last) = span(&lines, "west");
+    assert!(
+        east_first < west_last && west_first < east_last,
+        "the two builds overlap: {ctx}"
+    );
+    let east_ami = row(&r.stdout, "east")[3]
+        .strip_prefix("us-east-1:")
+        .unwrap_or_else(|| panic!("east's AMI is in us-east-1: {ctx}"))
+        .to_string();
+    let west_ami = row(&r.stdout, "west")[3]
+        .strip_prefix("us-west-2:")
+        .unwrap_or_else(|| panic!("west's AMI is in us-west-2: {ctx}"))
+        .to_string();
+    let after = state(&world);
+    assert!(after["us-east-1"].images.contains_key(&east_ami), "{ctx}");
+    assert!(after["us-west-2"].images.contains_key(&west_ami), "{ctx}");
+    assert!(!after["us-west-2"].images.contains_key(&east_ami), "{ctx}");
+    assert_nothing_left(&before, &after, &[&east_ami, &west_ami], &ctx);
+
+    // -only and -except pick builds by name; the provisioners still follow their own filters.
+    for (flag, ran, skipped, expect) in [
+        (
+            "-only=west",
+            "west",
+            "east",
+            "common\nexcept-east\noverridden\n",
+        ),
+        ("-except=west", "east", "west", "common\nonly-east\nbase\n"),
+    ] {
+        reset();
+        let e = env(&world);
+        let before = state(&world);
+        let r = run(&s, &e, &["build", flag, "t.json"], &[]);
+        let ctx = format!("{flag}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        assert_eq!(r.code, 0, "{ctx}");
+        assert_eq!(log(ran).expect("ran"), expect, "{ctx}");
+        assert!(log(skipped).is_err(), "{skipped} must not run: {ctx}");
+        assert!(!r.stdout.contains(&format!("==> {skipped}:")), "{ctx}");
+        let region = if ran == "east" {
+            "us-east-1"
+        } else {
+            "us-west-2"
+        };
+        let ami = row(&r.stdout, ran)[3]
+            .strip_prefix(&format!("{region}:"))
+            .unwrap_or_else(|| panic!("{ran}'s AMI in {region}: {ctx}"))
+            .to_string();
+        assert_nothing_left(&before, &state(&world), &[&ami], &ctx);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
