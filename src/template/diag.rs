@@ -42,6 +42,32 @@ impl SourceFile {
     }
 }
 
+/// Longest excerpt line shown whole, in characters.
+const EXCERPT_MAX: usize = 120;
+
+/// The part of `line` to show for a span that starts `start` characters in and is `width`
+/// characters wide: the whole line when it is short, else a window of [`EXCERPT_MAX`] characters
+/// around the span with `...` where it was cut. Returns the excerpt, how many characters before
+/// the span it keeps, and the span's width within it.
+fn window(line: &str, start: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= EXCERPT_MAX {
+        return (line.to_string(), start, width);
+    }
+    let lo = start.saturating_sub(EXCERPT_MAX / 3);
+    let hi = (lo + EXCERPT_MAX).min(chars.len());
+    let mut shown = String::new();
+    if lo > 0 {
+        shown.push_str("...");
+    }
+    shown.extend(&chars[lo..hi]);
+    if hi < chars.len() {
+        shown.push_str("...");
+    }
+    let width = width.min(hi.saturating_sub(start)).max(1);
+    (shown, start - lo, width)
+}
+
 fn floor_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;
@@ -211,11 +237,10 @@ impl Diagnostic {
                     .map_or(0, |i| i + 1);
                 let start_in_line = span.start - line_start;
                 let end_in_line = (span.end.max(span.start + 1) - line_start).min(text.len());
-                let caret_pad: String = text
+                let before: Vec<char> = text
                     .get(..floor_boundary(text, start_in_line.min(text.len())))
                     .unwrap_or("")
                     .chars()
-                    .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
                 let width = text
                     .get(
@@ -224,7 +249,19 @@ impl Diagnostic {
                     )
                     .map_or(1, |s| s.chars().count())
                     .max(1);
+                // A long line (a minified template) is shown as a window around the span.
+                let (shown, lead, width) = window(text, before.len(), width);
+                let caret_pad: String = before[before.len() - lead..]
+                    .iter()
+                    .map(|&c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                let caret_pad = if shown.starts_with("...") {
+                    format!("   {caret_pad}")
+                } else {
+                    caret_pad
+                };
                 if excerpt == text {
+                    let excerpt = shown;
                     out.push_str(&format!("{pad} {}\n", paint("1;34", "|")));
                     out.push_str(&format!(
                         "{} {} {excerpt}\n",
@@ -239,6 +276,7 @@ impl Diagnostic {
                 } else {
                     // The line holds a secret: show it masked, without a caret that would count
                     // the secret's characters.
+                    let excerpt = window(&excerpt, 0, 1).0;
                     out.push_str(&format!("{pad} {}\n", paint("1;34", "|")));
                     out.push_str(&format!(
                         "{} {} {excerpt}\n",
@@ -390,6 +428,27 @@ mod tests {
              |                                       ^^^^^^^^^^\n  \
              = help: did you mean `ami_name`?\n"
         );
+    }
+
+    #[test]
+    fn a_long_line_is_shown_as_a_window_around_the_span() {
+        let pad = "x".repeat(500);
+        let text = format!(r#"{{"a": "{pad}", "ami_nmae": "web", "b": "{pad}"}}"#);
+        let at = text.find("\"ami_nmae\"").expect("key");
+        let file = SourceFile::new("t.json", text);
+        let d = Diagnostic::error("unknown key").at(&file, Span::new(at, at + 10));
+        let out = d.render(&Redactor::default(), false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].contains("t.json:1:"), "{out}");
+        let excerpt = lines[3].trim_start_matches("1 | ");
+        assert!(excerpt.starts_with("...") && excerpt.ends_with("..."), "{out}");
+        assert!(excerpt.chars().count() <= EXCERPT_MAX + 6, "{out}");
+        // The caret is under the key.
+        let caret = lines[4].find('^').expect("caret");
+        assert_eq!(&lines[3][caret..caret + 10], "\"ami_nmae\"", "{out}");
+        assert_eq!(lines[4].matches('^').count(), 10, "{out}");
+        // Short lines are unchanged.
+        assert_eq!(window("abc", 1, 1), ("abc".to_string(), 1, 1));
     }
 
     #[test]
