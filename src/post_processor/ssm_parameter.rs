@@ -3,7 +3,8 @@
 //! (`/aws/service/bottlerocket/.../image_id`), so that launch templates and stacks can read it
 //! with `resolve:ssm:` or an `AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>` parameter.
 //!
-//! One parameter per region of the artifact (SSM is regional), each holding the AMI of its
+//! The parameter is `parameter_name` (`name` is the post-processor's label, Packer's common
+//! key). One parameter per region of the artifact (SSM is regional), each holding the AMI of its
 //! region; `region` publishes only the AMI of that region. `overwrite` defaults to false, as
 //! in `PutParameter`: a parameter that exists is an error unless `overwrite` is true. `tags`
 //! are set when the parameter is created; with `overwrite` they are added to it afterwards
@@ -29,7 +30,8 @@ pub const DATA_TYPES: &[&str] = &["text", "aws:ec2:image"];
 /// `ssm-parameter`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SsmParameterConfig {
-    /// `name`: the parameter's name, e.g. `/images/web/latest`.
+    /// `parameter_name`: the parameter's name, e.g. `/images/web/latest` (`name` is the
+    /// post-processor's label, as for every post-processor).
     pub name: String,
     /// `overwrite` (default false, as in `PutParameter`).
     pub overwrite: bool,
@@ -47,15 +49,15 @@ impl SsmParameterConfig {
     /// Decodes an `ssm-parameter` post-processor whose common keys the caller has taken.
     pub fn decode(mut obj: Obj, dx: &mut Dx) -> SsmParameterConfig {
         let o = &mut obj;
-        let name = match opt_string(o, dx, "name") {
+        let name = match opt_string(o, dx, "parameter_name") {
             Some(n) => {
                 if !is_deferred(&n) {
                     if let Some(why) = name_problem(&n) {
                         error_at(
                             o,
                             dx,
-                            "name",
-                            format!("`name` \"{n}\" is not an SSM parameter name: {why}"),
+                            "parameter_name",
+                            format!("`parameter_name` \"{n}\" is not an SSM parameter name: {why}"),
                             Some("e.g. \"/images/web-worker/latest\""),
                         );
                     }
@@ -63,12 +65,20 @@ impl SsmParameterConfig {
                 n
             }
             None => {
+                // `name` is every post-processor's label (Packer's common key), taken before
+                // this decoder runs: say so when it was probably meant as the parameter.
+                let help = if o.has("name") {
+                    "`name` is the post-processor's label, as in every Packer post-processor; \
+                     the SSM parameter is `parameter_name`, e.g. \"parameter_name\": \"/images/web-worker/latest\""
+                } else {
+                    "e.g. \"parameter_name\": \"/images/web-worker/latest\""
+                };
                 error_at(
                     o,
                     dx,
-                    "name",
-                    "`ssm-parameter` needs `name`: the parameter that receives the AMI ID",
-                    Some("e.g. \"name\": \"/images/web-worker/latest\""),
+                    "parameter_name",
+                    "`ssm-parameter` needs `parameter_name`: the parameter that receives the AMI ID",
+                    Some(help),
                 );
                 String::new()
             }
@@ -142,7 +152,7 @@ pub enum SsmError {
     NoAmi { region: String, have: String },
     #[error("no AWS access: the null builder makes no AMI to publish")]
     NoAws,
-    #[error("`name` \"{name}\" is not an SSM parameter name: {why}")]
+    #[error("`parameter_name` \"{name}\" is not an SSM parameter name: {why}")]
     BadName { name: String, why: String },
     #[error("SSM parameter {name} already exists in {region}; set \"overwrite\": true to replace its value")]
     Exists { name: String, region: String },
@@ -190,7 +200,7 @@ pub async fn run(
         return Ok(());
     }
     let aws = ctx.aws.ok_or(SsmError::NoAws)?;
-    let name = ctx.render("name", &c.name, input, None)?;
+    let name = ctx.render("parameter_name", &c.name, input, None)?;
     if let Some(why) = name_problem(&name) {
         return Err(SsmError::BadName { name, why }.into());
     }
@@ -291,7 +301,7 @@ mod tests {
     #[test]
     fn decode_and_defaults() {
         let (c, d) = decode(
-            r#"{"name": "/images/web/{{user `n`}}"}"#,
+            r#"{"parameter_name": "/images/web/{{user `n`}}"}"#,
             SsmParameterConfig::decode,
         );
         assert!(d.items.is_empty(), "{d:?}");
@@ -308,7 +318,7 @@ mod tests {
             }
         );
         let (c, d) = decode(
-            r#"{"name": "web-latest", "overwrite": true, "tags": {"Team": "web", "N": 7},
+            r#"{"parameter_name": "web-latest", "overwrite": true, "tags": {"Team": "web", "N": 7},
                 "description": "the web worker", "data_type": "aws:ec2:image",
                 "region": "us-west-2", "custom_endpoint_ssm": "http://127.0.0.1:9"}"#,
             SsmParameterConfig::decode,
@@ -326,33 +336,36 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             (
                 "{}",
-                "`ssm-parameter` needs `name`: the parameter that receives the AMI ID",
+                "`ssm-parameter` needs `parameter_name`: the parameter that receives the AMI ID",
             ),
             (
-                r#"{"name": "images/web"}"#,
-                "`name` \"images/web\" is not an SSM parameter name: a name with `/` must start with `/`",
+                r#"{"parameter_name": "images/web"}"#,
+                "`parameter_name` \"images/web\" is not an SSM parameter name: a name with `/` must start with `/`",
             ),
             (
-                r#"{"name": "/aws/service/x"}"#,
-                "`name` \"/aws/service/x\" is not an SSM parameter name: names starting with `aws` or `ssm` are reserved",
+                r#"{"parameter_name": "/aws/service/x"}"#,
+                "`parameter_name` \"/aws/service/x\" is not an SSM parameter name: names starting with `aws` or `ssm` are reserved",
             ),
             (
-                r#"{"name": "/images/web latest"}"#,
-                "`name` \"/images/web latest\" is not an SSM parameter name: ` ` is not allowed (only letters, digits, `_`, `.`, `-` and `/`)",
+                r#"{"parameter_name": "/images/web latest"}"#,
+                "`parameter_name` \"/images/web latest\" is not an SSM parameter name: ` ` is not allowed (only letters, digits, `_`, `.`, `-` and `/`)",
             ),
             (
-                r#"{"name": "/a", "data_type": "image"}"#,
+                r#"{"parameter_name": "/a", "data_type": "image"}"#,
                 "`data_type` must be one of `text`, `aws:ec2:image`, found \"image\"",
             ),
             (
-                r#"{"name": "/a", "overwrite": "sometimes"}"#,
+                r#"{"parameter_name": "/a", "overwrite": "sometimes"}"#,
                 "`overwrite` must be true or false, found \"sometimes\"",
             ),
             (
-                r#"{"name": "/a", "tags": ["x"]}"#,
+                r#"{"parameter_name": "/a", "tags": ["x"]}"#,
                 "`tags` must be an object of strings, found an array",
             ),
-            (r#"{"name": "/a", "tag": {}}"#, "unknown key `tag` in builder `b`"),
+            (
+                r#"{"parameter_name": "/a", "tag": {}}"#,
+                "unknown key `tag` in builder `b`",
+            ),
         ];
         for (text, want) in cases {
             let (_, d) = decode(text, SsmParameterConfig::decode);
@@ -360,10 +373,19 @@ mod tests {
         }
         // Deferred names are checked once rendered.
         let (_, d) = decode(
-            r#"{"name": "/images/{{ build `ID` }}"}"#,
+            r#"{"parameter_name": "/images/{{ build `ID` }}"}"#,
             SsmParameterConfig::decode,
         );
         assert!(!d.has_errors(), "{d:?}");
+        // `name` is the label: the error says where the parameter goes.
+        let (_, d) = decode(r#"{"name": "/images/web"}"#, |mut o, dx| {
+            o.take("name");
+            SsmParameterConfig::decode(o, dx)
+        });
+        assert!(
+            all_text(&d).contains("`name` is the post-processor's label"),
+            "{d:?}"
+        );
     }
 
     #[test]
