@@ -525,7 +525,11 @@ pub async fn run(
     for (region, stack, ami) in &stacks {
         let cf = client(aws, region, endpoint.as_deref());
         if let Err(e) = update_one(c, ctx, target, &cf, region, stack, &parameter, ami).await {
-            ctx.ui.error(&format!("==> {target}: {e}"));
+            // With several stacks, each failure is shown when it happens (the next stack is
+            // still updated); the build's error lists them all.
+            if stacks.len() > 1 {
+                ctx.ui.error(&format!("==> {target}: {e}"));
+            }
             failures.push(e);
         }
     }
@@ -592,9 +596,13 @@ async fn update_one(
             }
         ),
     );
+    // The SDK retries a request that failed on the way (throttling, 5xx); the token makes
+    // CloudFormation see a retry as the same update rather than a second one.
+    let token = format!("imgbuild-{}", uuid::Uuid::new_v4());
     let mut req = cf
         .update_stack()
         .stack_name(stack)
+        .client_request_token(token)
         .use_previous_template(true)
         .parameters(
             Parameter::builder()
@@ -623,6 +631,8 @@ async fn update_one(
                 ami: ami.to_string(),
                 source,
             }
+            .to_string()
+            .trim_end_matches('.')
         ))
     };
     match req.send().await.api() {
@@ -723,6 +733,8 @@ async fn update_one(
                 ami: ami.to_string(),
                 source,
             }
+            .to_string()
+            .trim_end_matches('.')
         ))),
     }
 }

@@ -79,8 +79,8 @@ async fn sdk(world: &TestWorld, region: &str) -> aws_config::SdkConfig {
         .await
 }
 
-fn cfn(world: &TestWorld) -> aws_sdk_cloudformation::Client {
-    aws_sdk_cloudformation::Client::new(&block(sdk(world, "us-east-1")))
+fn cfn_in(world: &TestWorld, region: &str) -> aws_sdk_cloudformation::Client {
+    aws_sdk_cloudformation::Client::new(&block(sdk(world, region)))
 }
 
 fn ssm(world: &TestWorld, region: &str) -> aws_sdk_ssm::Client {
@@ -93,8 +93,12 @@ fn ec2(world: &TestWorld) -> aws_sdk_ec2::Client {
 
 /// Creates the web worker stack with `WorkerAMI` = `ami` and the other parameters set.
 fn create_stack(world: &TestWorld, ami: &str) {
+    create_stack_in(world, "us-east-1", ami)
+}
+
+fn create_stack_in(world: &TestWorld, region: &str, ami: &str) {
     use aws_sdk_cloudformation::types::Parameter;
-    let c = cfn(world);
+    let c = cfn_in(world, region);
     let p = |k: &str, v: &str| {
         Parameter::builder()
             .parameter_key(k)
@@ -104,19 +108,23 @@ fn create_stack(world: &TestWorld, ami: &str) {
     block(
         c.create_stack()
             .stack_name(STACK)
-            .template_body(stack_template())
+            .template_body(stack_template().replace("us-east-1a", &format!("{region}a")))
             .parameters(p("WorkerAMI", ami))
             .parameters(p("InstanceProfile", INSTANCE_PROFILE))
             .parameters(p("InstanceType", "t2.micro"))
             .send(),
     )
     .expect("CreateStack");
-    assert_eq!(stack(world).0, "CREATE_COMPLETE");
+    assert_eq!(stack_in(world, region).0, "CREATE_COMPLETE");
 }
 
 /// The stack's status and parameters.
 fn stack(world: &TestWorld) -> (String, BTreeMap<String, String>) {
-    let c = cfn(world);
+    stack_in(world, "us-east-1")
+}
+
+fn stack_in(world: &TestWorld, region: &str) -> (String, BTreeMap<String, String>) {
+    let c = cfn_in(world, region);
     let out = block(c.describe_stacks().stack_name(STACK).send()).expect("DescribeStacks");
     let s = &out.stacks()[0];
     (
@@ -191,17 +199,42 @@ fn cfn_update_sets_worker_ami_keeps_the_other_parameters_and_a_second_update_is_
     let world = world_or_skip!();
     let e = env(&world);
     create_stack(&world, SOURCE_AMI);
+    create_stack_in(&world, "us-west-2", "ami-0badc0de");
     let (_, before) = stack(&world);
     let ep = world.ec2_endpoint().to_string();
     let update = json!({"type": "cloudformation-update", "stack_name": "{{user `stack`}}",
                         "parameter": "WorkerAMI", "custom_endpoint_cloudformation": ep,
                         "timeout": "2m"});
-    // Two chains updating the same stack: the second finds it already on the new AMI.
-    let t = template(&world, json!({}), json!([update.clone(), update]));
+    // Two chains updating the same stack: the second finds it already on the new AMI. A
+    // third updates the stack of each region with the AMI copied there.
+    let per_region = json!({"type": "cloudformation-update", "parameter": "WorkerAMI",
+                            "stacks": {"us-east-1": STACK, "us-west-2": STACK},
+                            "custom_endpoint_cloudformation": ep});
+    let t = template(
+        &world,
+        json!({"ami_regions": ["us-west-2"]}),
+        json!([update.clone(), update, per_region]),
+    );
     let s = Scratch::new().with("t.json", &t);
     let r = build(&s, &e, &["t.json"], &[]);
     ok(&r);
     let ami = ami_of(&r.stdout, "us-east-1");
+    let west = ami_of(&r.stdout, "us-west-2");
+    let (status, west_params) = stack_in(&world, "us-west-2");
+    assert_eq!(status, "UPDATE_COMPLETE");
+    assert_eq!(west_params["WorkerAMI"], west);
+    assert_eq!(west_params["InstanceType"], "t2.micro");
+    has(&r.stdout, &format!(
+        "==> web_worker (cloudformation-update): Stack web_worker (us-west-2) is UPDATE_COMPLETE after "
+    ));
+    assert_eq!(
+        r.stdout
+            .matches(&format!("Stack web_worker (us-east-1) already uses {ami} as WorkerAMI: no updates are to be performed\n"))
+            .count(),
+        2,
+        "{}",
+        r.stdout
+    );
 
     // The emulator: the parameter is the new AMI, the others kept their values, and the
     // resources that use it were updated.
@@ -235,10 +268,12 @@ fn cfn_update_sets_worker_ami_keeps_the_other_parameters_and_a_second_update_is_
         "==> web_worker (cloudformation-update): Stack web_worker (us-east-1) already uses {ami} as WorkerAMI: no updates are to be performed\n"
     ));
     // Only the events of this update are shown, not the stack's creation.
+    // Two updates happened (us-east-1 by the first chain, us-west-2 by the third); the
+    // no-update ones have no events.
     assert!(!out.contains("CREATE_COMPLETE\n"), "{out}");
     assert_eq!(
         out.matches("UPDATE_IN_PROGRESS: User Initiated").count(),
-        1,
+        2,
         "{out}"
     );
 }
@@ -283,7 +318,7 @@ fn cfn_failed_updates_fail_the_build_with_the_reason_and_keep_the_ami() {
         "Post-processor failed: cloudformation-update: updating stack web_worker (us-east-1) to {ami}: InvalidLaunchTemplateId.NotFound: The specified launch template, with template ID lt-"
     ));
     has(err, &format!(
-        "the AMI {ami} (us-east-1) exists and was kept; retry the stack update with: aws cloudformation update-stack --region us-east-1 --stack-name web_worker --use-previous-template --parameters ParameterKey=WorkerAMI,ParameterValue={ami} ParameterKey=InstanceProfile,UsePreviousValue=true ParameterKey=InstanceType,UsePreviousValue=true"
+        "does not exist; the AMI {ami} (us-east-1) exists and was kept; retry the stack update with: aws cloudformation update-stack --region us-east-1 --stack-name web_worker --use-previous-template --parameters ParameterKey=WorkerAMI,ParameterValue={ami} ParameterKey=InstanceProfile,UsePreviousValue=true ParameterKey=InstanceType,UsePreviousValue=true"
     ));
     has(err, "Post-processor failed: cloudformation-update: describing stack no_such_stack (us-east-1): ValidationError: Stack with id no_such_stack does not exist");
     has(err, "Post-processor failed: cloudformation-update: stack web_worker (us-east-1) has no parameter ImageId (its parameters: WorkerAMI, InstanceProfile, InstanceType)");
