@@ -49,9 +49,9 @@ pub enum PpError {
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error(transparent)]
-    CloudFormation(#[from] CfnError),
+    CloudFormation(Box<CfnError>),
     #[error(transparent)]
-    Ssm(#[from] SsmError),
+    Ssm(Box<SsmError>),
     #[error("refusing to write {}: {what} would hold a sensitive value", path.display())]
     Secret { path: PathBuf, what: String },
     #[error("Script exited with non-zero exit status: {code}. Allowed exit codes are: {valid:?} (script {script})")]
@@ -71,6 +71,18 @@ pub enum PpError {
     Cancelled,
     #[error("{0}")]
     Other(String),
+}
+
+impl From<CfnError> for PpError {
+    fn from(e: CfnError) -> PpError {
+        PpError::CloudFormation(Box::new(e))
+    }
+}
+
+impl From<SsmError> for PpError {
+    fn from(e: SsmError) -> PpError {
+        PpError::Ssm(Box::new(e))
+    }
 }
 
 impl PpContext<'_> {

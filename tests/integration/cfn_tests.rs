@@ -224,9 +224,10 @@ fn cfn_update_sets_worker_ami_keeps_the_other_parameters_and_a_second_update_is_
     assert_eq!(status, "UPDATE_COMPLETE");
     assert_eq!(west_params["WorkerAMI"], west);
     assert_eq!(west_params["InstanceType"], "t2.micro");
-    has(&r.stdout, &format!(
-        "==> web_worker (cloudformation-update): Stack web_worker (us-west-2) is UPDATE_COMPLETE after "
-    ));
+    has(
+        &r.stdout,
+        "==> web_worker (cloudformation-update): Stack web_worker (us-west-2) is UPDATE_COMPLETE after ",
+    );
     assert_eq!(
         r.stdout
             .matches(&format!("Stack web_worker (us-east-1) already uses {ami} as WorkerAMI: no updates are to be performed\n"))
