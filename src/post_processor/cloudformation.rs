@@ -413,6 +413,24 @@ async fn describe(
     Ok((status, s.stack_status_reason().map(str::to_string), keys))
 }
 
+/// The id of the stack's newest event (the first of the first page).
+async fn newest_event(
+    cf: &aws_sdk_cloudformation::Client,
+    stack: &str,
+) -> Result<Option<String>, ApiError> {
+    let page = cf
+        .describe_stack_events()
+        .stack_name(stack)
+        .send()
+        .await
+        .api()?;
+    Ok(page
+        .stack_events()
+        .first()
+        .and_then(|e| e.event_id())
+        .map(str::to_string))
+}
+
 /// The events after `stop_at`, oldest first (at most [`MAX_EVENT_PAGES`] pages).
 async fn events_after(
     cf: &aws_sdk_cloudformation::Client,
@@ -581,10 +599,13 @@ async fn update_one(
     }
     let others: Vec<String> = keys.into_iter().filter(|k| k != parameter).collect();
     // The newest event before the update: the events after it are this update's.
-    let before = events_after(cf, stack, None)
+    let before = newest_event(cf, stack)
         .await
-        .ok()
-        .and_then(|evs| evs.last().map(|e| e.id.clone()));
+        .map_err(|source| CfnError::DescribeStack {
+            stack: stack.to_string(),
+            region: region.to_string(),
+            source,
+        })?;
     ctx.say(
         target,
         &format!(
