@@ -3,8 +3,9 @@
 //! What exists: the command line (`build`, `validate`, `inspect`, `version`, with Packer's
 //! single-dash flags), Packer's legacy JSON template language (located errors for every problem,
 //! variables, template functions through handlebars) and typed configuration of the amazon-ebs
-//! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest and
-//! shell-local post-processors.
+//! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest,
+//! shell-local, ami-outputs, cloudformation-update (the AMI handed to a stack's parameter) and
+//! ssm-parameter (the AMI ID in Parameter Store) post-processors.
 //!
 //! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
 //! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every

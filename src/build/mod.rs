@@ -424,6 +424,7 @@ async fn one(
                 engine,
                 run_id,
                 cancel,
+                aws: None,
             };
             out.result = pp.run(b, result, &mut out.kept).await;
             out.took = start.elapsed();
@@ -590,6 +591,7 @@ async fn one(
         engine,
         run_id,
         cancel,
+        aws: Some(&aws),
     };
     out.result = pp.run(b, result, &mut out.kept).await;
     out.took = start.elapsed();
@@ -604,6 +606,8 @@ struct Post<'a> {
     engine: &'a Engine,
     run_id: &'a str,
     cancel: &'a Cancel,
+    /// The build's AWS access; `None` for the null builder.
+    aws: Option<&'a Aws>,
 }
 
 impl Post<'_> {
@@ -623,6 +627,7 @@ impl Post<'_> {
             engine,
             run_id,
             cancel,
+            aws,
         } = *self;
         let say = |m: String| ui.say(&format!("==> {}: {m}", b.name));
         match result {
@@ -649,6 +654,7 @@ impl Post<'_> {
                     user: inputs.user,
                     template_dir: inputs.template_dir,
                     cancel,
+                    aws,
                 };
                 let done = post_process::run(&b.post_processors, &a, &pctx).await;
                 if done.errors.is_empty() {

@@ -1,22 +1,33 @@
 //! Post-processors: what runs after a build produced its artifact. A closed set, tagged by
 //! `"type"`: Packer's `manifest` and `shell-local`, and imgbuild's `ami-outputs` (the AMI IDs as
-//! a JSON file and as `KEY=VALUE` lines for the next stage of a pipeline). This module holds
-//! their configuration; [`run`] runs a build's chains.
+//! a JSON file and as `KEY=VALUE` lines for the next stage of a pipeline), `cloudformation-update`
+//! (the AMI handed to a CloudFormation stack) and `ssm-parameter` (the AMI ID published in SSM
+//! Parameter Store). This module holds their configuration; [`run`] runs a build's chains.
 
 pub mod ami_outputs;
+pub mod cloudformation;
 pub mod manifest;
 pub mod output;
 pub mod run;
 pub mod shell_local;
+pub mod ssm_parameter;
 
 pub use ami_outputs::AmiOutputsConfig;
+pub use cloudformation::CloudFormationConfig;
 pub use manifest::ManifestConfig;
+pub use ssm_parameter::SsmParameterConfig;
 
 use crate::provisioner::shell_local::ShellLocalConfig;
 use crate::template::decode::{Dx, Obj};
 
 /// The post-processor types imgbuild knows.
-pub const POST_PROCESSOR_TYPES: &[&str] = &["manifest", "shell-local", "ami-outputs"];
+pub const POST_PROCESSOR_TYPES: &[&str] = &[
+    "manifest",
+    "shell-local",
+    "ami-outputs",
+    "cloudformation-update",
+    "ssm-parameter",
+];
 
 /// One post-processor's own options (the common ones, `name`, `only`, `except`,
 /// `keep_input_artifact`, are the caller's).
@@ -27,6 +38,10 @@ pub enum PostProcessorConfig {
     AmiOutputs(AmiOutputsConfig),
     /// The same options as the `shell-local` provisioner.
     ShellLocal(ShellLocalConfig),
+    /// imgbuild's own: the AMI handed to a CloudFormation stack's parameter.
+    CloudFormation(CloudFormationConfig),
+    /// imgbuild's own: the AMI ID published as an SSM parameter.
+    SsmParameter(SsmParameterConfig),
 }
 
 impl PostProcessorConfig {
@@ -37,6 +52,12 @@ impl PostProcessorConfig {
             "manifest" => PostProcessorConfig::Manifest(ManifestConfig::decode(obj, dx)),
             "ami-outputs" => PostProcessorConfig::AmiOutputs(AmiOutputsConfig::decode(obj, dx)),
             "shell-local" => PostProcessorConfig::ShellLocal(ShellLocalConfig::decode(obj, dx)),
+            "cloudformation-update" => {
+                PostProcessorConfig::CloudFormation(CloudFormationConfig::decode(obj, dx))
+            }
+            "ssm-parameter" => {
+                PostProcessorConfig::SsmParameter(SsmParameterConfig::decode(obj, dx))
+            }
             _ => return None,
         })
     }

@@ -11,9 +11,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::ami_outputs::{self, AmiOutputsConfig};
+use super::cloudformation::{self, CfnError};
 use super::manifest::{self, ManifestBuild, ManifestConfig};
 use super::output::{self, OutputError, LOCK_WAIT};
+use super::ssm_parameter::{self, SsmError};
 use super::{shell_local, PostProcessorConfig};
+use crate::builder::amazon::aws::Aws;
 use crate::builder::amazon::Artifact;
 use crate::cancel::Cancel;
 use crate::redact::MASK;
@@ -34,6 +37,9 @@ pub struct PpContext<'a> {
     pub user: &'a BTreeMap<String, String>,
     pub template_dir: &'a str,
     pub cancel: &'a Cancel,
+    /// The build's AWS access (credentials, retry, endpoints), for the post-processors that
+    /// call AWS; `None` for the null builder.
+    pub aws: Option<&'a Aws>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +48,10 @@ pub enum PpError {
     Render { what: String, message: String },
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error(transparent)]
+    CloudFormation(Box<CfnError>),
+    #[error(transparent)]
+    Ssm(Box<SsmError>),
     #[error("refusing to write {}: {what} would hold a sensitive value", path.display())]
     Secret { path: PathBuf, what: String },
     #[error("Script exited with non-zero exit status: {code}. Allowed exit codes are: {valid:?} (script {script})")]
@@ -61,6 +71,18 @@ pub enum PpError {
     Cancelled,
     #[error("{0}")]
     Other(String),
+}
+
+impl From<CfnError> for PpError {
+    fn from(e: CfnError) -> PpError {
+        PpError::CloudFormation(Box::new(e))
+    }
+}
+
+impl From<SsmError> for PpError {
+    fn from(e: SsmError) -> PpError {
+        PpError::Ssm(Box::new(e))
+    }
 }
 
 impl PpContext<'_> {
@@ -236,9 +258,14 @@ async fn one(
         PostProcessorConfig::Manifest(c) => manifest(c, input, ctx, target).await?,
         PostProcessorConfig::AmiOutputs(c) => ami_outputs(c, input, ctx, target).await?,
         PostProcessorConfig::ShellLocal(c) => shell_local::run(c, ctx, target, input).await?,
+        PostProcessorConfig::CloudFormation(c) => {
+            cloudformation::run(c, input, ctx, target).await?
+        }
+        PostProcessorConfig::SsmParameter(c) => ssm_parameter::run(c, input, ctx, target).await?,
     }
-    // All three pass their input on and keep it, whatever the template says (Packer's
-    // manifest and shell-local return `source, true, true`).
+    // All of them pass their input on and keep it, whatever the template says (Packer's
+    // manifest and shell-local return `source, true, true`; a stack update or an SSM
+    // parameter only points at the AMI).
     Ok(Processed {
         artifact: input.clone(),
         default_keep: true,

@@ -2,6 +2,7 @@
 //! (moto server) and a real OpenSSH sshd on 127.0.0.1.
 
 mod build_tests;
+mod cfn_tests;
 mod cleanup_tests;
 mod cli_tests;
 mod null_tests;

@@ -297,6 +297,13 @@ impl Aws {
         })
     }
 
+    /// The configuration the build's clients are made from (credentials, retry, timeouts,
+    /// `AWS_ENDPOINT_URL*`), for the clients of other services (the post-processors'
+    /// CloudFormation and SSM).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.base
+    }
+
     /// The EC2 client of `region`.
     pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
         let mut clients = match self.clients.lock() {
