@@ -474,8 +474,10 @@ fn establish<S: AsRawFd + 'static>(
         })
     })?;
     sess.set_tcp_stream(stream);
+    let started = Instant::now();
     sess.handshake()
         .map_err(|e| retry_or_cancel(classify_handshake(session_code(&e), e.message())))?;
+    let handshake = started.elapsed();
     // The "none" method: tells what the server offers for this user.
     let offered = match sess.auth_methods(user) {
         Ok(methods) => Some(methods.to_string()),
@@ -487,6 +489,7 @@ fn establish<S: AsRawFd + 'static>(
             None
         }
     };
+    let none_auth = started.elapsed() - handshake;
     if sess.authenticated() {
         return Ok(sess);
     }
@@ -554,6 +557,16 @@ fn establish<S: AsRawFd + 'static>(
             offered: offered.clone(),
         })
     };
+    // Where an attempt's time goes (`IMGBUILD_LOG=imgbuild=debug`): a slow authentication is
+    // usually the server's key lookup (an AuthorizedKeysCommand, a directory service).
+    tracing::debug!(
+        %endpoint,
+        handshake_ms = handshake.as_millis() as u64,
+        none_auth_ms = none_auth.as_millis() as u64,
+        auth_ms = (started.elapsed() - handshake - none_auth).as_millis() as u64,
+        ok = result.is_ok(),
+        "SSH handshake and authentication"
+    );
     match result {
         Ok(()) if sess.authenticated() => Ok(sess),
         Ok(()) => Err(rejected(method)),
