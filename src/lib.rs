@@ -91,6 +91,7 @@ pub fn run(args: Vec<String>) -> Exit {
                 parallel_builds: a.parallel_builds,
                 debug: a.debug,
                 timeout: a.timeout,
+                skip_unchanged: a.skip_unchanged,
             };
             build(&a.template, &var_args, &sel, &opts, ui)
         }
@@ -249,6 +250,7 @@ fn build(
     let inputs = build::Inputs {
         user: &loaded.vars.values,
         template_dir: &loaded.template_dir,
+        sensitive: &loaded.vars.sensitive,
     };
     match build::run(&loaded.prepared, &inputs, opts, &ui) {
         Ok(()) => Exit::Success,
