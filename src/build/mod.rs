@@ -427,6 +427,8 @@ async fn one(
                 decide(interact, opts, e, cancel.is_cancelled() || expired, cancel).await;
             }
             let pp = Post {
+                aws: None,
+                ami_name: None,
                 inputs,
                 opts,
                 ui,
@@ -601,6 +603,8 @@ async fn one(
     }
     finish(&ledger, out.left.is_empty());
     let pp = Post {
+        aws: Some(&aws),
+        ami_name: Some(&cfg.ami.ami_name),
         inputs,
         opts,
         ui,
@@ -615,6 +619,8 @@ async fn one(
 
 /// What post-processing needs of the run.
 struct Post<'a> {
+    aws: Option<&'a Aws>,
+    ami_name: Option<&'a str>,
     inputs: &'a Inputs<'a>,
     opts: &'a Options,
     ui: &'a Ui,
@@ -634,6 +640,8 @@ impl Post<'_> {
         kept: &mut Option<String>,
     ) -> Result<Vec<Artifact>, String> {
         let Post {
+            aws,
+            ami_name,
             inputs,
             opts,
             ui,
@@ -666,6 +674,8 @@ impl Post<'_> {
                     user: inputs.user,
                     template_dir: inputs.template_dir,
                     cancel,
+                    aws,
+                    ami_name,
                 };
                 let done = post_process::run(&b.post_processors, &a, &pctx).await;
                 if done.errors.is_empty() {

@@ -4,19 +4,22 @@
 //! their configuration; [`run`] runs a build's chains.
 
 pub mod ami_outputs;
+pub mod ami_retention;
 pub mod manifest;
 pub mod output;
 pub mod run;
 pub mod shell_local;
 
 pub use ami_outputs::AmiOutputsConfig;
+pub use ami_retention::AmiRetentionConfig;
 pub use manifest::ManifestConfig;
 
 use crate::provisioner::shell_local::ShellLocalConfig;
 use crate::template::decode::{Dx, Obj};
 
 /// The post-processor types imgbuild knows.
-pub const POST_PROCESSOR_TYPES: &[&str] = &["manifest", "shell-local", "ami-outputs"];
+pub const POST_PROCESSOR_TYPES: &[&str] =
+    &["manifest", "shell-local", "ami-outputs", "ami-retention"];
 
 /// One post-processor's own options (the common ones, `name`, `only`, `except`,
 /// `keep_input_artifact`, are the caller's).
@@ -27,6 +30,8 @@ pub enum PostProcessorConfig {
     AmiOutputs(AmiOutputsConfig),
     /// The same options as the `shell-local` provisioner.
     ShellLocal(ShellLocalConfig),
+    /// imgbuild's own: deregister old AMIs of the build (and their snapshots).
+    AmiRetention(AmiRetentionConfig),
 }
 
 impl PostProcessorConfig {
@@ -37,6 +42,9 @@ impl PostProcessorConfig {
             "manifest" => PostProcessorConfig::Manifest(ManifestConfig::decode(obj, dx)),
             "ami-outputs" => PostProcessorConfig::AmiOutputs(AmiOutputsConfig::decode(obj, dx)),
             "shell-local" => PostProcessorConfig::ShellLocal(ShellLocalConfig::decode(obj, dx)),
+            "ami-retention" => {
+                PostProcessorConfig::AmiRetention(AmiRetentionConfig::decode(obj, dx))
+            }
             _ => return None,
         })
     }
@@ -69,9 +77,10 @@ mod tests {
         let (c, d) = decode("{}", |o, dx| PostProcessorConfig::decode("vagrant", o, dx));
         assert!(c.is_none() && d.items.is_empty());
         for kind in POST_PROCESSOR_TYPES {
-            let (c, _) = decode(r#"{"inline": ["x"], "json_output": "a.json"}"#, |o, dx| {
-                PostProcessorConfig::decode(kind, o, dx)
-            });
+            let (c, _) = decode(
+                r#"{"inline": ["x"], "json_output": "a.json", "keep_latest": 1}"#,
+                |o, dx| PostProcessorConfig::decode(kind, o, dx),
+            );
             assert!(c.is_some(), "{kind}");
         }
     }

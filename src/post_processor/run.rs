@@ -34,6 +34,10 @@ pub struct PpContext<'a> {
     pub user: &'a BTreeMap<String, String>,
     pub template_dir: &'a str,
     pub cancel: &'a Cancel,
+    /// The amazon-ebs build's AWS access (none for the null builder).
+    pub aws: Option<&'a crate::builder::amazon::aws::Aws>,
+    /// The amazon-ebs build's `ami_name` as written.
+    pub ami_name: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +240,9 @@ async fn one(
         PostProcessorConfig::Manifest(c) => manifest(c, input, ctx, target).await?,
         PostProcessorConfig::AmiOutputs(c) => ami_outputs(c, input, ctx, target).await?,
         PostProcessorConfig::ShellLocal(c) => shell_local::run(c, ctx, target, input).await?,
+        PostProcessorConfig::AmiRetention(c) => {
+            super::ami_retention::run(c, input, ctx, target).await?
+        }
     }
     // All three pass their input on and keep it, whatever the template says (Packer's
     // manifest and shell-local return `source, true, true`).
