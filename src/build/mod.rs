@@ -604,7 +604,8 @@ async fn one(
     finish(&ledger, out.left.is_empty());
     let pp = Post {
         aws: Some(&aws),
-        ami_name: Some(&cfg.ami.ami_name),
+        // As written: its static prefix finds the build's AMIs of other runs.
+        ami_name: b.definition.get("ami_name").and_then(|v| v.as_str()),
         inputs,
         opts,
         ui,

@@ -36,7 +36,7 @@ pub struct PpContext<'a> {
     pub cancel: &'a Cancel,
     /// The amazon-ebs build's AWS access (none for the null builder).
     pub aws: Option<&'a crate::builder::amazon::aws::Aws>,
-    /// The amazon-ebs build's `ami_name` as written.
+    /// The amazon-ebs build's `ami_name` as written in the template (not rendered).
     pub ami_name: Option<&'a str>,
 }
 
