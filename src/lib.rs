@@ -8,7 +8,10 @@
 //!
 //! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
 //! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
-//! path, then runs the post-processors (`post_processor`). The `null` builder (`builder::null`)
+//! path, then runs the post-processors (`post_processor`: manifest, shell-local, ami-outputs,
+//! ami-retention). With `-skip-unchanged` or `reuse_unchanged` a build fingerprints its inputs
+//! (`build::fingerprint`) and reuses an AMI that carries the same fingerprint
+//! (`builder::amazon::reuse`), launching nothing. The `null` builder (`builder::null`)
 //! runs the provisioners against an existing machine, with no cloud. `imgbuild cleanup`
 //! (`cleanup`) removes what interrupted or crashed runs left behind, from their journals and the
 //! run-id tags.

@@ -57,7 +57,7 @@ impl AmiRetentionConfig {
         let o = &mut obj;
         let mut bad = false;
         let keep_latest = match num(o, dx, "keep_latest") {
-            Some(n) if n < 1 || n > 10_000 => {
+            Some(n) if !(1..=10_000).contains(&n) => {
                 bad = true;
                 error_at(
                     o,

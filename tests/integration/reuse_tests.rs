@@ -313,11 +313,11 @@ fn ami_retention_keeps_the_newest_the_built_and_the_used_ones_in_every_region_an
                     .build(),
             );
             let mut ids = Vec::new();
-            for i in 0..2 {
+            for (i, source) in h.iter().take(2).enumerate() {
                 let out = c
                     .copy_image()
                     .source_region("us-east-1")
-                    .source_image_id(&h[i])
+                    .source_image_id(source)
                     .name(format!("nightly-ret-west-{i}"))
                     .send()
                     .await

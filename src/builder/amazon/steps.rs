@@ -865,6 +865,7 @@ impl Ctx<'_> {
 
     /// The reuse fingerprint, when reuse is on (and there will be an AMI to reuse). Reading
     /// the files may take a while: it runs where blocking is allowed.
+    #[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
     fn fingerprint(&self, source_id: &str) -> Result<Option<Fingerprint>, BuildError> {
         let Some(inputs) = &self.reuse else {
             return Ok(None);
@@ -895,6 +896,7 @@ impl Ctx<'_> {
 
     /// The AMIs that carry `fp` in every region this build delivers to, as the build's
     /// artifact; `None` (and why, on the output) when the build has to run.
+    #[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
     async fn reusable(
         &self,
         fp: &Fingerprint,
@@ -910,7 +912,7 @@ impl Ctx<'_> {
             return Ok(None);
         }
         let mut regions: Vec<String> = Vec::new();
-        if !(self.cfg.ami.skip_save_build_region && !copy_regions.is_empty()) {
+        if !self.cfg.ami.skip_save_build_region || copy_regions.is_empty() {
             regions.push(region.to_string());
         }
         regions.extend(copy_regions.iter().cloned());
