@@ -40,7 +40,7 @@ fi
 rc=$?
 case $rc in
 0)
-    echo "nightly: done: AMI built or reused, stack updated, old AMIs pruned"
+    echo "nightly: done: AMI built or reused; the post-processors (IDs, stack update, pruning) succeeded"
     ;;
 1)
     echo "nightly: failed (exit 1): nothing was left behind; see the error above (an AMI that was made is kept and named there)" >&2
