@@ -115,6 +115,11 @@ pub struct BuildArgs {
     /// smaller wins. On expiry the build is cancelled and what it created is removed
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<std::time::Duration>,
+    /// Reuse an existing AMI when nothing that determines the image changed (the amazon-ebs
+    /// builder's reuse_unchanged for every build): launch nothing, report that AMI, run the
+    /// post-processors
+    #[arg(long)]
+    pub skip_unchanged: bool,
     /// The template (a file, or - for standard input)
     pub template: String,
 }
@@ -194,6 +199,7 @@ const PACKER_FLAGS: &[&str] = &[
     "color",
     "debug",
     "timeout",
+    "skip-unchanged",
     "syntax-only",
     "journal",
     "run-id",

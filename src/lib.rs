@@ -9,7 +9,10 @@
 //!
 //! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
 //! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
-//! path, then runs the post-processors (`post_processor`). The `null` builder (`builder::null`)
+//! path, then runs the post-processors (`post_processor`: manifest, shell-local, ami-outputs,
+//! ami-retention). With `-skip-unchanged` or `reuse_unchanged` a build fingerprints its inputs
+//! (`build::fingerprint`) and reuses an AMI that carries the same fingerprint
+//! (`builder::amazon::reuse`), launching nothing. The `null` builder (`builder::null`)
 //! runs the provisioners against an existing machine, with no cloud. `imgbuild cleanup`
 //! (`cleanup`) removes what interrupted or crashed runs left behind, from their journals and the
 //! run-id tags.
@@ -92,6 +95,7 @@ pub fn run(args: Vec<String>) -> Exit {
                 parallel_builds: a.parallel_builds,
                 debug: a.debug,
                 timeout: a.timeout,
+                skip_unchanged: a.skip_unchanged,
             };
             build(&a.template, &var_args, &sel, &opts, ui)
         }
@@ -250,6 +254,7 @@ fn build(
     let inputs = build::Inputs {
         user: &loaded.vars.values,
         template_dir: &loaded.template_dir,
+        sensitive: &loaded.vars.sensitive,
     };
     match build::run(&loaded.prepared, &inputs, opts, &ui) {
         Ok(()) => Exit::Success,

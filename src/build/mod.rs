@@ -3,10 +3,11 @@
 //! runs; a second one skips teardown and says what was left behind. At the end, Packer's summary
 //! of artifacts, and an error that says whether anything was left behind.
 
+pub mod fingerprint;
 pub mod interact;
 pub mod provision;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ pub struct Options {
     pub debug: bool,
     /// `-timeout`: the whole-build deadline (with `build_timeout`, the smaller wins).
     pub timeout: Option<Duration>,
+    /// `-skip-unchanged`: reuse an AMI whose fingerprint matches (every amazon-ebs build).
+    pub skip_unchanged: bool,
 }
 
 /// What templates are rendered against at build time.
@@ -47,6 +50,9 @@ pub struct Options {
 pub struct Inputs<'a> {
     pub user: &'a BTreeMap<String, String>,
     pub template_dir: &'a str,
+    /// The names in `sensitive-variables` (their values go into the reuse fingerprint only as
+    /// a keyed hash).
+    pub sensitive: &'a BTreeSet<String>,
 }
 
 /// How one build ended.
@@ -165,6 +171,9 @@ pub fn run(prepared: &Prepared, inputs: &Inputs, opts: &Options, ui: &Ui) -> Res
         for s in b.builder.secrets() {
             ui.redactor.add(s);
         }
+    }
+    if let Ok(k) = std::env::var(fingerprint::KEY_ENV) {
+        ui.redactor.add(&k);
     }
     crate::log::set_redactor(&ui.redactor);
     ui.set_builds(prepared.builds.iter().map(|b| b.name.clone()).collect());
@@ -418,13 +427,14 @@ async fn one(
                 decide(interact, opts, e, cancel.is_cancelled() || expired, cancel).await;
             }
             let pp = Post {
+                aws: None,
+                ami_name: None,
                 inputs,
                 opts,
                 ui,
                 engine,
                 run_id,
                 cancel,
-                aws: None,
             };
             out.result = pp.run(b, result, &mut out.kept).await;
             out.took = start.elapsed();
@@ -501,6 +511,14 @@ async fn one(
         cancel: own.rx.clone(),
         test_pause: test_pause(),
         interact,
+        reuse: (opts.skip_unchanged || cfg.reuse_unchanged).then(|| fingerprint::Inputs {
+            builder_type: &b.kind,
+            builder: &b.definition,
+            provisioners: &b.provisioners,
+            user_data_file: cfg.run.user_data_file.as_deref(),
+            variables: inputs.user,
+            sensitive: inputs.sensitive,
+        }),
     };
     let work = async {
         // -debug: a pause before the first step too.
@@ -585,13 +603,15 @@ async fn one(
     }
     finish(&ledger, out.left.is_empty());
     let pp = Post {
+        aws: Some(&aws),
+        // As written: its static prefix finds the build's AMIs of other runs.
+        ami_name: b.definition.get("ami_name").and_then(|v| v.as_str()),
         inputs,
         opts,
         ui,
         engine,
         run_id,
         cancel,
-        aws: Some(&aws),
     };
     out.result = pp.run(b, result, &mut out.kept).await;
     out.took = start.elapsed();
@@ -600,14 +620,16 @@ async fn one(
 
 /// What post-processing needs of the run.
 struct Post<'a> {
+    /// The build's AWS access; `None` for the null builder.
+    aws: Option<&'a Aws>,
+    /// The amazon-ebs build's `ami_name` as written in the template.
+    ami_name: Option<&'a str>,
     inputs: &'a Inputs<'a>,
     opts: &'a Options,
     ui: &'a Ui,
     engine: &'a Engine,
     run_id: &'a str,
     cancel: &'a Cancel,
-    /// The build's AWS access; `None` for the null builder.
-    aws: Option<&'a Aws>,
 }
 
 impl Post<'_> {
@@ -621,13 +643,14 @@ impl Post<'_> {
         kept: &mut Option<String>,
     ) -> Result<Vec<Artifact>, String> {
         let Post {
+            aws,
+            ami_name,
             inputs,
             opts,
             ui,
             engine,
             run_id,
             cancel,
-            aws,
         } = *self;
         let say = |m: String| ui.say(&format!("==> {}: {m}", b.name));
         match result {
@@ -655,6 +678,7 @@ impl Post<'_> {
                     template_dir: inputs.template_dir,
                     cancel,
                     aws,
+                    ami_name,
                 };
                 let done = post_process::run(&b.post_processors, &a, &pctx).await;
                 if done.errors.is_empty() {

@@ -6,6 +6,7 @@
 
 pub mod ami_outputs;
 pub mod cloudformation;
+pub mod ami_retention;
 pub mod manifest;
 pub mod output;
 pub mod run;
@@ -14,6 +15,7 @@ pub mod ssm_parameter;
 
 pub use ami_outputs::AmiOutputsConfig;
 pub use cloudformation::CloudFormationConfig;
+pub use ami_retention::AmiRetentionConfig;
 pub use manifest::ManifestConfig;
 pub use ssm_parameter::SsmParameterConfig;
 
@@ -27,6 +29,7 @@ pub const POST_PROCESSOR_TYPES: &[&str] = &[
     "ami-outputs",
     "cloudformation-update",
     "ssm-parameter",
+    "ami-retention",
 ];
 
 /// One post-processor's own options (the common ones, `name`, `only`, `except`,
@@ -42,6 +45,8 @@ pub enum PostProcessorConfig {
     CloudFormation(CloudFormationConfig),
     /// imgbuild's own: the AMI ID published as an SSM parameter.
     SsmParameter(SsmParameterConfig),
+    /// imgbuild's own: deregister old AMIs of the build (and their snapshots).
+    AmiRetention(AmiRetentionConfig),
 }
 
 impl PostProcessorConfig {
@@ -57,6 +62,9 @@ impl PostProcessorConfig {
             }
             "ssm-parameter" => {
                 PostProcessorConfig::SsmParameter(SsmParameterConfig::decode(obj, dx))
+            }
+            "ami-retention" => {
+                PostProcessorConfig::AmiRetention(AmiRetentionConfig::decode(obj, dx))
             }
             _ => return None,
         })
@@ -90,9 +98,10 @@ mod tests {
         let (c, d) = decode("{}", |o, dx| PostProcessorConfig::decode("vagrant", o, dx));
         assert!(c.is_none() && d.items.is_empty());
         for kind in POST_PROCESSOR_TYPES {
-            let (c, _) = decode(r#"{"inline": ["x"], "json_output": "a.json"}"#, |o, dx| {
-                PostProcessorConfig::decode(kind, o, dx)
-            });
+            let (c, _) = decode(
+                r#"{"inline": ["x"], "json_output": "a.json", "keep_latest": 1}"#,
+                |o, dx| PostProcessorConfig::decode(kind, o, dx),
+            );
             assert!(c.is_some(), "{kind}");
         }
     }

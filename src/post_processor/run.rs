@@ -40,6 +40,8 @@ pub struct PpContext<'a> {
     /// The build's AWS access (credentials, retry, endpoints), for the post-processors that
     /// call AWS; `None` for the null builder.
     pub aws: Option<&'a Aws>,
+    /// The amazon-ebs build's `ami_name` as written in the template (not rendered).
+    pub ami_name: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +264,9 @@ async fn one(
             cloudformation::run(c, input, ctx, target).await?
         }
         PostProcessorConfig::SsmParameter(c) => ssm_parameter::run(c, input, ctx, target).await?,
+        PostProcessorConfig::AmiRetention(c) => {
+            super::ami_retention::run(c, input, ctx, target).await?
+        }
     }
     // All of them pass their input on and keep it, whatever the template says (Packer's
     // manifest and shell-local return `source, true, true`; a stack update or an SSM

@@ -54,6 +54,9 @@ pub struct PreparedProvisioner {
     pub max_retries: u32,
     pub timeout: Option<Duration>,
     pub config: ProvisionerConfig,
+    /// The definition as written, with this build's `override` merged (for the reuse
+    /// fingerprint: template text, not rendered values).
+    pub definition: serde_json::Value,
 }
 
 #[derive(Debug)]
@@ -72,6 +75,8 @@ pub struct PreparedBuild {
     pub provisioners: Vec<PreparedProvisioner>,
     pub error_cleanup: Option<PreparedProvisioner>,
     pub post_processors: Vec<Vec<PreparedPostProcessor>>,
+    /// The builder object as written (for the reuse fingerprint).
+    pub definition: serde_json::Value,
 }
 
 /// Everything a run needs, known to be valid.
@@ -206,6 +211,7 @@ pub fn prepare(
             provisioners,
             error_cleanup,
             post_processors,
+            definition: b.node.to_json(),
         });
     }
     for d in crate::post_processor::ami_outputs::check_builds(&builds) {
@@ -335,6 +341,13 @@ fn prepare_provisioner(
             max_retries: p.max_retries,
             timeout: p.timeout,
             config,
+            definition: {
+                let mut v = node.to_json();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("override");
+                }
+                v
+            },
         }),
         None => {
             unknown_type(

@@ -8,6 +8,7 @@ mod cli_tests;
 mod null_tests;
 mod pp_tests;
 mod provision_tests;
+mod reuse_tests;
 mod ssh_tests;
 mod ui_tests;
 mod web_worker_tests;

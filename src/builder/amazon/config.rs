@@ -69,6 +69,10 @@ pub struct AmazonEbsConfig {
     /// copy; when it passes the build fails and everything it created is cleaned up. Default
     /// none.
     pub build_timeout: Option<Duration>,
+    /// `reuse_unchanged` (imgbuild): when an AMI of this account carries the fingerprint of
+    /// everything that determines this build's image (`imgbuild:fingerprint`), launch nothing and
+    /// report that AMI (the `-skip-unchanged` flag does the same for every build). Default false.
+    pub reuse_unchanged: bool,
     /// The communicator options (`communicator`, `ssh_*`, `temporary_key_pair_*`).
     pub ssh: SshConfig,
     /// `ssh_interface`: which address of the instance to connect to. Default unset: the public
@@ -492,6 +496,16 @@ impl AmazonEbsConfig {
         let no_ephemeral = flag(&mut obj, dx, "no_ephemeral").unwrap_or(false);
         let skip_create_ami = flag(&mut obj, dx, "skip_create_ami").unwrap_or(false);
         let build_timeout = obj.duration(dx, "build_timeout").filter(|d| !d.is_zero());
+        let reuse_unchanged = flag(&mut obj, dx, "reuse_unchanged").unwrap_or(false);
+        if reuse_unchanged && skip_create_ami {
+            warning_at(
+                &mut obj,
+                dx,
+                "reuse_unchanged",
+                "`reuse_unchanged` has no effect with `skip_create_ami`: there is no AMI to reuse",
+                None,
+            );
+        }
 
         for (key, why) in UNSUPPORTED {
             unsupported_if_set(&mut obj, dx, key, why);
@@ -514,6 +528,7 @@ impl AmazonEbsConfig {
             no_ephemeral,
             skip_create_ami,
             build_timeout,
+            reuse_unchanged,
             ssh,
             ssh_interface,
         }

@@ -9,6 +9,7 @@
 //! - [`keys`]: the temporary key, generated locally;
 //! - [`wait`]: deadline-based polling;
 //! - [`steps`]: the build, in Packer's order;
+//! - [`reuse`]: finding an AMI that already carries the build's fingerprint;
 //! - [`teardown`]: undoing the ledger;
 //! - [`sweep`]: finding what earlier runs left (by run-id tag, client token, name), for
 //!   `imgbuild cleanup`.
@@ -17,6 +18,7 @@ pub mod aws;
 pub mod config;
 pub mod keys;
 pub mod plan;
+pub mod reuse;
 pub mod steps;
 pub mod sweep;
 pub mod teardown;

@@ -24,8 +24,10 @@ use super::config::{AmazonEbsConfig, BlockDevice, ShutdownBehavior, Tenancy};
 use super::human_duration;
 use super::keys::{self, TempKey};
 use super::plan::{self, Addresses, Ingress, TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
+use super::reuse::{self, Lookup, ReuseError};
 use super::teardown::{self, lock};
 use super::wait::{self, Polling, Probe, WaitError};
+use crate::build::fingerprint::{self, Fingerprint, FingerprintError, Inputs, TAG_FINGERPRINT};
 use crate::build::interact::{self, Interact};
 use crate::build::provision::{self, ProvisionContext, ProvisionError};
 use crate::cancel::Cancel;
@@ -62,6 +64,9 @@ pub struct Ctx<'a> {
     pub test_pause: Option<(String, Duration)>,
     /// `-on-error=ask` and `-debug` (prompts, pauses, the saved key).
     pub interact: &'a Interact,
+    /// `-skip-unchanged` or `reuse_unchanged`: what the reuse fingerprint is made of. The
+    /// build tags its AMIs with the fingerprint and reuses an AMI that carries it already.
+    pub reuse: Option<Inputs<'a>>,
 }
 
 /// Packer's builder id of amazon-ebs artifacts (`-machine-readable` `builder-id` records).
@@ -284,6 +289,10 @@ pub enum BuildError {
         option: &'static str,
         instead: &'static str,
     },
+    #[error(transparent)]
+    Fingerprint(FingerprintError),
+    #[error(transparent)]
+    Reuse(ReuseError),
     #[error("cancelled")]
     Cancelled,
 }
@@ -588,6 +597,14 @@ impl Ctx<'_> {
             source.name().unwrap_or("no name")
         ));
 
+        // Reuse when nothing changed: an AMI with this build's fingerprint is the artifact.
+        let fingerprint = self.fingerprint(&source_id)?;
+        if let Some(fp) = &fingerprint {
+            if let Some(a) = self.reusable(fp, &region, &copy_regions, &data).await? {
+                return Ok(a);
+            }
+        }
+
         // Names rendered now that build values are known; then pre-validation, before anything
         // is created.
         let ami_name = self.render("ami_name", &cfg.ami.ami_name, &data)?;
@@ -814,6 +831,9 @@ impl Ctx<'_> {
         let ami_tags = {
             let mut t = self.render_tags("tags", &cfg.ami.tags, &data)?;
             t.extend(self.run_tags());
+            if let Some(fp) = &fingerprint {
+                t.insert(TAG_FINGERPRINT.to_string(), fp.0.clone());
+            }
             t
         };
         let snapshot_tags = {
@@ -841,6 +861,107 @@ impl Ctx<'_> {
             }
         }
         Ok(artifact)
+    }
+
+    /// The reuse fingerprint, when reuse is on (and there will be an AMI to reuse). Reading
+    /// the files may take a while: it runs where blocking is allowed.
+    #[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
+    fn fingerprint(&self, source_id: &str) -> Result<Option<Fingerprint>, BuildError> {
+        let Some(inputs) = &self.reuse else {
+            return Ok(None);
+        };
+        if self.cfg.skip_create_ami {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let r = tokio::task::block_in_place(|| {
+            fingerprint::compute(inputs, source_id, fingerprint::SecretKey::load)
+        });
+        match r {
+            Ok(fp) => {
+                self.say(format!(
+                    "Fingerprint of the image's inputs: {} (computed in {})",
+                    fp.short(),
+                    human_duration(started.elapsed())
+                ));
+                Ok(Some(fp))
+            }
+            Err(e @ FingerprintError::Generated { .. }) => {
+                self.say(format!("reuse is off for this build: {e}"));
+                Ok(None)
+            }
+            Err(e) => Err(BuildError::Fingerprint(e)),
+        }
+    }
+
+    /// The AMIs that carry `fp` in every region this build delivers to, as the build's
+    /// artifact; `None` (and why, on the output) when the build has to run.
+    #[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
+    async fn reusable(
+        &self,
+        fp: &Fingerprint,
+        region: &str,
+        copy_regions: &[String],
+        data: &BTreeMap<String, String>,
+    ) -> Result<Option<Artifact>, BuildError> {
+        if self.force {
+            self.say(format!(
+                "-force: building again, whether or not an AMI with fingerprint {} exists",
+                fp.short()
+            ));
+            return Ok(None);
+        }
+        let mut regions: Vec<String> = Vec::new();
+        if !self.cfg.ami.skip_save_build_region || copy_regions.is_empty() {
+            regions.push(region.to_string());
+        }
+        regions.extend(copy_regions.iter().cloned());
+        let found = reuse::lookup(self.aws, &regions, &fp.0, &self.cancel)
+            .await
+            .map_err(|e| match e {
+                ReuseError::Cancelled => BuildError::Cancelled,
+                e => BuildError::Reuse(e),
+            })?;
+        match found {
+            Lookup::Missing(missing) => {
+                self.say(format!(
+                    "No AMI with fingerprint {} in {}: building",
+                    fp.short(),
+                    missing.join(", ")
+                ));
+                Ok(None)
+            }
+            Lookup::All(found) => {
+                let first = found
+                    .get(region)
+                    .or_else(|| found.values().next())
+                    .cloned()
+                    .ok_or(BuildError::MissingField {
+                        call: "DescribeImages",
+                        field: "ImageId",
+                        region: region.to_string(),
+                    })?;
+                let ids = if found.len() == 1 {
+                    first.id.clone()
+                } else {
+                    found
+                        .iter()
+                        .map(|(r, f)| format!("{r}: {}", f.id))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                self.say(format!(
+                    "reusing {ids} (fingerprint {} unchanged since {}): nothing is launched; the post-processors run on it",
+                    fp.short(),
+                    first.created
+                ));
+                Ok(Some(Artifact {
+                    amis: found.into_iter().map(|(r, f)| (r, f.id)).collect(),
+                    build_data: data.clone(),
+                    null: false,
+                }))
+            }
+        }
     }
 
     async fn describe_images(
