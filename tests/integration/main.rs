@@ -4,6 +4,8 @@
 mod build_tests;
 mod cleanup_tests;
 mod cli_tests;
+mod fault_tests;
+mod faultproxy;
 mod null_tests;
 mod pp_tests;
 mod provision_tests;
