@@ -78,9 +78,21 @@ fn check_after(
     if !left.is_empty() {
         problems.push(format!("{ctx}: left behind: {left:?}"));
     }
+    // Every journal ends saying its run finished and left nothing (but what it kept).
     let (live, _) = journals(e.journal.path());
-    if !live.is_empty() {
-        problems.push(format!("{ctx}: journals not archived: {live:?}"));
+    for j in &live {
+        let text = std::fs::read_to_string(j).unwrap_or_default();
+        let last: Value = text
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
+        if last["event"] != "finished" || last["clean"] != true {
+            problems.push(format!("{ctx}: journal {} ends with {last}", j.display()));
+        }
+    }
+    if live.is_empty() {
+        problems.push(format!("{ctx}: no journal"));
     }
     left.len()
 }
@@ -248,6 +260,7 @@ fn ssh_cut_mid_upload_and_mid_script_fails_clearly_or_retries_and_leaks_nothing(
         .expect("sshd address");
     let mut rows: Vec<(&str, Tally)> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     for (name, cut) in rows_def {
         let mut tally = Tally::default();
         for round in 0..rounds() {
@@ -324,6 +337,15 @@ fn ssh_cut_mid_upload_and_mid_script_fails_clearly_or_retries_and_leaks_nothing(
                     }
                 }
             }
+            let said = err
+                .lines()
+                .find(|l| l.contains("failed") || l.contains("Retrying"))
+                .or_else(|| out.lines().find(|l| l.contains("Retrying")))
+                .unwrap_or("");
+            notes.push(format!(
+                "{ctx}: exit {code} after {:?}: {said}",
+                t0.elapsed()
+            ));
             if t0.elapsed() > Duration::from_secs(120) {
                 problems.push(format!("{ctx}: took {:?} after the cut", t0.elapsed()));
             }
@@ -332,7 +354,7 @@ fn ssh_cut_mid_upload_and_mid_script_fails_clearly_or_retries_and_leaks_nothing(
         rows.push((name, tally));
     }
     let table = print_table(&rows);
-    println!("\n{table}");
+    println!("\n{table}\n{}", notes.join("\n"));
     assert!(problems.is_empty(), "{}\n{table}", problems.join("\n\n"));
     assert!(rows.iter().all(|(_, t)| t.leaked == 0), "{table}");
 }
@@ -343,6 +365,7 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
     let name = "instance terminated while waiting for SSH";
     let mut tally = Tally::default();
     let mut problems: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     for round in 0..rounds() {
         let ctx = format!("{name} (round {round})");
         // Nothing answers on the SSH port: the wait could last the whole ssh_timeout.
@@ -388,11 +411,15 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
         if took > Duration::from_secs(60) {
             problems.push(format!("{ctx}: noticed only after {took:?}"));
         }
+        let said = err.lines().find(|l| l.contains(&id)).unwrap_or("");
+        notes.push(format!(
+            "{ctx}: exit {code} {took:?} after the termination: {said}"
+        ));
         tally.leaked += check_after(&world, &e, &before, &[], &ctx, &mut problems);
     }
     let rows = [(name, tally)];
     let table = print_table(&rows);
-    println!("\n{table}");
+    println!("\n{table}\n{}", notes.join("\n"));
     assert!(problems.is_empty(), "{}\n{table}", problems.join("\n\n"));
     assert!(rows.iter().all(|(_, t)| t.leaked == 0), "{table}");
 }
