@@ -397,7 +397,8 @@ fn no_ephemeral_mappings() -> Vec<BlockDeviceMapping> {
 fn state_reason(i: &Instance) -> String {
     i.state_reason()
         .map(|r| match (r.code(), r.message()) {
-            (Some(c), Some(m)) if c != m => format!("{c}: {m}"),
+            // EC2 often repeats the code in the message: `Client.X: Client.X: ...` says it once.
+            (Some(c), Some(m)) if !m.starts_with(c) => format!("{c}: {m}"),
             (_, Some(m)) => m.to_string(),
             (Some(c), None) => c.to_string(),
             (None, None) => String::new(),
@@ -2311,4 +2312,42 @@ pub struct Net {
     pub vpc_id: Option<String>,
     pub subnet_id: Option<String>,
     pub az: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::StateReason;
+
+    fn with_reason(code: Option<&str>, message: Option<&str>) -> Instance {
+        Instance::builder()
+            .state_reason(
+                StateReason::builder()
+                    .set_code(code.map(str::to_string))
+                    .set_message(message.map(str::to_string))
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn state_reason_says_the_code_once() {
+        let moto = with_reason(
+            Some("Client.UserInitiatedShutdown"),
+            Some("Client.UserInitiatedShutdown: User initiated shutdown"),
+        );
+        assert_eq!(
+            state_reason(&moto),
+            "Client.UserInitiatedShutdown: User initiated shutdown"
+        );
+        let spot = with_reason(
+            Some("Server.SpotInstanceTermination"),
+            Some("Spot instance termination"),
+        );
+        assert_eq!(
+            state_reason(&spot),
+            "Server.SpotInstanceTermination: Spot instance termination"
+        );
+        assert_eq!(state_reason(&with_reason(None, None)), "EC2 gave no reason");
+    }
 }
