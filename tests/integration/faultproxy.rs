@@ -16,12 +16,10 @@
 //!   and an AMI name is unique per region (a repeated CreateImage is refused with
 //!   `InvalidAMIName.Duplicate`).
 //! * [`TcpProxy`]: plain TCP forwarding (to the test sshd), that can be cut (every live
-//!   connection shut down at once), refuse new connections, and limit the client-to-server
+//!   connection shut down at once) and limit the client-to-server
 //!   rate so that an upload takes long enough to be interrupted.
 
-#![allow(dead_code)]
-
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -129,7 +127,6 @@ pub struct HttpFaultProxy {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     state: Arc<Mutex<State>>,
-    enabled: Arc<AtomicBool>,
 }
 
 /// Upper bound on one request's or answer's size.
@@ -149,7 +146,6 @@ impl HttpFaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
-        let enabled = Arc::new(AtomicBool::new(true));
         let state = Arc::new(Mutex::new(State {
             rng: config.seed.max(1),
             per_call: HashMap::new(),
@@ -159,34 +155,24 @@ impl HttpFaultProxy {
         }));
         let config = Arc::new(config);
         {
-            let (stop, state, enabled) = (stop.clone(), state.clone(), enabled.clone());
+            let (stop, state) = (stop.clone(), state.clone());
             thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (state, config, enabled) = (state.clone(), config.clone(), enabled.clone());
-                    thread::spawn(move || serve(conn, up, &state, &config, &enabled));
+                    let (state, config) = (state.clone(), config.clone());
+                    thread::spawn(move || serve(conn, up, &state, &config));
                 }
             });
         }
-        HttpFaultProxy {
-            addr,
-            stop,
-            state,
-            enabled,
-        }
+        HttpFaultProxy { addr, stop, state }
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// Faults on or off (forwarding and the EC2 stand-ins go on either way).
-    pub fn set_enabled(&self, on: bool) {
-        self.enabled.store(on, Ordering::SeqCst);
     }
 
     pub fn counts(&self) -> Counts {
@@ -323,13 +309,7 @@ fn content_length(headers: &[(String, String)]) -> usize {
 }
 
 /// Serves one client connection (keep-alive: request after request).
-fn serve(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    state: &Mutex<State>,
-    config: &FaultConfig,
-    enabled: &AtomicBool,
-) {
+fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>, config: &FaultConfig) {
     let _ = client.set_read_timeout(Some(IO_TIMEOUT));
     let _ = client.set_write_timeout(Some(IO_TIMEOUT));
     let _ = client.set_nodelay(true);
@@ -359,7 +339,7 @@ fn serve(
         let params = req.params();
         let action = params.get("Action").cloned().unwrap_or_default();
         let region = req.region();
-        let fault = decide(state, config, enabled, &req, &action);
+        let fault = decide(state, config, &req, &action);
         let answer: Option<Vec<u8>> = match fault {
             Some(Fault::Throttle) => Some(ec2_error(
                 503,
@@ -415,13 +395,12 @@ fn serve(
 fn decide(
     state: &Mutex<State>,
     config: &FaultConfig,
-    enabled: &AtomicBool,
     req: &Request,
     action: &str,
 ) -> Option<Fault> {
     let mut s = lock(state);
     s.counts.requests += 1;
-    if !enabled.load(Ordering::SeqCst) || config.faults.is_empty() {
+    if config.faults.is_empty() {
         return None;
     }
     let call = req
@@ -630,12 +609,10 @@ pub struct TcpProxy {
 
 struct TcpInner {
     conns: Mutex<Vec<TcpStream>>,
-    refuse: AtomicBool,
     /// Client-to-server bytes per second (0: no limit).
     rate: AtomicU64,
     /// Client-to-server bytes forwarded.
     up_bytes: AtomicU64,
-    accepted: AtomicU64,
 }
 
 impl TcpProxy {
@@ -647,10 +624,8 @@ impl TcpProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let inner = Arc::new(TcpInner {
             conns: Mutex::new(Vec::new()),
-            refuse: AtomicBool::new(false),
             rate: AtomicU64::new(0),
             up_bytes: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
         });
         {
             let (stop, inner) = (stop.clone(), inner.clone());
@@ -660,15 +635,10 @@ impl TcpProxy {
                         break;
                     }
                     let Ok(client) = conn else { continue };
-                    if inner.refuse.load(Ordering::SeqCst) {
-                        drop(client);
-                        continue;
-                    }
                     let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(10))
                     else {
                         continue;
                     };
-                    inner.accepted.fetch_add(1, Ordering::SeqCst);
                     {
                         let mut c = lock(&inner.conns);
                         if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
@@ -701,11 +671,6 @@ impl TcpProxy {
         }
     }
 
-    /// New connections are closed at once while `on`.
-    pub fn refuse(&self, on: bool) {
-        self.inner.refuse.store(on, Ordering::SeqCst);
-    }
-
     /// Client-to-server bytes per second (0: no limit).
     pub fn limit_rate(&self, bytes_per_sec: u64) {
         self.inner.rate.store(bytes_per_sec, Ordering::SeqCst);
@@ -713,10 +678,6 @@ impl TcpProxy {
 
     pub fn up_bytes(&self) -> u64 {
         self.inner.up_bytes.load(Ordering::SeqCst)
-    }
-
-    pub fn accepted(&self) -> u64 {
-        self.inner.accepted.load(Ordering::SeqCst)
     }
 
     /// Waits (bounded) until `more` bytes more than now went client-to-server.
@@ -769,9 +730,4 @@ fn pump(mut from: TcpStream, mut to: TcpStream, count: Option<&TcpInner>) {
     }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
-}
-
-/// A set of the names of a map's keys (for messages).
-pub fn kinds(c: &Counts) -> HashSet<Fault> {
-    c.injected.keys().copied().collect()
 }
