@@ -15,7 +15,10 @@
 //! (`builder::amazon::reuse`), launching nothing. The `null` builder (`builder::null`)
 //! runs the provisioners against an existing machine, with no cloud. `imgbuild cleanup`
 //! (`cleanup`) removes what interrupted or crashed runs left behind, from their journals and the
-//! run-id tags.
+//! run-id tags. A build itself survives EC2 API faults (SDK retries; a create call whose answer
+//! was lost is resolved by client token or by adopting its result by name and run tag) and notices
+//! a source instance terminated while it provisions; the fault tests (`tests/integration/
+//! fault_tests.rs`, `cleanup_tests.rs`) check that nothing is left after each fault.
 //!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.

@@ -27,13 +27,13 @@ macro_rules! world_or_skip {
 }
 
 /// How long a build may take to reach its pause point.
-const MARKER_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const MARKER_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a build or a cleanup may take in all.
-const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A running `imgbuild build`, its stdout lines as they come. Dropping it kills it (by its PID)
 /// if it still runs.
-struct Building {
+pub(crate) struct Building {
     child: Child,
     lines: mpsc::Receiver<String>,
     out: Option<std::thread::JoinHandle<String>>,
@@ -41,7 +41,7 @@ struct Building {
 }
 
 impl Building {
-    fn start(s: &Scratch, e: &Env, pause: Option<&str>) -> Building {
+    pub(crate) fn start(s: &Scratch, e: &Env, pause: Option<&str>) -> Building {
         let mut cmd = Command::new(imgbuild_bin());
         cmd.args(["build", "-color=false", "t.json"])
             .current_dir(s.dir.path())
@@ -77,13 +77,13 @@ impl Building {
         }
     }
 
-    /// Waits (bounded) for a stdout line containing `marker`.
-    fn wait_for(&mut self, marker: &str) {
+    /// Waits (bounded) for a stdout line containing `marker`; that line.
+    pub(crate) fn wait_for(&mut self, marker: &str) -> String {
         let deadline = Instant::now() + MARKER_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(marker) => return,
+                Ok(l) if l.contains(marker) => return l,
                 Ok(_) => {}
                 Err(_) => {
                     let _ = self.child.kill();
@@ -95,14 +95,14 @@ impl Building {
         }
     }
 
-    fn output(&mut self) -> (String, String) {
+    pub(crate) fn output(&mut self) -> (String, String) {
         let out = self.out.take().map(|h| h.join().unwrap_or_default());
         let err = self.err.take().map(|h| h.join().unwrap_or_default());
         (out.unwrap_or_default(), err.unwrap_or_default())
     }
 
     /// `kill -9` (our own child, by its PID), and reaps it.
-    fn kill9(mut self) -> (String, String) {
+    pub(crate) fn kill9(mut self) -> (String, String) {
         self.child.kill().expect("SIGKILL to the build");
         let st = self.child.wait().expect("wait");
         assert!(st.code().is_none(), "killed by a signal, not exited: {st}");
@@ -110,7 +110,7 @@ impl Building {
     }
 
     /// SIGINT (by its PID) and waits (bounded) for it to exit; its exit code and output.
-    fn interrupt(self) -> (i32, String, String) {
+    pub(crate) fn interrupt(self) -> (i32, String, String) {
         let pid = self.child.id().to_string();
         let st = Command::new("kill")
             .args(["-INT", &pid])
@@ -121,7 +121,7 @@ impl Building {
     }
 
     /// Waits (bounded) for it to exit by itself.
-    fn finish(mut self) -> (i32, String, String) {
+    pub(crate) fn finish(mut self) -> (i32, String, String) {
         let deadline = Instant::now() + RUN_TIMEOUT;
         let status = loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
@@ -149,7 +149,7 @@ impl Drop for Building {
 }
 
 /// `imgbuild cleanup ARGS` with the world's environment and `e`'s journal directory.
-fn cleanup(e: &Env, args: &[&str]) -> Run {
+pub(crate) fn cleanup(e: &Env, args: &[&str]) -> Run {
     let vars: Vec<(&str, &str)> = e
         .vars
         .iter()
@@ -162,7 +162,7 @@ fn cleanup(e: &Env, args: &[&str]) -> Run {
 }
 
 /// The journals (`*.jsonl`) directly in `dir`, and those archived in `dir/done`.
-fn journals(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+pub(crate) fn journals(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let list = |d: &Path| -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .map(|rd| {
@@ -180,7 +180,7 @@ fn journals(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 
 /// What is in `after` and not in `before`, apart from `kept` AMIs and their snapshots and
 /// terminated instances: one line per resource.
-fn leaks(
+pub(crate) fn leaks(
     before: &BTreeMap<&str, Region>,
     after: &BTreeMap<&str, Region>,
     kept: &[String],
@@ -223,7 +223,7 @@ fn leaks(
 }
 
 /// The AMIs a build reported (`region: ami-...` lines).
-fn amis_of(stdout: &str) -> Vec<String> {
+pub(crate) fn amis_of(stdout: &str) -> Vec<String> {
     REGIONS
         .iter()
         .filter(|r| stdout.contains(&format!("\n{r}: ami-")))
@@ -239,6 +239,75 @@ struct Fault {
     pause: Option<&'static str>,
     /// A source `cleanup --dry-run` must list (the mechanism that finds what the kill hid).
     source: Option<&'static str>,
+    /// Killed while provisioning over SSH (no pause hook): how.
+    live: Option<Live>,
+}
+
+/// A kill while the build talks SSH, without a test hook.
+#[derive(Clone, Copy, PartialEq)]
+enum Live {
+    /// The SSH port is closed: killed while it waits for SSH.
+    WaitSsh,
+    /// A file provisioner uploads through a rate-limited TCP proxy: killed mid-upload.
+    Upload,
+    /// A shell provisioner prints a marker and sleeps: killed mid-script.
+    Script,
+}
+
+const SCRIPT_MARKER: &str = "imgbuild-fault-mid-script";
+/// The upload of the mid-upload fault, and the rate it goes at (about 6 s in all).
+const UPLOAD_BYTES: u64 = 24 << 20;
+const UPLOAD_RATE: u64 = 4 << 20;
+
+/// The builder, provisioners and (for [`Live::Upload`]) the proxy of a live-SSH fault.
+fn live_setup(
+    world: &TestWorld,
+    s: &Scratch,
+    live: Live,
+) -> (Value, Value, Option<crate::faultproxy::TcpProxy>) {
+    let remote = world
+        .sandbox()
+        .join(crate::world::unique_name("fault"))
+        .display()
+        .to_string();
+    let sandbox = world.sandbox().display().to_string();
+    let direct = |port: u16| {
+        builder(
+            world,
+            json!({"communicator": "ssh", "ssh_host": "127.0.0.1", "ssh_port": port,
+                   "ssh_username": world.ssh_user(), "ssh_timeout": "60s"}),
+        )
+    };
+    match live {
+        Live::WaitSsh => (
+            ssh_builder(world, json!({"ssh_timeout": "120s"})),
+            json!([{"type": "shell", "inline": ["true"]}]),
+            None,
+        ),
+        Live::Script => (
+            direct(world.ssh_port()),
+            json!([{"type": "shell", "remote_folder": sandbox,
+                    "inline": [format!("echo {SCRIPT_MARKER}"), "sleep 60"]}]),
+            None,
+        ),
+        Live::Upload => {
+            let target: std::net::SocketAddr = format!("127.0.0.1:{}", world.ssh_port())
+                .parse()
+                .expect("sshd address");
+            let proxy = crate::faultproxy::TcpProxy::start(target);
+            proxy.limit_rate(UPLOAD_RATE);
+            let big = s.path("big.bin");
+            std::fs::File::create(&big)
+                .and_then(|f| f.set_len(UPLOAD_BYTES))
+                .expect("a big file");
+            (
+                direct(proxy.port()),
+                json!([{"type": "file", "source": big.display().to_string(),
+                        "destination": format!("{remote}.bin")}]),
+                Some(proxy),
+            )
+        }
+    }
 }
 
 const FAULTS: &[Fault] = &[
@@ -248,6 +317,7 @@ const FAULTS: &[Fault] = &[
         copy: true,
         pause: None,
         source: None,
+        live: None,
     },
     Fault {
         name: "kill -9 after key pair",
@@ -255,6 +325,7 @@ const FAULTS: &[Fault] = &[
         copy: false,
         pause: Some("key_pair"),
         source: None,
+        live: None,
     },
     Fault {
         name: "kill -9 after security group",
@@ -262,6 +333,7 @@ const FAULTS: &[Fault] = &[
         copy: false,
         pause: Some("security_group"),
         source: None,
+        live: None,
     },
     Fault {
         name: "kill -9 before launch returns (after intent)",
@@ -269,6 +341,7 @@ const FAULTS: &[Fault] = &[
         copy: false,
         pause: Some("sent_run_instances"),
         source: Some("client-token"),
+        live: None,
     },
     Fault {
         name: "kill -9 instance running",
@@ -276,6 +349,7 @@ const FAULTS: &[Fault] = &[
         copy: false,
         pause: Some("launch"),
         source: Some("journal"),
+        live: None,
     },
     Fault {
         name: "kill -9 instance stopped",
@@ -283,6 +357,7 @@ const FAULTS: &[Fault] = &[
         copy: false,
         pause: Some("stop"),
         source: None,
+        live: None,
     },
     Fault {
         name: "kill -9 mid-create-image",
@@ -290,6 +365,7 @@ const FAULTS: &[Fault] = &[
         copy: false,
         pause: Some("create_image"),
         source: None,
+        live: None,
     },
     Fault {
         name: "kill -9 before copy returns (after intent)",
@@ -297,6 +373,7 @@ const FAULTS: &[Fault] = &[
         copy: true,
         pause: Some("sent_copy_image"),
         source: Some("name"),
+        live: None,
     },
     Fault {
         name: "kill -9 mid-copy",
@@ -304,11 +381,36 @@ const FAULTS: &[Fault] = &[
         copy: true,
         pause: Some("copy"),
         source: None,
+        live: None,
+    },
+    Fault {
+        name: "kill -9 waiting for SSH",
+        ssh: true,
+        copy: false,
+        pause: None,
+        source: None,
+        live: Some(Live::WaitSsh),
+    },
+    Fault {
+        name: "kill -9 mid-upload (file provisioner)",
+        ssh: true,
+        copy: false,
+        pause: None,
+        source: None,
+        live: Some(Live::Upload),
+    },
+    Fault {
+        name: "kill -9 mid-script (shell provisioner)",
+        ssh: true,
+        copy: false,
+        pause: None,
+        source: None,
+        live: Some(Live::Script),
     },
 ];
 
 /// Rounds of every fault: 1, or `IMGBUILD_FAULT_ROUNDS` (at most 20).
-fn rounds() -> usize {
+pub(crate) fn rounds() -> usize {
     std::env::var("IMGBUILD_FAULT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -317,13 +419,13 @@ fn rounds() -> usize {
 }
 
 #[derive(Default)]
-struct Tally {
-    runs: usize,
-    succeeded: usize,
-    leaked: usize,
+pub(crate) struct Tally {
+    pub runs: usize,
+    pub succeeded: usize,
+    pub leaked: usize,
 }
 
-fn print_table(rows: &[(&str, Tally)]) -> String {
+pub(crate) fn print_table(rows: &[(&str, Tally)]) -> String {
     let mut s = format!(
         "{:<48} {:>5} {:>16} {:>17}\n",
         "fault", "runs", "builds succeeded", "resources leaked"
@@ -361,15 +463,40 @@ fn cleanup_after_kill_9_at_each_phase_leaves_only_a_finished_builds_amis() {
             } else {
                 json!([])
             };
-            let s = Scratch::new().with("t.json", &template(b, provisioners));
+            let s = Scratch::new();
+            let (b, provisioners, proxy) = match f.live {
+                Some(live) => live_setup(&world, &s, live),
+                None => (b, provisioners, None),
+            };
+            let s = s.with("t.json", &template(b, provisioners));
             let e = env(&world);
             let before = state(&world);
             tally.runs += 1;
             let pause = f.pause.map(|p| format!("{p}:120"));
             let mut building = Building::start(&s, &e, pause.as_deref());
             let mut kept: Vec<String> = Vec::new();
-            if f.pause.is_some() {
-                building.wait_for("test hook: pausing");
+            if f.pause.is_some() || f.live.is_some() {
+                match f.live {
+                    None => {
+                        building.wait_for("test hook: pausing");
+                    }
+                    Some(Live::WaitSsh) => {
+                        building.wait_for("Waiting for SSH to become available");
+                    }
+                    Some(Live::Script) => {
+                        building.wait_for(SCRIPT_MARKER);
+                    }
+                    Some(Live::Upload) => {
+                        let p = proxy.as_ref().expect("the upload's proxy");
+                        // Handshake and login are a few kB: past 3 MiB, the upload runs.
+                        if !p.wait_up_bytes(3 << 20, MARKER_TIMEOUT) {
+                            problems.push(format!("{ctx}: the upload never got under way"));
+                        }
+                        if p.up_bytes() >= UPLOAD_BYTES {
+                            problems.push(format!("{ctx}: the upload had ended before the kill"));
+                        }
+                    }
+                }
                 let (out, _) = building.kill9();
                 // The fault is real: something of the run exists now.
                 let found = leaks(&before, &state(&world), &[]);

@@ -5,6 +5,8 @@ mod build_tests;
 mod cfn_tests;
 mod cleanup_tests;
 mod cli_tests;
+mod fault_tests;
+mod faultproxy;
 mod null_tests;
 mod pp_tests;
 mod provision_tests;

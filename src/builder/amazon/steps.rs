@@ -41,6 +41,8 @@ use crate::ui::Ui;
 /// for images).
 const INSTANCE_WAIT: Duration = Duration::from_secs(10 * 60);
 const IMAGE_WAIT: Duration = Duration::from_secs(30 * 60);
+/// How often the source instance's state is checked while provisioning waits for SSH and runs.
+const WATCH_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything one build needs.
 pub struct Ctx<'a> {
@@ -215,6 +217,15 @@ pub enum BuildError {
     },
     #[error("provisioning: {0}")]
     Provision(ProvisionError),
+    /// The source instance went away while provisioning waited for SSH or ran (a spot
+    /// instance reclaimed, an AMI that does not boot, someone terminating it).
+    #[error("the source instance {id} in {region} is {state} ({reason}); provisioning stopped (a reclaimed spot instance, an image that does not boot, or someone terminated it)")]
+    InstanceGone {
+        region: String,
+        id: String,
+        state: String,
+        reason: String,
+    },
     #[error("StopInstances {id} in {region}: {source}")]
     StopInstances {
         region: String,
@@ -395,7 +406,8 @@ fn no_ephemeral_mappings() -> Vec<BlockDeviceMapping> {
 fn state_reason(i: &Instance) -> String {
     i.state_reason()
         .map(|r| match (r.code(), r.message()) {
-            (Some(c), Some(m)) if c != m => format!("{c}: {m}"),
+            // EC2 often repeats the code in the message: `Client.X: Client.X: ...` says it once.
+            (Some(c), Some(m)) if !m.starts_with(c) => format!("{c}: {m}"),
             (_, Some(m)) => m.to_string(),
             (Some(c), None) => c.to_string(),
             (None, None) => String::new(),
@@ -725,9 +737,16 @@ impl Ctx<'_> {
             ui: self.ui,
         };
         let provisioned = loop {
+            // The instance is watched meanwhile: a terminated one never answers SSH.
             let r = self
-                .c(provision::run(&pctx, self.cancel.receiver()))
-                .await?;
+                .c(async {
+                    tokio::select! {
+                        r = provision::run(&pctx, self.cancel.receiver()) => Ok(r),
+                        gone = self.watch_instance(&ec2, &region, &instance_id),
+                            if cfg.ssh.communicator == Communicator::Ssh => Err(gone),
+                    }
+                })
+                .await??;
             // -on-error=ask: the person may run provisioning again on the same instance.
             match &r {
                 Err(e) if self.interact.asks() && !matches!(e, ProvisionError::Cancelled) => {
@@ -1280,7 +1299,8 @@ impl Ctx<'_> {
         if self.cancel.is_cancelled() {
             return Err(BuildError::Cancelled);
         }
-        ec2.import_key_pair()
+        let imported = ec2
+            .import_key_pair()
             .key_name(&name)
             .public_key_material(aws_sdk_ec2::primitives::Blob::new(
                 key.public_openssh.as_bytes(),
@@ -1288,12 +1308,26 @@ impl Ctx<'_> {
             .tag_specifications(tag_spec(ResourceType::KeyPair, &self.run_tags()))
             .send()
             .await
-            .api()
-            .map_err(|source| BuildError::ImportKeyPair {
-                region: region.to_string(),
-                name: name.clone(),
-                source,
-            })?;
+            .api();
+        match imported {
+            Ok(_) => {}
+            // The SDK retried a call whose answer was lost, and the first try had imported it:
+            // a name of this run's own (generated, or tagged with this run) is this run's.
+            Err(e)
+                if e.code_is("InvalidKeyPair.Duplicate")
+                    && (ssh.temporary_key_pair_name.is_none()
+                        || self.key_pair_is_ours(ec2, &name).await) =>
+            {
+                tracing::debug!(name = %name, "ImportKeyPair: adopted after a lost answer");
+            }
+            Err(source) => {
+                return Err(BuildError::ImportKeyPair {
+                    region: region.to_string(),
+                    name: name.clone(),
+                    source,
+                })
+            }
+        }
         self.record(
             Undo::DeleteKeyPair {
                 region: region.to_string(),
@@ -1346,19 +1380,31 @@ impl Ctx<'_> {
             .tag_specifications(tag_spec(ResourceType::SecurityGroup, &self.run_tags()))
             .send()
             .await
-            .api()
-            .map_err(|source| BuildError::CreateSecurityGroup {
-                region: region.to_string(),
-                source,
-            })?;
-        let id = out
-            .group_id()
-            .ok_or(BuildError::MissingField {
-                call: "CreateSecurityGroup",
-                field: "GroupId",
-                region: region.to_string(),
-            })?
-            .to_string();
+            .api();
+        let id = match out {
+            Ok(out) => out
+                .group_id()
+                .ok_or(BuildError::MissingField {
+                    call: "CreateSecurityGroup",
+                    field: "GroupId",
+                    region: region.to_string(),
+                })?
+                .to_string(),
+            // A retry after a lost answer: the name is this run's own (a fresh UUID).
+            Err(e) if e.code_is("InvalidGroup.Duplicate") => self
+                .group_by_name(ec2, &name, net.vpc_id.as_deref())
+                .await
+                .ok_or(BuildError::CreateSecurityGroup {
+                    region: region.to_string(),
+                    source: e,
+                })?,
+            Err(source) => {
+                return Err(BuildError::CreateSecurityGroup {
+                    region: region.to_string(),
+                    source,
+                })
+            }
+        };
         self.record(
             Undo::DeleteSecurityGroup {
                 region: region.to_string(),
@@ -1379,17 +1425,24 @@ impl Ctx<'_> {
                     perm = perm.ip_ranges(IpRange::builder().cidr_ip(c).build());
                 }
             }
-            ec2.authorize_security_group_ingress()
+            match ec2
+                .authorize_security_group_ingress()
                 .group_id(&id)
                 .ip_permissions(perm.build())
                 .send()
                 .await
                 .api()
-                .map_err(|source| BuildError::AuthorizeSecurityGroupIngress {
-                    region: region.to_string(),
-                    id: id.clone(),
-                    source,
-                })?;
+            {
+                // A retry after a lost answer: the first try added the rule.
+                Err(e) if !e.code_is("InvalidPermission.Duplicate") => {
+                    return Err(BuildError::AuthorizeSecurityGroupIngress {
+                        region: region.to_string(),
+                        id: id.clone(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
         }
         Ok(id)
     }
@@ -1644,6 +1697,78 @@ impl Ctx<'_> {
         Ok(instance)
     }
 
+    /// The key pair `name` carries this run's tag.
+    async fn key_pair_is_ours(&self, ec2: &Client, name: &str) -> bool {
+        let Ok(out) = ec2.describe_key_pairs().key_names(name).send().await else {
+            return false;
+        };
+        out.key_pairs().iter().any(|k| {
+            k.tags()
+                .iter()
+                .any(|t| t.key() == Some(TAG_RUN_ID) && t.value() == Some(self.run_id))
+        })
+    }
+
+    /// The ID of the security group `name` (in `vpc`), if exactly one exists.
+    async fn group_by_name(&self, ec2: &Client, name: &str, vpc: Option<&str>) -> Option<String> {
+        let mut req = ec2
+            .describe_security_groups()
+            .filters(filter("group-name", name));
+        if let Some(v) = vpc {
+            req = req.filters(filter("vpc-id", v));
+        }
+        let out = req.send().await.ok()?;
+        match out.security_groups() {
+            [g] => g.group_id().map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// The ID of this account's image `name` tagged with this run, if exactly one exists.
+    async fn image_of_this_run(&self, ec2: &Client, name: &str) -> Option<String> {
+        let out = ec2
+            .describe_images()
+            .owners("self")
+            .filters(filter("name", name))
+            .filters(filter(&format!("tag:{TAG_RUN_ID}"), self.run_id))
+            .send()
+            .await
+            .ok()?;
+        match out.images() {
+            [i] => i.image_id().map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// Resolves (with the error to report) only when the instance is shutting down or
+    /// terminated; polls every [`WATCH_EVERY`] (a failed poll is skipped, not fatal).
+    async fn watch_instance(&self, ec2: &Client, region: &str, id: &str) -> BuildError {
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let Ok(out) = ec2.describe_instances().instance_ids(id).send().await else {
+                continue;
+            };
+            let Some(i) = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find(|i| i.instance_id() == Some(id))
+            else {
+                continue;
+            };
+            if let Some(state @ (InstanceStateName::ShuttingDown | InstanceStateName::Terminated)) =
+                i.state().and_then(|s| s.name())
+            {
+                return BuildError::InstanceGone {
+                    region: region.to_string(),
+                    id: id.to_string(),
+                    state: state.as_str().to_string(),
+                    reason: state_reason(i),
+                };
+            }
+        }
+    }
+
     async fn probe_instance(
         &self,
         ec2: &Client,
@@ -1883,20 +2008,34 @@ impl Ctx<'_> {
             .tag_specifications(tag_spec(ResourceType::Image, &self.temporary_tags()))
             .send()
             .await
-            .api()
-            .map_err(|source| BuildError::CreateImage {
-                region: region.to_string(),
-                instance: instance.to_string(),
-                source,
-            })?;
-        let id = out
-            .image_id()
-            .ok_or(BuildError::MissingField {
-                call: "CreateImage",
-                field: "ImageId",
-                region: region.to_string(),
-            })?
-            .to_string();
+            .api();
+        let id = match out {
+            Ok(out) => out
+                .image_id()
+                .ok_or(BuildError::MissingField {
+                    call: "CreateImage",
+                    field: "ImageId",
+                    region: region.to_string(),
+                })?
+                .to_string(),
+            // The SDK retried a call whose answer was lost: the image of that name carrying
+            // this run's tag is the one the first try made (any other is refused, as before).
+            Err(e) if e.code_is("InvalidAMIName.Duplicate") => self
+                .image_of_this_run(ec2, name)
+                .await
+                .ok_or(BuildError::CreateImage {
+                    region: region.to_string(),
+                    instance: instance.to_string(),
+                    source: e,
+                })?,
+            Err(source) => {
+                return Err(BuildError::CreateImage {
+                    region: region.to_string(),
+                    instance: instance.to_string(),
+                    source,
+                })
+            }
+        };
         let entry = self.record(
             Undo::DeregisterImage {
                 region: region.to_string(),
@@ -2294,4 +2433,42 @@ pub struct Net {
     pub vpc_id: Option<String>,
     pub subnet_id: Option<String>,
     pub az: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::StateReason;
+
+    fn with_reason(code: Option<&str>, message: Option<&str>) -> Instance {
+        Instance::builder()
+            .state_reason(
+                StateReason::builder()
+                    .set_code(code.map(str::to_string))
+                    .set_message(message.map(str::to_string))
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn state_reason_says_the_code_once() {
+        let moto = with_reason(
+            Some("Client.UserInitiatedShutdown"),
+            Some("Client.UserInitiatedShutdown: User initiated shutdown"),
+        );
+        assert_eq!(
+            state_reason(&moto),
+            "Client.UserInitiatedShutdown: User initiated shutdown"
+        );
+        let spot = with_reason(
+            Some("Server.SpotInstanceTermination"),
+            Some("Spot instance termination"),
+        );
+        assert_eq!(
+            state_reason(&spot),
+            "Server.SpotInstanceTermination: Spot instance termination"
+        );
+        assert_eq!(state_reason(&with_reason(None, None)), "EC2 gave no reason");
+    }
 }
