@@ -57,6 +57,16 @@ pub enum SshError {
         reason: Box<WaitReason>,
     },
 
+    #[error(
+        "the host key of {endpoint} does not match ssh_host_key_fingerprint: expected {expected}, got {got}; \
+         the server is not the instance this build launched, or its host key changed (check the fingerprint with `ssh-keygen -lf` on the key, or in the instance's console output)"
+    )]
+    HostKeyMismatch {
+        endpoint: Endpoint,
+        expected: String,
+        got: String,
+    },
+
     #[error("cannot use the private key {}for {endpoint}: {message}", key_label(.path))]
     LoadKey {
         endpoint: Endpoint,
