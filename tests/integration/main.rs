@@ -7,6 +7,7 @@ mod cli_tests;
 mod null_tests;
 mod pp_tests;
 mod provision_tests;
+mod security_tests;
 mod ssh_tests;
 mod ui_tests;
 mod web_worker_tests;
