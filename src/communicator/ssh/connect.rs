@@ -602,10 +602,11 @@ fn check_host_key(
         Some(got) if &got == expected => Ok(()),
         got => Err(AttemptError::Fatal(SshError::HostKeyMismatch {
             endpoint: endpoint.clone(),
-            expected: expected.to_string(),
-            got: got
-                .map(|g| g.to_string())
-                .unwrap_or_else(|| "no host key (the SSH library gave no SHA-256 hash)".into()),
+            fingerprints: Box::new((
+                expected.to_string(),
+                got.map(|g| g.to_string())
+                    .unwrap_or_else(|| "no host key (the SSH library gave no SHA-256 hash)".into()),
+            )),
         })),
     }
 }

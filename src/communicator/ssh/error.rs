@@ -58,13 +58,14 @@ pub enum SshError {
     },
 
     #[error(
-        "the host key of {endpoint} does not match ssh_host_key_fingerprint: expected {expected}, got {got}; \
-         the server is not the instance this build launched, or its host key changed (check the fingerprint with `ssh-keygen -lf` on the key, or in the instance's console output)"
+        "the host key of {endpoint} does not match ssh_host_key_fingerprint: expected {}, got {}; \
+         the server is not the instance this build launched, or its host key changed (check the fingerprint with `ssh-keygen -lf` on the key, or in the instance's console output)",
+        .fingerprints.0, .fingerprints.1
     )]
     HostKeyMismatch {
         endpoint: Endpoint,
-        expected: String,
-        got: String,
+        /// (expected, got); boxed to keep the error small.
+        fingerprints: Box<(String, String)>,
     },
 
     #[error("cannot use the private key {}for {endpoint}: {message}", key_label(.path))]
