@@ -155,11 +155,17 @@ fn would_block(e: &std::io::Error) -> bool {
 impl Journal {
     /// Creates the journal file (and its directory) for a run, and locks it for this process.
     pub fn create(dir: &Path, run_id: &str) -> std::io::Result<Journal> {
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        // Owner only: a journal names the account's resources, endpoint and client tokens.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let path = dir.join(format!("{run_id}.jsonl"));
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
+            .mode(0o600)
             .open(&path)?;
         // Best effort: where locks are not supported, cleanup falls back to the pid.
         let _ = flock(&file, libc::LOCK_EX);
@@ -606,6 +612,18 @@ mod tests {
         l.undone(i).unwrap();
         assert_eq!(l.remaining().len(), 2);
         assert!(l.undone(EntryId(99)).is_err());
+    }
+
+    #[test]
+    fn journal_file_and_the_directory_it_creates_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("state/imgbuild/journal");
+        let j = Journal::create(&jdir, "run-m").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(j.path()), 0o600);
+        assert_eq!(mode(&jdir), 0o700);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
     }
 
     #[test]

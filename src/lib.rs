@@ -20,6 +20,11 @@
 //! a source instance terminated while it provisions; the fault tests (`tests/integration/
 //! fault_tests.rs`, `cleanup_tests.rs`) check that nothing is left after each fault.
 //!
+//! Security defaults (README "Security"): the temporary private key stays in memory; the temporary
+//! security group opens only the SSH port to configured or VPC blocks; remote scripts are 0700 and
+//! env-var files 0600, removed unless `skip_clean`; `shell-local` keeps values off command lines;
+//! `ssh_host_key_fingerprint` pins the host key (`communicator::ssh::hostkey`).
+//!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.
 

@@ -79,6 +79,9 @@ pub struct Interact {
     ui: Ui,
     /// The choice made at a failure inside the build, so that it is not asked again.
     chosen: Mutex<Option<Choice>>,
+    /// `-debug`: the key file [`Interact::save_key`] wrote, removed by
+    /// [`Interact::remove_saved_key`] once the build's resources are torn down.
+    saved_key: Mutex<Option<PathBuf>>,
 }
 
 impl Interact {
@@ -90,6 +93,36 @@ impl Interact {
             terminal,
             ui: ui.clone(),
             chosen: Mutex::new(None),
+            saved_key: Mutex::new(None),
+        }
+    }
+
+    /// Removes the `-debug` key file, if one was saved (as Packer does when it cleans up the key
+    /// pair): called after teardown, so the key works as long as the instance exists. Kept when
+    /// the build's resources are left in place (`-on-error=abort`).
+    pub fn remove_saved_key(&self) {
+        let path = match self.saved_key.lock() {
+            Ok(mut p) => p.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(path) = path {
+            match std::fs::remove_file(&path) {
+                Ok(()) => self.say(&format!("-debug: removed {}", path.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => self.ui.error(&format!(
+                    "==> {}: -debug: cannot remove the temporary private key {}: {e}",
+                    self.build,
+                    path.display()
+                )),
+            }
+        }
+    }
+
+    /// The `-debug` key file, if one was saved and not removed.
+    pub fn saved_key(&self) -> Option<PathBuf> {
+        match self.saved_key.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -195,6 +228,10 @@ impl Interact {
             .unwrap_or_else(|_| PathBuf::from(&name));
         match write_private(&path, private_key) {
             Ok(()) => {
+                match self.saved_key.lock() {
+                    Ok(mut p) => *p = Some(path.clone()),
+                    Err(poisoned) => *poisoned.into_inner() = Some(path.clone()),
+                }
                 self.say(&format!(
                     "-debug: the temporary private key is saved in {} (mode 0600; log in with ssh -i {})",
                     path.display(),
@@ -257,6 +294,8 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        // A symlink planted at the name would send the key elsewhere.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(text.as_bytes())?;

@@ -562,6 +562,12 @@ async fn one(
                 "-on-error=ask"
             }
         ));
+        if let Some(key) = interact.saved_key() {
+            say(format!(
+                "-debug: the temporary private key stays in {} (remove it when done with the instance)",
+                key.display()
+            ));
+        }
     } else {
         if let Some((at, d)) = test_pause().filter(|(at, _)| at == "teardown") {
             say(format!(
@@ -579,6 +585,7 @@ async fn one(
         let failures =
             teardown::run(&aws, &ledger, success, polling, &protected, abort, &say).await;
         out.left = failures;
+        interact.remove_saved_key();
     }
     // Whatever is still recorded as existing (and not the product) is left behind.
     let remaining = lock(&ledger).to_unwind(success);

@@ -285,6 +285,7 @@ pub fn connect_options(ctx: &ProvisionContext<'_>) -> Result<ConnectOptions, Pro
     o.pause_before_connecting = ssh.pause_before_connecting.unwrap_or(Duration::ZERO);
     o.ciphers = ssh.ssh_ciphers.clone();
     o.kex_algorithms = ssh.ssh_key_exchange_algorithms.clone();
+    o.host_key_fingerprint = ssh.ssh_host_key_fingerprint.clone();
     if let Some(b) = &ssh.ssh_bastion {
         let bastion_auth = if let Some(path) = &b.private_key_file {
             Auth::key_file(path)

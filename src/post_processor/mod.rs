@@ -5,8 +5,8 @@
 //! Parameter Store). This module holds their configuration; [`run`] runs a build's chains.
 
 pub mod ami_outputs;
-pub mod cloudformation;
 pub mod ami_retention;
+pub mod cloudformation;
 pub mod manifest;
 pub mod output;
 pub mod run;
@@ -14,8 +14,8 @@ pub mod shell_local;
 pub mod ssm_parameter;
 
 pub use ami_outputs::AmiOutputsConfig;
-pub use cloudformation::CloudFormationConfig;
 pub use ami_retention::AmiRetentionConfig;
+pub use cloudformation::CloudFormationConfig;
 pub use manifest::ManifestConfig;
 pub use ssm_parameter::SsmParameterConfig;
 

@@ -101,7 +101,8 @@ pub async fn run(
         ));
     }
     let env = environment(ctx.build_name, ctx.build_type, artifact, &user);
-    let vars = flatten(&c.env_var_format, &env);
+    // Values reach the script through its environment, never its command line.
+    let vars = crate::build::provision::local::vars_as_references(&c.env_var_format, &env);
 
     // The inline script lives in a private directory for as long as this runs.
     let local = |what: &str| {

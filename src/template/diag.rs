@@ -441,7 +441,10 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[1].contains("t.json:1:"), "{out}");
         let excerpt = lines[3].trim_start_matches("1 | ");
-        assert!(excerpt.starts_with("...") && excerpt.ends_with("..."), "{out}");
+        assert!(
+            excerpt.starts_with("...") && excerpt.ends_with("..."),
+            "{out}"
+        );
         assert!(excerpt.chars().count() <= EXCERPT_MAX + 6, "{out}");
         // The caret is under the key.
         let caret = lines[4].find('^').expect("caret");

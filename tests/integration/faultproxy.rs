@@ -53,17 +53,6 @@ impl Fault {
         Fault::LostAnswer,
         Fault::Latency,
     ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Fault::Throttle => "RequestLimitExceeded (503)",
-            Fault::Internal500 => "InternalError (500)",
-            Fault::Unavailable503 => "Unavailable (503)",
-            Fault::ResetBefore => "connection reset before forwarding",
-            Fault::LostAnswer => "lost answer (forwarded, then reset)",
-            Fault::Latency => "added latency",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ mod null_tests;
 mod pp_tests;
 mod provision_tests;
 mod reuse_tests;
+mod security_tests;
 mod ssh_tests;
 mod ui_tests;
 mod web_worker_tests;

@@ -114,6 +114,26 @@ pub(crate) async fn run_local(
     Ok(status)
 }
 
+/// `{{.Vars}}` of `shell-local`'s `execute_command`: each variable through `env_var_format` with
+/// a *reference* to its value (`NAME="$NAME"`) instead of the value. The values are in the
+/// process's environment already, so a POSIX shell reads the same values, while the command line
+/// (`/proc/<pid>/cmdline`, `ps`, which every local user can read) holds no secret. A value quoted
+/// in the format (`'%s'`, `"%s"`) is replaced with its quotes.
+pub fn vars_as_references(format: &str, env: &BTreeMap<String, String>) -> String {
+    const MARK: &str = "\u{1}imgbuild-value\u{1}";
+    let mut s = String::new();
+    for k in env.keys() {
+        let reference = format!("\"${k}\"");
+        let line = super::shell::go_sprintf(format, &[k, MARK]);
+        let line = line
+            .replace(&format!("'{MARK}'"), &reference)
+            .replace(&format!("\"{MARK}\""), &reference)
+            .replace(MARK, &reference);
+        s.push_str(&line);
+    }
+    s
+}
+
 pub(crate) async fn shell_local(
     rt: &mut Runtime<'_, '_>,
     c: &ShellLocalConfig,
@@ -127,7 +147,9 @@ pub(crate) async fn shell_local(
         return Ok(());
     }
     let ctx = rt.ctx;
-    let (env, flattened) = script_env(rt, &c.environment_vars, &c.env_var_format);
+    let (env, _) = script_env(rt, &c.environment_vars, &c.env_var_format);
+    // Values reach the script through its environment, never its command line.
+    let flattened = vars_as_references(&c.env_var_format, &env);
 
     // The inline script lives in a temporary file for as long as this provisioner runs.
     let mut _inline_file = None;
@@ -306,6 +328,46 @@ pub(crate) async fn breakpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vars_are_references_in_every_usual_format() {
+        let env: BTreeMap<String, String> = [
+            ("A".to_string(), "1".to_string()),
+            ("PW".to_string(), "it's".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(vars_as_references("%s='%s' ", &env), r#"A="$A" PW="$PW" "#);
+        assert_eq!(vars_as_references("%s=%s ", &env), r#"A="$A" PW="$PW" "#);
+        assert_eq!(
+            vars_as_references("export %s=\"%s\"\n", &env),
+            "export A=\"$A\"\nexport PW=\"$PW\"\n"
+        );
+    }
+
+    /// The script gets every value unchanged through the environment, and the shell's command
+    /// line (what `ps` shows every local user) holds none of them.
+    #[test]
+    fn a_real_shell_reads_the_values_and_its_command_line_has_none() {
+        let nasty = "pa$$ 'w0rd\" `id` \\x ; | & * ?\nline two";
+        let env: BTreeMap<String, String> = [("SECRET_V".to_string(), nasty.to_string())]
+            .into_iter()
+            .collect();
+        let vars = vars_as_references("%s='%s' ", &env);
+        let command = format!("{vars} sh -c 'printf %s \"$SECRET_V\"; printf \"\\n--\\n\"; tr \"\\0\" \" \" < /proc/$PPID/cmdline'");
+        assert!(!command.contains("w0rd"), "{command}");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&command)
+            .envs(&env)
+            .output()
+            .expect("sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (value, cmdline) = text.split_once("\n--\n").expect("two parts");
+        assert_eq!(value, nasty);
+        assert!(cmdline.contains("SECRET_V=\"$SECRET_V\""), "{cmdline}");
+        assert!(!cmdline.contains("w0rd"), "{cmdline}");
+    }
 
     #[test]
     fn signal_names_as_ssh_names_them() {

@@ -356,7 +356,7 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(),
         let deadline = Instant::now() + c.start_retry_timeout;
         let what = format!("script {}", script.shown);
         let bytes = Arc::new(script.bytes);
-        let (outcome, tail) = {
+        let ran = {
             let remote_path = remote_path.clone();
             let command = command.clone();
             let out = ctx.ui;
@@ -366,10 +366,12 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(),
                 let remote_path = remote_path.clone();
                 let command = command.clone();
                 async move {
+                    // Owner only: a script can hold secrets (inline commands rendered with
+                    // variables). `chmod +x` in execute_command keeps it unreadable to others.
                     s.upload_file(
                         UploadSource::Bytes(bytes.as_ref().clone()),
                         &remote_path,
-                        0o755,
+                        0o700,
                         None,
                     )
                     .await?;
@@ -385,12 +387,21 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(),
                     Ok((outcome, tail))
                 }
             })
-            .await?
+            .await
+        };
+        let (outcome, tail) = match ran {
+            Ok(v) => v,
+            Err(e) => {
+                if !c.skip_clean {
+                    clean_after_failure(rt, &[&remote_path, &env_var_file]).await;
+                }
+                return Err(e);
+            }
         };
         if outcome == ExitOutcome::Disconnected {
             rt.remote.drop_session();
         }
-        check_outcome(
+        if let Err(e) = check_outcome(
             rt,
             &outcome,
             &c.valid_exit_codes,
@@ -398,7 +409,12 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(),
             what,
             &command,
             &tail,
-        )?;
+        ) {
+            if !c.skip_clean {
+                clean_after_failure(rt, &[&remote_path, &env_var_file]).await;
+            }
+            return Err(e);
+        }
         if outcome == ExitOutcome::Disconnected {
             rt.say("The script disconnected (expected); going on");
         }
@@ -421,6 +437,37 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(),
 
 /// `rm -f path`, retried (reconnecting) until `timeout`: after a reboot the instance takes a
 /// while to come back.
+/// How long the removal of a failed script's files may take (the connection may be gone).
+const CLEAN_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
+/// After a script failed: removes its file and the environment variable file (which can hold
+/// secrets) from the instance, best effort and briefly; the instance may be an existing machine
+/// (the null builder) that outlives the build. Failures are logged, not reported: the script's
+/// failure is the error.
+async fn clean_after_failure(rt: &mut Runtime<'_, '_>, paths: &[&str]) {
+    let paths: Vec<String> = paths
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| shell_quote(p))
+        .collect();
+    if paths.is_empty() {
+        return;
+    }
+    let command = format!("rm -f {}", paths.join(" "));
+    let deadline = Instant::now() + CLEAN_AFTER_FAILURE;
+    let attempt = retrying(rt, deadline, "removing the failed script", move |s| {
+        let cmd = command.clone();
+        async move { s.exec_collect(&cmd, ExecOptions::default()).await }
+    });
+    match tokio::time::timeout(CLEAN_AFTER_FAILURE, attempt).await {
+        Ok(Ok((ExitOutcome::Exited(0), _, _))) => {}
+        other => tracing::debug!(
+            ok = matches!(other, Ok(Ok(_))),
+            "the failed script's files may be left on the instance"
+        ),
+    }
+}
+
 async fn remove_remote(
     rt: &mut Runtime<'_, '_>,
     path: &str,

@@ -117,6 +117,10 @@ pub struct SshConfig {
     pub ssh_key_exchange_algorithms: Option<Vec<String>>,
     /// `ssh_bastion_*`: connect through this jump host.
     pub ssh_bastion: Option<SshBastion>,
+    /// `ssh_host_key_fingerprint` (imgbuild): the SHA-256 fingerprint (`SHA256:...`, as
+    /// `ssh-keygen -lf` prints it) the host key of the target must have; a session with another
+    /// host key fails at once. Default none: any host key is accepted, as in Packer.
+    pub ssh_host_key_fingerprint: Option<super::hostkey::HostKeyFingerprint>,
     /// `temporary_key_pair_type`: `ed25519` (imgbuild default) or `rsa`.
     pub temporary_key_pair_type: KeyPairType,
     /// `temporary_key_pair_bits`: RSA key size when imgbuild generates the key (2048 or 4096);
@@ -237,6 +241,7 @@ impl SshConfig {
         let ssh_key_exchange_algorithms = algorithms(obj, dx, "ssh_key_exchange_algorithms");
 
         let ssh_bastion = bastion(obj, dx, ssh, &ssh_username, ssh_private_key_file.as_ref());
+        let ssh_host_key_fingerprint = host_key_fingerprint(obj, dx);
 
         let temporary_key_pair_type = key_pair_type(obj, dx);
         let temporary_key_pair_bits = key_pair_bits(obj, dx, temporary_key_pair_type);
@@ -269,6 +274,7 @@ impl SshConfig {
             ssh_ciphers,
             ssh_key_exchange_algorithms,
             ssh_bastion,
+            ssh_host_key_fingerprint,
             temporary_key_pair_type,
             temporary_key_pair_bits,
             temporary_key_pair_name,
@@ -323,6 +329,25 @@ fn decode_communicator(obj: &mut Obj, dx: &mut Dx) -> Communicator {
                 Some("use \"ssh\" (the default) or \"none\""),
             );
             Communicator::None
+        }
+    }
+}
+
+/// `ssh_host_key_fingerprint`: `SHA256:<base64>`; anything else is a located error.
+fn host_key_fingerprint(obj: &mut Obj, dx: &mut Dx) -> Option<super::hostkey::HostKeyFingerprint> {
+    const KEY: &str = "ssh_host_key_fingerprint";
+    let raw = opt_string(obj, dx, KEY)?;
+    match super::hostkey::HostKeyFingerprint::parse(&raw) {
+        Ok(f) => Some(f),
+        Err(why) => {
+            error_at(
+                obj,
+                dx,
+                KEY,
+                format!("`{KEY}`: {why}"),
+                Some("e.g. \"SHA256:0IApUJSuDKlhN7kY9ALQ3PS5KJ7+CYuEVpVQ359J8nU\"; leave it out to accept any host key, as Packer does"),
+            );
+            None
         }
     }
 }

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::bastion::Bridge;
 use super::error::{Endpoint, SshError};
+use super::hostkey::HostKeyFingerprint;
 use super::options::{private_key_type, Auth, ConnectOptions, DEFAULT_CIPHERS};
 use super::pump::SLICE;
 use super::reason::{
@@ -230,6 +231,7 @@ fn attempt(
                 io_timeout,
                 cancel,
                 opts,
+                opts.host_key_fingerprint.as_ref(),
             )?;
             (sess, fd, None)
         }
@@ -264,6 +266,7 @@ fn attempt(
                 io_timeout,
                 cancel,
                 opts,
+                None,
             )
             .map_err(in_bastion)?;
             configure_keepalive(&bastion, opts.keepalive_interval);
@@ -310,6 +313,7 @@ fn attempt(
                 io_timeout,
                 cancel,
                 opts,
+                opts.host_key_fingerprint.as_ref(),
             )?;
             (sess, fd, Some(bridge))
         }
@@ -452,6 +456,7 @@ fn establish<S: AsRawFd + 'static>(
     io_timeout: Duration,
     cancel: &CancelState,
     prefs: &ConnectOptions,
+    expected_host_key: Option<&HostKeyFingerprint>,
 ) -> Result<ssh2::Session, AttemptError> {
     let retry_or_cancel = |reason: WaitReason| {
         if cancel.is_cancelled() {
@@ -478,6 +483,9 @@ fn establish<S: AsRawFd + 'static>(
     sess.handshake()
         .map_err(|e| retry_or_cancel(classify_handshake(session_code(&e), e.message())))?;
     let handshake = started.elapsed();
+    if let Some(expected) = expected_host_key {
+        check_host_key(&sess, expected, endpoint)?;
+    }
     // The "none" method: tells what the server offers for this user.
     let offered = match sess.auth_methods(user) {
         Ok(methods) => Some(methods.to_string()),
@@ -590,6 +598,29 @@ fn establish<S: AsRawFd + 'static>(
                 }
             }
         }
+    }
+}
+
+/// Compares the session's host key with `ssh_host_key_fingerprint`. A mismatch is fatal: retrying
+/// would only meet the same key (or let an impostor have another go).
+fn check_host_key(
+    sess: &ssh2::Session,
+    expected: &HostKeyFingerprint,
+    endpoint: &Endpoint,
+) -> Result<(), AttemptError> {
+    let got = sess
+        .host_key_hash(ssh2::HashType::Sha256)
+        .and_then(HostKeyFingerprint::from_digest);
+    match got {
+        Some(got) if &got == expected => Ok(()),
+        got => Err(AttemptError::Fatal(SshError::HostKeyMismatch {
+            endpoint: endpoint.clone(),
+            fingerprints: Box::new((
+                expected.to_string(),
+                got.map(|g| g.to_string())
+                    .unwrap_or_else(|| "no host key (the SSH library gave no SHA-256 hash)".into()),
+            )),
+        })),
     }
 }
 

@@ -57,6 +57,17 @@ pub enum SshError {
         reason: Box<WaitReason>,
     },
 
+    #[error(
+        "the host key of {endpoint} does not match ssh_host_key_fingerprint: expected {}, got {}; \
+         the server is not the instance this build launched, or its host key changed (check the fingerprint with `ssh-keygen -lf` on the key, or in the instance's console output)",
+        .fingerprints.0, .fingerprints.1
+    )]
+    HostKeyMismatch {
+        endpoint: Endpoint,
+        /// (expected, got); boxed to keep the error small.
+        fingerprints: Box<(String, String)>,
+    },
+
     #[error("cannot use the private key {}for {endpoint}: {message}", key_label(.path))]
     LoadKey {
         endpoint: Endpoint,

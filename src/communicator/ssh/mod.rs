@@ -19,6 +19,7 @@ pub mod config;
 mod connect;
 mod error;
 mod exec;
+pub mod hostkey;
 mod options;
 mod pump;
 mod reason;
@@ -29,6 +30,7 @@ pub use config::{Communicator, KeyPairType, SshBastion, SshConfig};
 pub use connect::ConnectEvent;
 pub use error::{Endpoint, Libssh2Code, SshError};
 pub use exec::{shell_quote, ExecOptions, ExitOutcome, Stream};
+pub use hostkey::HostKeyFingerprint;
 pub use options::{
     private_key_type, Auth, BastionOptions, ConnectOptions, KeyType, RetrySchedule, Secret,
 };

@@ -191,6 +191,9 @@ pub struct ConnectOptions {
     /// Allowed key exchange algorithms in order of preference (Packer
     /// `ssh_key_exchange_algorithms`); `None`: libssh2's.
     pub kex_algorithms: Option<Vec<String>>,
+    /// The host key the target must present (`ssh_host_key_fingerprint`); `None`: any host key
+    /// is accepted, as in Packer. Not checked on the bastion.
+    pub host_key_fingerprint: Option<super::hostkey::HostKeyFingerprint>,
 }
 
 impl ConnectOptions {
@@ -216,6 +219,7 @@ impl ConnectOptions {
             bastion: None,
             ciphers: None,
             kex_algorithms: None,
+            host_key_fingerprint: None,
         }
     }
 }
