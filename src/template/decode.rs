@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::diag::{closest, Diagnostic, Diagnostics, JsonPath, SourceFile};
-use super::funcs::{Engine, Scope, TmplError};
+use super::funcs::{Engine, Scope, TmplError, UNSET};
 use super::json::{Kind, Member, Node, Span};
 
 /// Everything decoding needs: where errors go, the file they point into, and how strings render.
@@ -65,6 +65,9 @@ impl Dx<'_> {
         let scope = self.scope.clone();
         match self.engine.render(s, &scope) {
             Ok(v) => Some(v),
+            // A variable without a value (its error is reported): go on with the text as
+            // written, so that the checks of this option do not report errors of their own.
+            Err(e) if e.message.contains(UNSET) => Some(s.clone()),
             Err(e) => {
                 self.template_error(node, path, key, &e);
                 None
@@ -73,6 +76,10 @@ impl Dx<'_> {
     }
 
     pub fn template_error(&mut self, node: &Node, path: &JsonPath, key: &str, e: &TmplError) {
+        if e.message.contains(UNSET) {
+            // A use of a variable whose own error is reported already.
+            return;
+        }
         let span = span_in_string(&self.file.text, node, e);
         let d = self.error(span, path, format!("in `{key}`: {}", e.message));
         if let Some(h) = &e.help {

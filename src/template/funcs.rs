@@ -809,6 +809,10 @@ fn usage(name: &str) -> String {
 
 const AT_MARK: char = '\u{1}';
 
+/// The value of a declared variable whose own error is already reported; a diagnostic that
+/// mentions it is a follow-on error and is dropped ([`crate::template::diag::Diagnostics::push`]).
+pub const UNSET: &str = "\u{2}unset\u{2}";
+
 fn map_render_error(e: RenderError, tr: &Translation, action: Range<usize>) -> TmplError {
     let reason = e.reason().to_string();
     // Helper errors carry the call they came from: "\u{1}<at>\u{1}<message>\u{1}<help>".
@@ -916,6 +920,9 @@ impl HelperDef for Func {
                     .and_then(|u| u.get(&k))
                     .and_then(Value::as_str)
                 {
+                    // A variable that has no value because of an error already reported
+                    // (required and not set, or its default failed): no second error here.
+                    Some(UNSET) => return Err(fail(at, UNSET, "")),
                     Some(v) => v.to_string(),
                     None => {
                         let names: Vec<&str> = data

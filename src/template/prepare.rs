@@ -106,6 +106,7 @@ pub fn prepare(
             let scope = scope(Phase::Prepare, user, t, None, None);
             match engine.render(&b.name, &scope) {
                 Ok(n) => n,
+                Err(e) if e.message.contains(super::funcs::UNSET) => b.name.clone(),
                 Err(e) => {
                     diags.push(
                         Diagnostic::error(format!(

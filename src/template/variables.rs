@@ -223,6 +223,12 @@ pub fn bind(t: &Template, args: &[VarArg], engine: &Engine, diags: &mut Diagnost
             }
         }
     }
+    // Declared but without a value (reported above): later uses are not errors of their own.
+    for name in missing_names.iter().map(|n| n.to_string()).chain(failed) {
+        rendered
+            .entry(name)
+            .or_insert_with(|| funcs::UNSET.to_string());
+    }
     out.values = rendered;
     out
 }

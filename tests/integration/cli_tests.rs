@@ -251,12 +251,14 @@ fn bad_template_files_are_named() {
 #[test]
 fn required_variables_are_all_reported_and_var_precedence_is_command_line_order() {
     let t = format!(
-        r#"{{"variables": {{"a": null, "b": null, "region": "eu-west-1"}},
- "builders": [{BUILDER}]}}"#
+        r#"{{"variables": {{"a": null, "b": null, "c": "{{{{user `b`}}}}-x", "region": "eu-west-1"}},
+ "builders": [{BUILDER}],
+ "provisioners": [{{"type": "shell", "inline": ["echo {{{{user `a`}}}} {{{{user `c`}}}}"]}}]}}"#
     );
-    let s = Scratch::new()
-        .with("t.json", &t)
-        .with("v1.json", r#"{"a": "from-file", "region": "from-file"}"#);
+    let s = Scratch::new().with("t.json", &t).with(
+        "v1.json",
+        r#"{"a": "from-file", "b": "b", "region": "from-file"}"#,
+    );
     let r = s.run(&["validate", "t.json"]);
     assert_eq!(r.code, 2);
     let headlines: Vec<&str> = r
@@ -264,12 +266,15 @@ fn required_variables_are_all_reported_and_var_precedence_is_command_line_order(
         .lines()
         .filter(|l| l.starts_with("error:"))
         .collect();
+    // Only the missing variables: their uses (also through `c`) are not errors of their own.
     assert_eq!(
         headlines,
         vec![
             "error: required variable `a` is not set",
             "error: required variable `b` is not set"
-        ]
+        ],
+        "{}",
+        r.stderr
     );
     assert!(
         r.stderr.contains("--> t.json:1:16 at variables.a\n"),
@@ -453,7 +458,7 @@ fn unsupported_types_are_named_with_the_supported_ones() {
             "error: provisioner type `shel` is not supported by imgbuild",
             "  = help: did you mean `shell`?",
             "error: post-processor type `vagrant` is not supported by imgbuild",
-            "  = help: supported post-processors: manifest, shell-local, ami-outputs",
+            "  = help: supported post-processors: manifest, shell-local, ami-outputs, cloudformation-update, ssm-parameter, ami-retention",
         ]
     );
 }

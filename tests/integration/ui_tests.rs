@@ -514,8 +514,42 @@ fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
         "provisioners": [{"type": "shell", "inline": ["true"]}]
     });
     let s = Scratch::new().with("t.json", &t.to_string());
+    let key = s.path("ec2_amazon-ebs.pem");
+    // The key exists while the build runs (held 4 s after launch, SSH then fails) ...
     let started = Instant::now();
-    let r = run(&s, &e, &["build", "-debug", "t.json"], &[]);
+    let child = Command::new(imgbuild_bin())
+        .current_dir(s.dir.path())
+        .args(["build", "-debug", "t.json"])
+        .envs(e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("IMGBUILD_TEST_PAUSE", "launch:4")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("imgbuild starts");
+    let mut text = String::new();
+    let mut mode = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(m) = std::fs::metadata(&key) {
+            mode = m.permissions().mode() & 0o777;
+            text = std::fs::read_to_string(&key).unwrap_or_default();
+            if !text.is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let public = Command::new("ssh-keygen")
+        .args(["-y", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen runs");
+    let out = child.wait_with_output().expect("imgbuild ends");
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(
@@ -531,23 +565,13 @@ fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
         r.stdout
     );
     assert!(!r.stdout.contains("Press Enter"), "{}", r.stdout);
-    let key = s.path("ec2_amazon-ebs.pem");
     let said = format!("the temporary private key is saved in {}", key.display());
     assert!(r.stdout.contains(&said), "{said} in:\n{}", r.stdout);
-    let mode = std::fs::metadata(&key)
-        .expect("the key file")
-        .permissions()
-        .mode()
-        & 0o777;
     assert_eq!(mode, 0o600);
-    let text = std::fs::read_to_string(&key).expect("read key");
     assert!(text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
     assert!(!r.stdout.contains("BEGIN OPENSSH") && !r.stderr.contains("BEGIN OPENSSH"));
-    let public = Command::new("ssh-keygen")
-        .args(["-y", "-f"])
-        .arg(&key)
-        .output()
-        .expect("ssh-keygen runs");
+    // ... and is removed with the rest once the build is torn down.
+    assert!(!key.exists(), "the key file outlived the build");
     assert!(
         public.status.success(),
         "{}",
