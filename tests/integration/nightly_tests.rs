@@ -137,8 +137,14 @@ fn template(world: &TestWorld, out: &Path, dest: &Path) -> String {
 /// One night: `bash scripts/nightly.sh -var-file=<secrets>` as CI runs it (a clean
 /// environment: PATH, HOME, the world's, and the job's variables), bounded in time.
 fn night(n: u32, s: &Scratch, e: &Env, config: &Path) -> Run {
+    night_with(n, s, e, config, &[])
+}
+
+/// [`night`] with more `imgbuild build` flags for the script to pass on.
+fn night_with(n: u32, s: &Scratch, e: &Env, config: &Path, flags: &[&str]) -> Run {
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("scripts/nightly.sh"))
+        .args(flags)
         .arg(format!("-var-file={}", s.path("secrets.json").display()))
         .current_dir(s.dir.path())
         .env_clear()
@@ -440,4 +446,64 @@ fn nightly_three_nights_build_reuse_rebuild_and_prune() {
         !haystack.contains("IMGBUILD_FINGERPRINT_KEY is not set"),
         "nightly.sh warned about the key"
     );
+}
+
+/// Regression: `scripts/nightly.sh` exited 3 ("page someone if cleanup could not finish") also
+/// when its `imgbuild cleanup` had removed everything the failed build left behind. It now exits
+/// 1 then (a failed build, nothing left: what 1 means everywhere else), and 3 only when
+/// something is still there.
+#[test]
+fn nightly_sh_exits_1_not_3_when_its_cleanup_removed_what_the_failed_build_left() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let config = tempfile::tempdir().expect("config dir");
+    let dest = world
+        .sandbox()
+        .join(format!("{}-motd.txt", unique_name("nightly-broken")));
+    let s = Scratch::new()
+        .with("files/motd.txt", "web worker, broken commit\n")
+        .with("secrets.json", &json!({"db_password": SECRET}).to_string())
+        .with("out/.keep", "");
+    // A commit that breaks the image: its last script fails.
+    let mut t: Value =
+        serde_json::from_str(&template(&world, &s.path("out"), &dest)).expect("json");
+    t["provisioners"]
+        .as_array_mut()
+        .expect("provisioners")
+        .push(
+            json!({"type": "shell", "remote_folder": world.sandbox().display().to_string(),
+                     "inline": ["echo 'broken commit' >&2", "exit 7"]}),
+        );
+    let s = s.with("t.json", &t.to_string());
+    create_stack(&world, SOURCE_AMI);
+    let before = state(&world);
+
+    // -on-error=abort (passed through by the script) leaves the instance, key pair and group
+    // behind: imgbuild exits 3 and the script's cleanup removes them.
+    let r = night_with(1, &s, &e, config.path(), &["-on-error=abort"]);
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    has(&r.stderr, "resources were left behind:");
+    has(
+        &r.stderr,
+        "nightly: resources were left behind (exit 3): running imgbuild cleanup\n",
+    );
+    has(
+        &r.stderr,
+        "nightly: cleanup removed everything; the build still failed (exit 1)\n",
+    );
+    let after = state(&world);
+    assert_nothing_left(&before, &after, &[], "after nightly.sh's cleanup");
+    assert_eq!(
+        after["us-east-1"].instances.len(),
+        before["us-east-1"].instances.len() + 1,
+        "the build launched one instance"
+    );
+    // Nothing was handed on: the stack is as it was created, no AMI with the prefix exists.
+    let (status, params) = stack(&world);
+    assert_eq!(
+        (status.as_str(), params["WorkerAMI"].as_str()),
+        ("CREATE_COMPLETE", SOURCE_AMI)
+    );
+    assert!(images_named(&world, "us-east-1", PREFIX).is_empty());
+    assert!(!s.path("out/web-worker-amis.json").exists());
 }
