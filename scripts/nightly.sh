@@ -27,7 +27,7 @@
 #      of `imgbuild cleanup` could not remove them all. Job red; page someone. (When that
 #      cleanup removed everything, the script exits 1: the build failed, nothing is left.)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 template=${NIGHTLY_TEMPLATE:-images/nightly_example.json}
 imgbuild=${IMGBUILD:-imgbuild}
