@@ -23,11 +23,11 @@
 #      error, and web-worker-amis.json holds it. Job red; the next night retries.
 #   2  the template or the command line is wrong; nothing was attempted. Job red; fix the
 #      template (run `imgbuild validate`).
-#   3  resources were left behind (listed, with the journal path); this script runs
-#      `imgbuild cleanup` once, and exits 3 if anything is still there. Job red; page someone
-#      if cleanup could not finish.
+#   3  resources were left behind (listed, with the journal path) and this script's one run
+#      of `imgbuild cleanup` could not remove them all. Job red; page someone. (When that
+#      cleanup removed everything, the script exits 1: the build failed, nothing is left.)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 template=${NIGHTLY_TEMPLATE:-images/nightly_example.json}
 imgbuild=${IMGBUILD:-imgbuild}
@@ -51,7 +51,10 @@ case $rc in
 3)
     echo "nightly: resources were left behind (exit 3): running imgbuild cleanup" >&2
     if "$imgbuild" cleanup; then
-        echo "nightly: cleanup removed everything; the build still failed" >&2
+        # Nothing is left: that is exit 1's meaning (a failed build, everything removed), so
+        # that 3 pages someone only when something is still there.
+        echo "nightly: cleanup removed everything; the build still failed (exit 1)" >&2
+        rc=1
     else
         echo "nightly: cleanup could not remove everything: see the list above" >&2
     fi

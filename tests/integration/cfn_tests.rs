@@ -40,8 +40,8 @@ macro_rules! world_or_skip {
     };
 }
 
-const STACK: &str = "web_worker";
-const INSTANCE_PROFILE: &str = "arn:aws:iam::123456789012:instance-profile/mail-ape-web";
+pub(crate) const STACK: &str = "web_worker";
+pub(crate) const INSTANCE_PROFILE: &str = "arn:aws:iam::123456789012:instance-profile/mail-ape-web";
 
 fn stack_template() -> String {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cfn/web_worker.yaml");
@@ -49,7 +49,7 @@ fn stack_template() -> String {
 }
 
 /// Runs `fut` on a runtime of its own (the tests are synchronous).
-fn block<T>(fut: impl Future<Output = T>) -> T {
+pub(crate) fn block<T>(fut: impl Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,7 +92,7 @@ fn ec2(world: &TestWorld) -> aws_sdk_ec2::Client {
 }
 
 /// Creates the web worker stack with `WorkerAMI` = `ami` and the other parameters set.
-fn create_stack(world: &TestWorld, ami: &str) {
+pub(crate) fn create_stack(world: &TestWorld, ami: &str) {
     create_stack_in(world, "us-east-1", ami)
 }
 
@@ -119,7 +119,7 @@ fn create_stack_in(world: &TestWorld, region: &str, ami: &str) {
 }
 
 /// The stack's status and parameters.
-fn stack(world: &TestWorld) -> (String, BTreeMap<String, String>) {
+pub(crate) fn stack(world: &TestWorld) -> (String, BTreeMap<String, String>) {
     stack_in(world, "us-east-1")
 }
 
@@ -142,7 +142,7 @@ fn stack_in(world: &TestWorld, region: &str) -> (String, BTreeMap<String, String
 }
 
 /// The image of the launch template's latest version.
-fn launch_template_image(world: &TestWorld) -> String {
+pub(crate) fn launch_template_image(world: &TestWorld) -> String {
     let c = ec2(world);
     let out = block(
         c.describe_launch_template_versions()

@@ -7,6 +7,7 @@ mod cleanup_tests;
 mod cli_tests;
 mod fault_tests;
 mod faultproxy;
+mod nightly_tests;
 mod null_tests;
 mod pp_tests;
 mod provision_tests;

@@ -251,7 +251,7 @@ fn a_changed_secret_rebuilds_and_the_secret_is_in_no_tag_or_output() {
 
 /// Creates `n` AMIs named `<prefix><i>` from one instance, a little more than a second apart
 /// (EC2 creation dates have one-second resolution); returns their ids, oldest first.
-fn history(world: &TestWorld, prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn history(world: &TestWorld, prefix: &str, n: usize) -> Vec<String> {
     let prefix = prefix.to_string();
     world.ec2(|c| async move {
         let run = c
@@ -281,7 +281,7 @@ fn history(world: &TestWorld, prefix: &str, n: usize) -> Vec<String> {
 }
 
 /// Images whose name starts with `prefix` in a region: id -> snapshot ids.
-fn images_named(
+pub(crate) fn images_named(
     world: &TestWorld,
     region: &'static str,
     prefix: &str,

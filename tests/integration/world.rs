@@ -529,7 +529,7 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 #[derive(Debug)]
-enum RunError {
+pub enum RunError {
     /// The program could not be started at all.
     Spawn(std::io::Error),
     /// It timed out (and was killed), or waiting for it failed.
@@ -547,7 +547,7 @@ impl std::fmt::Display for RunError {
 
 /// Runs `cmd` (stdin /dev/null, stdout and stderr captured) and waits at most
 /// `timeout`; on timeout kills it (it is our child, by its PID) and errs.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, RunError> {
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, RunError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
