@@ -20,7 +20,7 @@ use aws_sdk_ec2::types::{Filter, Image};
 use chrono::{DateTime, Utc};
 
 use super::run::{PpContext, PpError};
-use crate::builder::amazon::aws::{Api, ApiError};
+use crate::builder::amazon::aws::{pages, Api, ApiError};
 use crate::builder::amazon::Artifact;
 use crate::checks::{error_at, flag, num};
 use crate::template::decode::{format_duration, Dx, Obj};
@@ -272,86 +272,64 @@ async fn in_use(
     ctx: &PpContext<'_>,
 ) -> Result<BTreeMap<String, String>, PpError> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
-    let mut token: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let req = ec2
-            .describe_launch_template_versions()
-            .versions("$Latest")
-            .versions("$Default")
-            .set_next_token(token.clone())
-            .send();
-        let page = ctx
-            .cancel
-            .run(req)
-            .await
-            .ok_or(PpError::Cancelled)?
-            .api()
-            .map_err(|e| api_err("DescribeLaunchTemplateVersions", region, e))?;
-        for v in page.launch_template_versions() {
-            if let Some(ami) = v.launch_template_data().and_then(|d| d.image_id()) {
+    let req = ec2
+        .describe_launch_template_versions()
+        .versions("$Latest")
+        .versions("$Default")
+        .into_paginator()
+        .send();
+    let versions = ctx
+        .cancel
+        .run(pages(req, MAX_PAGES))
+        .await
+        .ok_or(PpError::Cancelled)?
+        .map_err(|e| api_err("DescribeLaunchTemplateVersions", region, e))?;
+    for v in versions.iter().flat_map(|p| p.launch_template_versions()) {
+        if let Some(ami) = v.launch_template_data().and_then(|d| d.image_id()) {
+            out.entry(ami.to_string()).or_insert_with(|| {
+                format!(
+                    "launch template {} version {}",
+                    v.launch_template_id()
+                        .or(v.launch_template_name())
+                        .unwrap_or("?"),
+                    v.version_number().unwrap_or_default()
+                )
+            });
+        }
+    }
+    let req = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    let instances = ctx
+        .cancel
+        .run(pages(req, MAX_PAGES))
+        .await
+        .ok_or(PpError::Cancelled)?
+        .map_err(|e| api_err("DescribeInstances", region, e))?;
+    for r in instances.iter().flat_map(|p| p.reservations()) {
+        for i in r.instances() {
+            if let Some(ami) = i.image_id() {
                 out.entry(ami.to_string()).or_insert_with(|| {
                     format!(
-                        "launch template {} version {}",
-                        v.launch_template_id()
-                            .or(v.launch_template_name())
-                            .unwrap_or("?"),
-                        v.version_number().unwrap_or_default()
+                        "instance {} ({})",
+                        i.instance_id().unwrap_or("?"),
+                        i.state()
+                            .and_then(|s| s.name())
+                            .map(|n| n.as_str())
+                            .unwrap_or("?")
                     )
                 });
             }
-        }
-        token = page
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
-    let mut token: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let req = ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .values("stopping")
-                    .values("stopped")
-                    .build(),
-            )
-            .set_next_token(token.clone())
-            .send();
-        let page = ctx
-            .cancel
-            .run(req)
-            .await
-            .ok_or(PpError::Cancelled)?
-            .api()
-            .map_err(|e| api_err("DescribeInstances", region, e))?;
-        for r in page.reservations() {
-            for i in r.instances() {
-                if let Some(ami) = i.image_id() {
-                    out.entry(ami.to_string()).or_insert_with(|| {
-                        format!(
-                            "instance {} ({})",
-                            i.instance_id().unwrap_or("?"),
-                            i.state()
-                                .and_then(|s| s.name())
-                                .map(|n| n.as_str())
-                                .unwrap_or("?")
-                        )
-                    });
-                }
-            }
-        }
-        token = page
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if token.is_none() {
-            break;
         }
     }
     Ok(out)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, Tag};
 
-use super::aws::{Api, ApiError, Aws};
+use super::aws::{pages, Api, ApiError, Aws};
 use super::plan::{TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
 use crate::ledger::Undo;
 
@@ -96,10 +96,8 @@ pub async fn tagged(
     let r = || region.to_string();
     let mut out = Vec::new();
 
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = c
-            .describe_instances()
+    let instances = pages(
+        c.describe_instances()
             .filters(run_filter(run_id))
             .filters(
                 Filter::builder()
@@ -111,110 +109,80 @@ pub async fn tagged(
                     ))
                     .build(),
             )
-            .set_next_token(token)
-            .send()
-            .await
-            .api()
-            .map_err(err("DescribeInstances"))?;
-        for i in page.reservations().iter().flat_map(|r| r.instances()) {
-            let Some(id) = i.instance_id() else { continue };
-            let undo = Undo::TerminateInstance {
-                region: r(),
-                id: id.to_string(),
-            };
-            out.extend(found(undo, &tags(i.tags()), secs(i.launch_time())));
-        }
-        token = page
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if token.is_none() {
-            break;
-        }
+            .into_paginator()
+            .send(),
+        MAX_PAGES,
+    )
+    .await
+    .map_err(err("DescribeInstances"))?;
+    for i in instances
+        .iter()
+        .flat_map(|p| p.reservations())
+        .flat_map(|r| r.instances())
+    {
+        let Some(id) = i.instance_id() else { continue };
+        let undo = Undo::TerminateInstance {
+            region: r(),
+            id: id.to_string(),
+        };
+        out.extend(found(undo, &tags(i.tags()), secs(i.launch_time())));
     }
 
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = c
-            .describe_volumes()
+    let volumes = pages(
+        c.describe_volumes()
             .filters(run_filter(run_id))
-            .set_next_token(token)
-            .send()
-            .await
-            .api()
-            .map_err(err("DescribeVolumes"))?;
-        for v in page.volumes() {
-            let Some(id) = v.volume_id() else { continue };
-            let undo = Undo::DeleteVolume {
-                region: r(),
-                id: id.to_string(),
-            };
-            out.extend(found(undo, &tags(v.tags()), secs(v.create_time())));
-        }
-        token = page
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if token.is_none() {
-            break;
-        }
+            .into_paginator()
+            .send(),
+        MAX_PAGES,
+    )
+    .await
+    .map_err(err("DescribeVolumes"))?;
+    for v in volumes.iter().flat_map(|p| p.volumes()) {
+        let Some(id) = v.volume_id() else { continue };
+        let undo = Undo::DeleteVolume {
+            region: r(),
+            id: id.to_string(),
+        };
+        out.extend(found(undo, &tags(v.tags()), secs(v.create_time())));
     }
 
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = c
-            .describe_snapshots()
+    let snapshots = pages(
+        c.describe_snapshots()
             .owner_ids("self")
             .filters(run_filter(run_id))
-            .set_next_token(token)
-            .send()
-            .await
-            .api()
-            .map_err(err("DescribeSnapshots"))?;
-        for s in page.snapshots() {
-            let Some(id) = s.snapshot_id() else { continue };
-            let undo = Undo::DeleteSnapshot {
-                region: r(),
-                id: id.to_string(),
-            };
-            out.extend(found(undo, &tags(s.tags()), secs(s.start_time())));
-        }
-        token = page
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if token.is_none() {
-            break;
-        }
+            .into_paginator()
+            .send(),
+        MAX_PAGES,
+    )
+    .await
+    .map_err(err("DescribeSnapshots"))?;
+    for s in snapshots.iter().flat_map(|p| p.snapshots()) {
+        let Some(id) = s.snapshot_id() else { continue };
+        let undo = Undo::DeleteSnapshot {
+            region: r(),
+            id: id.to_string(),
+        };
+        out.extend(found(undo, &tags(s.tags()), secs(s.start_time())));
     }
 
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = c
-            .describe_images()
+    let images = pages(
+        c.describe_images()
             .owners("self")
             .filters(run_filter(run_id))
-            .set_next_token(token)
-            .send()
-            .await
-            .api()
-            .map_err(err("DescribeImages"))?;
-        for i in page.images() {
-            let Some(id) = i.image_id() else { continue };
-            let undo = Undo::DeregisterImage {
-                region: r(),
-                id: id.to_string(),
-            };
-            let created = i.creation_date().and_then(parse_creation_date);
-            out.extend(found(undo, &tags(i.tags()), created));
-        }
-        token = page
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if token.is_none() {
-            break;
-        }
+            .into_paginator()
+            .send(),
+        MAX_PAGES,
+    )
+    .await
+    .map_err(err("DescribeImages"))?;
+    for i in images.iter().flat_map(|p| p.images()) {
+        let Some(id) = i.image_id() else { continue };
+        let undo = Undo::DeregisterImage {
+            region: r(),
+            id: id.to_string(),
+        };
+        let created = i.creation_date().and_then(parse_creation_date);
+        out.extend(found(undo, &tags(i.tags()), created));
     }
 
     let kps = c
@@ -233,31 +201,22 @@ pub async fn tagged(
         out.extend(found(undo, &tags(k.tags()), secs(k.create_time())));
     }
 
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = c
-            .describe_security_groups()
+    let groups = pages(
+        c.describe_security_groups()
             .filters(run_filter(run_id))
-            .set_next_token(token)
-            .send()
-            .await
-            .api()
-            .map_err(err("DescribeSecurityGroups"))?;
-        for g in page.security_groups() {
-            let Some(id) = g.group_id() else { continue };
-            let undo = Undo::DeleteSecurityGroup {
-                region: r(),
-                id: id.to_string(),
-            };
-            out.extend(found(undo, &tags(g.tags()), None));
-        }
-        token = page
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if token.is_none() {
-            break;
-        }
+            .into_paginator()
+            .send(),
+        MAX_PAGES,
+    )
+    .await
+    .map_err(err("DescribeSecurityGroups"))?;
+    for g in groups.iter().flat_map(|p| p.security_groups()) {
+        let Some(id) = g.group_id() else { continue };
+        let undo = Undo::DeleteSecurityGroup {
+            region: r(),
+            id: id.to_string(),
+        };
+        out.extend(found(undo, &tags(g.tags()), None));
     }
     Ok(out)
 }
