@@ -438,15 +438,15 @@ async fn events_after(
     stop_at: Option<&str>,
 ) -> Result<Vec<StackEvent>, ApiError> {
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
+    let mut pages = cf
+        .describe_stack_events()
+        .stack_name(stack)
+        .into_paginator()
+        .send();
     for _ in 0..MAX_EVENT_PAGES {
-        let page = cf
-            .describe_stack_events()
-            .stack_name(stack)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .api()?;
+        let Some(page) = pages.try_next().await.api()? else {
+            break;
+        };
         let events: Vec<StackEvent> = page
             .stack_events()
             .iter()
@@ -454,9 +454,8 @@ async fn events_after(
             .collect();
         let (new, found) = take_new(&events, stop_at);
         out.extend(new);
-        match page.next_token() {
-            Some(t) if !found && !t.is_empty() => token = Some(t.to_string()),
-            _ => break,
+        if found {
+            break;
         }
     }
     out.reverse();
@@ -470,6 +469,11 @@ fn targets(
     ctx: &PpContext<'_>,
 ) -> Result<Vec<(String, String, String)>, PpError> {
     let have = input.amis.keys().cloned().collect::<Vec<_>>().join(", ");
+    let no_ami = |stack: &String, region: &String| CfnError::NoAmi {
+        stack: stack.clone(),
+        region: region.clone(),
+        have: have.clone(),
+    };
     let mut out = Vec::new();
     match &c.stacks {
         Stacks::One { name, region } => {
@@ -477,11 +481,7 @@ fn targets(
             match region {
                 Some(r) => {
                     let r = ctx.render("region", r, input, None)?;
-                    let ami = input.amis.get(&r).ok_or_else(|| CfnError::NoAmi {
-                        stack: name.clone(),
-                        region: r.clone(),
-                        have: have.clone(),
-                    })?;
+                    let ami = input.amis.get(&r).ok_or_else(|| no_ami(&name, &r))?;
                     out.push((r, name, ami.clone()));
                 }
                 None => {
@@ -509,11 +509,7 @@ fn targets(
             for (r, n) in map {
                 let r = ctx.render("stacks", r, input, None)?;
                 let n = ctx.render("stacks", n, input, None)?;
-                let ami = input.amis.get(&r).ok_or_else(|| CfnError::NoAmi {
-                    stack: n.clone(),
-                    region: r.clone(),
-                    have: have.clone(),
-                })?;
+                let ami = input.amis.get(&r).ok_or_else(|| no_ami(&n, &r))?;
                 out.push((r, n, ami.clone()));
             }
         }

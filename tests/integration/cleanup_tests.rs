@@ -42,13 +42,22 @@ pub(crate) struct Building {
 
 impl Building {
     pub(crate) fn start(s: &Scratch, e: &Env, pause: Option<&str>) -> Building {
+        Building::start_with(s, &e.vars, pause)
+    }
+
+    /// [`Building::start`] with these environment variables (besides `PATH` and `HOME`).
+    pub(crate) fn start_with(
+        s: &Scratch,
+        vars: &[(String, String)],
+        pause: Option<&str>,
+    ) -> Building {
         let mut cmd = Command::new(imgbuild_bin());
         cmd.args(["build", "-color=false", "t.json"])
             .current_dir(s.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
-            .envs(e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -79,17 +88,34 @@ impl Building {
 
     /// Waits (bounded) for a stdout line containing `marker`; that line.
     pub(crate) fn wait_for(&mut self, marker: &str) -> String {
+        self.wait_for_n(marker, 1)
+    }
+
+    /// Waits (bounded, [`MARKER_TIMEOUT`] in all) until `count` stdout lines containing
+    /// `marker` have come; the last of them.
+    pub(crate) fn wait_for_n(&mut self, marker: &str, count: usize) -> String {
         let deadline = Instant::now() + MARKER_TIMEOUT;
+        let mut seen = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(marker) => return l,
+                Ok(l) if l.contains(marker) => {
+                    seen += 1;
+                    if seen == count {
+                        return l;
+                    }
+                }
                 Ok(_) => {}
                 Err(_) => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
                     let (out, err) = self.output();
-                    panic!("`{marker}` never appeared.\nstdout:\n{out}\nstderr:\n{err}");
+                    let times = if count > 1 {
+                        format!(" ({count}x)")
+                    } else {
+                        String::new()
+                    };
+                    panic!("`{marker}`{times} never appeared.\nstdout:\n{out}\nstderr:\n{err}");
                 }
             }
         }
@@ -130,7 +156,8 @@ impl Building {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("imgbuild build did not exit within {RUN_TIMEOUT:?}");
+                let (out, err) = self.output();
+                panic!("imgbuild build did not exit within {RUN_TIMEOUT:?}.\nstdout:\n{out}\nstderr:\n{err}");
             }
             std::thread::sleep(Duration::from_millis(20));
         };

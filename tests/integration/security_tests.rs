@@ -6,17 +6,16 @@
 //! not match `ssh_host_key_fingerprint` fails at once; and every command line of README's "When
 //! a build is interrupted" section runs as written.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
 use serde_json::{json, Value};
 
 use crate::build_tests::{builder, env, Env};
-use crate::cli_tests::{imgbuild_bin, imgbuild_env, Run, Scratch};
+use crate::cleanup_tests::Building;
+use crate::cli_tests::{imgbuild_env, Run, Scratch};
 use crate::null_tests::{q, NullFx};
 use crate::world::{unique_name, TestWorld};
 
@@ -29,131 +28,16 @@ macro_rules! shared_world_or_skip {
     };
 }
 
-/// How long a build may take to print a marker line, and to exit after it was told to.
-const MARKER_TIMEOUT: Duration = Duration::from_secs(90);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(180);
-
 /// What an OpenSSH private key looks like in any output: the PEM armour, and the base64 of
 /// `openssh-key-v1\0` every OpenSSH private key body starts with.
 const KEY_MARKERS: [&str; 3] = ["PRIVATE KEY", "b3BlbnNzaC1rZXktdjE", "-----BEGIN OPENSSH"];
 
-/// A running `imgbuild build` whose stdout lines arrive as they come. Dropping it kills it (by
-/// its PID) if it still runs.
-struct Spawned {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    out: Option<std::thread::JoinHandle<String>>,
-    err: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Spawned {
-    fn start(dir: &Path, args: &[&str], envs: &[(String, String)]) -> Spawned {
-        let mut child = Command::new(imgbuild_bin())
-            .args(args)
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", std::env::var("HOME").unwrap_or_default())
-            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("imgbuild starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        let out = std::thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line.clone());
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
-        let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-        Spawned {
-            child,
-            lines,
-            out: Some(out),
-            err: Some(err),
-        }
-    }
-
-    /// Waits (bounded) until `count` stdout lines containing `marker` have come.
-    fn wait_for(&mut self, marker: &str, count: usize) {
-        let deadline = Instant::now() + MARKER_TIMEOUT;
-        let mut seen = 0;
-        while seen < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(marker) => seen += 1,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    let (out, err) = self.output();
-                    panic!("`{marker}` ({count}x) never appeared.\nstdout:\n{out}\nstderr:\n{err}");
-                }
-            }
-        }
-    }
-
-    fn output(&mut self) -> (String, String) {
-        let out = self.out.take().map(|h| h.join().unwrap_or_default());
-        let err = self.err.take().map(|h| h.join().unwrap_or_default());
-        (out.unwrap_or_default(), err.unwrap_or_default())
-    }
-
-    /// SIGINT (to our own child, by its PID), then waits (bounded) for it to exit.
-    fn interrupt(self) -> Run {
-        let pid = self.child.id().to_string();
-        let st = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill");
-        assert!(st.success(), "kill -INT {pid}");
-        self.finish()
-    }
-
-    /// `kill -9` (our own child, by its PID), and reaps it.
-    fn kill9(mut self) -> (String, String) {
-        self.child.kill().expect("SIGKILL to the build");
-        let st = self.child.wait().expect("wait");
-        assert!(st.code().is_none(), "killed by a signal, not exited: {st}");
-        self.output()
-    }
-
-    fn finish(mut self) -> Run {
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        let status = loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let (out, err) = self.output();
-                panic!("imgbuild did not exit in time.\nstdout:\n{out}\nstderr:\n{err}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let (stdout, stderr) = self.output();
-        Run {
-            code: status.code().expect("an exit code, not a signal"),
-            stdout,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+/// The exit code and output of a [`Building`] that ended, as a [`Run`].
+fn run_of((code, stdout, stderr): (i32, String, String)) -> Run {
+    Run {
+        code,
+        stdout,
+        stderr,
     }
 }
 
@@ -233,13 +117,13 @@ fn temporary_private_key_never_reaches_a_file_the_output_or_the_log() {
                 ("IMGBUILD_LOG_PATH", log.display().to_string()),
             ],
         );
-        let mut b = Spawned::start(s.dir.path(), &["build", "-color=false", "t.json"], &vars);
+        let mut b = Building::start_with(&s, &vars, None);
         let r = match case {
             "sigint" => {
-                b.wait_for("sleeping-now", 1);
-                b.interrupt()
+                b.wait_for("sleeping-now");
+                run_of(b.interrupt())
             }
-            _ => b.finish(),
+            _ => run_of(b.finish()),
         };
         let want = if case == "success" { 0 } else { 1 };
         assert_eq!(
@@ -333,8 +217,8 @@ fn temporary_security_group_opens_only_the_ssh_port_to_what_is_configured() {
         &e,
         &[("IMGBUILD_TEST_PAUSE", "security_group:120".to_string())],
     );
-    let mut b = Spawned::start(s.dir.path(), &["build", "-color=false", "t.json"], &vars);
-    b.wait_for("test hook: pausing", 3);
+    let mut b = Building::start_with(&s, &vars, None);
+    b.wait_for_n("test hook: pausing", 3);
 
     let groups = |build: &str| {
         let build = build.to_string();
@@ -428,7 +312,7 @@ fn temporary_security_group_opens_only_the_ssh_port_to_what_is_configured() {
         .filter_map(|g| g.group_id().map(str::to_string))
         .collect();
     assert_eq!(ids.len(), 3);
-    let r = b.interrupt();
+    let r = run_of(b.interrupt());
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     for n in [&name_cidrs, &name_vpc, &name_none] {
         assert!(groups(n).is_empty(), "the group of {n} is deleted");
@@ -450,7 +334,7 @@ fn public_ssh_without_cidrs_is_refused_before_anything_is_created() {
     );
     let t = json!({"variables": {"project": "imgbuild"}, "builders": [b]});
     std::fs::write(s.path("t.json"), t.to_string()).expect("template");
-    let r = Spawned::start(s.dir.path(), &["build", "-color=false", "t.json"], &e.vars).finish();
+    let r = run_of(Building::start(&s, &e, None).finish());
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(
@@ -826,8 +710,8 @@ fn readme_interrupted_section_commands_work_as_written() {
     let t = json!({"variables": {"project": "imgbuild"}, "builders": [b]});
     std::fs::write(s.path("t.json"), t.to_string()).expect("template");
     let vars = vars_of(&e, &[("IMGBUILD_TEST_PAUSE", "launch:120".to_string())]);
-    let mut b = Spawned::start(s.dir.path(), &["build", "-color=false", "t.json"], &vars);
-    b.wait_for("test hook: pausing", 1);
+    let mut b = Building::start_with(&s, &vars, None);
+    b.wait_for("test hook: pausing");
     let (out, _) = b.kill9();
     let instance = out
         .split_whitespace()

@@ -308,6 +308,21 @@ pub enum BuildError {
     Cancelled,
 }
 
+/// The `field` (an ID) of `call`'s answer in `region`, or [`BuildError::MissingField`].
+#[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
+fn required(
+    value: Option<&str>,
+    call: &'static str,
+    field: &'static str,
+    region: &str,
+) -> Result<String, BuildError> {
+    value.map(str::to_string).ok_or(BuildError::MissingField {
+        call,
+        field,
+        region: region.to_string(),
+    })
+}
+
 impl BuildError {
     pub fn is_cancelled(&self) -> bool {
         match self {
@@ -702,14 +717,12 @@ impl Ctx<'_> {
                 &volume_tags,
             )
             .await?;
-        let instance_id = instance
-            .instance_id()
-            .ok_or(BuildError::MissingField {
-                call: "DescribeInstances",
-                field: "InstanceId",
-                region: region.clone(),
-            })?
-            .to_string();
+        let instance_id = required(
+            instance.instance_id(),
+            "DescribeInstances",
+            "InstanceId",
+            &region,
+        )?;
         self.pause_point("launch").await?;
 
         // Connect and provision.
@@ -1382,14 +1395,7 @@ impl Ctx<'_> {
             .await
             .api();
         let id = match out {
-            Ok(out) => out
-                .group_id()
-                .ok_or(BuildError::MissingField {
-                    call: "CreateSecurityGroup",
-                    field: "GroupId",
-                    region: region.to_string(),
-                })?
-                .to_string(),
+            Ok(out) => required(out.group_id(), "CreateSecurityGroup", "GroupId", region)?,
             // A retry after a lost answer: the name is this run's own (a fresh UUID).
             Err(e) if e.code_is("InvalidGroup.Duplicate") => self
                 .group_by_name(ec2, &name, net.vpc_id.as_deref())
@@ -1647,16 +1653,12 @@ impl Ctx<'_> {
                 });
             }
         };
-        let id = out
-            .instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .ok_or(BuildError::MissingField {
-                call: "RunInstances",
-                field: "InstanceId",
-                region: region.to_string(),
-            })?
-            .to_string();
+        let id = required(
+            out.instances().first().and_then(|i| i.instance_id()),
+            "RunInstances",
+            "InstanceId",
+            region,
+        )?;
         self.record(
             Undo::TerminateInstance {
                 region: region.to_string(),
@@ -2010,14 +2012,7 @@ impl Ctx<'_> {
             .await
             .api();
         let id = match out {
-            Ok(out) => out
-                .image_id()
-                .ok_or(BuildError::MissingField {
-                    call: "CreateImage",
-                    field: "ImageId",
-                    region: region.to_string(),
-                })?
-                .to_string(),
+            Ok(out) => required(out.image_id(), "CreateImage", "ImageId", region)?,
             // The SDK retried a call whose answer was lost: the image of that name carrying
             // this run's tag is the one the first try made (any other is refused, as before).
             Err(e) if e.code_is("InvalidAMIName.Duplicate") => self
@@ -2183,14 +2178,7 @@ impl Ctx<'_> {
             image: from.id.clone(),
             source,
         })?;
-        let id = out
-            .image_id()
-            .ok_or(BuildError::MissingField {
-                call: "CopyImage",
-                field: "ImageId",
-                region: region.to_string(),
-            })?
-            .to_string();
+        let id = required(out.image_id(), "CopyImage", "ImageId", region)?;
         let entry = self.record(
             Undo::DeregisterImage {
                 region: region.to_string(),
