@@ -4,8 +4,8 @@
 //! single-dash flags), Packer's legacy JSON template language (located errors for every problem,
 //! variables, template functions through handlebars) and typed configuration of the amazon-ebs
 //! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest,
-//! shell-local, ami-outputs, cloudformation-update (the AMI handed to a stack's parameter) and
-//! ssm-parameter (the AMI ID in Parameter Store) post-processors.
+//! shell-local, ami-outputs, cloudformation-update (the AMI handed to a stack's parameter),
+//! ssm-parameter (the AMI ID in Parameter Store) and ami-retention post-processors.
 //!
 //! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
 //! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
@@ -24,6 +24,10 @@
 //! security group opens only the SSH port to configured or VPC blocks; remote scripts are 0700 and
 //! env-var files 0600, removed unless `skip_clean`; `shell-local` keeps values off command lines;
 //! `ssh_host_key_fingerprint` pins the host key (`communicator::ssh::hostkey`).
+//!
+//! Not yet: builders other than amazon-ebs and null, provisioners other than the four above,
+//! winrm, SSH certificates and proxies, spot instances (README "How imgbuild differs from Packer"
+//! lists every option that `validate` refuses by name).
 //!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.
