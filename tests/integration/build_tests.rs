@@ -324,6 +324,26 @@ pub(crate) fn assert_journal_complete(dir: &Path, clean: bool) {
     assert_eq!(last["clean"], clean, "{events:?}");
 }
 
+/// Waits (polling, at most `limit`) for `child` to exit; kills it and fails the test after that.
+pub(crate) fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("imgbuild did not exit within {limit:?} {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub(crate) fn ami_from_stdout(stdout: &str, region: &str) -> String {
     stdout
         .lines()
@@ -677,17 +697,7 @@ pub(crate) fn interrupt(
         std::thread::sleep(Duration::from_millis(300));
         kill();
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("imgbuild did not exit after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(120), "after SIGINT");
     let took = t.elapsed();
     let out = out_thread.join().unwrap_or_default();
     let err = err_thread.join().unwrap_or_default();

@@ -377,18 +377,8 @@ pub fn interrupt_at(
         .status()
         .expect("kill");
     assert!(st.success(), "kill -INT {pid}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("imgbuild did not exit within 120 s after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status =
+        crate::build_tests::wait_exit(&mut child, Duration::from_secs(120), "after SIGINT");
     let took = t.elapsed();
     let out = out_thread.join().unwrap_or_default();
     let err = err_thread.join().unwrap_or_default();
