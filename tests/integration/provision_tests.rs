@@ -1261,7 +1261,10 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
                 panic!("{e}\n{text}");
             }
             assert_eq!(fx.remote_text(&after), "ok\n");
-            // Connected again soon after the port answered (retry interval at most 1.5 s).
+            // Connected again soon after the port answered: within the retry interval (at most
+            // 1.5 s) plus one more interval for an attempt that was in flight when the port came
+            // back and still failed, plus one login (the world's sshd looks the key up in the EC2
+            // emulator: 0.4 s idle, up to 2 s on a loaded machine). Seen: 1.3 s idle, 3.7 s loaded.
             let up = up_at.lock().expect("up").expect("came back");
             let connected = lines
                 .iter()
@@ -1271,7 +1274,7 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
                 .expect("connected again");
             let gap = connected.saturating_duration_since(up);
             eprintln!("prov: reconnected {gap:?} after the port answered again");
-            assert!(gap < Duration::from_secs(3), "{gap:?}\n{text}");
+            assert!(gap < Duration::from_secs(5), "{gap:?}\n{text}");
         } else {
             let e = result.expect_err("the outage outlasts start_retry_timeout");
             let msg = e.to_string();
