@@ -3,9 +3,7 @@
 //! full path and SSH templates for the failure path (provisioning is another issue's seam).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
@@ -324,26 +322,6 @@ pub(crate) fn assert_journal_complete(dir: &Path, clean: bool) {
     assert_eq!(last["clean"], clean, "{events:?}");
 }
 
-/// Waits (polling, at most `limit`) for `child` to exit; kills it and fails the test after that.
-pub(crate) fn wait_exit(
-    child: &mut std::process::Child,
-    limit: Duration,
-    what: &str,
-) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("imgbuild did not exit within {limit:?} {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 pub(crate) fn ami_from_stdout(stdout: &str, region: &str) -> String {
     stdout
         .lines()
@@ -645,68 +623,16 @@ pub(crate) fn interrupt(
     marker: &str,
     twice: bool,
 ) -> (i32, String, String, Duration) {
-    let mut cmd = Command::new(crate::cli_tests::imgbuild_bin());
-    cmd.args(["build", "-color=false", "t.json"])
-        .current_dir(s.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::var("HOME").unwrap_or_default())
-        .envs(e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("IMGBUILD_TEST_PAUSE", pause)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("imgbuild starts");
-    let pid = child.id().to_string();
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let err_thread =
-        std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let out_thread = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let wait_for = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.contains(what) => return,
-                Ok(_) => {}
-                Err(_) => panic!("`{what}` never appeared"),
-            }
-        }
-    };
-    let kill = || {
-        let st = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill");
-        assert!(st.success());
-    };
-    wait_for(marker);
+    let mut b = crate::cleanup_tests::Building::start(s, e, Some(pause));
+    b.wait_for(marker);
     let t = Instant::now();
-    kill();
+    b.sigint();
     if twice {
         std::thread::sleep(Duration::from_millis(300));
-        kill();
+        b.sigint();
     }
-    let status = wait_exit(&mut child, Duration::from_secs(120), "after SIGINT");
-    let took = t.elapsed();
-    let out = out_thread.join().unwrap_or_default();
-    let err = err_thread.join().unwrap_or_default();
-    (
-        status.code().expect("exit code, not a signal"),
-        out,
-        err,
-        took,
-    )
+    let (code, out, err) = b.finish();
+    (code, out, err, t.elapsed())
 }
 
 #[test]

@@ -51,9 +51,21 @@ impl Building {
         vars: &[(String, String)],
         pause: Option<&str>,
     ) -> Building {
+        Building::spawn(s.dir.path(), &["t.json".to_string()], vars, pause)
+    }
+
+    /// `imgbuild build -color=false ARGS` in `dir` with these environment variables (besides
+    /// `PATH` and `HOME`) and the test pause hook, if any.
+    pub(crate) fn spawn(
+        dir: &std::path::Path,
+        args: &[String],
+        vars: &[(String, String)],
+        pause: Option<&str>,
+    ) -> Building {
         let mut cmd = Command::new(imgbuild_bin());
-        cmd.args(["build", "-color=false", "t.json"])
-            .current_dir(s.dir.path())
+        cmd.args(["build", "-color=false"])
+            .args(args)
+            .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
@@ -137,13 +149,18 @@ impl Building {
 
     /// SIGINT (by its PID) and waits (bounded) for it to exit; its exit code and output.
     pub(crate) fn interrupt(self) -> (i32, String, String) {
+        self.sigint();
+        self.finish()
+    }
+
+    /// Sends SIGINT (by its PID) and returns at once.
+    pub(crate) fn sigint(&self) {
         let pid = self.child.id().to_string();
         let st = Command::new("kill")
             .args(["-INT", &pid])
             .status()
             .expect("kill");
-        assert!(st.success());
-        self.finish()
+        assert!(st.success(), "kill -INT {pid}");
     }
 
     /// Waits (bounded) for it to exit by itself.

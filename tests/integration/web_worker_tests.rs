@@ -12,9 +12,7 @@
 //! SSH, while uploading and while a script runs: exit 1, nothing left behind.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -317,9 +315,8 @@ fn build_web_worker_shaped_end_to_end() {
 
 /// Runs `imgbuild build -color=false ARGS` in `dir`, waits for a stdout line containing
 /// `marker`, waits `delay`, sends SIGINT to that child (by its PID) and returns its exit code,
-/// stdout, stderr and how long it took to exit after the signal. Everything is bounded: the
-/// marker must come within 60 s and the exit within 120 s (else the child is killed and the
-/// test fails).
+/// stdout, stderr and how long it took to exit after the signal. Everything is bounded (the
+/// limits of `cleanup_tests::Building`; past them the child is killed and the test fails).
 pub fn interrupt_at(
     dir: &Path,
     env: &[(String, String)],
@@ -327,67 +324,12 @@ pub fn interrupt_at(
     marker: &str,
     delay: Duration,
 ) -> (i32, String, String, Duration) {
-    let mut cmd = Command::new(crate::cli_tests::imgbuild_bin());
-    cmd.args(["build", "-color=false"])
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::var("HOME").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("imgbuild starts");
-    let pid = child.id().to_string();
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let err_thread =
-        std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let out_thread = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let seen = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(marker) => break true,
-            Ok(_) => {}
-            Err(_) => break false,
-        }
-    };
-    if !seen {
-        let _ = child.kill();
-        let _ = child.wait();
-        let out = out_thread.join().unwrap_or_default();
-        let err = err_thread.join().unwrap_or_default();
-        panic!("`{marker}` never appeared\nstdout:\n{out}\nstderr:\n{err}");
-    }
+    let mut b = crate::cleanup_tests::Building::spawn(dir, args, env, None);
+    b.wait_for(marker);
     std::thread::sleep(delay);
     let t = Instant::now();
-    let st = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill");
-    assert!(st.success(), "kill -INT {pid}");
-    let status =
-        crate::build_tests::wait_exit(&mut child, Duration::from_secs(120), "after SIGINT");
-    let took = t.elapsed();
-    let out = out_thread.join().unwrap_or_default();
-    let err = err_thread.join().unwrap_or_default();
-    (
-        status.code().expect("exit code, not a signal"),
-        out,
-        err,
-        took,
-    )
+    let (code, out, err) = b.interrupt();
+    (code, out, err, t.elapsed())
 }
 
 /// The web worker template with other provisioners (the builder is unchanged), written to
