@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+pub use crate::interact::OnError;
 use crate::template::variables::{parse_var_pair, VarArg};
 
 #[derive(Debug, Parser)]
@@ -45,16 +46,6 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Print the version
     Version,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnError {
-    /// Tear down everything the build created (default)
-    Cleanup,
-    /// Leave everything in place for debugging
-    Abort,
-    /// Ask on a terminal; clean up when there is none
-    Ask,
 }
 
 #[derive(Debug, Args)]

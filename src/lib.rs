@@ -32,7 +32,6 @@
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.
 
-pub mod build;
 pub mod builder;
 pub mod cancel;
 pub(crate) mod checks;
@@ -40,19 +39,23 @@ pub mod cleanup;
 pub mod cli;
 pub mod communicator;
 pub mod error;
+pub mod interact;
 pub mod ledger;
 pub mod log;
+pub mod orchestrator;
 pub mod post_processor;
+pub mod prepare;
 pub mod provisioner;
 pub mod redact;
 pub mod template;
+pub mod testhook;
 pub mod ui;
 
 use cli::{Command, Invocation};
 use error::{Error, Exit};
+use prepare::{prepare, Selection};
 use template::diag::{Diagnostic, Diagnostics};
 use template::funcs::{Clock, Engine};
-use template::prepare::{prepare, Selection};
 use template::variables::{bind, VarArg};
 use template::Template;
 use ui::Ui;
@@ -101,7 +104,7 @@ pub fn run(args: Vec<String>) -> Exit {
                 only: a.select.only,
                 except: a.select.except,
             };
-            let opts = build::Options {
+            let opts = orchestrator::Options {
                 force: a.force,
                 on_error: a.on_error,
                 parallel_builds: a.parallel_builds,
@@ -158,7 +161,7 @@ fn report(ui: &Ui, diags: &Diagnostics) -> Exit {
 /// A template ready to build: the prepared builds, the bound variables and the template's
 /// directory (both needed to render build-time values).
 struct Loaded {
-    prepared: template::prepare::Prepared,
+    prepared: prepare::Prepared,
     vars: template::variables::Variables,
     template_dir: String,
 }
@@ -254,7 +257,7 @@ fn build(
     path: &str,
     var_args: &[VarArg],
     sel: &Selection,
-    opts: &build::Options,
+    opts: &orchestrator::Options,
     mut ui: Ui,
 ) -> Exit {
     let mut diags = Diagnostics::default();
@@ -263,12 +266,12 @@ fn build(
     };
     ui.diagnostics(&diags);
     note_unfinished_runs(&ui);
-    let inputs = build::Inputs {
+    let inputs = orchestrator::Inputs {
         user: &loaded.vars.values,
         template_dir: &loaded.template_dir,
         sensitive: &loaded.vars.sensitive,
     };
-    match build::run(&loaded.prepared, &inputs, opts, &ui) {
+    match orchestrator::run(&loaded.prepared, &inputs, opts, &ui) {
         Ok(()) => Exit::Success,
         Err(e) => {
             let exit = e.exit();

@@ -16,13 +16,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::build::provision::{self, ProvisionContext, ProvisionError};
 use crate::cancel::Cancel;
 use crate::checks::error_at;
 use crate::checks::warning_at;
 use crate::communicator::ssh::{Communicator, SshConfig};
+use crate::provisioner::runtime::{self, ProvisionContext, ProvisionError};
+use crate::provisioner::PreparedProvisioner;
 use crate::template::decode::{Dx, Obj};
-use crate::template::prepare::PreparedProvisioner;
 use crate::ui::Ui;
 
 /// Packer's builder id of the null builder's artifact (`-machine-readable` `builder-id`).
@@ -207,7 +207,7 @@ impl NullBuild<'_> {
             build_data: self.build_data(),
             ui: self.ui,
         };
-        provision::run(&ctx, self.cancel.receiver()).await
+        runtime::run(&ctx, self.cancel.receiver()).await
     }
 }
 

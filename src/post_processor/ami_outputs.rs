@@ -14,11 +14,11 @@
 
 use std::collections::BTreeMap;
 
+use super::PreparedPostProcessor;
 use crate::builder::amazon::Artifact;
 use crate::checks::{error_at, is_deferred, opt_string, warning_at};
 use crate::template::decode::{Dx, Obj};
 use crate::template::diag::Diagnostic;
-use crate::template::prepare::PreparedBuild;
 
 /// `ami-outputs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,32 +215,32 @@ pub fn merge_json(
     Ok(text)
 }
 
-/// Builds of one template whose variables would overwrite each other in one env file.
-pub fn check_builds(builds: &[PreparedBuild]) -> Vec<Diagnostic> {
+/// Builds of one template whose variables would overwrite each other in one env file: each
+/// build given as its name and its post-processor chains.
+pub fn check_builds(builds: &[(&str, &[Vec<PreparedPostProcessor>])]) -> Vec<Diagnostic> {
     use crate::post_processor::PostProcessorConfig;
     // (env_output, prefix) -> first build
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut out = Vec::new();
-    for b in builds {
-        for pp in b.post_processors.iter().flatten() {
+    for &(name, chains) in builds {
+        for pp in chains.iter().flatten() {
             let PostProcessorConfig::AmiOutputs(c) = &pp.config else {
                 continue;
             };
             let Some(file) = c.env_output.as_ref().filter(|f| !is_deferred(f)) else {
                 continue;
             };
-            let p = prefix(c, &b.name);
+            let p = prefix(c, name);
             match seen.get(&(file.clone(), p.clone())) {
-                Some(other) if *other != b.name => out.push(
+                Some(other) if other != name => out.push(
                     Diagnostic::error(format!(
-                        "builds `{other}` and `{}` would both write {p}_AMI... to {file}",
-                        b.name
+                        "builds `{other}` and `{name}` would both write {p}_AMI... to {file}"
                     ))
                     .help("give one of them its own \"env_prefix\" (or its own env_output)"),
                 ),
                 Some(_) => {}
                 None => {
-                    seen.insert((file.clone(), p), b.name.clone());
+                    seen.insert((file.clone(), p), name.to_string());
                 }
             }
         }

@@ -22,6 +22,14 @@ pub use ssm_parameter::SsmParameterConfig;
 use crate::provisioner::shell_local::ShellLocalConfig;
 use crate::template::decode::{Dx, Obj};
 
+#[derive(Debug)]
+pub struct PreparedPostProcessor {
+    pub kind: String,
+    pub name: Option<String>,
+    pub keep_input_artifact: Option<bool>,
+    pub config: PostProcessorConfig,
+}
+
 /// The post-processor types imgbuild knows.
 pub const POST_PROCESSOR_TYPES: &[&str] = &[
     "manifest",

@@ -177,13 +177,7 @@ pub fn update(
         message,
     })?;
     write_atomic(path, new.as_bytes())?;
-    // Test hook: hold the lock a while, so that concurrent writers must wait for it.
-    if let Some(ms) = std::env::var("IMGBUILD_TEST_LOCK_HOLD_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        std::thread::sleep(Duration::from_millis(ms.min(10_000)));
-    }
+    crate::testhook::hold_lock();
     Ok(waited)
 }
 

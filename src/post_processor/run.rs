@@ -19,9 +19,9 @@ use super::{shell_local, PostProcessorConfig};
 use crate::builder::amazon::aws::Aws;
 use crate::builder::amazon::Artifact;
 use crate::cancel::Cancel;
+use crate::post_processor::PreparedPostProcessor;
 use crate::redact::MASK;
 use crate::template::funcs::{Engine, Phase, Scope};
-use crate::template::prepare::PreparedPostProcessor;
 use crate::ui::Ui;
 
 /// What post-processors run with.

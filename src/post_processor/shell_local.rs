@@ -14,10 +14,10 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::ami_outputs::{env_name, primary_ami};
 use super::run::{PpContext, PpError};
-use crate::build::provision::local::{run_local, LocalError};
-use crate::build::provision::remote::Line;
-use crate::build::provision::shell::env_map;
 use crate::builder::amazon::Artifact;
+use crate::provisioner::runtime::local::{run_local, LocalError};
+use crate::provisioner::runtime::remote::Line;
+use crate::provisioner::runtime::shell::env_map;
 use crate::provisioner::shell::ShellSource;
 use crate::provisioner::shell_local::{host_os, ShellLocalConfig};
 
@@ -102,7 +102,7 @@ pub async fn run(
     }
     let env = environment(ctx.build_name, ctx.build_type, artifact, &user);
     // Values reach the script through its environment, never its command line.
-    let vars = crate::build::provision::local::vars_as_references(&c.env_var_format, &env);
+    let vars = crate::provisioner::runtime::local::vars_as_references(&c.env_var_format, &env);
 
     // The inline script lives in a private directory for as long as this runs.
     let local = |what: &str| {

@@ -3,6 +3,7 @@
 
 pub mod breakpoint;
 pub mod file;
+pub mod runtime;
 pub mod shell;
 pub mod shell_local;
 
@@ -12,6 +13,21 @@ pub use shell::{ShellConfig, ShellSource};
 pub use shell_local::ShellLocalConfig;
 
 use crate::template::decode::{Dx, Obj};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct PreparedProvisioner {
+    /// Position in the template's `provisioners` list (0-based).
+    pub index: usize,
+    pub kind: String,
+    pub pause_before: Option<Duration>,
+    pub max_retries: u32,
+    pub timeout: Option<Duration>,
+    pub config: ProvisionerConfig,
+    /// The definition as written, with this build's `override` merged (for the reuse
+    /// fingerprint: template text, not rendered values).
+    pub definition: serde_json::Value,
+}
 
 /// The provisioner types imgbuild knows.
 pub const PROVISIONER_TYPES: &[&str] = &["shell", "file", "shell-local", "breakpoint"];

@@ -11,11 +11,8 @@
 pub mod decode;
 pub mod diag;
 pub mod funcs;
-#[cfg(test)]
-mod fuzz;
 pub mod inspect;
 pub mod json;
-pub mod prepare;
 pub mod timefmt;
 pub mod variables;
 

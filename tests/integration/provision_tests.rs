@@ -1,4 +1,4 @@
-//! Provisioning (`build::provision::run`) against the test world's real sshd: the shell
+//! Provisioning (`provisioner::runtime::run`) against the test world's real sshd: the shell
 //! provisioner's scripts, environment and quoting, sudo, exit codes and their error text, a
 //! simulated reboot (the script kills its own SSH session's server processes), the file
 //! provisioner both ways, shell-local, retries, timeouts, cancellation and the wait for SSH.
@@ -11,13 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use imgbuild::build::provision::{self, Failure, FnOutput, ProvisionContext, ProvisionError};
 use imgbuild::builder::amazon::config::AmazonEbsConfig;
+use imgbuild::builder::BuilderConfig;
 use imgbuild::communicator::ssh::SshConfig;
+use imgbuild::prepare::{prepare, Selection};
+use imgbuild::provisioner::runtime::{
+    self as provision, Failure, FnOutput, ProvisionContext, ProvisionError,
+};
+use imgbuild::provisioner::PreparedProvisioner;
 use imgbuild::redact::Redactor;
 use imgbuild::template::diag::{Diagnostics, SourceFile};
 use imgbuild::template::funcs::{Clock, Engine};
-use imgbuild::template::prepare::{prepare, BuilderConfig, PreparedProvisioner, Selection};
 use imgbuild::template::variables::bind;
 use imgbuild::template::Template;
 use serde_json::{json, Value};

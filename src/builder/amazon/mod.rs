@@ -1,5 +1,5 @@
 //! The `amazon-ebs` builder: launch an instance from a source AMI, provision it over SSH (through
-//! [`crate::build::provision`]), stop it, create an AMI from it, copy and share the AMI, and
+//! [`crate::provisioner::runtime`]), stop it, create an AMI from it, copy and share the AMI, and
 //! record every resource it creates in the build's [`crate::ledger::Ledger`] so that teardown
 //! removes whatever is not the product.
 //!

@@ -1,5 +1,5 @@
 //! Reuse when nothing changed: finding the AMIs that already carry a build's fingerprint
-//! (`imgbuild:fingerprint`, see [`crate::build::fingerprint`]) in every region the build would
+//! (`imgbuild:fingerprint`, see [`crate::builder::fingerprint`]) in every region the build would
 //! deliver to. Read-only: DescribeImages owned by this account.
 //!
 //! An image counts only when it is `available` and not marked `imgbuild:temporary` (a build
@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{Filter, Image, ImageState};
 
 use super::aws::{Api, ApiError, Aws};
 use super::plan::TAG_TEMPORARY;
-use crate::build::fingerprint::TAG_FINGERPRINT;
+use crate::builder::fingerprint::TAG_FINGERPRINT;
 use crate::cancel::Cancel;
 
 #[derive(Debug, thiserror::Error)]

@@ -27,14 +27,14 @@ use super::plan::{self, Addresses, Ingress, TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY
 use super::reuse::{self, Lookup, ReuseError};
 use super::teardown::{self, lock};
 use super::wait::{self, Polling, Probe, WaitError};
-use crate::build::fingerprint::{self, Fingerprint, FingerprintError, Inputs, TAG_FINGERPRINT};
-use crate::build::interact::{self, Interact};
-use crate::build::provision::{self, ProvisionContext, ProvisionError};
+use crate::builder::fingerprint::{self, Fingerprint, FingerprintError, Inputs, TAG_FINGERPRINT};
 use crate::cancel::Cancel;
 use crate::communicator::ssh::Communicator;
+use crate::interact::{self, Interact};
 use crate::ledger::{EntryId, Ledger, Undo};
+use crate::provisioner::runtime::{self, ProvisionContext, ProvisionError};
+use crate::provisioner::PreparedProvisioner;
 use crate::template::funcs::{Engine, Phase, Scope};
-use crate::template::prepare::PreparedProvisioner;
 use crate::ui::Ui;
 
 /// How long each wait may take unless `aws_polling` says otherwise (Packer: 10 minutes, and 30
@@ -61,9 +61,6 @@ pub struct Ctx<'a> {
     pub force: bool,
     pub polling: Polling,
     pub cancel: Cancel,
-    /// `IMGBUILD_TEST_PAUSE=<step>:<seconds>`: a test hook that holds the build after a step, so
-    /// that tests can interrupt it there.
-    pub test_pause: Option<(String, Duration)>,
     /// `-on-error=ask` and `-debug` (prompts, pauses, the saved key).
     pub interact: &'a Interact,
     /// `-skip-unchanged` or `reuse_unchanged`: what the reuse fingerprint is made of. The
@@ -478,18 +475,12 @@ impl Ctx<'_> {
         t
     }
 
-    /// `IMGBUILD_TEST_PAUSE=sent_<call>:<seconds>`: holds the build after a create call returned
+    /// Test hook (`testhook::pause_at`): holds the build after a create call returned
     /// and before its result is recorded (a kill now loses the ID, as a kill mid-call would).
     /// Not interrupted by Ctrl-C: the result is recorded after the pause in any case.
     async fn test_hold(&self, step: &str) {
-        if let Some((at, d)) = &self.test_pause {
-            if at == step {
-                self.say(format!(
-                    "test hook: pausing {} after {step}",
-                    human_duration(*d)
-                ));
-                tokio::time::sleep(*d).await;
-            }
+        if let Some(d) = crate::testhook::pause_at(step) {
+            tokio::time::sleep(d).await;
         }
     }
 
@@ -535,15 +526,9 @@ impl Ctx<'_> {
     }
 
     async fn pause_point(&self, step: &str) -> Result<(), BuildError> {
-        if let Some((at, d)) = &self.test_pause {
-            if at == step {
-                self.say(format!(
-                    "test hook: pausing {} after {step}",
-                    human_duration(*d)
-                ));
-                if !self.cancel.sleep(*d).await {
-                    return Err(BuildError::Cancelled);
-                }
+        if let Some(d) = crate::testhook::pause_at(step) {
+            if !self.cancel.sleep(d).await {
+                return Err(BuildError::Cancelled);
             }
         }
         if self.cancel.is_cancelled() {
@@ -754,7 +739,7 @@ impl Ctx<'_> {
             let r = self
                 .c(async {
                     tokio::select! {
-                        r = provision::run(&pctx, self.cancel.receiver()) => Ok(r),
+                        r = runtime::run(&pctx, self.cancel.receiver()) => Ok(r),
                         gone = self.watch_instance(&ec2, &region, &instance_id),
                             if cfg.ssh.communicator == Communicator::Ssh => Err(gone),
                     }

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::diag::{Diagnostics, SourceFile};
-use super::funcs::{Clock, Engine};
-use super::prepare::{prepare, Selection};
-use super::variables::{bind, VarArg};
-use super::Template;
+use crate::template::diag::{Diagnostics, SourceFile};
+use crate::template::funcs::{Clock, Engine};
+use super::{prepare, Selection};
+use crate::template::variables::{bind, VarArg};
+use crate::template::Template;
 
 /// Loads a template text all the way through stage 2, as `imgbuild validate` does.
 pub fn load_all(text: &str, vars: &[VarArg]) -> Diagnostics {

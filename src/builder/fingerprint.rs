@@ -42,8 +42,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::provisioner::PreparedProvisioner;
 use crate::provisioner::{Direction, ProvisionerConfig, ShellSource};
-use crate::template::prepare::PreparedProvisioner;
 
 /// The tag that carries the fingerprint on AMIs (and their region copies).
 pub const TAG_FINGERPRINT: &str = "imgbuild:fingerprint";
@@ -486,8 +486,8 @@ fn write_canonical(v: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provisioner::PreparedProvisioner;
     use crate::provisioner::{FileConfig, ShellConfig};
-    use crate::template::prepare::PreparedProvisioner;
 
     fn no_key() -> Result<SecretKey, FingerprintError> {
         panic!("the key is not needed")

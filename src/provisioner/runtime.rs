@@ -29,11 +29,11 @@ use std::time::Duration;
 use crate::communicator::ssh::{
     Auth, BastionOptions, Communicator, ConnectOptions, SshConfig, SshError,
 };
+use crate::provisioner::PreparedProvisioner;
 use crate::provisioner::ProvisionerConfig;
 use crate::redact::Redactor;
 use crate::template::decode::format_duration;
 use crate::template::funcs::{Clock, Engine, Phase, Scope};
-use crate::template::prepare::PreparedProvisioner;
 use crate::ui::{Activity, Ui};
 
 use remote::Remote;

@@ -3,10 +3,6 @@
 //! runs; a second one skips teardown and says what was left behind. At the end, Packer's summary
 //! of artifacts, and an error that says whether anything was left behind.
 
-pub mod fingerprint;
-pub mod interact;
-pub mod provision;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -16,16 +12,17 @@ use crate::builder::amazon::teardown::{self, lock};
 use crate::builder::amazon::wait::Polling;
 use crate::builder::amazon::{aws::Aws, human_duration, Artifact, Ctx};
 use crate::builder::null::NullBuild;
+use crate::builder::BuilderConfig;
 use crate::cancel::{self, Cancel, Canceller};
-use crate::cli::OnError;
 use crate::error::Error;
+use crate::interact::OnError;
+use crate::interact::{Choice, Interact};
 use crate::ledger::{default_journal_dir, Event, Journal, Ledger, Undo};
 use crate::post_processor::run::{self as post_process, PpContext};
+use crate::prepare::{Prepared, PreparedBuild};
+use crate::provisioner::runtime::ProvisionError;
 use crate::template::funcs::Engine;
-use crate::template::prepare::{BuilderConfig, Prepared, PreparedBuild};
 use crate::ui::Ui;
-use interact::{Choice, Interact};
-use provision::ProvisionError;
 
 /// The `build` command's flags that matter here.
 #[derive(Debug, Clone)]
@@ -172,13 +169,13 @@ pub fn run(prepared: &Prepared, inputs: &Inputs, opts: &Options, ui: &Ui) -> Res
             ui.redactor.add(s);
         }
     }
-    if let Ok(k) = std::env::var(fingerprint::KEY_ENV) {
+    if let Ok(k) = std::env::var(crate::builder::fingerprint::KEY_ENV) {
         ui.redactor.add(&k);
     }
     crate::log::set_redactor(&ui.redactor);
     ui.set_builds(prepared.builds.iter().map(|b| b.name.clone()).collect());
     let ui = &ui;
-    let terminal = interact::terminal_attached();
+    let terminal = crate::interact::terminal_attached();
     let outcomes = rt.block_on(async {
         let (cancel_tx, cancel) = cancel::channel();
         let (abort_tx, abort) = cancel::channel();
@@ -509,20 +506,24 @@ async fn one(
         force: opts.force,
         polling,
         cancel: own.rx.clone(),
-        test_pause: test_pause(),
         interact,
-        reuse: (opts.skip_unchanged || cfg.reuse_unchanged).then(|| fingerprint::Inputs {
-            builder_type: &b.kind,
-            builder: &b.definition,
-            provisioners: &b.provisioners,
-            user_data_file: cfg.run.user_data_file.as_deref(),
-            variables: inputs.user,
-            sensitive: inputs.sensitive,
+        reuse: (opts.skip_unchanged || cfg.reuse_unchanged).then(|| {
+            crate::builder::fingerprint::Inputs {
+                builder_type: &b.kind,
+                builder: &b.definition,
+                provisioners: &b.provisioners,
+                user_data_file: cfg.run.user_data_file.as_deref(),
+                variables: inputs.user,
+                sensitive: inputs.sensitive,
+            }
         }),
     };
     let work = async {
         // -debug: a pause before the first step too.
-        if !interact.pause(interact::step_after("start"), &own.rx).await {
+        if !interact
+            .pause(crate::interact::step_after("start"), &own.rx)
+            .await
+        {
             return Err(crate::builder::amazon::BuildError::Cancelled);
         }
         ctx.run().await
@@ -569,16 +570,12 @@ async fn one(
             ));
         }
     } else {
-        if let Some((at, d)) = test_pause().filter(|(at, _)| at == "teardown") {
-            say(format!(
-                "test hook: pausing {} before {at}",
-                human_duration(d)
-            ));
+        if let Some(d) = crate::testhook::pause_at("teardown") {
             abort.sleep(d).await;
         }
         if !cancel.is_cancelled() {
             interact
-                .pause(interact::step_after("teardown"), abort)
+                .pause(crate::interact::step_after("teardown"), abort)
                 .await;
         }
         let protected = ctx.protected_snapshots();
@@ -697,16 +694,6 @@ impl Post<'_> {
             }
         }
     }
-}
-
-/// `IMGBUILD_TEST_PAUSE=<step>:<seconds>` (tests only).
-fn test_pause() -> Option<(String, Duration)> {
-    let v = std::env::var("IMGBUILD_TEST_PAUSE").ok()?;
-    let (step, secs) = v.split_once(':')?;
-    Some((
-        step.to_string(),
-        Duration::from_secs_f64(secs.parse().ok()?),
-    ))
 }
 
 fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {

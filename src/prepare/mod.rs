@@ -5,18 +5,17 @@
 //! This is the whole of `imgbuild validate` without `-syntax-only`, and what `build` runs before
 //! any AWS call: a build never starts from a template that is not known to be valid.
 
-use std::time::Duration;
-
-use super::decode::{Dx, Obj};
-use super::diag::{closest, Diagnostic, Diagnostics, JsonPath};
-use super::funcs::{Clock, Engine, Phase, Scope, PACKER_COMPAT_VERSION};
-use super::json::{Kind, Member, Node};
-use super::variables::Variables;
-use super::{NameRef, RawPostProcessor, RawProvisioner, Template};
 use crate::builder::amazon::config::AmazonEbsConfig;
 use crate::builder::null::NullConfig;
-use crate::post_processor::{PostProcessorConfig, POST_PROCESSOR_TYPES};
-use crate::provisioner::{ProvisionerConfig, PROVISIONER_TYPES};
+use crate::builder::BuilderConfig;
+use crate::post_processor::{PostProcessorConfig, PreparedPostProcessor, POST_PROCESSOR_TYPES};
+use crate::provisioner::{PreparedProvisioner, ProvisionerConfig, PROVISIONER_TYPES};
+use crate::template::decode::{Dx, Obj};
+use crate::template::diag::{closest, Diagnostic, Diagnostics, JsonPath};
+use crate::template::funcs::{Clock, Engine, Phase, Scope, PACKER_COMPAT_VERSION};
+use crate::template::json::{Kind, Member, Node};
+use crate::template::variables::Variables;
+use crate::template::{NameRef, RawPostProcessor, RawProvisioner, Template};
 
 /// The builder types imgbuild runs.
 pub const BUILDER_TYPES: &[&str] = &["amazon-ebs", "null"];
@@ -26,45 +25,6 @@ pub const BUILDER_TYPES: &[&str] = &["amazon-ebs", "null"];
 pub struct Selection {
     pub only: Vec<String>,
     pub except: Vec<String>,
-}
-
-#[derive(Debug)]
-pub enum BuilderConfig {
-    AmazonEbs(Box<AmazonEbsConfig>),
-    /// Packer's `null` builder: provisioners against an existing machine, no cloud.
-    Null(Box<NullConfig>),
-}
-
-impl BuilderConfig {
-    /// Values that must never be shown (credentials, passwords), for the redactor.
-    pub fn secrets(&self) -> Vec<&str> {
-        match self {
-            BuilderConfig::AmazonEbs(c) => c.secrets(),
-            BuilderConfig::Null(c) => c.secrets(),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct PreparedProvisioner {
-    /// Position in the template's `provisioners` list (0-based).
-    pub index: usize,
-    pub kind: String,
-    pub pause_before: Option<Duration>,
-    pub max_retries: u32,
-    pub timeout: Option<Duration>,
-    pub config: ProvisionerConfig,
-    /// The definition as written, with this build's `override` merged (for the reuse
-    /// fingerprint: template text, not rendered values).
-    pub definition: serde_json::Value,
-}
-
-#[derive(Debug)]
-pub struct PreparedPostProcessor {
-    pub kind: String,
-    pub name: Option<String>,
-    pub keep_input_artifact: Option<bool>,
-    pub config: PostProcessorConfig,
 }
 
 #[derive(Debug)]
@@ -106,7 +66,7 @@ pub fn prepare(
             let scope = scope(Phase::Prepare, user, t, None, None);
             match engine.render(&b.name, &scope) {
                 Ok(n) => n,
-                Err(e) if e.message.contains(super::funcs::UNSET) => b.name.clone(),
+                Err(e) if e.message.contains(crate::template::funcs::UNSET) => b.name.clone(),
                 Err(e) => {
                     diags.push(
                         Diagnostic::error(format!(
@@ -215,7 +175,12 @@ pub fn prepare(
             definition: b.node.to_json(),
         });
     }
-    for d in crate::post_processor::ami_outputs::check_builds(&builds) {
+    for d in crate::post_processor::ami_outputs::check_builds(
+        &builds
+            .iter()
+            .map(|b| (b.name.as_str(), b.post_processors.as_slice()))
+            .collect::<Vec<_>>(),
+    ) {
         diags.push(d.in_file(&t.file));
     }
     if builds.is_empty() && !t.builders.is_empty() && !diags.has_errors() {
@@ -447,7 +412,7 @@ fn dedupe(diags: &mut Diagnostics) {
     let mut seen = std::collections::HashSet::new();
     diags.items.retain(|d| {
         let key = (
-            d.severity == super::diag::Severity::Error,
+            d.severity == crate::template::diag::Severity::Error,
             d.message.clone(),
             d.span.map(|s| (s.start, s.end)),
             d.file.as_ref().map(|f| f.name.clone()),

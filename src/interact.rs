@@ -12,8 +12,17 @@ use std::sync::{Mutex, OnceLock};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::cancel::Cancel;
-use crate::cli::OnError;
 use crate::ui::Ui;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    /// Tear down everything the build created (default)
+    Cleanup,
+    /// Leave everything in place for debugging
+    Abort,
+    /// Ask on a terminal; clean up when there is none
+    Ask,
+}
 
 /// What the person chose after a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
