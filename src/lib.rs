@@ -32,6 +32,7 @@
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.
 
+pub mod artifact;
 pub mod builder;
 pub mod cancel;
 pub(crate) mod checks;

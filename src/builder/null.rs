@@ -26,11 +26,11 @@ use crate::template::decode::{Dx, Obj};
 use crate::ui::Ui;
 
 /// Packer's builder id of the null builder's artifact (`-machine-readable` `builder-id`).
-pub const BUILDER_ID: &str = "fnoeding.null";
+pub const BUILDER_ID: &str = crate::artifact::NULL_BUILDER_ID;
 /// Packer's `NullArtifact.Id()`.
-pub const ARTIFACT_ID: &str = "Null";
+pub const ARTIFACT_ID: &str = crate::artifact::NULL_ARTIFACT_ID;
 /// Packer's `NullArtifact.String()`.
-pub const ARTIFACT_STRING: &str = "Did not export anything. This is the null builder";
+pub const ARTIFACT_STRING: &str = crate::artifact::NULL_ARTIFACT_STRING;
 
 /// Communicator options that make no difference to the null builder: it creates no machine,
 /// so there is no key pair to launch with or to remove from it.

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::artifact::Artifact;
 use crate::builder::amazon::teardown::{self, lock};
 use crate::builder::amazon::wait::Polling;
-use crate::builder::amazon::{aws::Aws, human_duration, Artifact, Ctx};
+use crate::builder::amazon::{aws::Aws, human_duration, Ctx};
 use crate::builder::null::NullBuild;
 use crate::builder::BuilderConfig;
 use crate::cancel::{self, Cancel, Canceller};

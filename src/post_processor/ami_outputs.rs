@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use super::PreparedPostProcessor;
-use crate::builder::amazon::Artifact;
+use crate::artifact::Artifact;
 use crate::checks::{error_at, is_deferred, opt_string, warning_at};
 use crate::template::decode::{Dx, Obj};
 use crate::template::diag::Diagnostic;

@@ -20,8 +20,8 @@ use aws_sdk_ec2::types::{Filter, Image};
 use chrono::{DateTime, Utc};
 
 use super::run::{PpContext, PpError};
+use crate::artifact::Artifact;
 use crate::builder::amazon::aws::{pages, Api, ApiError};
-use crate::builder::amazon::Artifact;
 use crate::checks::{error_at, flag, num};
 use crate::template::decode::{format_duration, Dx, Obj};
 

@@ -28,9 +28,10 @@ use aws_sdk_cloudformation::types::{Capability, Parameter};
 
 use super::ami_outputs::primary_ami;
 use super::run::{PpContext, PpError};
+use crate::artifact::Artifact;
 use crate::builder::amazon::aws::{Api, ApiError, Aws};
+use crate::builder::amazon::human_duration;
 use crate::builder::amazon::wait::{self, Probe, Schedule, WaitError};
-use crate::builder::amazon::{human_duration, Artifact};
 use crate::checks::{error_at, flag, is_deferred, opt_string, strings_at};
 use crate::template::decode::{Dx, Obj};
 

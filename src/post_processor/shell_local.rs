@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::ami_outputs::{env_name, primary_ami};
 use super::run::{PpContext, PpError};
-use crate::builder::amazon::Artifact;
+use crate::artifact::Artifact;
 use crate::provisioner::runtime::local::{run_local, LocalError};
 use crate::provisioner::runtime::remote::Line;
 use crate::provisioner::runtime::shell::env_map;

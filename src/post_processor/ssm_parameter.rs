@@ -19,8 +19,8 @@ use aws_config::Region;
 use aws_sdk_ssm::types::{ParameterType, ResourceTypeForTagging, Tag};
 
 use super::run::{PpContext, PpError};
+use crate::artifact::Artifact;
 use crate::builder::amazon::aws::{Api, ApiError, Aws};
-use crate::builder::amazon::Artifact;
 use crate::checks::{error_at, flag, is_deferred, one_of, opt_string};
 use crate::template::decode::{Dx, Obj};
 

@@ -25,7 +25,7 @@ pub mod teardown;
 pub mod wait;
 
 pub use config::AmazonEbsConfig;
-pub use steps::{Artifact, BuildError, Ctx};
+pub use steps::{BuildError, Ctx};
 
 use std::time::Duration;
 

@@ -27,6 +27,7 @@ use super::plan::{self, Addresses, Ingress, TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY
 use super::reuse::{self, Lookup, ReuseError};
 use super::teardown::{self, lock};
 use super::wait::{self, Polling, Probe, WaitError};
+use crate::artifact::Artifact;
 use crate::builder::fingerprint::{self, Fingerprint, FingerprintError, Inputs, TAG_FINGERPRINT};
 use crate::cancel::Cancel;
 use crate::communicator::ssh::Communicator;
@@ -66,61 +67,6 @@ pub struct Ctx<'a> {
     /// `-skip-unchanged` or `reuse_unchanged`: what the reuse fingerprint is made of. The
     /// build tags its AMIs with the fingerprint and reuses an AMI that carries it already.
     pub reuse: Option<Inputs<'a>>,
-}
-
-/// Packer's builder id of amazon-ebs artifacts (`-machine-readable` `builder-id` records).
-pub const BUILDER_ID: &str = "mitchellh.amazonebs";
-
-/// The result: the AMI in each region, and the build's generated data (`SourceAMI`,
-/// `BuildRegion`, ...) that post-processors render `{{ build `...` }}` against.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Artifact {
-    pub amis: BTreeMap<String, String>,
-    pub build_data: BTreeMap<String, String>,
-    /// The null builder's artifact (Packer's `NullArtifact`): no image at all, id `Null`.
-    pub null: bool,
-}
-
-impl Artifact {
-    /// What the null builder produces (with its build data, for post-processors).
-    pub fn null(build_data: BTreeMap<String, String>) -> Artifact {
-        Artifact {
-            build_data,
-            null: true,
-            ..Artifact::default()
-        }
-    }
-
-    /// Packer's builder id of the artifact (`-machine-readable` `builder-id` records).
-    pub fn builder_id(&self) -> &'static str {
-        if self.null {
-            crate::builder::null::BUILDER_ID
-        } else {
-            BUILDER_ID
-        }
-    }
-
-    /// Packer's `Id()`: `region:ami` pairs sorted by region, joined by `,` (`Null` for the null
-    /// builder).
-    pub fn id(&self) -> String {
-        if self.null {
-            return crate::builder::null::ARTIFACT_ID.to_string();
-        }
-        let pairs: Vec<String> = self.amis.iter().map(|(r, a)| format!("{r}:{a}")).collect();
-        pairs.join(",")
-    }
-
-    /// Packer's `String()`: `AMIs were created:\n<region>: <ami>\n...`.
-    pub fn describe(&self) -> String {
-        if self.null {
-            return crate::builder::null::ARTIFACT_STRING.to_string();
-        }
-        let mut s = String::from("AMIs were created:\n");
-        for (r, a) in &self.amis {
-            s.push_str(&format!("{r}: {a}\n"));
-        }
-        s
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
