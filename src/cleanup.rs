@@ -31,6 +31,7 @@ use crate::builder::amazon::sweep::{self, Found};
 use crate::builder::amazon::teardown;
 use crate::builder::amazon::wait::Polling;
 use crate::cancel::{self, Cancel};
+use crate::duration::age as human_age;
 use crate::error::Exit;
 use crate::ledger::{Entry, EntryId, Journal, Ledger, LockState, Replay, Undo};
 use crate::ui::Ui;
@@ -350,21 +351,6 @@ pub fn plan(
     }
     out.skipped.extend(skipped.into_values());
     out
-}
-
-/// `3h12m`, `45s`, `2d4h`.
-pub fn human_age(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m) = (s / 86400, s / 3600 % 24, s / 60 % 60);
-    if d > 0 {
-        format!("{d}d{h}h")
-    } else if h > 0 {
-        format!("{h}h{m}m")
-    } else if m > 0 {
-        format!("{m}m{}s", s % 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// The table `--dry-run` prints: one row per resource.
@@ -1209,13 +1195,5 @@ mod tests {
              us-east-1  instance  i-1     r1   b      3h2m   journal\n\
              us-east-1  snapshot  snap-1  r1   b      2h53m  tag"
         );
-    }
-
-    #[test]
-    fn ages_read_short() {
-        assert_eq!(human_age(45), "45s");
-        assert_eq!(human_age(125), "2m5s");
-        assert_eq!(human_age(3 * 3600 + 720), "3h12m");
-        assert_eq!(human_age(2 * 86400 + 4 * 3600), "2d4h");
     }
 }

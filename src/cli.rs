@@ -169,11 +169,11 @@ pub struct CleanupArgs {
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
-    crate::template::decode::parse_duration(s).map_err(|e| format!("{e} (e.g. 90m, 1h30m, 45s)"))
+    crate::duration::parse(s).map_err(|e| format!("{e} (e.g. 90m, 1h30m, 45s)"))
 }
 
 fn parse_older_than(s: &str) -> Result<std::time::Duration, String> {
-    crate::template::decode::parse_duration(s).map_err(|e| format!("{e} (e.g. 2h, 90m, 0s)"))
+    crate::duration::parse(s).map_err(|e| format!("{e} (e.g. 2h, 90m, 0s)"))
 }
 
 /// Long flags Packer users type with one dash.

@@ -39,6 +39,7 @@ pub(crate) mod checks;
 pub mod cleanup;
 pub mod cli;
 pub mod communicator;
+pub mod duration;
 pub mod error;
 pub mod interact;
 pub mod ledger;

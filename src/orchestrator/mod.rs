@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use crate::artifact::Artifact;
 use crate::builder::amazon::teardown::{self, lock};
 use crate::builder::amazon::wait::Polling;
-use crate::builder::amazon::{aws::Aws, human_duration, Ctx};
+use crate::builder::amazon::{aws::Aws, Ctx};
 use crate::builder::null::NullBuild;
 use crate::builder::BuilderConfig;
 use crate::cancel::{self, Cancel, Canceller};
+use crate::duration::{human as human_duration, short as short_duration};
 use crate::error::Error;
 use crate::interact::OnError;
 use crate::interact::{Choice, Interact};
@@ -98,20 +99,6 @@ impl Outcome {
             }
         }
         ids
-    }
-}
-
-/// A duration for the table: `850ms`, `12.3s`, `4m05s`, `1h02m`.
-pub fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else if s < 60 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, s / 60 % 60)
     }
 }
 
@@ -851,14 +838,6 @@ mod tests {
         );
         assert_eq!(deadline(Some(s(5)), Some(s(7))), Some((s(5), "-timeout")));
         assert_eq!(deadline(Some(s(5)), Some(s(5))), Some((s(5), "-timeout")));
-    }
-
-    #[test]
-    fn short_durations() {
-        assert_eq!(short_duration(Duration::from_millis(850)), "850ms");
-        assert_eq!(short_duration(Duration::from_millis(12_340)), "12.3s");
-        assert_eq!(short_duration(Duration::from_secs(245)), "4m05s");
-        assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
     }
 
     #[test]

@@ -23,7 +23,8 @@ use super::run::{PpContext, PpError};
 use crate::artifact::Artifact;
 use crate::builder::amazon::aws::{pages, Api, ApiError};
 use crate::checks::{error_at, flag, num};
-use crate::template::decode::{format_duration, Dx, Obj};
+use crate::duration::go as format_duration;
+use crate::template::decode::{Dx, Obj};
 
 /// Bound on the pages of one listing (DescribeLaunchTemplateVersions, DescribeInstances).
 const MAX_PAGES: usize = 100;

@@ -30,9 +30,9 @@ use super::ami_outputs::primary_ami;
 use super::run::{PpContext, PpError};
 use crate::artifact::Artifact;
 use crate::builder::amazon::aws::{Api, ApiError, Aws};
-use crate::builder::amazon::human_duration;
 use crate::builder::amazon::wait::{self, Probe, Schedule, WaitError};
 use crate::checks::{error_at, flag, is_deferred, opt_string, strings_at};
+use crate::duration::human as human_duration;
 use crate::template::decode::{Dx, Obj};
 
 /// The capabilities `UpdateStack` accepts.

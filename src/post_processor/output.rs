@@ -15,7 +15,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::builder::amazon::human_duration;
+use crate::duration::human as human_duration;
 
 /// How long an update waits for another writer's lock (each update holds it for milliseconds).
 pub const LOCK_WAIT: Duration = Duration::from_secs(60);

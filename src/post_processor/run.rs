@@ -295,7 +295,7 @@ async fn update_file(
             target,
             &format!(
                 "waited {} for another writer of {shown}",
-                crate::builder::amazon::human_duration(d)
+                crate::duration::human(d)
             ),
         );
     }

@@ -29,10 +29,10 @@ use std::time::Duration;
 use crate::communicator::ssh::{
     Auth, BastionOptions, Communicator, ConnectOptions, SshConfig, SshError,
 };
+use crate::duration::go as format_duration;
 use crate::provisioner::PreparedProvisioner;
 use crate::provisioner::ProvisionerConfig;
 use crate::redact::Redactor;
-use crate::template::decode::format_duration;
 use crate::template::funcs::{Clock, Engine, Phase, Scope};
 use crate::ui::{Activity, Ui};
 

@@ -297,7 +297,7 @@ impl<'n> Obj<'n> {
                 return None;
             }
         };
-        match parse_duration(&text) {
+        match crate::duration::parse(&text) {
             Ok(d) => Some(d),
             Err(why) => {
                 let d = dx.error(
@@ -493,83 +493,6 @@ pub fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// Go's time.ParseDuration: a sequence of decimal numbers with units, e.g. "1h30m", "1.5s".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let body = s.strip_prefix('+').unwrap_or(s);
-    if body.starts_with('-') {
-        return Err("durations cannot be negative".into());
-    }
-    if body == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if body.is_empty() {
-        return Err("it is empty".into());
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = body;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return Err(format!("expected a number at \"{rest}\""));
-        }
-        let n: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("\"{}\" is not a number", &rest[..num_len]))?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "" => return Err(format!("the number {n} has no unit")),
-            other => return Err(format!("unknown unit \"{other}\"")),
-        };
-        total += n * scale;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total > 1e12 {
-        return Err("it is too long".into());
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
-/// Formats a duration the way Go prints it ("5m0s", "1h30m0s", "300ms"), for `inspect` and
-/// messages that echo a configured value.
-pub fn format_duration(d: Duration) -> String {
-    let total_ms = d.as_millis();
-    if total_ms < 1000 && d.subsec_nanos() % 1_000_000 == 0 {
-        return if total_ms == 0 {
-            "0s".into()
-        } else {
-            format!("{total_ms}ms")
-        };
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let frac = d.subsec_millis();
-    let s = if frac > 0 {
-        format!("{s}.{:03}", frac).trim_end_matches('0').to_string()
-    } else {
-        s.to_string()
-    };
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,22 +631,5 @@ mod tests {
                 "`spot_price` of builder `b` is a Packer option imgbuild does not support",
             ]
         );
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("-5s").is_err());
-        assert!(parse_duration("5 m").is_err());
-        assert!(parse_duration("").is_err());
-        assert_eq!(format_duration(Duration::from_secs(300)), "5m0s");
-        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m0s");
-        assert_eq!(format_duration(Duration::from_millis(300)), "300ms");
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
     }
 }

@@ -586,7 +586,7 @@ fn parse_provisioner(
         let m = get(k)?;
         let p = path.key(k);
         match &m.value.kind {
-            Kind::String(s) => match decode::parse_duration(s) {
+            Kind::String(s) => match crate::duration::parse(s) {
                 Ok(d) => Some(d),
                 Err(why) => {
                     dx.error(

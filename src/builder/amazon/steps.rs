@@ -21,7 +21,6 @@ use aws_sdk_ec2::Client;
 
 use super::aws::{Api, ApiError, Aws, AwsError};
 use super::config::{AmazonEbsConfig, BlockDevice, ShutdownBehavior, Tenancy};
-use super::human_duration;
 use super::keys::{self, TempKey};
 use super::plan::{self, Addresses, Ingress, TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
 use super::reuse::{self, Lookup, ReuseError};
@@ -31,6 +30,7 @@ use crate::artifact::Artifact;
 use crate::builder::fingerprint::{self, Fingerprint, FingerprintError, Inputs, TAG_FINGERPRINT};
 use crate::cancel::Cancel;
 use crate::communicator::ssh::Communicator;
+use crate::duration::human as human_duration;
 use crate::interact::{self, Interact};
 use crate::ledger::{EntryId, Ledger, Undo};
 use crate::provisioner::runtime::{self, ProvisionContext, ProvisionError};

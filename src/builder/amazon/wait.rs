@@ -144,7 +144,7 @@ pub enum Probe<T> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
-    #[error("timed out after {} waiting for {what} to be {target} (last state: {last}); the limit is {origin}", crate::builder::amazon::human_duration(*.limit))]
+    #[error("timed out after {} waiting for {what} to be {target} (last state: {last}); the limit is {origin}", crate::duration::human(*.limit))]
     Timeout {
         what: String,
         target: String,
@@ -219,7 +219,7 @@ where
         if now >= next_progress {
             progress(format!(
                 "still waiting for {what} to be {target} (state {last}, {} so far)",
-                crate::builder::amazon::human_duration(now - start)
+                crate::duration::human(now - start)
             ));
             next_progress = now + PROGRESS_EVERY;
         }

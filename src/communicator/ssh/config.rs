@@ -18,7 +18,8 @@ use crate::checks::{
     error_at, expand_user, flag, io_reason, is_deferred, num, opt_string, relative_path_help,
     required_nonempty, strings_at, unsupported_if_set, warning_at,
 };
-use crate::template::decode::{parse_duration, Dx, Obj};
+use crate::duration::parse as parse_duration;
+use crate::template::decode::{Dx, Obj};
 
 /// `communicator`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

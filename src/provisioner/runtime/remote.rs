@@ -13,7 +13,7 @@ use super::Output;
 use crate::communicator::ssh::{
     CancellationToken, ConnectEvent, ConnectOptions, Session, SshError, WaitReason,
 };
-use crate::template::decode::format_duration;
+use crate::duration::go as format_duration;
 use crate::ui::Status;
 
 /// A line on its way to the output.

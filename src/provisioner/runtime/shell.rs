@@ -17,8 +17,8 @@ use super::{Failure, Runtime};
 use crate::communicator::ssh::{
     shell_quote, ExecOptions, ExitOutcome, Session, SshError, Stream, UploadSource,
 };
+use crate::duration::go as format_duration;
 use crate::provisioner::shell::{ShellConfig, ShellSource};
-use crate::template::decode::format_duration;
 
 /// Packer's exit status for "the connection was lost" (`packersdk.CmdDisconnect`).
 pub const CMD_DISCONNECT: i64 = 2300218;
