@@ -14,6 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -244,6 +245,16 @@ pub fn default_journal_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
     state.join("imgbuild/journal")
+}
+
+/// The ledger behind a build's lock, shared by the steps that record and the teardown that
+/// unwinds. A poisoned lock (a thread panicked holding it) still yields the ledger: what was
+/// created must be undone all the same.
+pub fn lock(l: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    match l.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 /// What one build created. Entries are only ever added, then marked kept or undone.

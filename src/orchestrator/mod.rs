@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::artifact::Artifact;
-use crate::builder::amazon::teardown::{self, lock};
+use crate::builder::amazon::teardown;
 use crate::builder::amazon::wait::Polling;
 use crate::builder::amazon::{aws::Aws, Ctx};
 use crate::builder::null::NullBuild;
@@ -19,7 +19,7 @@ use crate::duration::{human as human_duration, short as short_duration};
 use crate::error::Error;
 use crate::interact::OnError;
 use crate::interact::{Choice, Interact};
-use crate::ledger::{default_journal_dir, Event, Journal, Ledger, Undo};
+use crate::ledger::{default_journal_dir, lock, Event, Journal, Ledger, Undo};
 use crate::post_processor::run::{self as post_process, PpContext};
 use crate::prepare::{Prepared, PreparedBuild};
 use crate::provisioner::runtime::ProvisionError;

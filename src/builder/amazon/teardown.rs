@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::InstanceStateName;
 use super::aws::{Api, ApiError, Aws};
 use super::wait::{self, Polling, Probe, WaitError};
 use crate::cancel::Cancel;
-use crate::ledger::{Entry, Ledger, Undo};
+use crate::ledger::{lock, Entry, Ledger, Undo};
 
 /// Teardown's own time limit.
 pub const DEADLINE: Duration = Duration::from_secs(20 * 60);
@@ -148,13 +148,6 @@ fn describe_undo(u: &Undo) -> String {
         Undo::TerminateInstance { .. } => format!("terminating {}", u.describe()),
         Undo::DeregisterImage { .. } => format!("deregistering {}", u.describe()),
         _ => format!("deleting {}", u.describe()),
-    }
-}
-
-pub fn lock(l: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
-    match l.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
