@@ -25,11 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::builder::amazon::aws::{Aws, AwsError};
-use crate::builder::amazon::config::AccessConfig;
+use crate::aws::wait::Polling;
+use crate::aws::{AccessConfig, Aws, AwsError};
 use crate::builder::amazon::sweep::{self, Found};
 use crate::builder::amazon::teardown;
-use crate::builder::amazon::wait::Polling;
 use crate::cancel::{self, Cancel};
 use crate::duration::age as human_age;
 use crate::error::Exit;

@@ -33,6 +33,7 @@
 //! chain.
 
 pub mod artifact;
+pub mod aws;
 pub mod builder;
 pub mod cancel;
 pub(crate) mod checks;

@@ -9,9 +9,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::artifact::Artifact;
+use crate::aws::wait::Polling;
+use crate::aws::Aws;
 use crate::builder::amazon::teardown;
-use crate::builder::amazon::wait::Polling;
-use crate::builder::amazon::{aws::Aws, Ctx};
+use crate::builder::amazon::Ctx;
 use crate::builder::null::NullBuild;
 use crate::builder::BuilderConfig;
 use crate::cancel::{self, Cancel, Canceller};

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 
 use super::run::{PpContext, PpError};
 use crate::artifact::Artifact;
-use crate::builder::amazon::aws::{pages, Api, ApiError};
+use crate::aws::{pages, Api, ApiError};
 use crate::checks::{error_at, flag, num};
 use crate::duration::go as format_duration;
 use crate::template::decode::{Dx, Obj};

@@ -23,14 +23,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_config::Region;
 use aws_sdk_cloudformation::types::{Capability, Parameter};
 
 use super::ami_outputs::primary_ami;
 use super::run::{PpContext, PpError};
 use crate::artifact::Artifact;
-use crate::builder::amazon::aws::{Api, ApiError, Aws};
-use crate::builder::amazon::wait::{self, Probe, Schedule, WaitError};
+use crate::aws::wait::{self, Probe, Schedule, WaitError};
+use crate::aws::{Api, ApiError};
 use crate::checks::{error_at, flag, is_deferred, opt_string, strings_at};
 use crate::duration::human as human_duration;
 use crate::template::decode::{Dx, Obj};
@@ -382,16 +381,6 @@ pub fn is_no_update(e: &ApiError) -> bool {
     e.message.contains("No updates are to be performed")
 }
 
-/// A CloudFormation client of `region` with the build's credentials.
-fn client(aws: &Aws, region: &str, endpoint: Option<&str>) -> aws_sdk_cloudformation::Client {
-    let mut b = aws_sdk_cloudformation::config::Builder::from(aws.sdk_config())
-        .region(Region::new(region.to_string()));
-    if let Some(e) = endpoint {
-        b = b.endpoint_url(e);
-    }
-    aws_sdk_cloudformation::Client::from_conf(b.build())
-}
-
 /// The stack's status, status reason and parameter keys.
 async fn describe(
     cf: &aws_sdk_cloudformation::Client,
@@ -538,7 +527,7 @@ pub async fn run(
     };
     let mut failures = Vec::new();
     for (region, stack, ami) in &stacks {
-        let cf = client(aws, region, endpoint.as_deref());
+        let cf = aws.cloudformation(region, endpoint.as_deref());
         if let Err(e) = update_one(c, ctx, target, &cf, region, stack, &parameter, ami).await {
             // With several stacks, each failure is shown when it happens (the next stack is
             // still updated); the build's error lists them all.

@@ -17,7 +17,7 @@ use super::output::{self, OutputError, LOCK_WAIT};
 use super::ssm_parameter::{self, SsmError};
 use super::{shell_local, PostProcessorConfig};
 use crate::artifact::Artifact;
-use crate::builder::amazon::aws::Aws;
+use crate::aws::Aws;
 use crate::cancel::Cancel;
 use crate::post_processor::PreparedPostProcessor;
 use crate::redact::MASK;

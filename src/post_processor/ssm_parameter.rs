@@ -15,12 +15,11 @@
 
 use std::collections::BTreeMap;
 
-use aws_config::Region;
 use aws_sdk_ssm::types::{ParameterType, ResourceTypeForTagging, Tag};
 
 use super::run::{PpContext, PpError};
 use crate::artifact::Artifact;
-use crate::builder::amazon::aws::{Api, ApiError, Aws};
+use crate::aws::{Api, ApiError};
 use crate::checks::{error_at, flag, is_deferred, one_of, opt_string};
 use crate::template::decode::{Dx, Obj};
 
@@ -171,15 +170,6 @@ pub enum SsmError {
     },
 }
 
-fn client(aws: &Aws, region: &str, endpoint: Option<&str>) -> aws_sdk_ssm::Client {
-    let mut b = aws_sdk_ssm::config::Builder::from(aws.sdk_config())
-        .region(Region::new(region.to_string()));
-    if let Some(e) = endpoint {
-        b = b.endpoint_url(e);
-    }
-    aws_sdk_ssm::Client::from_conf(b.build())
-}
-
 fn tag(k: &str, v: &str) -> Result<Tag, PpError> {
     Tag::builder()
         .key(k)
@@ -235,7 +225,7 @@ pub async fn run(
         None => None,
     };
     for (region, ami) in &amis {
-        let ssm = client(aws, region, endpoint.as_deref());
+        let ssm = aws.ssm(region, endpoint.as_deref());
         let mut req = ssm
             .put_parameter()
             .name(&name)

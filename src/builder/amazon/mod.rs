@@ -3,18 +3,19 @@
 //! record every resource it creates in the build's [`crate::ledger::Ledger`] so that teardown
 //! removes whatever is not the product.
 //!
-//! - [`config`]: the typed template options;
-//! - [`aws`]: credentials, region, endpoints, retries; EC2 clients per region;
+//! - [`config`]: the typed template options, one file per section;
 //! - [`plan`]: pure decisions (source image choice, SSH address, security group rule);
 //! - [`keys`]: the temporary key, generated locally;
-//! - [`wait`]: deadline-based polling;
 //! - [`steps`]: the build, in Packer's order;
 //! - [`reuse`]: finding an AMI that already carries the build's fingerprint;
 //! - [`teardown`]: undoing the ledger;
 //! - [`sweep`]: finding what earlier runs left (by run-id tag, client token, name), for
 //!   `imgbuild cleanup`.
+//!
+//! What it shares with cleanup, the post-processors and the orchestrator lives below it: AWS
+//! access, clients, errors and waits in [`crate::aws`], the [`crate::artifact::Artifact`], the
+//! ledger lock in [`crate::ledger`], durations in [`crate::duration`].
 
-pub mod aws;
 pub mod config;
 pub mod keys;
 pub mod plan;
@@ -22,7 +23,13 @@ pub mod reuse;
 pub mod steps;
 pub mod sweep;
 pub mod teardown;
-pub mod wait;
 
 pub use config::AmazonEbsConfig;
 pub use steps::{BuildError, Ctx};
+
+/// The old paths of the pieces that moved below the builder (to `crate::aws`, `crate::artifact`,
+/// `crate::duration`, `crate::ledger`), kept only while branches written against them are
+/// merged; new code imports from the new places.
+pub use crate::artifact::Artifact;
+pub use crate::aws::{self, wait};
+pub use crate::duration::human as human_duration;

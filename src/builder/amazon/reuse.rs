@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, Image, ImageState};
 
-use super::aws::{Api, ApiError, Aws};
 use super::plan::TAG_TEMPORARY;
+use crate::aws::{Api, ApiError, Aws};
 use crate::builder::fingerprint::TAG_FINGERPRINT;
 use crate::cancel::Cancel;
 

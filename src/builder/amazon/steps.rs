@@ -19,14 +19,14 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_ec2::Client;
 
-use super::aws::{Api, ApiError, Aws, AwsError};
 use super::config::{AmazonEbsConfig, BlockDevice, ShutdownBehavior, Tenancy};
 use super::keys::{self, TempKey};
 use super::plan::{self, Addresses, Ingress, TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
 use super::reuse::{self, Lookup, ReuseError};
 use super::teardown;
-use super::wait::{self, Polling, Probe, WaitError};
 use crate::artifact::Artifact;
+use crate::aws::wait::{self, Polling, Probe, WaitError};
+use crate::aws::{Api, ApiError, Aws, AwsError};
 use crate::builder::fingerprint::{self, Fingerprint, FingerprintError, Inputs, TAG_FINGERPRINT};
 use crate::cancel::Cancel;
 use crate::communicator::ssh::Communicator;

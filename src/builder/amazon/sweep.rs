@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, Tag};
 
-use super::aws::{pages, Api, ApiError, Aws};
 use super::plan::{TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
+use crate::aws::{pages, Api, ApiError, Aws};
 use crate::ledger::Undo;
 
 /// Upper bound on result pages per call (1000 items each at most).

@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::InstanceStateName;
 
-use super::aws::{Api, ApiError, Aws};
-use super::wait::{self, Polling, Probe, WaitError};
+use crate::aws::wait::{self, Polling, Probe, WaitError};
+use crate::aws::{Api, ApiError, Aws};
 use crate::cancel::Cancel;
-use crate::ledger::{lock, Entry, Ledger, Undo};
+use crate::ledger::{Entry, Ledger, Undo};
+
+/// The ledger lock, now [`crate::ledger::lock`]; this path is kept only while branches written
+/// against it are merged.
+pub use crate::ledger::lock;
 
 /// Teardown's own time limit.
 pub const DEADLINE: Duration = Duration::from_secs(20 * 60);

@@ -7,8 +7,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::aws::ApiError;
-use super::config::AwsPolling;
+use super::access::AwsPolling;
+use super::error::ApiError;
 use crate::cancel::Cancel;
 
 /// The first interval after the first poll.

@@ -1,12 +1,13 @@
-//! Credentials, region and API behaviour (Packer's `AccessConfig`): static keys, profile,
-//! `assume_role`, a custom EC2 endpoint, retries and `aws_polling`.
+//! Credentials, region and API behaviour as a template gives them (Packer's `AccessConfig`):
+//! static keys, profile, `assume_role`, a custom EC2 endpoint, retries and `aws_polling`. The
+//! amazon-ebs builder takes them from its object; `imgbuild cleanup` makes one from its flags.
 
 use std::path::PathBuf;
 
 use crate::checks::{error_at, flag, num, opt_count, opt_string, required_nonempty};
 use crate::template::decode::{Dx, Obj};
 
-use super::tags::Tags;
+use std::collections::BTreeMap;
 
 /// Credentials, region and API behaviour (Packer's `AccessConfig`).
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +68,7 @@ pub struct AssumeRole {
     /// `session_name`. Default: chosen by the build.
     pub session_name: Option<String>,
     /// `tags`: session tags.
-    pub tags: Tags,
+    pub tags: BTreeMap<String, String>,
     /// `transitive_tag_keys`.
     pub transitive_tag_keys: Vec<String>,
 }
@@ -180,4 +181,45 @@ fn assume_role(obj: &mut Obj, dx: &mut Dx) -> Option<AssumeRole> {
     };
     o.finish(dx);
     Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::testing::{decode, errors};
+
+    fn access(text: &str) -> (AccessConfig, Vec<String>) {
+        let (c, d) = decode(text, |mut obj, dx| {
+            let c = AccessConfig::decode(&mut obj, dx);
+            obj.finish(dx);
+            c
+        });
+        (c, errors(&d))
+    }
+
+    #[test]
+    fn takes_only_the_access_keys() {
+        let (c, e) = access(
+            r#"{"region": "eu-west-1", "profile": "ci", "custom_endpoint_ec2": "localhost:5000",
+                "aws_polling": {"delay_seconds": 5}, "max_retries": 3}"#,
+        );
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.profile.as_deref(), Some("ci"));
+        assert_eq!(
+            c.custom_endpoint_ec2.as_deref(),
+            Some("https://localhost:5000")
+        );
+        assert_eq!(c.max_retries, Some(3));
+        assert_eq!(c.aws_polling.and_then(|p| p.delay_seconds), Some(5));
+        // Keys of other sections are not this decoder's: they stay unknown here.
+        let (_, e) = access(r#"{"ami_name": "x", "secret_key": "s"}"#);
+        assert_eq!(
+            e,
+            vec![
+                "`access_key` and `secret_key` must both be either set or not set.",
+                "unknown key `ami_name` in builder `b`",
+            ]
+        );
+    }
 }

@@ -1,8 +1,24 @@
-//! AWS access: aws-config's standard chain (environment, shared config and credentials files,
-//! `profile`, SSO, web identity, container and instance metadata), the template's static
+//! AWS access for everything that calls AWS (the amazon-ebs builder, `imgbuild cleanup`, the
+//! post-processors): aws-config's standard chain (environment, shared config and credentials
+//! files, `profile`, SSO, web identity, container and instance metadata), the template's static
 //! credentials, region, `custom_endpoint_ec2` (`AWS_ENDPOINT_URL`/`AWS_ENDPOINT_URL_EC2` work
 //! through aws-config), `max_retries` (the SDK's standard retry with backoff absorbs throttling
-//! and 5xx), `shared_credentials_file` and `assume_role`.
+//! and 5xx), `shared_credentials_file` and `assume_role`; the clients made from it (EC2 per
+//! region, CloudFormation, SSM).
+//!
+//! - [`access`]: the template's access options (Packer's `AccessConfig`);
+//! - [`error`]: [`ApiError`], what a failed call says;
+//! - [`pages`]: paginated listings;
+//! - [`wait`]: deadline-based polling.
+
+pub mod access;
+pub mod error;
+pub mod pages;
+pub mod wait;
+
+pub use access::{AccessConfig, AssumeRole, AwsPolling};
+pub use error::{error_chain, Api, ApiError};
+pub use pages::pages;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,169 +29,7 @@ use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::config::Credentials;
-use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_async::future::pagination_stream::PaginationStream;
-
-use super::config::AccessConfig;
-
-/// An EC2 API error: the code EC2 gave (`UnauthorizedOperation`, `InvalidAMIID.NotFound`, ...)
-/// and its message, or what went wrong on the way (connection refused, timeout).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub code: Option<String>,
-    pub message: String,
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.code {
-            Some(c) if self.message.is_empty() => f.write_str(c),
-            Some(c) => write!(f, "{c}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-impl ApiError {
-    pub fn from_sdk<E>(e: &SdkError<E, HttpResponse>) -> ApiError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        if let SdkError::ServiceError(s) = e {
-            let err = s.err();
-            if err.code().is_some() {
-                return ApiError {
-                    code: err.code().map(str::to_string),
-                    message: err.message().unwrap_or_default().to_string(),
-                };
-            }
-            // No EC2 error in the answer (a proxy's or emulator's page): say what came back.
-            let raw = s.raw();
-            let body = raw
-                .body()
-                .bytes()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            let text = strip_markup(&body);
-            return ApiError {
-                code: None,
-                message: format!(
-                    "HTTP {} with no EC2 error in the answer{}",
-                    raw.status().as_u16(),
-                    if text.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {text}")
-                    }
-                ),
-            };
-        }
-        ApiError {
-            code: None,
-            message: error_chain(e),
-        }
-    }
-
-    pub fn msg(message: impl Into<String>) -> ApiError {
-        ApiError {
-            code: None,
-            message: message.into(),
-        }
-    }
-
-    /// The resource does not exist (any more): `*.NotFound`, or an AMI that is gone.
-    pub fn is_not_found(&self) -> bool {
-        self.code.as_deref().is_some_and(|c| {
-            c.ends_with(".NotFound")
-                || c.ends_with(".Malformed.NotFound")
-                || c == "InvalidAMIID.Unavailable"
-        })
-    }
-
-    pub fn code_is(&self, code: &str) -> bool {
-        self.code.as_deref() == Some(code)
-    }
-}
-
-/// An error and its sources, `a: b: c`, without repeating a source already in the text.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// The text of an HTML or XML answer, shortened, for messages.
-fn strip_markup(body: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in body.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                out.push(' ');
-            }
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    let words: Vec<&str> = out.split_whitespace().collect();
-    let mut text = words.join(" ");
-    if text.len() > 200 {
-        let mut cut = 200;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
-}
-
-/// Maps an SDK result's error to [`ApiError`].
-pub trait Api<T> {
-    fn api(self) -> Result<T, ApiError>;
-}
-
-impl<T, E> Api<T> for Result<T, SdkError<E, HttpResponse>>
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    fn api(self) -> Result<T, ApiError> {
-        self.map_err(|e| ApiError::from_sdk(&e))
-    }
-}
-
-/// The pages of a paginated call (`.into_paginator().send()`), in order, at most `max` of them
-/// (no request is made for a page beyond); the first error ends the listing.
-pub async fn pages<T, E>(
-    mut pages: PaginationStream<Result<T, SdkError<E, HttpResponse>>>,
-    max: usize,
-) -> Result<Vec<T>, ApiError>
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let mut out = Vec::new();
-    while out.len() < max {
-        match pages.try_next().await.api()? {
-            Some(page) => out.push(page),
-            None => break,
-        }
-    }
-    Ok(out)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
@@ -317,11 +171,30 @@ impl Aws {
         })
     }
 
-    /// The configuration the build's clients are made from (credentials, retry, timeouts,
-    /// `AWS_ENDPOINT_URL*`), for the clients of other services (the post-processors'
-    /// CloudFormation and SSM).
-    pub fn sdk_config(&self) -> &SdkConfig {
-        &self.base
+    /// A CloudFormation client of `region` with the build's credentials (`endpoint`: the
+    /// post-processor's own endpoint URL, e.g. a local emulator).
+    pub fn cloudformation(
+        &self,
+        region: &str,
+        endpoint: Option<&str>,
+    ) -> aws_sdk_cloudformation::Client {
+        let mut b = aws_sdk_cloudformation::config::Builder::from(&self.base)
+            .region(Region::new(region.to_string()));
+        if let Some(e) = endpoint {
+            b = b.endpoint_url(e);
+        }
+        aws_sdk_cloudformation::Client::from_conf(b.build())
+    }
+
+    /// An SSM client of `region` with the build's credentials (`endpoint` as for
+    /// [`Aws::cloudformation`]).
+    pub fn ssm(&self, region: &str, endpoint: Option<&str>) -> aws_sdk_ssm::Client {
+        let mut b =
+            aws_sdk_ssm::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+        if let Some(e) = endpoint {
+            b = b.endpoint_url(e);
+        }
+        aws_sdk_ssm::Client::from_conf(b.build())
     }
 
     /// The EC2 client of `region`.
