@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, Tag};
+use aws_sdk_ec2::Client;
 
 use super::plan::{TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
 use crate::aws::{pages, Api, ApiError, Aws};
@@ -77,36 +78,47 @@ fn found(undo: Undo, t: &BTreeMap<String, String>, created: Option<i64>) -> Opti
     })
 }
 
-/// Everything tagged with a run id (`run_ids`: only those runs') in `region`.
+/// Everything tagged with a run id (`run_ids`: only those runs') in `region`: instances not
+/// terminated, volumes, snapshots, AMIs, key pairs and security groups, asked in that order.
 pub async fn tagged(
     aws: &Aws,
     region: &str,
     run_ids: Option<&[String]>,
 ) -> Result<Vec<Found>, SweepError> {
-    let run_id = run_ids;
     let c = aws.ec2(region);
-    let err = |call| {
-        let region = region.to_string();
-        move |source| SweepError {
-            call,
-            region,
-            source,
-        }
-    };
-    let r = || region.to_string();
-    let mut out = Vec::new();
+    let mut out = tagged_instances(&c, region, run_ids).await?;
+    out.extend(tagged_volumes(&c, region, run_ids).await?);
+    out.extend(tagged_snapshots(&c, region, run_ids).await?);
+    out.extend(tagged_images(&c, region, run_ids).await?);
+    out.extend(tagged_key_pairs(&c, region, run_ids).await?);
+    out.extend(tagged_security_groups(&c, region, run_ids).await?);
+    Ok(out)
+}
 
+/// Maps a failed `call` in `region` to a [`SweepError`].
+fn failed(call: &'static str, region: &str) -> impl FnOnce(ApiError) -> SweepError {
+    let region = region.to_string();
+    move |source| SweepError {
+        call,
+        region,
+        source,
+    }
+}
+
+/// The run's instances that are not terminated (nor terminating).
+async fn tagged_instances(
+    c: &Client,
+    region: &str,
+    run_ids: Option<&[String]>,
+) -> Result<Vec<Found>, SweepError> {
+    let live = ["pending", "running", "shutting-down", "stopping", "stopped"];
     let instances = pages(
         c.describe_instances()
-            .filters(run_filter(run_id))
+            .filters(run_filter(run_ids))
             .filters(
                 Filter::builder()
                     .name("instance-state-name")
-                    .set_values(Some(
-                        ["pending", "running", "shutting-down", "stopping", "stopped"]
-                            .map(String::from)
-                            .to_vec(),
-                    ))
+                    .set_values(Some(live.map(String::from).to_vec()))
                     .build(),
             )
             .into_paginator()
@@ -114,7 +126,8 @@ pub async fn tagged(
         MAX_PAGES,
     )
     .await
-    .map_err(err("DescribeInstances"))?;
+    .map_err(failed("DescribeInstances", region))?;
+    let mut out = Vec::new();
     for i in instances
         .iter()
         .flat_map(|p| p.reservations())
@@ -122,98 +135,140 @@ pub async fn tagged(
     {
         let Some(id) = i.instance_id() else { continue };
         let undo = Undo::TerminateInstance {
-            region: r(),
+            region: region.to_string(),
             id: id.to_string(),
         };
         out.extend(found(undo, &tags(i.tags()), secs(i.launch_time())));
     }
+    Ok(out)
+}
 
+async fn tagged_volumes(
+    c: &Client,
+    region: &str,
+    run_ids: Option<&[String]>,
+) -> Result<Vec<Found>, SweepError> {
     let volumes = pages(
         c.describe_volumes()
-            .filters(run_filter(run_id))
+            .filters(run_filter(run_ids))
             .into_paginator()
             .send(),
         MAX_PAGES,
     )
     .await
-    .map_err(err("DescribeVolumes"))?;
+    .map_err(failed("DescribeVolumes", region))?;
+    let mut out = Vec::new();
     for v in volumes.iter().flat_map(|p| p.volumes()) {
         let Some(id) = v.volume_id() else { continue };
         let undo = Undo::DeleteVolume {
-            region: r(),
+            region: region.to_string(),
             id: id.to_string(),
         };
         out.extend(found(undo, &tags(v.tags()), secs(v.create_time())));
     }
+    Ok(out)
+}
 
+async fn tagged_snapshots(
+    c: &Client,
+    region: &str,
+    run_ids: Option<&[String]>,
+) -> Result<Vec<Found>, SweepError> {
     let snapshots = pages(
         c.describe_snapshots()
             .owner_ids("self")
-            .filters(run_filter(run_id))
+            .filters(run_filter(run_ids))
             .into_paginator()
             .send(),
         MAX_PAGES,
     )
     .await
-    .map_err(err("DescribeSnapshots"))?;
+    .map_err(failed("DescribeSnapshots", region))?;
+    let mut out = Vec::new();
     for s in snapshots.iter().flat_map(|p| p.snapshots()) {
         let Some(id) = s.snapshot_id() else { continue };
         let undo = Undo::DeleteSnapshot {
-            region: r(),
+            region: region.to_string(),
             id: id.to_string(),
         };
         out.extend(found(undo, &tags(s.tags()), secs(s.start_time())));
     }
+    Ok(out)
+}
 
+async fn tagged_images(
+    c: &Client,
+    region: &str,
+    run_ids: Option<&[String]>,
+) -> Result<Vec<Found>, SweepError> {
     let images = pages(
         c.describe_images()
             .owners("self")
-            .filters(run_filter(run_id))
+            .filters(run_filter(run_ids))
             .into_paginator()
             .send(),
         MAX_PAGES,
     )
     .await
-    .map_err(err("DescribeImages"))?;
+    .map_err(failed("DescribeImages", region))?;
+    let mut out = Vec::new();
     for i in images.iter().flat_map(|p| p.images()) {
         let Some(id) = i.image_id() else { continue };
         let undo = Undo::DeregisterImage {
-            region: r(),
+            region: region.to_string(),
             id: id.to_string(),
         };
         let created = i.creation_date().and_then(parse_creation_date);
         out.extend(found(undo, &tags(i.tags()), created));
     }
+    Ok(out)
+}
 
+/// Key pairs (DescribeKeyPairs is not paginated).
+async fn tagged_key_pairs(
+    c: &Client,
+    region: &str,
+    run_ids: Option<&[String]>,
+) -> Result<Vec<Found>, SweepError> {
     let kps = c
         .describe_key_pairs()
-        .filters(run_filter(run_id))
+        .filters(run_filter(run_ids))
         .send()
         .await
         .api()
-        .map_err(err("DescribeKeyPairs"))?;
+        .map_err(failed("DescribeKeyPairs", region))?;
+    let mut out = Vec::new();
     for k in kps.key_pairs() {
         let Some(name) = k.key_name() else { continue };
         let undo = Undo::DeleteKeyPair {
-            region: r(),
+            region: region.to_string(),
             name: name.to_string(),
         };
         out.extend(found(undo, &tags(k.tags()), secs(k.create_time())));
     }
+    Ok(out)
+}
 
+/// Security groups (EC2 gives them no creation date).
+async fn tagged_security_groups(
+    c: &Client,
+    region: &str,
+    run_ids: Option<&[String]>,
+) -> Result<Vec<Found>, SweepError> {
     let groups = pages(
         c.describe_security_groups()
-            .filters(run_filter(run_id))
+            .filters(run_filter(run_ids))
             .into_paginator()
             .send(),
         MAX_PAGES,
     )
     .await
-    .map_err(err("DescribeSecurityGroups"))?;
+    .map_err(failed("DescribeSecurityGroups", region))?;
+    let mut out = Vec::new();
     for g in groups.iter().flat_map(|p| p.security_groups()) {
         let Some(id) = g.group_id() else { continue };
         let undo = Undo::DeleteSecurityGroup {
-            region: r(),
+            region: region.to_string(),
             id: id.to_string(),
         };
         out.extend(found(undo, &tags(g.tags()), None));
@@ -255,19 +310,9 @@ pub async fn instances_by_client_token(
                 .send()
                 .await
                 .api()
-                .map_err(|source| SweepError {
-                    call: "DescribeInstances",
-                    region: region.to_string(),
-                    source,
-                })?
+                .map_err(failed("DescribeInstances", region))?
         }
-        Err(source) => {
-            return Err(SweepError {
-                call: "DescribeInstances",
-                region: region.to_string(),
-                source,
-            })
-        }
+        Err(source) => return Err(failed("DescribeInstances", region)(source)),
     };
     Ok(out
         .reservations()
@@ -297,11 +342,7 @@ pub async fn copies_named(
         .send()
         .await
         .api()
-        .map_err(|source| SweepError {
-            call: "DescribeImages",
-            region: region.to_string(),
-            source,
-        })?;
+        .map_err(failed("DescribeImages", region))?;
     Ok(out
         .images()
         .iter()
@@ -337,11 +378,7 @@ pub async fn regions(aws: &Aws, region: &str) -> Result<Vec<String>, SweepError>
         .send()
         .await
         .api()
-        .map_err(|source| SweepError {
-            call: "DescribeRegions",
-            region: region.to_string(),
-            source,
-        })?;
+        .map_err(failed("DescribeRegions", region))?;
     let mut v: Vec<String> = out
         .regions()
         .iter()

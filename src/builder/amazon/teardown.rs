@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::InstanceStateName;
+use aws_sdk_ec2::Client;
 
 use crate::aws::wait::{self, Polling, Probe, WaitError};
 use crate::aws::{Api, ApiError, Aws};
@@ -192,214 +193,249 @@ pub async fn undo(
     abort: &Cancel,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<(), UndoError> {
-    let gone = |r: Result<(), ApiError>| match r {
-        Err(e) if e.is_not_found() => Ok(()),
-        r => r,
+    let waits = Waits {
+        polling,
+        deadline,
+        abort,
+        say,
     };
     match u {
         Undo::DeleteKeyPair { region, name } => {
-            let c = aws.ec2(region);
-            gone(
-                c.delete_key_pair()
-                    .key_name(name)
-                    .send()
-                    .await
-                    .api()
-                    .map(|_| ()),
-            )
-            .map_err(|source| UndoError::DeleteKeyPair {
-                region: region.clone(),
-                name: name.clone(),
-                source,
-            })
+            delete_key_pair(&aws.ec2(region), region, name).await
         }
         Undo::DeleteSecurityGroup { region, id } => {
-            let c = aws.ec2(region);
-            // The group stays in use for a short while after its instance is gone.
-            let r = retry_while(
-                &["DependencyViolation"],
-                Duration::from_secs(180),
-                abort,
-                || async {
-                    gone(
-                        c.delete_security_group()
-                            .group_id(id)
-                            .send()
-                            .await
-                            .api()
-                            .map(|_| ()),
-                    )
-                },
-            )
-            .await;
-            r.map_err(|source| UndoError::DeleteSecurityGroup {
-                region: region.clone(),
-                id: id.clone(),
-                source,
-            })
+            delete_security_group(&aws.ec2(region), region, id, abort).await
         }
         Undo::TerminateInstance { region, id } => {
-            let c = aws.ec2(region);
-            let r = c.terminate_instances().instance_ids(id).send().await.api();
-            match r {
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(source) => {
-                    return Err(UndoError::TerminateInstances {
-                        region: region.clone(),
-                        id: id.clone(),
-                        source,
-                    })
-                }
-                Ok(_) => {}
-            }
-            let schedule = polling.schedule(Duration::from_secs(600)).within(deadline);
-            let what = format!("instance {id} in {region}");
-            wait::until(&what, "terminated", &schedule, abort, say, || async {
-                let out = c.describe_instances().instance_ids(id).send().await.api();
-                let out = match out {
-                    Err(e) if e.is_not_found() => return Ok(Probe::Done(())),
-                    r => r?,
-                };
-                let state = out
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .find(|i| i.instance_id() == Some(id))
-                    .and_then(|i| i.state())
-                    .and_then(|s| s.name().cloned());
-                Ok(match state {
-                    None | Some(InstanceStateName::Terminated) => Probe::Done(()),
-                    Some(s) => Probe::Pending(s.as_str().to_string()),
-                })
-            })
-            .await?;
-            Ok(())
+            terminate_instance(&aws.ec2(region), region, id, &waits).await
         }
         Undo::DeleteVolume { region, id } => {
-            let c = aws.ec2(region);
-            let r = retry_while(
-                &["VolumeInUse", "IncorrectState"],
-                Duration::from_secs(120),
-                abort,
-                || async {
-                    gone(
-                        c.delete_volume()
-                            .volume_id(id)
-                            .send()
-                            .await
-                            .api()
-                            .map(|_| ()),
-                    )
-                },
-            )
-            .await;
-            r.map_err(|source| UndoError::DeleteVolume {
-                region: region.clone(),
-                id: id.clone(),
-                source,
-            })
+            delete_volume(&aws.ec2(region), region, id, abort).await
         }
         Undo::DeregisterImage { region, id } => {
             let c = aws.ec2(region);
-            let err = |source| UndoError::DeregisterImage {
-                region: region.clone(),
-                id: id.clone(),
-                source,
-            };
-            // Learn the image's snapshots first (they exist only once it has left `pending`),
-            // so that an image undone half-made does not leave them behind.
-            let schedule = polling.schedule(Duration::from_secs(600)).within(deadline);
-            let what = format!("AMI {id} in {region}");
-            let snapshots = wait::until(&what, "settled", &schedule, abort, say, || async {
-                let out = c.describe_images().image_ids(id).send().await.api();
-                let out = match out {
-                    Err(e) if e.is_not_found() => return Ok(Probe::Done(None)),
-                    r => r?,
-                };
-                let Some(img) = out.images().iter().find(|i| i.image_id() == Some(id)) else {
-                    return Ok(Probe::Done(None));
-                };
-                let state = img
-                    .state()
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default();
-                if state == "pending" {
-                    return Ok(Probe::Pending(state));
-                }
-                let snaps: Vec<String> = img
-                    .block_device_mappings()
-                    .iter()
-                    .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
-                    .map(str::to_string)
-                    .collect();
-                Ok(Probe::Done(Some(snaps)))
-            })
-            .await?;
-            let Some(snapshots) = snapshots else {
-                return Ok(());
-            };
-            gone(
-                c.deregister_image()
-                    .image_id(id)
-                    .send()
-                    .await
-                    .api()
-                    .map(|_| ()),
-            )
-            .map_err(err)?;
-            for s in snapshots
-                .iter()
-                .filter(|s| !protected_snapshots.contains(s))
-            {
-                let r = retry_while(
-                    &["InvalidSnapshot.InUse"],
-                    Duration::from_secs(60),
-                    abort,
-                    || async {
-                        gone(
-                            c.delete_snapshot()
-                                .snapshot_id(s)
-                                .send()
-                                .await
-                                .api()
-                                .map(|_| ()),
-                        )
-                    },
-                )
-                .await;
-                r.map_err(|source| UndoError::DeleteSnapshot {
-                    region: region.clone(),
-                    id: s.clone(),
-                    source,
-                })?;
-            }
-            Ok(())
+            deregister_image(&c, region, id, protected_snapshots, &waits).await
         }
         Undo::DeleteSnapshot { region, id } => {
-            let c = aws.ec2(region);
-            let r = retry_while(
-                &["InvalidSnapshot.InUse"],
-                Duration::from_secs(60),
-                abort,
-                || async {
-                    gone(
-                        c.delete_snapshot()
-                            .snapshot_id(id)
-                            .send()
-                            .await
-                            .api()
-                            .map(|_| ()),
-                    )
-                },
-            )
-            .await;
-            r.map_err(|source| UndoError::DeleteSnapshot {
-                region: region.clone(),
-                id: id.clone(),
+            delete_snapshot(&aws.ec2(region), region, id, abort).await
+        }
+    }
+}
+
+/// How an undo that waits polls, until when, what stops it and where it reports.
+struct Waits<'a> {
+    polling: Polling,
+    deadline: Instant,
+    abort: &'a Cancel,
+    say: &'a (dyn Fn(String) + Sync),
+}
+
+impl Waits<'_> {
+    /// The schedule of one wait: at most 10 minutes, and not past teardown's deadline.
+    fn schedule(&self) -> wait::Schedule {
+        self.polling
+            .schedule(Duration::from_secs(600))
+            .within(self.deadline)
+    }
+}
+
+/// A call's result where "not found" means the resource is already gone: done.
+fn gone<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
+async fn delete_key_pair(c: &Client, region: &str, name: &str) -> Result<(), UndoError> {
+    gone(c.delete_key_pair().key_name(name).send().await.api()).map_err(|source| {
+        UndoError::DeleteKeyPair {
+            region: region.to_string(),
+            name: name.to_string(),
+            source,
+        }
+    })
+}
+
+async fn delete_security_group(
+    c: &Client,
+    region: &str,
+    id: &str,
+    abort: &Cancel,
+) -> Result<(), UndoError> {
+    // The group stays in use for a short while after its instance is gone.
+    let r = retry_while(
+        &["DependencyViolation"],
+        Duration::from_secs(180),
+        abort,
+        || async { gone(c.delete_security_group().group_id(id).send().await.api()) },
+    )
+    .await;
+    r.map_err(|source| UndoError::DeleteSecurityGroup {
+        region: region.to_string(),
+        id: id.to_string(),
+        source,
+    })
+}
+
+/// Terminates the instance and waits until it is gone (its volumes and its security group are
+/// released only then).
+async fn terminate_instance(
+    c: &Client,
+    region: &str,
+    id: &str,
+    waits: &Waits<'_>,
+) -> Result<(), UndoError> {
+    let r = c.terminate_instances().instance_ids(id).send().await.api();
+    match r {
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(source) => {
+            return Err(UndoError::TerminateInstances {
+                region: region.to_string(),
+                id: id.to_string(),
                 source,
             })
         }
+        Ok(_) => {}
     }
+    let schedule = waits.schedule();
+    let what = format!("instance {id} in {region}");
+    wait::until(
+        &what,
+        "terminated",
+        &schedule,
+        waits.abort,
+        waits.say,
+        || async {
+            let out = c.describe_instances().instance_ids(id).send().await.api();
+            let out = match out {
+                Err(e) if e.is_not_found() => return Ok(Probe::Done(())),
+                r => r?,
+            };
+            let state = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find(|i| i.instance_id() == Some(id))
+                .and_then(|i| i.state())
+                .and_then(|s| s.name().cloned());
+            Ok(match state {
+                None | Some(InstanceStateName::Terminated) => Probe::Done(()),
+                Some(s) => Probe::Pending(s.as_str().to_string()),
+            })
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_volume(
+    c: &Client,
+    region: &str,
+    id: &str,
+    abort: &Cancel,
+) -> Result<(), UndoError> {
+    let r = retry_while(
+        &["VolumeInUse", "IncorrectState"],
+        Duration::from_secs(120),
+        abort,
+        || async { gone(c.delete_volume().volume_id(id).send().await.api()) },
+    )
+    .await;
+    r.map_err(|source| UndoError::DeleteVolume {
+        region: region.to_string(),
+        id: id.to_string(),
+        source,
+    })
+}
+
+/// Deregisters the image, then deletes its snapshots (but not the `protected` ones the user
+/// named in block device mappings).
+async fn deregister_image(
+    c: &Client,
+    region: &str,
+    id: &str,
+    protected: &[String],
+    waits: &Waits<'_>,
+) -> Result<(), UndoError> {
+    let Some(snapshots) = image_snapshots(c, region, id, waits).await? else {
+        return Ok(());
+    };
+    gone(c.deregister_image().image_id(id).send().await.api()).map_err(|source| {
+        UndoError::DeregisterImage {
+            region: region.to_string(),
+            id: id.to_string(),
+            source,
+        }
+    })?;
+    for s in snapshots.iter().filter(|s| !protected.contains(s)) {
+        delete_snapshot(c, region, s, waits.abort).await?;
+    }
+    Ok(())
+}
+
+/// The snapshots of an image, once it has left `pending` (they exist only then), so that an
+/// image undone half-made does not leave them behind; None when the image is gone.
+async fn image_snapshots(
+    c: &Client,
+    region: &str,
+    id: &str,
+    waits: &Waits<'_>,
+) -> Result<Option<Vec<String>>, WaitError> {
+    let schedule = waits.schedule();
+    let what = format!("AMI {id} in {region}");
+    wait::until(
+        &what,
+        "settled",
+        &schedule,
+        waits.abort,
+        waits.say,
+        || async {
+            let out = c.describe_images().image_ids(id).send().await.api();
+            let out = match out {
+                Err(e) if e.is_not_found() => return Ok(Probe::Done(None)),
+                r => r?,
+            };
+            let Some(img) = out.images().iter().find(|i| i.image_id() == Some(id)) else {
+                return Ok(Probe::Done(None));
+            };
+            let state = img
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            if state == "pending" {
+                return Ok(Probe::Pending(state));
+            }
+            let snaps: Vec<String> = img
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+                .map(str::to_string)
+                .collect();
+            Ok(Probe::Done(Some(snaps)))
+        },
+    )
+    .await
+}
+
+async fn delete_snapshot(
+    c: &Client,
+    region: &str,
+    id: &str,
+    abort: &Cancel,
+) -> Result<(), UndoError> {
+    let r = retry_while(
+        &["InvalidSnapshot.InUse"],
+        Duration::from_secs(60),
+        abort,
+        || async { gone(c.delete_snapshot().snapshot_id(id).send().await.api()) },
+    )
+    .await;
+    r.map_err(|source| UndoError::DeleteSnapshot {
+        region: region.to_string(),
+        id: id.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
