@@ -22,13 +22,13 @@
 //!   `placement.tenancy`; imgbuild's own: `build_timeout`,
 //!   `temporary_security_group_source_public_ip_url`.
 //!
-//! The options fall into sections, one file each: [`crate::aws::access`] (credentials, region,
-//! API behaviour, shared with `imgbuild cleanup`), [`ami`] (the image to create), [`run`] (the instance to launch), [`network`]
-//! (VPC, subnet, security groups, the temporary group's sources), [`block_devices`] (the
-//! mappings of the instance and the image) and [`tags`] (tag maps and their block form). Each
-//! section takes its keys from the one builder object, so the unknown-key check
-//! ([`Obj::finish`]) still sees every key the decoders ask for: the list of known keys cannot
-//! drift from the decoders.
+//! The options fall into sections, one file each: [`crate::aws::access`] (credentials,
+//! region, API behaviour; shared with `imgbuild cleanup`), [`ami`] (the image to create),
+//! [`run`] (the instance to launch), [`network`] (VPC, subnet, security groups, the temporary
+//! group's sources), [`block_devices`] (the mappings of the instance and the image) and
+//! [`tags`] (tag maps and their block form). Each section takes its keys from the one builder
+//! object, so the unknown-key check ([`Obj::finish`]) still sees every key the decoders ask
+//! for: the list of known keys cannot drift from the decoders.
 
 pub mod ami;
 pub mod block_devices;
