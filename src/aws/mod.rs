@@ -28,9 +28,10 @@ use std::time::Duration;
 use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_sdk_ec2::config::Credentials;
 
+/// Why AWS access could not be set up (before any API call).
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
     #[error("no AWS region: set `region` in the builder, or AWS_REGION (or AWS_DEFAULT_REGION, or the profile's region)")]
@@ -47,7 +48,8 @@ pub enum AwsError {
     },
 }
 
-/// EC2 clients of one build, one per region, sharing credentials.
+/// The AWS clients of one build (or one `imgbuild cleanup`), sharing credentials, retries and
+/// timeouts: EC2 per region (made once each), CloudFormation and SSM for the post-processors.
 #[derive(Debug)]
 pub struct Aws {
     base: SdkConfig,
@@ -60,109 +62,19 @@ pub struct Aws {
 impl Aws {
     /// Loads the configuration and checks that credentials exist (no API call is made).
     pub async fn connect(access: &AccessConfig) -> Result<Aws, AwsError> {
-        if access.mfa_code.is_some() {
-            return Err(AwsError::NotYet {
-                option: "mfa_code",
-                instead: "get temporary credentials first (e.g. `aws sts get-session-token --token-code ...`) and pass them in the environment or a profile",
-            });
-        }
-        if let Some(r) = &access.assume_role {
-            if !r.tags.is_empty() || !r.transitive_tag_keys.is_empty() {
-                return Err(AwsError::NotYet {
-                    option: "assume_role.tags",
-                    instead: "assume the role with session tags before running imgbuild, or use a profile with role_arn",
-                });
-            }
-        }
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(p) = &access.profile {
-            loader = loader.profile_name(p);
-        }
-        #[allow(deprecated)]
-        if let Some(path) = &access.shared_credentials_file {
-            loader = loader.profile_files(
-                ProfileFiles::builder()
-                    .include_default_config_file(true)
-                    .with_file(ProfileFileKind::Credentials, path)
-                    .build(),
-            );
-        }
-        if let Some(r) = &access.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
-        if let (Some(ak), Some(sk)) = (&access.access_key, &access.secret_key) {
-            loader = loader.credentials_provider(Credentials::new(
-                ak.clone(),
-                sk.clone(),
-                access.token.clone(),
-                None,
-                "template",
-            ));
-        }
-        let mut retry = RetryConfig::standard();
-        if let Some(n) = access.max_retries {
-            retry = retry.with_max_attempts(n.saturating_add(1));
-        }
-        loader = loader.retry_config(retry).timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .build(),
-        );
-        let mut base = loader.load().await;
+        not_yet(access)?;
+        let mut base = loader(access).load().await;
         let region = base
             .region()
             .map(|r| r.to_string())
             .filter(|r| !r.is_empty())
             .ok_or(AwsError::NoRegion)?;
         if let Some(role) = &access.assume_role {
-            let mut b = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
-                .session_name(
-                    role.session_name
-                        .clone()
-                        .unwrap_or_else(|| format!("imgbuild-{}", std::process::id())),
-                )
-                .region(Region::new(region.clone()))
-                .configure(&base);
-            if let Some(x) = &role.external_id {
-                b = b.external_id(x);
-            }
-            if let Some(d) = role.duration_seconds {
-                b = b.session_length(Duration::from_secs(d.into()));
-            }
-            if let Some(p) = &role.policy {
-                b = b.policy(p);
-            }
-            if !role.policy_arns.is_empty() {
-                b = b.policy_arns(role.policy_arns.clone());
-            }
-            let provider = b.build().await;
-            base = base
-                .into_builder()
-                .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
-                    provider,
-                ))
-                .build();
+            base = with_role(base, role, &region).await;
         }
         // Credentials are resolved now, so that a missing one is reported before the build
         // starts rather than at its first call.
-        match base.credentials_provider() {
-            Some(p) => {
-                use aws_sdk_ec2::config::ProvideCredentials;
-                if let Err(e) = p.provide_credentials().await {
-                    return Err(AwsError::NoCredentials {
-                        profile: access.profile.clone(),
-                        message: error_chain(&e),
-                    });
-                }
-            }
-            None => {
-                return Err(AwsError::NoCredentials {
-                    profile: access.profile.clone(),
-                    message: "no credential provider is configured".into(),
-                })
-            }
-        }
+        check_credentials(&base, access.profile.as_deref()).await?;
         Ok(Aws {
             base,
             endpoint: access.custom_endpoint_ec2.clone(),
@@ -215,4 +127,116 @@ impl Aws {
             })
             .clone()
     }
+}
+
+/// Access options imgbuild does not implement yet, refused with what to do instead.
+fn not_yet(access: &AccessConfig) -> Result<(), AwsError> {
+    if access.mfa_code.is_some() {
+        return Err(AwsError::NotYet {
+            option: "mfa_code",
+            instead: "get temporary credentials first (e.g. `aws sts get-session-token --token-code ...`) and pass them in the environment or a profile",
+        });
+    }
+    if let Some(r) = &access.assume_role {
+        if !r.tags.is_empty() || !r.transitive_tag_keys.is_empty() {
+            return Err(AwsError::NotYet {
+                option: "assume_role.tags",
+                instead: "assume the role with session tags before running imgbuild, or use a profile with role_arn",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// aws-config's loader with the template's profile, credentials file, region, static
+/// credentials, retries and timeouts.
+fn loader(access: &AccessConfig) -> ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(p) = &access.profile {
+        loader = loader.profile_name(p);
+    }
+    #[allow(deprecated)]
+    if let Some(path) = &access.shared_credentials_file {
+        loader = loader.profile_files(
+            ProfileFiles::builder()
+                .include_default_config_file(true)
+                .with_file(ProfileFileKind::Credentials, path)
+                .build(),
+        );
+    }
+    if let Some(r) = &access.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let (Some(ak), Some(sk)) = (&access.access_key, &access.secret_key) {
+        loader = loader.credentials_provider(Credentials::new(
+            ak.clone(),
+            sk.clone(),
+            access.token.clone(),
+            None,
+            "template",
+        ));
+    }
+    let mut retry = RetryConfig::standard();
+    if let Some(n) = access.max_retries {
+        retry = retry.with_max_attempts(n.saturating_add(1));
+    }
+    loader = loader.retry_config(retry).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .build(),
+    );
+    loader
+}
+
+/// The configuration with the credentials of `role`, assumed from the base credentials.
+async fn with_role(base: SdkConfig, role: &AssumeRole, region: &str) -> SdkConfig {
+    let mut b = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+        .session_name(
+            role.session_name
+                .clone()
+                .unwrap_or_else(|| format!("imgbuild-{}", std::process::id())),
+        )
+        .region(Region::new(region.to_string()))
+        .configure(&base);
+    if let Some(x) = &role.external_id {
+        b = b.external_id(x);
+    }
+    if let Some(d) = role.duration_seconds {
+        b = b.session_length(Duration::from_secs(d.into()));
+    }
+    if let Some(p) = &role.policy {
+        b = b.policy(p);
+    }
+    if !role.policy_arns.is_empty() {
+        b = b.policy_arns(role.policy_arns.clone());
+    }
+    let provider = b.build().await;
+    base.into_builder()
+        .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+            provider,
+        ))
+        .build()
+}
+
+/// Resolves the credentials once: a missing one is an error naming the profile.
+async fn check_credentials(base: &SdkConfig, profile: Option<&str>) -> Result<(), AwsError> {
+    match base.credentials_provider() {
+        Some(p) => {
+            use aws_sdk_ec2::config::ProvideCredentials;
+            if let Err(e) = p.provide_credentials().await {
+                return Err(AwsError::NoCredentials {
+                    profile: profile.map(str::to_string),
+                    message: error_chain(&e),
+                });
+            }
+        }
+        None => {
+            return Err(AwsError::NoCredentials {
+                profile: profile.map(str::to_string),
+                message: "no credential provider is configured".into(),
+            })
+        }
+    }
+    Ok(())
 }
