@@ -8,24 +8,35 @@
 //! - [`plan`]: pure decisions (source image choice, SSH address, security group rule);
 //! - [`keys`]: the temporary key, generated locally;
 //! - [`wait`]: deadline-based polling;
-//! - [`steps`]: the build, in Packer's order;
+//! - [`ids`]: ID newtypes (instance, image, snapshot, key pair, security group, region);
+//! - [`ec2`]: the EC2 seam, the calls the steps make (a trait, implemented for the SDK client);
+//! - [`step`]: one file per step, in Packer's order, each with typed inputs and outputs;
+//! - [`steps`]: the build as a script ([`Ctx::run`]), calling the steps in order;
+//! - [`build_data`]: the build's generated data (`{{ build `SourceAMI` }}`), typed;
+//! - [`error`]: the build's error;
 //! - [`reuse`]: finding an AMI that already carries the build's fingerprint;
 //! - [`teardown`]: undoing the ledger;
 //! - [`sweep`]: finding what earlier runs left (by run-id tag, client token, name), for
 //!   `imgbuild cleanup`.
 
 pub mod aws;
+pub mod build_data;
 pub mod config;
+pub mod ec2;
+pub mod error;
+pub mod ids;
 pub mod keys;
 pub mod plan;
 pub mod reuse;
+pub mod step;
 pub mod steps;
 pub mod sweep;
 pub mod teardown;
 pub mod wait;
 
 pub use config::AmazonEbsConfig;
-pub use steps::{Artifact, BuildError, Ctx};
+pub use error::BuildError;
+pub use steps::{Artifact, Ctx};
 
 use std::time::Duration;
 
