@@ -99,8 +99,9 @@ pub enum BuildError {
         interface: String,
         addresses: String,
     },
+    /// Boxed: the provisioning error is large, and every step returns this type.
     #[error("provisioning: {0}")]
-    Provision(ProvisionError),
+    Provision(Box<ProvisionError>),
     /// The source instance went away while provisioning waited for SSH or ran (a spot
     /// instance reclaimed, an AMI that does not boot, someone terminating it).
     #[error("the source instance {id} in {region} is {state} ({reason}); provisioning stopped (a reclaimed spot instance, an image that does not boot, or someone terminated it)")]
@@ -193,7 +194,6 @@ pub enum BuildError {
 }
 
 /// The `field` (an ID) of `call`'s answer in `region`, or [`BuildError::MissingField`].
-#[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
 pub fn required(
     value: Option<&str>,
     call: &'static str,
@@ -210,7 +210,8 @@ pub fn required(
 impl BuildError {
     pub fn is_cancelled(&self) -> bool {
         match self {
-            BuildError::Cancelled | BuildError::Provision(ProvisionError::Cancelled) => true,
+            BuildError::Cancelled => true,
+            BuildError::Provision(e) if matches!(**e, ProvisionError::Cancelled) => true,
             BuildError::Wait(WaitError::Cancelled { .. }) => true,
             BuildError::Several(v) => v.iter().all(BuildError::is_cancelled),
             _ => false,

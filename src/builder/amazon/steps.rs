@@ -236,7 +236,6 @@ impl Ctx<'_> {
 
     /// Options imgbuild does not implement: a warning for those without effect, an error for
     /// those whose absence would change the build.
-    #[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
     fn unsupported(&self) -> Result<(), BuildError> {
         let cfg = self.cfg;
         for (on, key) in [
@@ -350,7 +349,6 @@ impl Ctx<'_> {
 
     /// The temporary security group's rule, when the template names no group (a warning when
     /// it lets the whole internet in).
-    #[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
     fn ingress(&self) -> Result<Option<Ingress>, BuildError> {
         let cfg = self.cfg;
         if !cfg.run.security_group_ids.is_empty() || cfg.run.security_group_filter.is_some() {

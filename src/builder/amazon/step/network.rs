@@ -83,7 +83,6 @@ fn subnets_err(region: &str, source: crate::builder::amazon::aws::ApiError) -> B
 }
 
 /// The one VPC `vpc_filter` matched (an error names none or the many).
-#[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
 fn one_vpc(vpcs: &[aws_sdk_ec2::types::Vpc], region: &str) -> Result<Option<String>, BuildError> {
     match vpcs {
         [one] => Ok(one.vpc_id().map(str::to_string)),

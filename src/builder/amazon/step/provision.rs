@@ -55,7 +55,7 @@ pub async fn provision(
     match provisioned {
         Ok(()) => Ok(()),
         Err(ProvisionError::Cancelled) => Err(BuildError::Cancelled),
-        Err(e) => Err(BuildError::Provision(e)),
+        Err(e) => Err(BuildError::Provision(Box::new(e))),
     }
 }
 

@@ -12,7 +12,6 @@ use crate::builder::fingerprint::{self, Fingerprint, FingerprintError, Inputs};
 
 /// The reuse fingerprint, when reuse is on (and there will be an AMI to reuse). Reading
 /// the files may take a while: it runs where blocking is allowed.
-#[allow(clippy::result_large_err)] // BuildError's size is the module's (ProvisionError).
 pub fn fingerprint(
     env: &Env<'_>,
     inputs: Option<&Inputs<'_>>,
