@@ -58,3 +58,57 @@ pub async fn force_deregister(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::World;
+    use super::*;
+    use crate::builder::amazon::ec2::fake::Fake;
+    use aws_sdk_ec2::operation::delete_snapshot::builders::DeleteSnapshotInputBuilder;
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Image};
+
+    fn existing() -> Existing {
+        let img = Image::builder()
+            .image_id("ami-old")
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .ebs(EbsBlockDevice::builder().snapshot_id("snap-old").build())
+                    .build(),
+            )
+            .build();
+        vec![("eu-west-1".to_string(), vec![img])]
+    }
+
+    #[tokio::test]
+    async fn the_holder_of_the_name_and_its_snapshots_go_and_gone_ones_are_fine() {
+        let w = World::with(r#""force_deregister": true, "force_delete_snapshot": true"#);
+        let ec2 = Fake::new("us-east-1");
+        ec2.fail("deregister_image", "InvalidAMIID.NotFound");
+        force_deregister(&w.env(), &ec2, &existing()).await.unwrap();
+        assert_eq!(
+            ec2.calls(),
+            ["eu-west-1 deregister_image", "eu-west-1 delete_snapshot"]
+        );
+        let sent: Vec<DeleteSnapshotInputBuilder> = ec2.sent("delete_snapshot");
+        assert_eq!(sent[0].get_snapshot_id().as_deref(), Some("snap-old"));
+        assert!(
+            w.undos().is_empty(),
+            "the user's old image is not the build's"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_deregistration_names_the_image_and_region() {
+        let w = World::with(r#""force_deregister": true"#);
+        let ec2 = Fake::new("us-east-1");
+        ec2.fail("deregister_image", "UnauthorizedOperation");
+        let e = force_deregister(&w.env(), &ec2, &existing())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DeregisterImage ami-old in eu-west-1 (force_deregister): UnauthorizedOperation: UnauthorizedOperation (scripted)"
+        );
+        assert_eq!(ec2.calls(), ["eu-west-1 deregister_image"]);
+    }
+}

@@ -73,3 +73,41 @@ pub async fn host(
         addresses: format!("{current:?}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::World;
+    use super::*;
+    use crate::builder::amazon::ec2::fake::Fake;
+
+    #[tokio::test]
+    async fn in_a_vpc_the_public_address_is_the_host() {
+        let w = World::with("");
+        let ec2 = Fake::new("us-east-1");
+        let i = Instance::builder()
+            .instance_id("i-1")
+            .vpc_id("vpc-1")
+            .public_ip_address("203.0.113.9")
+            .private_ip_address("10.0.0.9")
+            .build();
+        let h = host(&w.env(), &ec2, "us-east-1", &"i-1".into(), &i)
+            .await
+            .unwrap();
+        assert_eq!(h, "203.0.113.9");
+        assert!(
+            ec2.calls().is_empty(),
+            "no second look when the address is known"
+        );
+    }
+
+    #[tokio::test]
+    async fn ssh_host_wins() {
+        let w = World::with(r#""ssh_host": "bastion.example""#);
+        let ec2 = Fake::new("us-east-1");
+        let i = Instance::builder().instance_id("i-1").build();
+        let h = host(&w.env(), &ec2, "us-east-1", &"i-1".into(), &i)
+            .await
+            .unwrap();
+        assert_eq!(h, "bastion.example");
+    }
+}

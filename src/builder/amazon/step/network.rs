@@ -150,3 +150,80 @@ async fn choose_subnet(
     };
     Ok(chosen.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::World;
+    use super::*;
+    use crate::builder::amazon::ec2::fake::Fake;
+    use aws_sdk_ec2::operation::describe_subnets::builders::DescribeSubnetsInputBuilder;
+    use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
+    use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
+    use aws_sdk_ec2::types::Vpc;
+
+    #[tokio::test]
+    async fn a_subnet_id_gives_its_vpc_and_zone() {
+        let w = World::with(r#""subnet_id": "subnet-1""#);
+        let ec2 = Fake::new("us-east-1");
+        ec2.answer(
+            "describe_subnets",
+            Ok(DescribeSubnetsOutput::builder()
+                .subnets(
+                    Subnet::builder()
+                        .subnet_id("subnet-1")
+                        .vpc_id("vpc-1")
+                        .availability_zone("us-east-1b")
+                        .build(),
+                )
+                .build()),
+        );
+        let net = network(&w.env(), &ec2, "us-east-1").await.unwrap();
+        assert_eq!(net.subnet_id.as_deref(), Some("subnet-1"));
+        assert_eq!(net.vpc_id.as_deref(), Some("vpc-1"));
+        assert_eq!(net.az.as_deref(), Some("us-east-1b"));
+        assert_eq!(ec2.calls(), ["us-east-1 describe_subnets"]);
+    }
+
+    #[tokio::test]
+    async fn a_vpc_filter_must_match_exactly_one() {
+        let w = World::with(r#""vpc_filter": {"filters": {"tag:Name": "build"}}"#);
+        let ec2 = Fake::new("us-east-1");
+        ec2.answer(
+            "describe_vpcs",
+            Ok(DescribeVpcsOutput::builder()
+                .vpcs(Vpc::builder().vpc_id("vpc-1").build())
+                .vpcs(Vpc::builder().vpc_id("vpc-2").build())
+                .build()),
+        );
+        let e = network(&w.env(), &ec2, "us-east-1").await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "vpc_filter in us-east-1: 2 VPCs match the filter (vpc-1, vpc-2); exactly one must"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_vpc_alone_chooses_its_subnet_with_the_most_free_addresses() {
+        let w = World::with(r#""vpc_id": "vpc-1""#);
+        let ec2 = Fake::new("us-east-1");
+        let subnet = |id: &str, free: i32| {
+            Subnet::builder()
+                .subnet_id(id)
+                .vpc_id("vpc-1")
+                .available_ip_address_count(free)
+                .build()
+        };
+        ec2.answer(
+            "describe_subnets",
+            Ok(DescribeSubnetsOutput::builder()
+                .subnets(subnet("subnet-small", 3))
+                .subnets(subnet("subnet-big", 200))
+                .build()),
+        );
+        let net = network(&w.env(), &ec2, "us-east-1").await.unwrap();
+        assert_eq!(net.subnet_id.as_deref(), Some("subnet-big"));
+        let sent: Vec<DescribeSubnetsInputBuilder> = ec2.sent("describe_subnets");
+        let f = &sent[0].get_filters().clone().unwrap()[0];
+        assert_eq!(f.name(), Some("vpc-id"));
+    }
+}
