@@ -6,7 +6,12 @@
 //! - [`config`]: the typed template options, one file per section;
 //! - [`plan`]: pure decisions (source image choice, SSH address, security group rule);
 //! - [`keys`]: the temporary key, generated locally;
-//! - [`steps`]: the build, in Packer's order;
+//! - [`ids`]: ID newtypes (instance, image, snapshot, key pair, security group, region);
+//! - [`ec2`]: the EC2 seam, the calls the steps make (a trait, implemented for the SDK client);
+//! - [`step`]: one file per step, in Packer's order, each with typed inputs and outputs;
+//! - [`steps`]: the build as a script ([`Ctx::run`]), calling the steps in order;
+//! - [`build_data`]: the build's generated data (`{{ build `SourceAMI` }}`), typed;
+//! - [`error`]: the build's error;
 //! - [`reuse`]: finding an AMI that already carries the build's fingerprint;
 //! - [`teardown`]: undoing the ledger;
 //! - [`sweep`]: finding what earlier runs left (by run-id tag, client token, name), for
@@ -16,16 +21,22 @@
 //! access, clients, errors and waits in [`crate::aws`], the [`crate::artifact::Artifact`], the
 //! ledger lock in [`crate::ledger`], durations in [`crate::duration`].
 
+pub mod build_data;
 pub mod config;
+pub mod ec2;
+pub mod error;
+pub mod ids;
 pub mod keys;
 pub mod plan;
 pub mod reuse;
+pub mod step;
 pub mod steps;
 pub mod sweep;
 pub mod teardown;
 
 pub use config::AmazonEbsConfig;
-pub use steps::{BuildError, Ctx};
+pub use error::BuildError;
+pub use steps::Ctx;
 
 /// The old paths of the pieces that moved below the builder (to `crate::aws`, `crate::artifact`,
 /// `crate::duration`, `crate::ledger`), kept only while branches written against them are
