@@ -207,7 +207,7 @@ impl NullBuild<'_> {
             build_data: self.build_data(),
             ui: self.ui,
         };
-        runtime::run(&ctx, self.cancel.receiver()).await
+        runtime::run(&ctx, self.cancel).await
     }
 }
 

@@ -739,7 +739,7 @@ impl Ctx<'_> {
             let r = self
                 .c(async {
                     tokio::select! {
-                        r = runtime::run(&pctx, self.cancel.receiver()) => Ok(r),
+                        r = runtime::run(&pctx, &self.cancel) => Ok(r),
                         gone = self.watch_instance(&ec2, &region, &instance_id),
                             if cfg.ssh.communicator == Communicator::Ssh => Err(gone),
                     }
