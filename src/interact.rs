@@ -201,6 +201,34 @@ impl Interact {
         choice
     }
 
+    /// Runs `attempt` (`what`: "provisioning") and, under `-on-error=ask` on a terminal, asks
+    /// after each failure that is not a cancellation whether to run it again, clean up or abort
+    /// (the answer is remembered for the end of the build). The one retry loop of every builder.
+    pub async fn retrying<T, E, F>(
+        &self,
+        what: &str,
+        cancel: &Cancel,
+        is_cancelled: impl Fn(&E) -> bool,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        loop {
+            let r = attempt().await;
+            match &r {
+                Err(e) if self.asks() && !is_cancelled(e) => {
+                    let error = self.ui.redactor.redact(&e.to_string());
+                    if self.on_failure(what, &error, true, cancel).await != Choice::Retry {
+                        return r;
+                    }
+                }
+                _ => return r,
+            }
+        }
+    }
+
     /// `-debug` on a terminal: waits for Enter before `next` runs. False when cancelled.
     pub async fn pause(&self, next: &str, cancel: &Cancel) -> bool {
         if !(self.debug && self.terminal) {

@@ -14,6 +14,7 @@
 //! - [`sweep`]: finding what earlier runs left (by run-id tag, client token, name), for
 //!   `imgbuild cleanup`.
 
+pub mod adapter;
 pub mod aws;
 pub mod config;
 pub mod keys;
