@@ -343,6 +343,34 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn without_a_terminal_a_failure_is_not_retried() {
+        let i = Interact::new("web", OnError::Ask, false, false, &Ui::default());
+        let mut attempts = 0;
+        let r: Result<(), String> = i
+            .retrying(
+                "provisioning",
+                &Cancel::never(),
+                |_| false,
+                || {
+                    attempts += 1;
+                    async { Err("boom".to_string()) }
+                },
+            )
+            .await;
+        assert_eq!(r, Err("boom".to_string()));
+        assert_eq!(attempts, 1);
+        let ok: Result<u8, String> = i
+            .retrying(
+                "provisioning",
+                &Cancel::never(),
+                |_| false,
+                || async { Ok(7) },
+            )
+            .await;
+        assert_eq!(ok, Ok(7));
+    }
+
     #[test]
     fn answers() {
         assert_eq!(parse_choice("c\n", true), Some(Choice::Cleanup));

@@ -428,4 +428,51 @@ mod tests {
         assert_eq!(get("ConnType"), Some("ssh"));
         assert_eq!(get("PackerRunUUID"), Some("run-1"));
     }
+
+    #[tokio::test]
+    async fn through_the_builder_trait_it_creates_nothing_and_yields_packers_null_artifact() {
+        let (cfg, d) = decode(r#"{"communicator": "none"}"#, NullConfig::decode);
+        assert!(!d.has_errors());
+        let config = crate::builder::BuilderConfig::Null(Box::new(cfg));
+        let (ui, interact) = (Ui::default(), Interact::quiet("n"));
+        let engine = crate::template::funcs::Engine::new(crate::template::funcs::Clock::now());
+        let (user, sensitive) = (BTreeMap::new(), std::collections::BTreeSet::new());
+        let definition = serde_json::json!({"type": "null"});
+        let env = Env {
+            name: "n",
+            kind: "null",
+            definition: &definition,
+            provisioners: &[],
+            error_cleanup: None,
+            run_id: "run-1",
+            ui: &ui,
+            engine: &engine,
+            interact: &interact,
+            user: &user,
+            sensitive: &sensitive,
+            template_dir: ".",
+            force: false,
+            skip_unchanged: false,
+        };
+        let mut b = config.builder(env);
+        let cancel = Cancel::never();
+        b.prepare(&cancel).await.unwrap();
+        let a = b.run(&cancel).await.unwrap();
+        assert!(a.null);
+        assert_eq!(a.id(), "Null");
+        assert_eq!(
+            a.build_data.get("ConnType").map(String::as_str),
+            Some("none")
+        );
+        assert!(!b.creates_resources());
+        assert!(b.teardown(false, &cancel).await.is_empty());
+        assert!(b.remaining(false).is_empty());
+        assert!(b.journal().is_none() && b.aws().is_none() && b.ami_name().is_none());
+        assert_eq!(b.build_timeout(), None);
+
+        // Cancelled before it starts: a cancellation, not a failure.
+        let (tx, cancelled) = crate::cancel::channel();
+        tx.cancel();
+        assert!(matches!(b.run(&cancelled).await, Err(RunError::Cancelled)));
+    }
 }
