@@ -201,6 +201,34 @@ impl Interact {
         choice
     }
 
+    /// Runs `attempt` (`what`: "provisioning") and, under `-on-error=ask` on a terminal, asks
+    /// after each failure that is not a cancellation whether to run it again, clean up or abort
+    /// (the answer is remembered for the end of the build). The one retry loop of every builder.
+    pub async fn retrying<T, E, F>(
+        &self,
+        what: &str,
+        cancel: &Cancel,
+        is_cancelled: impl Fn(&E) -> bool,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        loop {
+            let r = attempt().await;
+            match &r {
+                Err(e) if self.asks() && !is_cancelled(e) => {
+                    let error = self.ui.redactor.redact(&e.to_string());
+                    if self.on_failure(what, &error, true, cancel).await != Choice::Retry {
+                        return r;
+                    }
+                }
+                _ => return r,
+            }
+        }
+    }
+
     /// `-debug` on a terminal: waits for Enter before `next` runs. False when cancelled.
     pub async fn pause(&self, next: &str, cancel: &Cancel) -> bool {
         if !(self.debug && self.terminal) {
@@ -314,6 +342,34 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_a_terminal_a_failure_is_not_retried() {
+        let i = Interact::new("web", OnError::Ask, false, false, &Ui::default());
+        let mut attempts = 0;
+        let r: Result<(), String> = i
+            .retrying(
+                "provisioning",
+                &Cancel::never(),
+                |_| false,
+                || {
+                    attempts += 1;
+                    async { Err("boom".to_string()) }
+                },
+            )
+            .await;
+        assert_eq!(r, Err("boom".to_string()));
+        assert_eq!(attempts, 1);
+        let ok: Result<u8, String> = i
+            .retrying(
+                "provisioning",
+                &Cancel::never(),
+                |_| false,
+                || async { Ok(7) },
+            )
+            .await;
+        assert_eq!(ok, Ok(7));
+    }
 
     #[test]
     fn answers() {

@@ -7,18 +7,21 @@
 //! shell-local, ami-outputs, cloudformation-update (the AMI handed to a stack's parameter),
 //! ssm-parameter (the AMI ID in Parameter Store) and ami-retention post-processors.
 //!
-//! The amazon-ebs build runs end to end (`build`, `builder::amazon`, `communicator::ssh`,
-//! `build::provision`), recording what it creates in a journaled `ledger` and undoing it on every
-//! path, then runs the post-processors (`post_processor`: manifest, shell-local, ami-outputs,
-//! ami-retention). With `-skip-unchanged` or `reuse_unchanged` a build fingerprints its inputs
-//! (`build::fingerprint`) and reuses an AMI that carries the same fingerprint
-//! (`builder::amazon::reuse`), launching nothing. The `null` builder (`builder::null`)
-//! runs the provisioners against an existing machine, with no cloud. `imgbuild cleanup`
-//! (`cleanup`) removes what interrupted or crashed runs left behind, from their journals and the
-//! run-id tags. A build itself survives EC2 API faults (SDK retries; a create call whose answer
-//! was lost is resolved by client token or by adopting its result by name and run tag) and notices
-//! a source instance terminated while it provisions; the fault tests (`tests/integration/
-//! fault_tests.rs`, `cleanup_tests.rs`) check that nothing is left after each fault.
+//! The amazon-ebs build runs end to end (`orchestrator`, `builder::amazon`, `communicator::ssh`,
+//! `provisioner::runtime`), recording what it creates in a journaled `ledger` and undoing it on
+//! every path, then runs the post-processors (`post_processor`: manifest, shell-local,
+//! ami-outputs, ami-retention). Every builder runs on one orchestration path through the
+//! `builder::Builder` trait; a run ends in a typed `error::Error` whose kind gives the exit code;
+//! one cancellation mechanism (`cancel`) reaches every wait. With `-skip-unchanged` or
+//! `reuse_unchanged` a build fingerprints its inputs (`builder::fingerprint`) and reuses an AMI
+//! that carries the same fingerprint (`builder::amazon::reuse`), launching nothing. The `null`
+//! builder (`builder::null`) runs the provisioners against an existing machine, with no cloud.
+//! `imgbuild cleanup` (`cleanup`) removes what interrupted or crashed runs left behind, from their
+//! journals and the run-id tags. A build itself survives EC2 API faults (SDK retries; a create
+//! call whose answer was lost is resolved by client token or by adopting its result by name and
+//! run tag) and notices a source instance terminated while it provisions; the fault tests
+//! (`tests/integration/fault_tests.rs`, `cleanup_tests.rs`) check that nothing is left after
+//! each fault.
 //!
 //! Security defaults (README "Security"): the temporary private key stays in memory; the temporary
 //! security group opens only the SSH port to configured or VPC blocks; remote scripts are 0700 and

@@ -15,11 +15,16 @@
 //! warning that they have no effect, where Packer ignores them silently.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
 
+use super::{Artifact, Aws, Builder, Env, RunError, SetupError};
 use crate::cancel::Cancel;
 use crate::checks::error_at;
 use crate::checks::warning_at;
 use crate::communicator::ssh::{Communicator, SshConfig};
+use crate::interact::Interact;
+use crate::ledger::Undo;
 use crate::provisioner::runtime::{self, ProvisionContext, ProvisionError};
 use crate::provisioner::PreparedProvisioner;
 use crate::template::decode::{Dx, Obj};
@@ -153,7 +158,7 @@ impl NullConfig {
     }
 }
 
-/// What one null build needs.
+/// One null build: the connection to an existing machine and the provisioners to run there.
 pub struct NullBuild<'a> {
     pub name: &'a str,
     pub cfg: &'a NullConfig,
@@ -161,10 +166,23 @@ pub struct NullBuild<'a> {
     pub error_cleanup: Option<&'a PreparedProvisioner>,
     pub run_id: &'a str,
     pub ui: &'a Ui,
-    pub cancel: &'a Cancel,
+    /// `-on-error=ask`: a failed provisioning run may be run again.
+    pub interact: &'a Interact,
 }
 
-impl NullBuild<'_> {
+impl<'a> NullBuild<'a> {
+    pub fn new(cfg: &'a NullConfig, env: &Env<'a>) -> NullBuild<'a> {
+        NullBuild {
+            name: env.name,
+            cfg,
+            provisioners: env.provisioners,
+            error_cleanup: env.error_cleanup,
+            run_id: env.run_id,
+            ui: env.ui,
+            interact: env.interact,
+        }
+    }
+
     /// `{{build `Key`}}` values: `ID` is Packer's `Null`; `Host`, `Port`, `User` the
     /// connection's.
     pub fn build_data(&self) -> BTreeMap<String, String> {
@@ -185,8 +203,8 @@ impl NullBuild<'_> {
         data
     }
 
-    /// Connects (unless `communicator: none`) and runs the provisioners.
-    pub async fn run(&self) -> Result<(), ProvisionError> {
+    /// Connects (unless `communicator: none`) and runs the provisioners once.
+    pub async fn provision(&self, cancel: &Cancel) -> Result<(), ProvisionError> {
         let ssh = &self.cfg.ssh;
         let host = ssh.ssh_host.clone().unwrap_or_default();
         if ssh.communicator == Communicator::Ssh {
@@ -207,7 +225,61 @@ impl NullBuild<'_> {
             build_data: self.build_data(),
             ui: self.ui,
         };
-        runtime::run(&ctx, self.cancel.receiver()).await
+        runtime::run(&ctx, cancel).await
+    }
+}
+
+/// Nothing is created, so there is nothing to prepare, undo, journal or leave behind.
+impl Builder for NullBuild<'_> {
+    fn build_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn prepare(&mut self, _cancel: &Cancel) -> Result<(), SetupError> {
+        Ok(())
+    }
+
+    /// Provisions (again, as often as the person asks under `-on-error=ask`); the artifact is
+    /// Packer's `NullArtifact`, with the build data for post-processors.
+    async fn run(&self, cancel: &Cancel) -> Result<Artifact, RunError> {
+        let is_cancelled = |e: &ProvisionError| matches!(e, ProvisionError::Cancelled);
+        let provisioned = self
+            .interact
+            .retrying("provisioning", cancel, is_cancelled, || {
+                self.provision(cancel)
+            })
+            .await;
+        match provisioned {
+            Ok(()) => Ok(Artifact::null(self.build_data())),
+            Err(ProvisionError::Cancelled) => Err(RunError::Cancelled),
+            Err(e) => Err(RunError::Failed(Box::new(e))),
+        }
+    }
+
+    fn creates_resources(&self) -> bool {
+        false
+    }
+
+    async fn teardown(&self, _success: bool, _abort: &Cancel) -> Vec<(Undo, String)> {
+        Vec::new()
+    }
+
+    fn remaining(&self, _success: bool) -> Vec<Undo> {
+        Vec::new()
+    }
+
+    fn finish(&self, _clean: bool) {}
+
+    fn journal(&self) -> Option<&Path> {
+        None
+    }
+
+    fn aws(&self) -> Option<&Aws> {
+        None
+    }
+
+    fn ami_name(&self) -> Option<&str> {
+        None
     }
 }
 
@@ -337,7 +409,7 @@ mod tests {
         assert!(!d.has_errors());
         assert_eq!(cfg.secrets(), vec!["p"]);
         let ui = Ui::default();
-        let cancel = Cancel::never();
+        let interact = Interact::quiet("n");
         let b = NullBuild {
             name: "n",
             cfg: &cfg,
@@ -345,7 +417,7 @@ mod tests {
             error_cleanup: None,
             run_id: "run-1",
             ui: &ui,
-            cancel: &cancel,
+            interact: &interact,
         };
         let data = b.build_data();
         let get = |k: &str| data.get(k).map(String::as_str);
@@ -355,5 +427,52 @@ mod tests {
         assert_eq!(get("User"), Some("u"));
         assert_eq!(get("ConnType"), Some("ssh"));
         assert_eq!(get("PackerRunUUID"), Some("run-1"));
+    }
+
+    #[tokio::test]
+    async fn through_the_builder_trait_it_creates_nothing_and_yields_packers_null_artifact() {
+        let (cfg, d) = decode(r#"{"communicator": "none"}"#, NullConfig::decode);
+        assert!(!d.has_errors());
+        let config = crate::builder::BuilderConfig::Null(Box::new(cfg));
+        let (ui, interact) = (Ui::default(), Interact::quiet("n"));
+        let engine = crate::template::funcs::Engine::new(crate::template::funcs::Clock::now());
+        let (user, sensitive) = (BTreeMap::new(), std::collections::BTreeSet::new());
+        let definition = serde_json::json!({"type": "null"});
+        let env = Env {
+            name: "n",
+            kind: "null",
+            definition: &definition,
+            provisioners: &[],
+            error_cleanup: None,
+            run_id: "run-1",
+            ui: &ui,
+            engine: &engine,
+            interact: &interact,
+            user: &user,
+            sensitive: &sensitive,
+            template_dir: ".",
+            force: false,
+            skip_unchanged: false,
+        };
+        let mut b = config.builder(env);
+        let cancel = Cancel::never();
+        b.prepare(&cancel).await.unwrap();
+        let a = b.run(&cancel).await.unwrap();
+        assert!(a.null);
+        assert_eq!(a.id(), "Null");
+        assert_eq!(
+            a.build_data.get("ConnType").map(String::as_str),
+            Some("none")
+        );
+        assert!(!b.creates_resources());
+        assert!(b.teardown(false, &cancel).await.is_empty());
+        assert!(b.remaining(false).is_empty());
+        assert!(b.journal().is_none() && b.aws().is_none() && b.ami_name().is_none());
+        assert_eq!(b.build_timeout(), None);
+
+        // Cancelled before it starts: a cancellation, not a failure.
+        let (tx, cancelled) = crate::cancel::channel();
+        tx.cancel();
+        assert!(matches!(b.run(&cancelled).await, Err(RunError::Cancelled)));
     }
 }

@@ -26,6 +26,7 @@ pub mod shell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::cancel::Cancel;
 use crate::communicator::ssh::{
     Auth, BastionOptions, Communicator, ConnectOptions, SshConfig, SshError,
 };
@@ -223,18 +224,15 @@ impl std::fmt::Debug for ProvisionContext<'_> {
 /// Packer's delay between two tries of a provisioner (`max_retries`).
 pub const RETRY_DELAY: Duration = Duration::from_secs(2);
 
-/// Connects and runs the provisioners. `cancel` turning `true` stops everything at once.
-pub async fn run(
-    ctx: &ProvisionContext<'_>,
-    mut cancel: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), ProvisionError> {
-    if *cancel.borrow() {
+/// Connects and runs the provisioners. Cancelling `cancel` stops everything at once.
+pub async fn run(ctx: &ProvisionContext<'_>, cancel: &Cancel) -> Result<(), ProvisionError> {
+    if cancel.is_cancelled() {
         return Err(ProvisionError::Cancelled);
     }
     let mut rt = Runtime::new(ctx);
     let result = tokio::select! {
         biased;
-        _ = cancelled(&mut cancel) => Err(ProvisionError::Cancelled),
+        _ = cancel.cancelled() => Err(ProvisionError::Cancelled),
         r = rt.run_all() => r,
     };
     if matches!(result, Err(ProvisionError::Cancelled)) {
@@ -243,18 +241,6 @@ pub async fn run(
             .say(&format!("==> {}: Provisioning cancelled", ctx.build_name));
     }
     result
-}
-
-/// Resolves when the value turns `true` (never when the sender is gone without it).
-async fn cancelled(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if *rx.borrow_and_update() {
-            return;
-        }
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// Maps the communicator options (plus the builder's host, port and temporary key) onto the
@@ -527,8 +513,8 @@ mod tests {
         let c = ssh(r#"{"ssh_username": "u"}"#);
         let ui = Ui::default();
         let context = ctx(&c, None, &ui);
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let fut = run(&context, rx);
+        let cancel = Cancel::never();
+        let fut = run(&context, &cancel);
         is_send(&fut);
     }
 

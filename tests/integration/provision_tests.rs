@@ -256,18 +256,16 @@ async fn run_with(fx: &Fx, template: Value, opts: Opts) -> Run {
         build_data,
         ui: &out,
     };
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = imgbuild::cancel::channel();
     if let Some(after) = opts.cancel_after {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            let _ = tx.send(true);
+            tx.cancel();
         });
-    } else {
-        std::mem::forget(tx);
     }
     let started = Instant::now();
     // Bounded: no test provisioning run takes minutes.
-    let result = tokio::time::timeout(Duration::from_secs(120), provision::run(&ctx, rx))
+    let result = tokio::time::timeout(Duration::from_secs(120), provision::run(&ctx, &rx))
         .await
         .expect("provisioning finished within 120 s");
     let elapsed = started.elapsed();
@@ -1243,8 +1241,8 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
             build_data,
             ui: &out,
         };
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let result = tokio::time::timeout(Duration::from_secs(90), provision::run(&ctx, rx))
+        let rx = imgbuild::cancel::Cancel::never();
+        let result = tokio::time::timeout(Duration::from_secs(90), provision::run(&ctx, &rx))
             .await
             .expect("bounded");
         let lines = lines.lock().expect("lines").clone();

@@ -17,9 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use imgbuild::cancel::Cancel;
 use imgbuild::communicator::ssh::{
-    Auth, BastionOptions, CancellationToken, ConnectEvent, ConnectOptions, ExecOptions,
-    ExitOutcome, Session, SshError, Stream, TransferProgress, UploadSource, WaitReason,
+    Auth, BastionOptions, ConnectEvent, ConnectOptions, ExecOptions, ExitOutcome, Session,
+    SshError, Stream, TransferProgress, UploadSource, WaitReason,
 };
 
 use crate::world::{run_ok, ssh_keygen, unique_name, TestWorld};
@@ -81,7 +82,7 @@ impl Fx {
     }
 
     async fn connect(&self) -> Session {
-        Session::connect(self.opts(), CancellationToken::new(), |_| {})
+        Session::connect(self.opts(), Cancel::never(), |_| {})
             .await
             .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.world.logs()))
     }
@@ -428,7 +429,7 @@ async fn ssh_connects_and_runs_a_command() {
     let world = world_or_skip!();
     let fx = Fx::new(world, "ssh-basic");
     let (events, sink) = events_sink();
-    let session = Session::connect(fx.opts(), CancellationToken::new(), sink)
+    let session = Session::connect(fx.opts(), Cancel::never(), sink)
         .await
         .unwrap_or_else(|e| panic!("connect: {e}\n{}", world.logs()));
     let (outcome, stdout, stderr) = session
@@ -456,11 +457,7 @@ async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval(
     let mut opts = fx.opts();
     opts.port = port;
     let (events, sink) = events_sink();
-    let connect = tokio::spawn(Session::connect(
-        opts.clone(),
-        CancellationToken::new(),
-        sink,
-    ));
+    let connect = tokio::spawn(Session::connect(opts.clone(), Cancel::never(), sink));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
     let opened = Instant::now();
@@ -497,7 +494,7 @@ async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
     opts.port = free_port();
     opts.timeout = Duration::from_millis(1500);
     let started = Instant::now();
-    let err = Session::connect(opts, CancellationToken::new(), |_| {})
+    let err = Session::connect(opts, Cancel::never(), |_| {})
         .await
         .expect_err("nothing listens");
     let waited = started.elapsed();
@@ -527,7 +524,7 @@ async fn ssh_connect_reports_a_failed_handshake_with_its_code() {
     opts.port = closer.port;
     opts.timeout = Duration::from_millis(1200);
     let (events, sink) = events_sink();
-    let err = Session::connect(opts, CancellationToken::new(), sink)
+    let err = Session::connect(opts, Cancel::never(), sink)
         .await
         .expect_err("no ssh server");
     let seen = reasons(&events);
@@ -555,8 +552,8 @@ async fn ssh_connect_cancel_interrupts_a_hanging_handshake_at_once() {
     let silent = Listener::start(true, |_s| {});
     let mut opts = fx.opts();
     opts.port = silent.port;
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(Session::connect(opts, cancel.clone(), |_| {}));
+    let (cancel, rx) = imgbuild::cancel::channel();
+    let task = tokio::spawn(Session::connect(opts, rx, |_| {}));
     tokio::time::sleep(Duration::from_millis(700)).await;
     let cancelled_at = Instant::now();
     cancel.cancel();
@@ -589,7 +586,7 @@ async fn ssh_wrong_key_is_rejected_with_user_and_key_type_and_no_key_material() 
         opts.handshake_attempts = 2;
         let (events, sink) = events_sink();
         let started = Instant::now();
-        let err = Session::connect(opts, CancellationToken::new(), sink)
+        let err = Session::connect(opts, Cancel::never(), sink)
             .await
             .expect_err("must be refused");
         assert!(started.elapsed() < Duration::from_secs(10));
@@ -622,7 +619,7 @@ async fn ssh_in_memory_ed25519_and_rsa_key_file_log_in() {
     let fx = Fx::new(world, "ssh-keys");
     let mut opts = fx.opts();
     opts.auth = Auth::key_memory(fs::read_to_string(&fx.key).expect("read key"));
-    let session = Session::connect(opts, CancellationToken::new(), |_| {})
+    let session = Session::connect(opts, Cancel::never(), |_| {})
         .await
         .expect("in-memory ed25519 key");
     let (o, out, _) = session
@@ -638,7 +635,7 @@ async fn ssh_in_memory_ed25519_and_rsa_key_file_log_in() {
         .expect("create key pair");
     let mut opts = fx.opts();
     opts.auth = Auth::key_file(&rsa);
-    let result = Session::connect(opts, CancellationToken::new(), |_| {}).await;
+    let result = Session::connect(opts, Cancel::never(), |_| {}).await;
     let _ = world.delete_key_pair(&rsa_name);
     let session = result.unwrap_or_else(|e| panic!("rsa key: {e}\n{}", world.logs()));
     let (o, out, _) = session
@@ -655,7 +652,7 @@ async fn ssh_password_is_rejected_naming_what_the_server_offers() {
     let mut opts = fx.opts();
     opts.auth = Auth::password("hunter2-not-a-real-password");
     opts.handshake_attempts = 1;
-    let err = Session::connect(opts, CancellationToken::new(), |_| {})
+    let err = Session::connect(opts, Cancel::never(), |_| {})
         .await
         .expect_err("sshd does not accept passwords");
     let text = err.to_string();
@@ -685,7 +682,7 @@ async fn ssh_bastion_tunnels_to_the_target() {
         username: world.ssh_user().into(),
         auth: Auth::key_file(&fx.key),
     });
-    let session = Session::connect(opts, CancellationToken::new(), |_| {})
+    let session = Session::connect(opts, Cancel::never(), |_| {})
         .await
         .unwrap_or_else(|e| {
             panic!(
@@ -718,7 +715,7 @@ async fn ssh_bastion_tunnels_to_the_target() {
         username: world.ssh_user().into(),
         auth: Auth::key_file(&fx.key),
     });
-    let err = Session::connect(opts, CancellationToken::new(), |_| {})
+    let err = Session::connect(opts, Cancel::never(), |_| {})
         .await
         .expect_err("forwarding is off");
     assert!(
@@ -792,14 +789,14 @@ async fn ssh_agent_auth_uses_the_agents_keys() {
         socket: Some(agent.socket.clone()),
     };
     opts.handshake_attempts = 1;
-    let err = Session::connect(opts.clone(), CancellationToken::new(), |_| {})
+    let err = Session::connect(opts.clone(), Cancel::never(), |_| {})
         .await
         .expect_err("no keys in the agent");
     assert!(matches!(err, SshError::Authenticate { .. }), "{err}");
     assert!(err.to_string().contains("with ssh-agent keys"), "{err}");
 
     agent.add(&fx.key);
-    let session = Session::connect(opts.clone(), CancellationToken::new(), |_| {})
+    let session = Session::connect(opts.clone(), Cancel::never(), |_| {})
         .await
         .unwrap_or_else(|e| panic!("agent auth: {e}"));
     let (o, out, _) = session
@@ -814,7 +811,7 @@ async fn ssh_agent_auth_uses_the_agents_keys() {
     };
     opts.handshake_attempts = 10;
     let started = Instant::now();
-    let err = Session::connect(opts, CancellationToken::new(), |_| {})
+    let err = Session::connect(opts, Cancel::never(), |_| {})
         .await
         .expect_err("no agent");
     assert!(matches!(err, SshError::UseAgent { .. }), "{err}");
@@ -829,7 +826,7 @@ async fn ssh_pause_before_connecting_delays_the_first_attempt_and_cancels() {
     opts.pause_before_connecting = Duration::from_millis(800);
     let started = Instant::now();
     let (events, sink) = events_sink();
-    let _session = Session::connect(opts.clone(), CancellationToken::new(), sink)
+    let _session = Session::connect(opts.clone(), Cancel::never(), sink)
         .await
         .expect("connect");
     assert!(started.elapsed() >= Duration::from_millis(800));
@@ -839,8 +836,8 @@ async fn ssh_pause_before_connecting_delays_the_first_attempt_and_cancels() {
     ));
 
     opts.pause_before_connecting = Duration::from_secs(30);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(Session::connect(opts, cancel.clone(), |_| {}));
+    let (cancel, rx) = imgbuild::cancel::channel();
+    let task = tokio::spawn(Session::connect(opts, rx, |_| {}));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let at = Instant::now();
     cancel.cancel();
@@ -924,7 +921,7 @@ async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
     let mut opts = fx.opts();
     opts.port = proxy.port;
     let session = Arc::new(
-        Session::connect(opts, CancellationToken::new(), |_| {})
+        Session::connect(opts, Cancel::never(), |_| {})
             .await
             .expect("connect through proxy"),
     );
@@ -976,7 +973,7 @@ async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
         let mut opts = fx.opts();
         opts.port = proxy.port;
         opts.keepalive_interval = interval;
-        let session = Session::connect(opts, CancellationToken::new(), |_| {})
+        let session = Session::connect(opts, Cancel::never(), |_| {})
             .await
             .expect("connect");
         let (o, _, _) = session

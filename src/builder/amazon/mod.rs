@@ -21,6 +21,7 @@
 //! access, clients, errors and waits in [`crate::aws`], the [`crate::artifact::Artifact`], the
 //! ledger lock in [`crate::ledger`], durations in [`crate::duration`].
 
+pub mod adapter;
 pub mod build_data;
 pub mod config;
 pub mod ec2;

@@ -36,5 +36,4 @@ pub use options::{
 };
 pub use reason::{AuthMethod, WaitReason};
 pub use session::Session;
-pub use tokio_util::sync::CancellationToken;
 pub use transfer::{ProgressFn, TransferProgress, TransferStats, UploadSource};

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::cancel::Cancel;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use super::bastion::Bridge;
 use super::connect::{connect_blocking, endpoint_of, CancelState, ConnectEvent};
@@ -265,7 +265,7 @@ impl Session {
     /// wait at once (the call returns [`SshError::ConnectCancelled`]).
     pub async fn connect(
         opts: ConnectOptions,
-        cancel: CancellationToken,
+        cancel: Cancel,
         on_event: impl Fn(&ConnectEvent) + Send + Sync + 'static,
     ) -> Result<Session, SshError> {
         let endpoint = endpoint_of(&opts);

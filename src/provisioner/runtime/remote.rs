@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::Output;
-use crate::communicator::ssh::{
-    CancellationToken, ConnectEvent, ConnectOptions, Session, SshError, WaitReason,
-};
+use crate::cancel::{self, Canceller};
+use crate::communicator::ssh::{ConnectEvent, ConnectOptions, Session, SshError, WaitReason};
 use crate::duration::go as format_duration;
 use crate::ui::Status;
 
@@ -142,7 +141,7 @@ pub struct Remote {
     session: Option<Arc<Session>>,
     /// The connection was lost (and not yet replaced).
     lost: bool,
-    token: CancellationToken,
+    token: Canceller,
 }
 
 impl Remote {
@@ -152,7 +151,7 @@ impl Remote {
             opts: None,
             session: None,
             lost: false,
-            token: CancellationToken::new(),
+            token: cancel::channel().0,
         }
     }
 
@@ -205,7 +204,7 @@ impl Remote {
         let (tx, mut rx) = unbounded_channel();
         let spinner = out.spinner(&self.build, "waiting for SSH");
         let report = connect_reporter_with(tx, spinner.is_live().then(|| spinner.status()));
-        let connecting = Session::connect(opts, self.token.clone(), report);
+        let connecting = Session::connect(opts, self.token.subscribe(), report);
         let session = with_lines(out, &self.build, &mut rx, |_| {}, connecting).await;
         drop(spinner);
         let session = session?;

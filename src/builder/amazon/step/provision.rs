@@ -31,7 +31,7 @@ pub async fn provision(
         let r = env
             .c(async {
                 tokio::select! {
-                    r = runtime::run(pctx, env.cancel.receiver()) => Ok(r),
+                    r = runtime::run(pctx, env.cancel) => Ok(r),
                     gone = watch_instance(ec2, region, id),
                         if env.cfg.ssh.communicator == Communicator::Ssh => Err(gone),
                 }
