@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use zeroize::Zeroizing;
 
 use super::bastion::Bridge;
+use super::conn::Conn;
 use super::error::{Endpoint, SshError};
 use super::hostkey::HostKeyFingerprint;
 use super::options::{private_key_type, Auth, ConnectOptions, DEFAULT_CIPHERS};
@@ -21,7 +22,6 @@ use super::pump::SLICE;
 use super::reason::{
     classify_auth, classify_handshake, classify_tcp, code, AuthFailure, AuthMethod, WaitReason,
 };
-use super::session::Conn;
 
 /// What the wait for SSH reports while it runs.
 #[derive(Clone, Debug, PartialEq)]

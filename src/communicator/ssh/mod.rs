@@ -16,6 +16,7 @@
 
 mod bastion;
 pub mod config;
+mod conn;
 mod connect;
 mod error;
 mod exec;

@@ -13,10 +13,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::conn::Conn;
 use super::error::{Endpoint, SshError};
 use super::exec::{finish, shell_quote, start_command, stop_error, ExitOutcome};
 use super::pump::{io_to_ssh, Step, Stop};
-use super::session::{Conn, Session};
+use super::session::Session;
 
 /// Remote exit status of the transfer scripts when the destination directory is missing.
 const EXIT_NO_DESTINATION: i32 = 97;
