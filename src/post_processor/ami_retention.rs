@@ -19,7 +19,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{Filter, Image};
 use chrono::{DateTime, Utc};
 
-use super::run::{PpContext, PpError};
+use super::context::PpContext;
+use super::error::PpError;
 use crate::builder::amazon::aws::{pages, Api, ApiError};
 use crate::builder::amazon::Artifact;
 use crate::checks::{error_at, flag, num};

@@ -27,9 +27,10 @@ use aws_config::Region;
 use aws_sdk_cloudformation::types::{Capability, Parameter};
 
 use super::ami_outputs::primary_ami;
-use super::run::{PpContext, PpError};
+use super::context::PpContext;
+use super::error::{CfnError, PpError};
 use crate::builder::amazon::aws::{Api, ApiError, Aws};
-use crate::builder::amazon::wait::{self, Probe, Schedule, WaitError};
+use crate::builder::amazon::wait::{self, Probe, Schedule};
 use crate::builder::amazon::{human_duration, Artifact};
 use crate::checks::{error_at, flag, is_deferred, opt_string, strings_at};
 use crate::template::decode::{Dx, Obj};
@@ -212,47 +213,6 @@ impl CloudFormationConfig {
 /// True for a CloudFormation parameter name (alphanumeric, at most 255 characters).
 pub fn is_parameter_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CfnError {
-    #[error("the artifact has no AMI in {region} for stack {stack} (its AMIs are in: {have}); add {region} to ami_regions or update a stack in one of those regions")]
-    NoAmi {
-        stack: String,
-        region: String,
-        have: String,
-    },
-    #[error("the artifact has no AMI in the build region {region}; set `region` to one of {have}, or use `stacks`")]
-    NoPrimaryAmi { region: String, have: String },
-    #[error("no AWS access: the null builder makes no AMI to hand to a stack")]
-    NoAws,
-    #[error("describing stack {stack} ({region}): {source}")]
-    DescribeStack {
-        stack: String,
-        region: String,
-        source: ApiError,
-    },
-    #[error("stack {stack} ({region}) has no parameter {parameter} (its parameters: {known})")]
-    NoSuchParameter {
-        stack: String,
-        region: String,
-        parameter: String,
-        known: String,
-    },
-    #[error("updating stack {stack} ({region}) to {ami}: {source}")]
-    UpdateStack {
-        stack: String,
-        region: String,
-        ami: String,
-        source: ApiError,
-    },
-    #[error("updating stack {stack} ({region}) to {ami}: {source}")]
-    Wait {
-        stack: String,
-        region: String,
-        ami: String,
-        source: WaitError,
-    },
 }
 
 /// What the AMI of a failed update means for the user: it exists, and this is how to retry.

@@ -7,6 +7,8 @@
 pub mod ami_outputs;
 pub mod ami_retention;
 pub mod cloudformation;
+pub mod context;
+pub mod error;
 pub mod manifest;
 pub mod output;
 pub mod run;
