@@ -13,6 +13,7 @@ pub mod diag;
 pub mod funcs;
 pub mod inspect;
 pub mod json;
+pub mod location;
 pub mod timefmt;
 pub mod variables;
 
