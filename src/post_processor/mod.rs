@@ -23,6 +23,8 @@ pub use ssm_parameter::SsmParameterConfig;
 
 use crate::provisioner::shell_local::ShellLocalConfig;
 use crate::template::decode::{Dx, Obj};
+use crate::template::diag::Diagnostic;
+use crate::template::RawPostProcessor;
 
 #[derive(Debug)]
 pub struct PreparedPostProcessor {
@@ -30,6 +32,41 @@ pub struct PreparedPostProcessor {
     pub name: Option<String>,
     pub keep_input_artifact: Option<bool>,
     pub config: PostProcessorConfig,
+}
+
+impl PreparedPostProcessor {
+    /// Decodes a post-processor of the template: the common keys taken, its own options decoded
+    /// by its type. `None` when it cannot be decoded (every problem is reported to `dx`).
+    pub fn decode(pp: &RawPostProcessor, dx: &mut Dx) -> Option<PreparedPostProcessor> {
+        let what = format!("post-processor `{}`", pp.kind);
+        let mut obj = Obj::new(&pp.node, pp.path.clone(), what, dx)?;
+        for k in ["type", "name", "only", "except", "keep_input_artifact"] {
+            obj.take(k);
+        }
+        let Some(config) = PostProcessorConfig::decode(&pp.kind, obj, dx) else {
+            dx.unknown_type(
+                &pp.node,
+                &pp.path,
+                "post-processor",
+                &pp.kind,
+                POST_PROCESSOR_TYPES,
+            );
+            return None;
+        };
+        Some(PreparedPostProcessor {
+            kind: pp.kind.clone(),
+            name: pp.name.clone(),
+            keep_input_artifact: pp.keep_input_artifact,
+            config,
+        })
+    }
+}
+
+/// The post-processors' checks across the builds of one template (Packer's "does this build
+/// exist" kind: what one build's post-processor would do to another's), each build given as its
+/// name and its post-processor chains. Today: `ami-outputs` builds sharing an env file.
+pub fn check_builds(builds: &[(&str, &[Vec<PreparedPostProcessor>])]) -> Vec<Diagnostic> {
+    ami_outputs::check_builds(builds)
 }
 
 /// The post-processor types imgbuild knows.
