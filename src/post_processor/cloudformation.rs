@@ -80,92 +80,8 @@ impl CloudFormationConfig {
     /// Decodes a `cloudformation-update` post-processor whose common keys the caller has taken.
     pub fn decode(mut obj: Obj, dx: &mut Dx) -> CloudFormationConfig {
         let o = &mut obj;
-        let stack_name = opt_string(o, dx, "stack_name");
-        let stacks = o.string_map(dx, "stacks");
-        let region = opt_string(o, dx, "region");
-        let stacks = match (stack_name, stacks) {
-            (Some(_), Some(_)) => {
-                error_at(
-                    o,
-                    dx,
-                    "stacks",
-                    "`stack_name` and `stacks` cannot both be set",
-                    Some("use `stack_name` for the stack of one region, `stacks` for one stack per region"),
-                );
-                Stacks::PerRegion(BTreeMap::new())
-            }
-            (Some(name), None) => Stacks::One { name, region },
-            (None, Some(map)) => {
-                if map.is_empty() {
-                    error_at(
-                        o,
-                        dx,
-                        "stacks",
-                        "`stacks` must name at least one stack",
-                        Some("e.g. \"stacks\": {\"us-east-1\": \"web_worker\", \"eu-west-1\": \"web_worker\"}"),
-                    );
-                }
-                for (r, n) in &map {
-                    if r.trim().is_empty() || n.trim().is_empty() {
-                        error_at(
-                            o,
-                            dx,
-                            "stacks",
-                            "`stacks` maps a region to a stack name; neither may be empty",
-                            None,
-                        );
-                        break;
-                    }
-                }
-                if region.is_some() {
-                    error_at(
-                        o,
-                        dx,
-                        "region",
-                        "`region` has no meaning with `stacks` (its keys are the regions)",
-                        None,
-                    );
-                }
-                Stacks::PerRegion(map)
-            }
-            (None, None) => {
-                error_at(
-                    o,
-                    dx,
-                    "stack_name",
-                    "`cloudformation-update` needs `stack_name` or `stacks`",
-                    Some("e.g. \"stack_name\": \"web_worker\", or \"stacks\": {\"us-east-1\": \"web_worker\"}"),
-                );
-                Stacks::One {
-                    name: String::new(),
-                    region,
-                }
-            }
-        };
-        let parameter = match opt_string(o, dx, "parameter") {
-            Some(p) => {
-                if !is_deferred(&p) && !is_parameter_name(&p) {
-                    error_at(
-                        o,
-                        dx,
-                        "parameter",
-                        format!("`parameter` \"{p}\" is not a CloudFormation parameter name"),
-                        Some("parameter names are letters and digits, e.g. \"WorkerAMI\""),
-                    );
-                }
-                p
-            }
-            None => {
-                error_at(
-                    o,
-                    dx,
-                    "parameter",
-                    "`cloudformation-update` needs `parameter`: the stack parameter that takes the AMI ID",
-                    Some("e.g. \"parameter\": \"WorkerAMI\""),
-                );
-                String::new()
-            }
-        };
+        let stacks = decode_stacks(o, dx);
+        let parameter = decode_parameter(o, dx);
         let mut capabilities = Vec::new();
         for c in strings_at(o, dx, "capabilities").unwrap_or_default() {
             if CAPABILITIES.contains(&c.value.as_str()) {
@@ -206,6 +122,100 @@ impl CloudFormationConfig {
             wait,
             timeout,
             custom_endpoint,
+        }
+    }
+}
+
+/// `stack_name` (with `region`) or `stacks` (one stack per region), exactly one of them.
+fn decode_stacks(o: &mut Obj, dx: &mut Dx) -> Stacks {
+    let stack_name = opt_string(o, dx, "stack_name");
+    let stacks = o.string_map(dx, "stacks");
+    let region = opt_string(o, dx, "region");
+    match (stack_name, stacks) {
+        (Some(_), Some(_)) => {
+            error_at(
+                o,
+                dx,
+                "stacks",
+                "`stack_name` and `stacks` cannot both be set",
+                Some("use `stack_name` for the stack of one region, `stacks` for one stack per region"),
+            );
+            Stacks::PerRegion(BTreeMap::new())
+        }
+        (Some(name), None) => Stacks::One { name, region },
+        (None, Some(map)) => {
+            if map.is_empty() {
+                error_at(
+                    o,
+                    dx,
+                    "stacks",
+                    "`stacks` must name at least one stack",
+                    Some("e.g. \"stacks\": {\"us-east-1\": \"web_worker\", \"eu-west-1\": \"web_worker\"}"),
+                );
+            }
+            for (r, n) in &map {
+                if r.trim().is_empty() || n.trim().is_empty() {
+                    error_at(
+                        o,
+                        dx,
+                        "stacks",
+                        "`stacks` maps a region to a stack name; neither may be empty",
+                        None,
+                    );
+                    break;
+                }
+            }
+            if region.is_some() {
+                error_at(
+                    o,
+                    dx,
+                    "region",
+                    "`region` has no meaning with `stacks` (its keys are the regions)",
+                    None,
+                );
+            }
+            Stacks::PerRegion(map)
+        }
+        (None, None) => {
+            error_at(
+                o,
+                dx,
+                "stack_name",
+                "`cloudformation-update` needs `stack_name` or `stacks`",
+                Some("e.g. \"stack_name\": \"web_worker\", or \"stacks\": {\"us-east-1\": \"web_worker\"}"),
+            );
+            Stacks::One {
+                name: String::new(),
+                region,
+            }
+        }
+    }
+}
+
+/// `parameter`: the stack parameter that takes the AMI ID (required, a parameter name).
+fn decode_parameter(o: &mut Obj, dx: &mut Dx) -> String {
+    match opt_string(o, dx, "parameter") {
+        Some(p) => {
+            if !is_deferred(&p) && !is_parameter_name(&p) {
+                error_at(
+                    o,
+                    dx,
+                    "parameter",
+                    format!("`parameter` \"{p}\" is not a CloudFormation parameter name"),
+                    Some("parameter names are letters and digits, e.g. \"WorkerAMI\""),
+                );
+            }
+            p
+        }
+        None => {
+            error_at(
+                o,
+                dx,
+                "parameter",
+                "`cloudformation-update` needs `parameter`: the stack parameter that takes the AMI ID",
+                Some("e.g. \"parameter\": \"WorkerAMI\""),
+            );
+            String::new()
         }
     }
 }
