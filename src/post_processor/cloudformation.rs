@@ -508,7 +508,13 @@ pub async fn run(
     let mut failures = Vec::new();
     for (region, stack, ami) in &stacks {
         let cf = client(aws, region, endpoint.as_deref());
-        if let Err(e) = update_one(c, ctx, target, &cf, region, stack, &parameter, ami).await {
+        let update = StackUpdate {
+            stack,
+            region,
+            parameter: &parameter,
+            ami,
+        };
+        if let Err(e) = update_one(c, ctx, target, &cf, &update).await {
             // With several stacks, each failure is shown when it happens (the next stack is
             // still updated); the build's error lists them all.
             if stacks.len() > 1 {
@@ -531,17 +537,29 @@ pub async fn run(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One stack's update: which stack, in which region, and the parameter value it gets.
+struct StackUpdate<'a> {
+    stack: &'a str,
+    region: &'a str,
+    parameter: &'a str,
+    ami: &'a str,
+}
+
+/// Updates one stack: checks that it has the parameter, starts the update (every other
+/// parameter kept) and, with `wait`, waits for it to end.
 async fn update_one(
     c: &CloudFormationConfig,
     ctx: &PpContext<'_>,
     target: &str,
     cf: &aws_sdk_cloudformation::Client,
-    region: &str,
-    stack: &str,
-    parameter: &str,
-    ami: &str,
+    u: &StackUpdate<'_>,
 ) -> Result<(), PpError> {
+    let &StackUpdate {
+        stack,
+        region,
+        parameter,
+        ami,
+    } = u;
     let (status, _, keys) =
         describe(cf, stack)
             .await
@@ -583,31 +601,6 @@ async fn update_one(
             }
         ),
     );
-    // The SDK retries a request that failed on the way (throttling, 5xx); the token makes
-    // CloudFormation see a retry as the same update rather than a second one.
-    let token = format!("imgbuild-{}", uuid::Uuid::new_v4());
-    let mut req = cf
-        .update_stack()
-        .stack_name(stack)
-        .client_request_token(token)
-        .use_previous_template(true)
-        .parameters(
-            Parameter::builder()
-                .parameter_key(parameter)
-                .parameter_value(ami)
-                .build(),
-        );
-    for k in &others {
-        req = req.parameters(
-            Parameter::builder()
-                .parameter_key(k)
-                .use_previous_value(true)
-                .build(),
-        );
-    }
-    for cap in &c.capabilities {
-        req = req.capabilities(Capability::from(cap.as_str()));
-    }
     let hint = retry_hint(stack, region, parameter, ami, &others);
     let failed = |source: ApiError| {
         PpError::Other(format!(
@@ -622,7 +615,7 @@ async fn update_one(
             .trim_end_matches('.')
         ))
     };
-    match req.send().await.api() {
+    match start_update(c, cf, u, &others).await {
         Ok(_) => {}
         Err(e) if is_no_update(&e) => {
             ctx.say(
@@ -644,6 +637,68 @@ async fn update_one(
         );
         return Ok(());
     }
+    wait_update(c, ctx, target, cf, u, before, &hint).await
+}
+
+/// Sends `UpdateStack`: the previous template, `parameter` set to the AMI, every other
+/// parameter kept with `UsePreviousValue`.
+async fn start_update(
+    c: &CloudFormationConfig,
+    cf: &aws_sdk_cloudformation::Client,
+    u: &StackUpdate<'_>,
+    others: &[String],
+) -> Result<(), ApiError> {
+    let &StackUpdate {
+        stack,
+        parameter,
+        ami,
+        ..
+    } = u;
+    // The SDK retries a request that failed on the way (throttling, 5xx); the token makes
+    // CloudFormation see a retry as the same update rather than a second one.
+    let token = format!("imgbuild-{}", uuid::Uuid::new_v4());
+    let mut req = cf
+        .update_stack()
+        .stack_name(stack)
+        .client_request_token(token)
+        .use_previous_template(true)
+        .parameters(
+            Parameter::builder()
+                .parameter_key(parameter)
+                .parameter_value(ami)
+                .build(),
+        );
+    for k in others {
+        req = req.parameters(
+            Parameter::builder()
+                .parameter_key(k)
+                .use_previous_value(true)
+                .build(),
+        );
+    }
+    for cap in &c.capabilities {
+        req = req.capabilities(Capability::from(cap.as_str()));
+    }
+    req.send().await.api().map(|_| ())
+}
+
+/// Waits (bounded by `timeout`, cancellable) for a started update to end, printing each new
+/// stack event; a failed or timed-out update names CloudFormation's reasons and how to retry.
+async fn wait_update(
+    c: &CloudFormationConfig,
+    ctx: &PpContext<'_>,
+    target: &str,
+    cf: &aws_sdk_cloudformation::Client,
+    u: &StackUpdate<'_>,
+    before: Option<String>,
+    hint: &str,
+) -> Result<(), PpError> {
+    let &StackUpdate {
+        stack,
+        region,
+        parameter,
+        ami,
+    } = u;
     ctx.say(
         target,
         &format!(
