@@ -15,9 +15,6 @@
 //! the remote command's channel is closed, a transfer stops, a local process group is killed;
 //! `run` then returns [`ProvisionError::Cancelled`] at once.
 
-// Errors carry the SSH error (endpoint, paths); they are built once per failed step.
-#![allow(clippy::result_large_err)]
-
 pub mod file;
 pub mod local;
 pub mod remote;
@@ -170,7 +167,7 @@ pub enum Failure {
     Ssh {
         what: String,
         #[source]
-        source: SshError,
+        source: Box<SshError>,
     },
     /// A local file or process operation failed.
     #[error("{what}: {source}")]
@@ -424,12 +421,13 @@ impl<'c, 'a> Runtime<'c, 'a> {
                 Ok(()) => return Ok(()),
                 Err(f) => f,
             };
-            if let Failure::Ssh {
-                source: SshError::ConnectCancelled { .. } | SshError::Cancelled { .. },
-                ..
-            } = &failure
-            {
-                return Err(ProvisionError::Cancelled);
+            if let Failure::Ssh { source, .. } = &failure {
+                if matches!(
+                    **source,
+                    SshError::ConnectCancelled { .. } | SshError::Cancelled { .. }
+                ) {
+                    return Err(ProvisionError::Cancelled);
+                }
             }
             let err = ProvisionError::Provisioner {
                 index: p.index,

@@ -625,7 +625,7 @@ fn try_login(
             sess.userauth_password(user, password.expose()),
             None,
         ),
-        Auth::Agent { socket } => match agent_auth(&sess, user, socket.as_deref()) {
+        Auth::Agent { socket } => match agent_auth(sess, user, socket.as_deref()) {
             Ok(result) => (AuthMethod::Agent, result, None),
             Err(e) => {
                 if cancel.is_cancelled() {

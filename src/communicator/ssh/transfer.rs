@@ -725,8 +725,7 @@ fn upload_entries(
     let endpoint = conn.endpoint.clone();
     let upload_error = |message: String| SshError::Upload {
         endpoint: endpoint.clone(),
-        local: local_shown.to_string(),
-        remote: remote_shown.to_string(),
+        paths: Box::new((local_shown.to_string(), remote_shown.to_string())),
         message,
     };
     let total: u64 = entries
@@ -824,8 +823,7 @@ fn download_on(
     let endpoint = conn.endpoint.clone();
     let download_error = |message: String| SshError::Download {
         endpoint: endpoint.clone(),
-        remote: remote.to_string(),
-        local: local.to_path_buf(),
+        paths: Box::new((remote.to_string(), local.to_path_buf())),
         message,
     };
     let mut progress = Progress::new(progress, None);

@@ -542,7 +542,7 @@ where
             .await
             .map_err(|source| Failure::Ssh {
                 what: format!("{what}: cannot reach the instance"),
-                source,
+                source: Box::new(source),
             })?;
         match op(session).await {
             Ok(v) => return Ok(v),
@@ -561,7 +561,7 @@ where
             Err(source) => {
                 return Err(Failure::Ssh {
                     what: what.to_string(),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
