@@ -124,6 +124,38 @@ mod tests {
     use crate::checks::testing::*;
 
     #[test]
+    fn a_prepared_post_processor_takes_the_common_keys_and_unknown_types_are_reported() {
+        let text = r#"{
+            "builders": [{"type": "null", "name": "b"}],
+            "post-processors": [
+                {"type": "manifest", "name": "m", "only": ["b"], "keep_input_artifact": true,
+                 "output": "m.json"},
+                {"type": "vagrant"}
+            ]
+        }"#;
+        let ((m, unknown), d) = template(text, |t, dx| {
+            let pps: Vec<_> = t.post_processors.iter().flatten().collect();
+            (
+                PreparedPostProcessor::decode(pps[0], dx),
+                PreparedPostProcessor::decode(pps[1], dx),
+            )
+        });
+        let m = m.expect("manifest decodes");
+        assert_eq!(m.name.as_deref(), Some("m"));
+        assert_eq!(m.keep_input_artifact, Some(true));
+        assert!(matches!(&m.config, PostProcessorConfig::Manifest(c) if c.output == "m.json"));
+        assert!(unknown.is_none());
+        assert_eq!(
+            errors(&d),
+            vec!["post-processor type `vagrant` is not supported by imgbuild"]
+        );
+        assert!(
+            all_text(&d).contains("supported post-processors: manifest"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
     fn known_types_decode_and_others_are_none() {
         let (c, d) = decode(r#"{"output": "m.json"}"#, |o, dx| {
             PostProcessorConfig::decode("manifest", o, dx)

@@ -128,6 +128,49 @@ mod tests {
     use crate::checks::testing::*;
 
     #[test]
+    fn a_prepared_provisioner_has_its_builds_override_merged_and_unknown_types_are_reported() {
+        let text = r#"{
+            "builders": [{"type": "null", "name": "b"}, {"type": "null", "name": "c"}],
+            "provisioners": [
+                {"type": "shell", "inline": ["a"], "max_retries": 2,
+                 "override": {"b": {"inline": ["for b"]}}},
+                {"type": "ansible", "playbook_file": "x.yml"}
+            ]
+        }"#;
+        let ((b, c, unknown), d) = template(text, |t, dx| {
+            (
+                PreparedProvisioner::decode(&t.provisioners[0], "b", dx),
+                PreparedProvisioner::decode(&t.provisioners[0], "c", dx),
+                PreparedProvisioner::decode(&t.provisioners[1], "b", dx),
+            )
+        });
+        let b = b.expect("decodes for b");
+        assert!(
+            matches!(&b.config, ProvisionerConfig::Shell(s) if s.source == ShellSource::Inline(vec!["for b".into()]))
+        );
+        assert_eq!(b.max_retries, 2);
+        assert!(b.definition.get("override").is_none(), "{}", b.definition);
+        assert_eq!(b.definition["inline"], serde_json::json!(["for b"]));
+        let c = c.expect("decodes for c");
+        assert!(
+            matches!(&c.config, ProvisionerConfig::Shell(s) if s.source == ShellSource::Inline(vec!["a".into()]))
+        );
+        assert!(unknown.is_none());
+        assert_eq!(
+            errors(&d),
+            vec!["provisioner type `ansible` is not supported by imgbuild"]
+        );
+        assert!(
+            all_text(&d).contains("supported provisioners: shell, file"),
+            "{d:?}"
+        );
+        assert_eq!(
+            d.items[0].path.as_ref().map(|p| p.to_string()).as_deref(),
+            Some("provisioners[1].type")
+        );
+    }
+
+    #[test]
     fn every_listed_type_decodes_and_others_are_none() {
         for kind in PROVISIONER_TYPES {
             let (c, _) = decode(r#"{"inline": ["true"]}"#, |o, dx| {

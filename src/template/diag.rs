@@ -344,17 +344,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_render_like_jq() {
-        let p = JsonPath::root()
-            .key("builders")
-            .index(0)
-            .key("tags")
-            .key("Name tag");
-        assert_eq!(p.to_string(), r#"builders[0].tags["Name tag"]"#);
-        assert_eq!(JsonPath::root().to_string(), "(top level)");
-    }
-
-    #[test]
     fn line_and_column_count_characters() {
         let f = SourceFile::new("t.json", "{\n  \"é\": 1,\n\t\"x\": 2\n}");
         assert_eq!(f.line_col(0), (1, 1));

@@ -62,3 +62,19 @@ impl fmt::Display for JsonPath {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_render_like_jq() {
+        let p = JsonPath::root()
+            .key("builders")
+            .index(0)
+            .key("tags")
+            .key("Name tag");
+        assert_eq!(p.to_string(), r#"builders[0].tags["Name tag"]"#);
+        assert_eq!(JsonPath::root().to_string(), "(top level)");
+    }
+}
