@@ -2,7 +2,10 @@
 //! `"type"`: Packer's `manifest` and `shell-local`, and imgbuild's `ami-outputs` (the AMI IDs as
 //! a JSON file and as `KEY=VALUE` lines for the next stage of a pipeline), `cloudformation-update`
 //! (the AMI handed to a CloudFormation stack) and `ssm-parameter` (the AMI ID published in SSM
-//! Parameter Store). This module holds their configuration; [`run`] runs a build's chains.
+//! Parameter Store). This module holds their configuration and its decoding
+//! ([`PreparedPostProcessor::decode`], and [`check_builds`] across the builds of a template);
+//! [`run`] runs a build's chains, each post-processor with a [`context::PpContext`] and failing
+//! with an [`error::PpError`] (both below `run` and the post-processors).
 
 pub mod ami_outputs;
 pub mod ami_retention;

@@ -1,5 +1,6 @@
 //! Provisioners: what runs against the instance between launch and image creation. A closed
-//! set, tagged by `"type"`; this module holds their configuration (running them comes later).
+//! set, tagged by `"type"`; this module holds their configuration and its decoding
+//! ([`PreparedProvisioner::decode`], with a build's `override` merged); [`runtime`] runs them.
 
 pub mod breakpoint;
 pub mod file;
