@@ -6,7 +6,7 @@
 //!
 //! * [`shell`]: the remote `shell` provisioner (upload, execute, clean up, reconnect after an
 //!   expected disconnect such as a reboot).
-//! * [`file`]: the `file` provisioner (uploads and downloads as tar streams).
+//! * [`mod@file`]: the `file` provisioner (uploads and downloads as tar streams).
 //! * [`local`]: `shell-local` (runs on this machine) and `breakpoint`.
 //! * [`remote`]: the SSH session of the build, reconnected when it was lost, and the streaming of
 //!   output lines to the [`Output`].

@@ -3,7 +3,7 @@
 //! Loading happens in two stages, both synchronous and free of side effects:
 //! 1. [`Template::parse`]: the file's JSON and its structure (root keys, builder names and types,
 //!    provisioner and post-processor shapes). This is all `validate -syntax-only` checks.
-//! 2. [`prepare::prepare`]: variables bound and rendered, every builder, provisioner and
+//! 2. [`crate::prepare::prepare`]: variables bound and rendered, every builder, provisioner and
 //!    post-processor decoded into typed configuration for each build. `validate` and `build` run it.
 //!
 //! All problems of both stages are collected into [`diag::Diagnostics`] before anything prints.

@@ -1033,7 +1033,7 @@ impl Session {
         .await
     }
 
-    /// Downloads a remote file or directory (see [`download_layout`] for where it lands).
+    /// Downloads a remote file or directory (see `download_layout` for where it lands).
     pub async fn download(
         &self,
         remote_path: &str,
