@@ -473,6 +473,38 @@ pub(crate) mod testing {
         (v, diags)
     }
 
+    /// Parses `text` as a whole template and hands it to `f` with a decoding context for the
+    /// build `b` (no user variables). Returns the value and every diagnostic after parsing.
+    pub fn template<T>(
+        text: &str,
+        f: impl FnOnce(&crate::template::Template, &mut Dx) -> T,
+    ) -> (T, Diagnostics) {
+        let file: Arc<SourceFile> = SourceFile::new("t.json", text);
+        let mut diags = Diagnostics::default();
+        let t = crate::template::Template::parse(file.clone(), "/t".into(), &mut diags)
+            .expect("test template parses");
+        assert!(!diags.has_errors(), "test template is valid: {diags:?}");
+        let engine = Engine::new(Clock::now());
+        let user = BTreeMap::new();
+        let mut diags = Diagnostics::default();
+        let mut dx = Dx {
+            diags: &mut diags,
+            file: &file,
+            engine: &engine,
+            scope: Scope {
+                phase: Phase::Prepare,
+                user: &user,
+                template_dir: "/t",
+                build_name: Some("b"),
+                build_type: Some("null"),
+                build: None,
+                fields: None,
+            },
+        };
+        let v = f(&t, &mut dx);
+        (v, diags)
+    }
+
     pub fn errors(d: &Diagnostics) -> Vec<String> {
         d.errors().map(|e| e.message.clone()).collect()
     }

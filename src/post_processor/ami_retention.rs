@@ -19,7 +19,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{Filter, Image};
 use chrono::{DateTime, Utc};
 
-use super::run::{PpContext, PpError};
+use super::context::PpContext;
+use super::error::PpError;
 use crate::artifact::Artifact;
 use crate::aws::{pages, Api, ApiError};
 use crate::checks::{error_at, flag, num};
@@ -336,6 +337,18 @@ async fn in_use(
     Ok(out)
 }
 
+/// One row of the report: region, AMI, what happened to it, why.
+type Row = (String, Candidate, String, String);
+
+/// What a run did, across its regions.
+#[derive(Default)]
+struct Tally {
+    rows: Vec<Row>,
+    failures: Vec<String>,
+    gone: usize,
+    snaps_gone: usize,
+}
+
 /// Runs the post-processor on `input`.
 pub async fn run(
     c: &AmiRetentionConfig,
@@ -352,6 +365,48 @@ pub async fn run(
             "ami-retention needs the AWS access of an amazon-ebs build".into(),
         ));
     };
+    let (prefix, tags) = rule(c, input, ctx)?;
+    let regions: Vec<String> = if c.regions.is_empty() {
+        input.amis.keys().cloned().collect()
+    } else {
+        c.regions.clone()
+    };
+    let built: BTreeSet<String> = input.amis.values().cloned().collect();
+    announce(c, ctx, target, prefix.as_deref(), &tags, &regions);
+    let now = Utc::now();
+    let mut tally = Tally::default();
+    for region in &regions {
+        let ec2 = aws.ec2(region);
+        let candidates = matching(&ec2, region, prefix.as_deref(), &tags, ctx).await?;
+        let users = if c.include_in_use {
+            BTreeMap::new()
+        } else {
+            in_use(&ec2, region, ctx).await?
+        };
+        for (cand, d) in decide(&candidates, &built, &users, c, now) {
+            match d {
+                Decision::Keep(why) => tally.rows.push((region.clone(), cand, "keep".into(), why)),
+                Decision::Deregister(why) if c.dry_run => {
+                    tally
+                        .rows
+                        .push((region.clone(), cand, "would deregister".into(), why))
+                }
+                Decision::Deregister(why) => {
+                    deregister(&ec2, region, cand, why, c, ctx, &mut tally).await?
+                }
+            }
+        }
+    }
+    report(c, ctx, target, tally)
+}
+
+/// Which AMIs the rule covers: `name_prefix` (rendered), else the fixed start of the build's
+/// `ami_name` unless `tags` are given; and `tags`, rendered.
+fn rule(
+    c: &AmiRetentionConfig,
+    input: &Artifact,
+    ctx: &PpContext<'_>,
+) -> Result<(Option<String>, BTreeMap<String, String>), PpError> {
     let prefix = match (&c.name_prefix, c.tags.is_empty()) {
         (Some(p), _) => Some(ctx.render("name_prefix", p, input, None)?),
         (None, false) => None,
@@ -372,17 +427,23 @@ pub async fn run(
             ctx.render(&format!("tags `{k}`"), v, input, None)?,
         );
     }
-    let regions: Vec<String> = if c.regions.is_empty() {
-        input.amis.keys().cloned().collect()
-    } else {
-        c.regions.clone()
-    };
-    let built: BTreeSet<String> = input.amis.values().cloned().collect();
+    Ok((prefix, tags))
+}
+
+/// Says what the run keeps, of which AMIs, where.
+fn announce(
+    c: &AmiRetentionConfig,
+    ctx: &PpContext<'_>,
+    target: &str,
+    prefix: Option<&str>,
+    tags: &BTreeMap<String, String>,
+    regions: &[String],
+) {
     let mut what = Vec::new();
-    if let Some(p) = &prefix {
+    if let Some(p) = prefix {
         what.push(format!("name starts with \"{p}\""));
     }
-    for (k, v) in &tags {
+    for (k, v) in tags {
         what.push(format!("tag {k}={v}"));
     }
     let mut policy = Vec::new();
@@ -402,96 +463,117 @@ pub async fn run(
             regions.join(", ")
         ),
     );
-    let now = Utc::now();
-    let mut rows: Vec<(String, Candidate, String, String)> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    let (mut gone, mut snaps_gone) = (0usize, 0usize);
-    for region in &regions {
-        let ec2 = aws.ec2(region);
-        let mut req = ec2.describe_images().owners("self");
-        if let Some(p) = &prefix {
-            req = req.filters(
-                Filter::builder()
-                    .name("name")
-                    .values(format!("{p}*"))
-                    .build(),
-            );
-        }
-        for (k, v) in &tags {
-            req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
-        }
-        let images = ctx
-            .cancel
-            .run(req.send())
-            .await
-            .ok_or(PpError::Cancelled)?
-            .api()
-            .map_err(|e| api_err("DescribeImages", region, e))?;
-        // The filters again, here: an emulator or a wildcard may be looser than the rule.
-        let candidates: Vec<Candidate> = images
-            .images()
-            .iter()
-            .filter(|i| {
-                prefix
-                    .as_deref()
-                    .is_none_or(|p| i.name().unwrap_or_default().starts_with(p))
+}
+
+/// The account's own AMIs in `region` that the rule covers (DescribeImages with the rule as
+/// filters, and the rule checked again on the answer).
+async fn matching(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    prefix: Option<&str>,
+    tags: &BTreeMap<String, String>,
+    ctx: &PpContext<'_>,
+) -> Result<Vec<Candidate>, PpError> {
+    let mut req = ec2.describe_images().owners("self");
+    if let Some(p) = prefix {
+        req = req.filters(
+            Filter::builder()
+                .name("name")
+                .values(format!("{p}*"))
+                .build(),
+        );
+    }
+    for (k, v) in tags {
+        req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+    }
+    let images = ctx
+        .cancel
+        .run(req.send())
+        .await
+        .ok_or(PpError::Cancelled)?
+        .api()
+        .map_err(|e| api_err("DescribeImages", region, e))?;
+    // The filters again, here: an emulator or a wildcard may be looser than the rule.
+    Ok(images
+        .images()
+        .iter()
+        .filter(|i| prefix.is_none_or(|p| i.name().unwrap_or_default().starts_with(p)))
+        .filter(|i| {
+            tags.iter().all(|(k, v)| {
+                i.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(k.as_str()) && t.value() == Some(v.as_str()))
             })
-            .filter(|i| {
-                tags.iter().all(|(k, v)| {
-                    i.tags()
-                        .iter()
-                        .any(|t| t.key() == Some(k.as_str()) && t.value() == Some(v.as_str()))
-                })
-            })
-            .filter_map(Candidate::from_image)
-            .collect();
-        let users = if c.include_in_use {
-            BTreeMap::new()
-        } else {
-            in_use(&ec2, region, ctx).await?
-        };
-        for (cand, d) in decide(&candidates, &built, &users, c, now) {
-            match d {
-                Decision::Keep(why) => rows.push((region.clone(), cand, "keep".into(), why)),
-                Decision::Deregister(why) if c.dry_run => {
-                    rows.push((region.clone(), cand, "would deregister".into(), why))
-                }
-                Decision::Deregister(why) => {
-                    let r = ctx
-                        .cancel
-                        .run(ec2.deregister_image().image_id(&cand.id).send())
-                        .await
-                        .ok_or(PpError::Cancelled)?
-                        .api();
-                    if let Err(e) = r.filter_not_found() {
-                        failures.push(format!("DeregisterImage {} in {region}: {e}", cand.id));
-                        rows.push((region.clone(), cand, "FAILED".into(), e.to_string()));
-                        continue;
-                    }
-                    gone += 1;
-                    let mut why = why;
-                    if c.delete_snapshots {
-                        for s in &cand.snapshots {
-                            let r = ctx
-                                .cancel
-                                .run(ec2.delete_snapshot().snapshot_id(s).send())
-                                .await
-                                .ok_or(PpError::Cancelled)?
-                                .api();
-                            match r.filter_not_found() {
-                                Ok(()) => snaps_gone += 1,
-                                Err(e) => {
-                                    failures.push(format!("DeleteSnapshot {s} in {region}: {e}"));
-                                    why.push_str(&format!("; snapshot {s} NOT deleted: {e}"));
-                                }
-                            }
-                        }
-                    }
-                    rows.push((region.clone(), cand, "deregistered".into(), why));
+        })
+        .filter_map(Candidate::from_image)
+        .collect())
+}
+
+/// Deregisters one AMI (and, with `delete_snapshots`, its snapshots), recording the outcome and
+/// any failure in `tally`. Only cancellation is an error here.
+async fn deregister(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    cand: Candidate,
+    mut why: String,
+    c: &AmiRetentionConfig,
+    ctx: &PpContext<'_>,
+    tally: &mut Tally,
+) -> Result<(), PpError> {
+    let r = ctx
+        .cancel
+        .run(ec2.deregister_image().image_id(&cand.id).send())
+        .await
+        .ok_or(PpError::Cancelled)?
+        .api();
+    if let Err(e) = r.filter_not_found() {
+        tally
+            .failures
+            .push(format!("DeregisterImage {} in {region}: {e}", cand.id));
+        tally
+            .rows
+            .push((region.to_string(), cand, "FAILED".into(), e.to_string()));
+        return Ok(());
+    }
+    tally.gone += 1;
+    if c.delete_snapshots {
+        for s in &cand.snapshots {
+            let r = ctx
+                .cancel
+                .run(ec2.delete_snapshot().snapshot_id(s).send())
+                .await
+                .ok_or(PpError::Cancelled)?
+                .api();
+            match r.filter_not_found() {
+                Ok(()) => tally.snaps_gone += 1,
+                Err(e) => {
+                    tally
+                        .failures
+                        .push(format!("DeleteSnapshot {s} in {region}: {e}"));
+                    why.push_str(&format!("; snapshot {s} NOT deleted: {e}"));
                 }
             }
         }
     }
+    tally
+        .rows
+        .push((region.to_string(), cand, "deregistered".into(), why));
+    Ok(())
+}
+
+/// Prints the table and the counts; fails when any call failed.
+fn report(
+    c: &AmiRetentionConfig,
+    ctx: &PpContext<'_>,
+    target: &str,
+    tally: Tally,
+) -> Result<(), PpError> {
+    let Tally {
+        rows,
+        failures,
+        gone,
+        snaps_gone,
+    } = tally;
     if rows.is_empty() {
         ctx.say(target, "no AMI matched");
     } else {

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_cloudformation::types::{Capability, Parameter};
 
 use super::ami_outputs::primary_ami;
-use super::run::{PpContext, PpError};
+use super::context::PpContext;
+use super::error::{CfnError, PpError};
 use crate::artifact::Artifact;
-use crate::aws::wait::{self, Probe, Schedule, WaitError};
+use crate::aws::wait::{self, Probe, Schedule};
 use crate::aws::{Api, ApiError};
 use crate::checks::{error_at, flag, is_deferred, opt_string, strings_at};
 use crate::duration::human as human_duration;
@@ -79,92 +80,8 @@ impl CloudFormationConfig {
     /// Decodes a `cloudformation-update` post-processor whose common keys the caller has taken.
     pub fn decode(mut obj: Obj, dx: &mut Dx) -> CloudFormationConfig {
         let o = &mut obj;
-        let stack_name = opt_string(o, dx, "stack_name");
-        let stacks = o.string_map(dx, "stacks");
-        let region = opt_string(o, dx, "region");
-        let stacks = match (stack_name, stacks) {
-            (Some(_), Some(_)) => {
-                error_at(
-                    o,
-                    dx,
-                    "stacks",
-                    "`stack_name` and `stacks` cannot both be set",
-                    Some("use `stack_name` for the stack of one region, `stacks` for one stack per region"),
-                );
-                Stacks::PerRegion(BTreeMap::new())
-            }
-            (Some(name), None) => Stacks::One { name, region },
-            (None, Some(map)) => {
-                if map.is_empty() {
-                    error_at(
-                        o,
-                        dx,
-                        "stacks",
-                        "`stacks` must name at least one stack",
-                        Some("e.g. \"stacks\": {\"us-east-1\": \"web_worker\", \"eu-west-1\": \"web_worker\"}"),
-                    );
-                }
-                for (r, n) in &map {
-                    if r.trim().is_empty() || n.trim().is_empty() {
-                        error_at(
-                            o,
-                            dx,
-                            "stacks",
-                            "`stacks` maps a region to a stack name; neither may be empty",
-                            None,
-                        );
-                        break;
-                    }
-                }
-                if region.is_some() {
-                    error_at(
-                        o,
-                        dx,
-                        "region",
-                        "`region` has no meaning with `stacks` (its keys are the regions)",
-                        None,
-                    );
-                }
-                Stacks::PerRegion(map)
-            }
-            (None, None) => {
-                error_at(
-                    o,
-                    dx,
-                    "stack_name",
-                    "`cloudformation-update` needs `stack_name` or `stacks`",
-                    Some("e.g. \"stack_name\": \"web_worker\", or \"stacks\": {\"us-east-1\": \"web_worker\"}"),
-                );
-                Stacks::One {
-                    name: String::new(),
-                    region,
-                }
-            }
-        };
-        let parameter = match opt_string(o, dx, "parameter") {
-            Some(p) => {
-                if !is_deferred(&p) && !is_parameter_name(&p) {
-                    error_at(
-                        o,
-                        dx,
-                        "parameter",
-                        format!("`parameter` \"{p}\" is not a CloudFormation parameter name"),
-                        Some("parameter names are letters and digits, e.g. \"WorkerAMI\""),
-                    );
-                }
-                p
-            }
-            None => {
-                error_at(
-                    o,
-                    dx,
-                    "parameter",
-                    "`cloudformation-update` needs `parameter`: the stack parameter that takes the AMI ID",
-                    Some("e.g. \"parameter\": \"WorkerAMI\""),
-                );
-                String::new()
-            }
-        };
+        let stacks = decode_stacks(o, dx);
+        let parameter = decode_parameter(o, dx);
         let mut capabilities = Vec::new();
         for c in strings_at(o, dx, "capabilities").unwrap_or_default() {
             if CAPABILITIES.contains(&c.value.as_str()) {
@@ -209,50 +126,103 @@ impl CloudFormationConfig {
     }
 }
 
+/// `stack_name` (with `region`) or `stacks` (one stack per region), exactly one of them.
+fn decode_stacks(o: &mut Obj, dx: &mut Dx) -> Stacks {
+    let stack_name = opt_string(o, dx, "stack_name");
+    let stacks = o.string_map(dx, "stacks");
+    let region = opt_string(o, dx, "region");
+    match (stack_name, stacks) {
+        (Some(_), Some(_)) => {
+            error_at(
+                o,
+                dx,
+                "stacks",
+                "`stack_name` and `stacks` cannot both be set",
+                Some("use `stack_name` for the stack of one region, `stacks` for one stack per region"),
+            );
+            Stacks::PerRegion(BTreeMap::new())
+        }
+        (Some(name), None) => Stacks::One { name, region },
+        (None, Some(map)) => {
+            if map.is_empty() {
+                error_at(
+                    o,
+                    dx,
+                    "stacks",
+                    "`stacks` must name at least one stack",
+                    Some("e.g. \"stacks\": {\"us-east-1\": \"web_worker\", \"eu-west-1\": \"web_worker\"}"),
+                );
+            }
+            for (r, n) in &map {
+                if r.trim().is_empty() || n.trim().is_empty() {
+                    error_at(
+                        o,
+                        dx,
+                        "stacks",
+                        "`stacks` maps a region to a stack name; neither may be empty",
+                        None,
+                    );
+                    break;
+                }
+            }
+            if region.is_some() {
+                error_at(
+                    o,
+                    dx,
+                    "region",
+                    "`region` has no meaning with `stacks` (its keys are the regions)",
+                    None,
+                );
+            }
+            Stacks::PerRegion(map)
+        }
+        (None, None) => {
+            error_at(
+                o,
+                dx,
+                "stack_name",
+                "`cloudformation-update` needs `stack_name` or `stacks`",
+                Some("e.g. \"stack_name\": \"web_worker\", or \"stacks\": {\"us-east-1\": \"web_worker\"}"),
+            );
+            Stacks::One {
+                name: String::new(),
+                region,
+            }
+        }
+    }
+}
+
+/// `parameter`: the stack parameter that takes the AMI ID (required, a parameter name).
+fn decode_parameter(o: &mut Obj, dx: &mut Dx) -> String {
+    match opt_string(o, dx, "parameter") {
+        Some(p) => {
+            if !is_deferred(&p) && !is_parameter_name(&p) {
+                error_at(
+                    o,
+                    dx,
+                    "parameter",
+                    format!("`parameter` \"{p}\" is not a CloudFormation parameter name"),
+                    Some("parameter names are letters and digits, e.g. \"WorkerAMI\""),
+                );
+            }
+            p
+        }
+        None => {
+            error_at(
+                o,
+                dx,
+                "parameter",
+                "`cloudformation-update` needs `parameter`: the stack parameter that takes the AMI ID",
+                Some("e.g. \"parameter\": \"WorkerAMI\""),
+            );
+            String::new()
+        }
+    }
+}
+
 /// True for a CloudFormation parameter name (alphanumeric, at most 255 characters).
 pub fn is_parameter_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CfnError {
-    #[error("the artifact has no AMI in {region} for stack {stack} (its AMIs are in: {have}); add {region} to ami_regions or update a stack in one of those regions")]
-    NoAmi {
-        stack: String,
-        region: String,
-        have: String,
-    },
-    #[error("the artifact has no AMI in the build region {region}; set `region` to one of {have}, or use `stacks`")]
-    NoPrimaryAmi { region: String, have: String },
-    #[error("no AWS access: the null builder makes no AMI to hand to a stack")]
-    NoAws,
-    #[error("describing stack {stack} ({region}): {source}")]
-    DescribeStack {
-        stack: String,
-        region: String,
-        source: ApiError,
-    },
-    #[error("stack {stack} ({region}) has no parameter {parameter} (its parameters: {known})")]
-    NoSuchParameter {
-        stack: String,
-        region: String,
-        parameter: String,
-        known: String,
-    },
-    #[error("updating stack {stack} ({region}) to {ami}: {source}")]
-    UpdateStack {
-        stack: String,
-        region: String,
-        ami: String,
-        source: ApiError,
-    },
-    #[error("updating stack {stack} ({region}) to {ami}: {source}")]
-    Wait {
-        stack: String,
-        region: String,
-        ami: String,
-        source: WaitError,
-    },
 }
 
 /// What the AMI of a failed update means for the user: it exists, and this is how to retry.
@@ -528,7 +498,13 @@ pub async fn run(
     let mut failures = Vec::new();
     for (region, stack, ami) in &stacks {
         let cf = aws.cloudformation(region, endpoint.as_deref());
-        if let Err(e) = update_one(c, ctx, target, &cf, region, stack, &parameter, ami).await {
+        let update = StackUpdate {
+            stack,
+            region,
+            parameter: &parameter,
+            ami,
+        };
+        if let Err(e) = update_one(c, ctx, target, &cf, &update).await {
             // With several stacks, each failure is shown when it happens (the next stack is
             // still updated); the build's error lists them all.
             if stacks.len() > 1 {
@@ -551,17 +527,29 @@ pub async fn run(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One stack's update: which stack, in which region, and the parameter value it gets.
+struct StackUpdate<'a> {
+    stack: &'a str,
+    region: &'a str,
+    parameter: &'a str,
+    ami: &'a str,
+}
+
+/// Updates one stack: checks that it has the parameter, starts the update (every other
+/// parameter kept) and, with `wait`, waits for it to end.
 async fn update_one(
     c: &CloudFormationConfig,
     ctx: &PpContext<'_>,
     target: &str,
     cf: &aws_sdk_cloudformation::Client,
-    region: &str,
-    stack: &str,
-    parameter: &str,
-    ami: &str,
+    u: &StackUpdate<'_>,
 ) -> Result<(), PpError> {
+    let &StackUpdate {
+        stack,
+        region,
+        parameter,
+        ami,
+    } = u;
     let (status, _, keys) =
         describe(cf, stack)
             .await
@@ -603,31 +591,6 @@ async fn update_one(
             }
         ),
     );
-    // The SDK retries a request that failed on the way (throttling, 5xx); the token makes
-    // CloudFormation see a retry as the same update rather than a second one.
-    let token = format!("imgbuild-{}", uuid::Uuid::new_v4());
-    let mut req = cf
-        .update_stack()
-        .stack_name(stack)
-        .client_request_token(token)
-        .use_previous_template(true)
-        .parameters(
-            Parameter::builder()
-                .parameter_key(parameter)
-                .parameter_value(ami)
-                .build(),
-        );
-    for k in &others {
-        req = req.parameters(
-            Parameter::builder()
-                .parameter_key(k)
-                .use_previous_value(true)
-                .build(),
-        );
-    }
-    for cap in &c.capabilities {
-        req = req.capabilities(Capability::from(cap.as_str()));
-    }
     let hint = retry_hint(stack, region, parameter, ami, &others);
     let failed = |source: ApiError| {
         PpError::Other(format!(
@@ -642,7 +605,7 @@ async fn update_one(
             .trim_end_matches('.')
         ))
     };
-    match req.send().await.api() {
+    match start_update(c, cf, u, &others).await {
         Ok(_) => {}
         Err(e) if is_no_update(&e) => {
             ctx.say(
@@ -664,6 +627,68 @@ async fn update_one(
         );
         return Ok(());
     }
+    wait_update(c, ctx, target, cf, u, before, &hint).await
+}
+
+/// Sends `UpdateStack`: the previous template, `parameter` set to the AMI, every other
+/// parameter kept with `UsePreviousValue`.
+async fn start_update(
+    c: &CloudFormationConfig,
+    cf: &aws_sdk_cloudformation::Client,
+    u: &StackUpdate<'_>,
+    others: &[String],
+) -> Result<(), ApiError> {
+    let &StackUpdate {
+        stack,
+        parameter,
+        ami,
+        ..
+    } = u;
+    // The SDK retries a request that failed on the way (throttling, 5xx); the token makes
+    // CloudFormation see a retry as the same update rather than a second one.
+    let token = format!("imgbuild-{}", uuid::Uuid::new_v4());
+    let mut req = cf
+        .update_stack()
+        .stack_name(stack)
+        .client_request_token(token)
+        .use_previous_template(true)
+        .parameters(
+            Parameter::builder()
+                .parameter_key(parameter)
+                .parameter_value(ami)
+                .build(),
+        );
+    for k in others {
+        req = req.parameters(
+            Parameter::builder()
+                .parameter_key(k)
+                .use_previous_value(true)
+                .build(),
+        );
+    }
+    for cap in &c.capabilities {
+        req = req.capabilities(Capability::from(cap.as_str()));
+    }
+    req.send().await.api().map(|_| ())
+}
+
+/// Waits (bounded by `timeout`, cancellable) for a started update to end, printing each new
+/// stack event; a failed or timed-out update names CloudFormation's reasons and how to retry.
+async fn wait_update(
+    c: &CloudFormationConfig,
+    ctx: &PpContext<'_>,
+    target: &str,
+    cf: &aws_sdk_cloudformation::Client,
+    u: &StackUpdate<'_>,
+    before: Option<String>,
+    hint: &str,
+) -> Result<(), PpError> {
+    let &StackUpdate {
+        stack,
+        region,
+        parameter,
+        ami,
+    } = u;
     ctx.say(
         target,
         &format!(

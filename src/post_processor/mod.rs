@@ -2,11 +2,16 @@
 //! `"type"`: Packer's `manifest` and `shell-local`, and imgbuild's `ami-outputs` (the AMI IDs as
 //! a JSON file and as `KEY=VALUE` lines for the next stage of a pipeline), `cloudformation-update`
 //! (the AMI handed to a CloudFormation stack) and `ssm-parameter` (the AMI ID published in SSM
-//! Parameter Store). This module holds their configuration; [`run`] runs a build's chains.
+//! Parameter Store). This module holds their configuration and its decoding
+//! ([`PreparedPostProcessor::decode`], and [`check_builds`] across the builds of a template);
+//! [`run`] runs a build's chains, each post-processor with a [`context::PpContext`] and failing
+//! with an [`error::PpError`] (both below `run` and the post-processors).
 
 pub mod ami_outputs;
 pub mod ami_retention;
 pub mod cloudformation;
+pub mod context;
+pub mod error;
 pub mod manifest;
 pub mod output;
 pub mod run;
@@ -21,6 +26,8 @@ pub use ssm_parameter::SsmParameterConfig;
 
 use crate::provisioner::shell_local::ShellLocalConfig;
 use crate::template::decode::{Dx, Obj};
+use crate::template::diag::Diagnostic;
+use crate::template::RawPostProcessor;
 
 #[derive(Debug)]
 pub struct PreparedPostProcessor {
@@ -28,6 +35,41 @@ pub struct PreparedPostProcessor {
     pub name: Option<String>,
     pub keep_input_artifact: Option<bool>,
     pub config: PostProcessorConfig,
+}
+
+impl PreparedPostProcessor {
+    /// Decodes a post-processor of the template: the common keys taken, its own options decoded
+    /// by its type. `None` when it cannot be decoded (every problem is reported to `dx`).
+    pub fn decode(pp: &RawPostProcessor, dx: &mut Dx) -> Option<PreparedPostProcessor> {
+        let what = format!("post-processor `{}`", pp.kind);
+        let mut obj = Obj::new(&pp.node, pp.path.clone(), what, dx)?;
+        for k in ["type", "name", "only", "except", "keep_input_artifact"] {
+            obj.take(k);
+        }
+        let Some(config) = PostProcessorConfig::decode(&pp.kind, obj, dx) else {
+            dx.unknown_type(
+                &pp.node,
+                &pp.path,
+                "post-processor",
+                &pp.kind,
+                POST_PROCESSOR_TYPES,
+            );
+            return None;
+        };
+        Some(PreparedPostProcessor {
+            kind: pp.kind.clone(),
+            name: pp.name.clone(),
+            keep_input_artifact: pp.keep_input_artifact,
+            config,
+        })
+    }
+}
+
+/// The post-processors' checks across the builds of one template (Packer's "does this build
+/// exist" kind: what one build's post-processor would do to another's), each build given as its
+/// name and its post-processor chains. Today: `ami-outputs` builds sharing an env file.
+pub fn check_builds(builds: &[(&str, &[Vec<PreparedPostProcessor>])]) -> Vec<Diagnostic> {
+    ami_outputs::check_builds(builds)
 }
 
 /// The post-processor types imgbuild knows.
@@ -83,6 +125,38 @@ impl PostProcessorConfig {
 mod tests {
     use super::*;
     use crate::checks::testing::*;
+
+    #[test]
+    fn a_prepared_post_processor_takes_the_common_keys_and_unknown_types_are_reported() {
+        let text = r#"{
+            "builders": [{"type": "null", "name": "b"}],
+            "post-processors": [
+                {"type": "manifest", "name": "m", "only": ["b"], "keep_input_artifact": true,
+                 "output": "m.json"},
+                {"type": "vagrant"}
+            ]
+        }"#;
+        let ((m, unknown), d) = template(text, |t, dx| {
+            let pps: Vec<_> = t.post_processors.iter().flatten().collect();
+            (
+                PreparedPostProcessor::decode(pps[0], dx),
+                PreparedPostProcessor::decode(pps[1], dx),
+            )
+        });
+        let m = m.expect("manifest decodes");
+        assert_eq!(m.name.as_deref(), Some("m"));
+        assert_eq!(m.keep_input_artifact, Some(true));
+        assert!(matches!(&m.config, PostProcessorConfig::Manifest(c) if c.output == "m.json"));
+        assert!(unknown.is_none());
+        assert_eq!(
+            errors(&d),
+            vec!["post-processor type `vagrant` is not supported by imgbuild"]
+        );
+        assert!(
+            all_text(&d).contains("supported post-processors: manifest"),
+            "{d:?}"
+        );
+    }
 
     #[test]
     fn known_types_decode_and_others_are_none() {

@@ -11,114 +11,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::ami_outputs::{self, AmiOutputsConfig};
-use super::cloudformation::{self, CfnError};
+use super::cloudformation;
+pub use super::context::PpContext;
+use super::error::PpError;
 use super::manifest::{self, ManifestBuild, ManifestConfig};
-use super::output::{self, OutputError, LOCK_WAIT};
-use super::ssm_parameter::{self, SsmError};
+use super::output::{self, LOCK_WAIT};
+use super::ssm_parameter;
 use super::{shell_local, PostProcessorConfig};
 use crate::artifact::Artifact;
-use crate::aws::Aws;
-use crate::cancel::Cancel;
 use crate::post_processor::PreparedPostProcessor;
 use crate::redact::MASK;
-use crate::template::funcs::{Engine, Phase, Scope};
-use crate::ui::Ui;
-
-/// What post-processors run with.
-pub struct PpContext<'a> {
-    pub build_name: &'a str,
-    pub build_type: &'a str,
-    /// The run's id (`packer_run_uuid` in the manifest).
-    pub run_id: &'a str,
-    /// `-force`: a manifest last written by another run starts over.
-    pub force: bool,
-    pub ui: &'a Ui,
-    pub engine: &'a Engine,
-    pub user: &'a BTreeMap<String, String>,
-    pub template_dir: &'a str,
-    pub cancel: &'a Cancel,
-    /// The build's AWS access (credentials, retry, endpoints), for the post-processors that
-    /// call AWS; `None` for the null builder.
-    pub aws: Option<&'a Aws>,
-    /// The amazon-ebs build's `ami_name` as written in the template (not rendered).
-    pub ami_name: Option<&'a str>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PpError {
-    #[error("rendering {what}: {message}")]
-    Render { what: String, message: String },
-    #[error(transparent)]
-    Output(#[from] OutputError),
-    #[error(transparent)]
-    CloudFormation(Box<CfnError>),
-    #[error(transparent)]
-    Ssm(Box<SsmError>),
-    #[error("refusing to write {}: {what} would hold a sensitive value", path.display())]
-    Secret { path: PathBuf, what: String },
-    #[error("Script exited with non-zero exit status: {code}. Allowed exit codes are: {valid:?} (script {script})")]
-    ExitStatus {
-        script: String,
-        code: i32,
-        valid: Vec<i64>,
-    },
-    #[error("Script {script} was killed by signal {signal}")]
-    Signaled { script: String, signal: i32 },
-    #[error("{what}: {source}")]
-    Local {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("cancelled (interrupted)")]
-    Cancelled,
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<CfnError> for PpError {
-    fn from(e: CfnError) -> PpError {
-        PpError::CloudFormation(Box::new(e))
-    }
-}
-
-impl From<SsmError> for PpError {
-    fn from(e: SsmError) -> PpError {
-        PpError::Ssm(Box::new(e))
-    }
-}
-
-impl PpContext<'_> {
-    /// Renders a post-processor option against the artifact's build data (`{{ build `ID` }}`,
-    /// `{{ .SourceAMI }}`); `fields` replaces the dot fields (`execute_command`'s `.Vars`).
-    pub fn render(
-        &self,
-        what: &str,
-        src: &str,
-        artifact: &Artifact,
-        fields: Option<&BTreeMap<String, String>>,
-    ) -> Result<String, PpError> {
-        let scope = Scope {
-            phase: Phase::Build,
-            user: self.user,
-            template_dir: self.template_dir,
-            build_name: Some(self.build_name),
-            build_type: Some(self.build_type),
-            build: Some(&artifact.build_data),
-            fields: Some(fields.unwrap_or(&artifact.build_data)),
-        };
-        self.engine
-            .render(src, &scope)
-            .map_err(|e| PpError::Render {
-                what: what.to_string(),
-                message: e.message,
-            })
-    }
-
-    /// A status line under a post-processor's prefix (`==> web (manifest): ...`).
-    pub fn say(&self, target: &str, text: &str) {
-        self.ui.say(&format!("==> {target}: {text}"));
-    }
-}
 
 /// What one post-processor returned: its artifact and whether its input is kept by default,
 /// and whether that default beats `keep_input_artifact: false` (Packer's `forceOverride`).

@@ -13,7 +13,8 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
 use super::ami_outputs::{env_name, primary_ami};
-use super::run::{PpContext, PpError};
+use super::context::PpContext;
+use super::error::PpError;
 use crate::artifact::Artifact;
 use crate::provisioner::runtime::local::{run_local, LocalError};
 use crate::provisioner::runtime::remote::Line;

@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ssm::types::{ParameterType, ResourceTypeForTagging, Tag};
 
-use super::run::{PpContext, PpError};
+use super::context::PpContext;
+use super::error::{PpError, SsmError};
 use crate::artifact::Artifact;
-use crate::aws::{Api, ApiError};
+use crate::aws::Api;
 use crate::checks::{error_at, flag, is_deferred, one_of, opt_string};
 use crate::template::decode::{Dx, Obj};
 
@@ -143,31 +144,6 @@ pub fn name_problem(name: &str) -> Option<String> {
         return Some("it has more than 15 levels".into());
     }
     None
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SsmError {
-    #[error("the artifact has no AMI in {region} (its AMIs are in: {have})")]
-    NoAmi { region: String, have: String },
-    #[error("no AWS access: the null builder makes no AMI to publish")]
-    NoAws,
-    #[error("`parameter_name` \"{name}\" is not an SSM parameter name: {why}")]
-    BadName { name: String, why: String },
-    #[error("SSM parameter {name} already exists in {region}; set \"overwrite\": true to replace its value")]
-    Exists { name: String, region: String },
-    #[error("publishing {ami} as SSM parameter {name} ({region}): {source}")]
-    PutParameter {
-        name: String,
-        region: String,
-        ami: String,
-        source: ApiError,
-    },
-    #[error("tagging SSM parameter {name} ({region}): {source}")]
-    AddTags {
-        name: String,
-        region: String,
-        source: ApiError,
-    },
 }
 
 fn tag(k: &str, v: &str) -> Result<Tag, PpError> {

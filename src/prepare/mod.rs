@@ -8,14 +8,13 @@
 use crate::builder::amazon::config::AmazonEbsConfig;
 use crate::builder::null::NullConfig;
 use crate::builder::BuilderConfig;
-use crate::post_processor::{PostProcessorConfig, PreparedPostProcessor, POST_PROCESSOR_TYPES};
-use crate::provisioner::{PreparedProvisioner, ProvisionerConfig, PROVISIONER_TYPES};
+use crate::post_processor::PreparedPostProcessor;
+use crate::provisioner::PreparedProvisioner;
 use crate::template::decode::{Dx, Obj};
 use crate::template::diag::{closest, Diagnostic, Diagnostics, JsonPath};
 use crate::template::funcs::{Clock, Engine, Phase, Scope, PACKER_COMPAT_VERSION};
-use crate::template::json::{Kind, Member, Node};
 use crate::template::variables::Variables;
-use crate::template::{NameRef, RawPostProcessor, RawProvisioner, Template};
+use crate::template::{NameRef, RawBuilder, Template};
 
 /// The builder types imgbuild runs.
 pub const BUILDER_TYPES: &[&str] = &["amazon-ebs", "null"];
@@ -58,9 +57,55 @@ pub fn prepare(
 ) -> Prepared {
     check_min_version(t, diags);
     let user = &vars.values;
-    // Build names may use variables; render them first.
-    let names: Vec<String> = t
-        .builders
+    let names = build_names(t, user, engine, diags);
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    check_selection(selection, &all, diags);
+    check_name_refs(t, &all, diags);
+
+    let mut builds = Vec::new();
+    for (b, name) in t.builders.iter().zip(&names) {
+        let selected = (selection.only.is_empty() || selection.only.contains(name))
+            && !selection.except.contains(name);
+        if !selected {
+            continue;
+        }
+        let mut dx = Dx {
+            diags: &mut *diags,
+            file: &t.file,
+            engine,
+            scope: scope(Phase::Prepare, user, t, Some(name), Some(&b.kind)),
+        };
+        if let Some(build) = prepare_build(t, b, name, &mut dx) {
+            builds.push(build);
+        }
+    }
+    for d in crate::post_processor::check_builds(
+        &builds
+            .iter()
+            .map(|b| (b.name.as_str(), b.post_processors.as_slice()))
+            .collect::<Vec<_>>(),
+    ) {
+        diags.push(d.in_file(&t.file));
+    }
+    if builds.is_empty() && !t.builders.is_empty() && !diags.has_errors() {
+        diags.push(
+            Diagnostic::error("no builds to run: -only/-except left none of the template's builds")
+                .help(format!("builds in this template: {}", all.join(", "))),
+        );
+    }
+    dedupe(diags);
+    Prepared { builds, clock }
+}
+
+/// The builds' names, rendered (they may use variables); a name that does not render is
+/// reported and kept as written.
+fn build_names(
+    t: &Template,
+    user: &std::collections::BTreeMap<String, String>,
+    engine: &Engine,
+    diags: &mut Diagnostics,
+) -> Vec<String> {
+    t.builders
         .iter()
         .map(|b| {
             let scope = scope(Phase::Prepare, user, t, None, None);
@@ -81,8 +126,11 @@ pub fn prepare(
                 }
             }
         })
-        .collect();
-    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        .collect()
+}
+
+/// `-only` and `-except` name builds of the template.
+fn check_selection(selection: &Selection, all: &[&str], diags: &mut Diagnostics) {
     for (flag, list) in [("-only", &selection.only), ("-except", &selection.except)] {
         for n in list {
             if !all.contains(&n.as_str()) {
@@ -97,100 +145,77 @@ pub fn prepare(
             }
         }
     }
-    check_name_refs(t, &all, diags);
+}
 
-    let mut builds = Vec::new();
-    for (b, name) in t.builders.iter().zip(&names) {
-        let selected = (selection.only.is_empty() || selection.only.contains(name))
-            && !selection.except.contains(name);
-        if !selected {
-            continue;
+/// One selected build: its builder decoded, the provisioners, error-cleanup provisioner and
+/// post-processor chains that apply to it. `None` when its builder cannot be decoded or its
+/// type is unknown (reported to `dx`).
+fn prepare_build(t: &Template, b: &RawBuilder, name: &str, dx: &mut Dx) -> Option<PreparedBuild> {
+    let builder = decode_builder(b, name, dx)?;
+    let provisioners = t
+        .provisioners
+        .iter()
+        .filter(|p| applies(&p.only, &p.except, name))
+        .filter_map(|p| PreparedProvisioner::decode(p, name, dx))
+        .collect();
+    let error_cleanup = t
+        .error_cleanup
+        .as_ref()
+        .filter(|p| applies(&p.only, &p.except, name))
+        .and_then(|p| PreparedProvisioner::decode(p, name, dx));
+    let post_processors = t
+        .post_processors
+        .iter()
+        .map(|chain| {
+            chain
+                .iter()
+                .filter(|pp| applies(&pp.only, &pp.except, name))
+                .filter_map(|pp| PreparedPostProcessor::decode(pp, dx))
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| !c.is_empty())
+        .collect();
+    Some(PreparedBuild {
+        name: name.to_string(),
+        kind: b.kind.clone(),
+        builder,
+        provisioners,
+        error_cleanup,
+        post_processors,
+        definition: b.node.to_json(),
+    })
+}
+
+/// The builder's configuration, decoded by its type; an unknown type is reported.
+fn decode_builder(b: &RawBuilder, name: &str, dx: &mut Dx) -> Option<BuilderConfig> {
+    let what = format!("builder `{name}` ({})", b.kind);
+    let mut obj = Obj::new(&b.node, b.path.clone(), what, dx)?;
+    obj.take("type");
+    obj.take("name");
+    match b.kind.as_str() {
+        "amazon-ebs" => Some(BuilderConfig::AmazonEbs(Box::new(AmazonEbsConfig::decode(
+            obj, dx,
+        )))),
+        "null" => Some(BuilderConfig::Null(Box::new(NullConfig::decode(obj, dx)))),
+        other => {
+            let (node, path) = (b.node.get("type").map(|m| &m.value), b.path.key("type"));
+            let span = node.map_or(b.node.span, |n| n.span);
+            let d = dx.error(
+                span,
+                &path,
+                format!("builder type `{other}` is not supported by imgbuild"),
+            );
+            d.notes
+                .push(match closest(other, BUILDER_TYPES.iter().copied()) {
+                    Some(c) => format!("help: did you mean `{c}`?"),
+                    None => format!(
+                        "help: supported builders: {} (amazon-ebs builds AMIs; null runs the provisioners against an existing machine)",
+                        BUILDER_TYPES.join(", ")
+                    ),
+                });
+            None
         }
-        let mut dx = Dx {
-            diags: &mut *diags,
-            file: &t.file,
-            engine,
-            scope: scope(Phase::Prepare, user, t, Some(name), Some(&b.kind)),
-        };
-        let what = format!("builder `{name}` ({})", b.kind);
-        let Some(mut obj) = Obj::new(&b.node, b.path.clone(), what, &mut dx) else {
-            continue;
-        };
-        obj.take("type");
-        obj.take("name");
-        let builder = match b.kind.as_str() {
-            "amazon-ebs" => {
-                BuilderConfig::AmazonEbs(Box::new(AmazonEbsConfig::decode(obj, &mut dx)))
-            }
-            "null" => BuilderConfig::Null(Box::new(NullConfig::decode(obj, &mut dx))),
-            other => {
-                let (node, path) = (b.node.get("type").map(|m| &m.value), b.path.key("type"));
-                let span = node.map_or(b.node.span, |n| n.span);
-                let d = dx.error(
-                    span,
-                    &path,
-                    format!("builder type `{other}` is not supported by imgbuild"),
-                );
-                d.notes
-                    .push(match closest(other, BUILDER_TYPES.iter().copied()) {
-                        Some(c) => format!("help: did you mean `{c}`?"),
-                        None => format!(
-                            "help: supported builders: {} (amazon-ebs builds AMIs; null runs the provisioners against an existing machine)",
-                            BUILDER_TYPES.join(", ")
-                        ),
-                    });
-                continue;
-            }
-        };
-        let provisioners = t
-            .provisioners
-            .iter()
-            .filter(|p| applies(&p.only, &p.except, name))
-            .filter_map(|p| prepare_provisioner(p, name, &mut dx))
-            .collect();
-        let error_cleanup = t
-            .error_cleanup
-            .as_ref()
-            .filter(|p| applies(&p.only, &p.except, name))
-            .and_then(|p| prepare_provisioner(p, name, &mut dx));
-        let post_processors = t
-            .post_processors
-            .iter()
-            .map(|chain| {
-                chain
-                    .iter()
-                    .filter(|pp| applies(&pp.only, &pp.except, name))
-                    .filter_map(|pp| prepare_post_processor(pp, &mut dx))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|c| !c.is_empty())
-            .collect();
-        builds.push(PreparedBuild {
-            name: name.clone(),
-            kind: b.kind.clone(),
-            builder,
-            provisioners,
-            error_cleanup,
-            post_processors,
-            definition: b.node.to_json(),
-        });
     }
-    for d in crate::post_processor::ami_outputs::check_builds(
-        &builds
-            .iter()
-            .map(|b| (b.name.as_str(), b.post_processors.as_slice()))
-            .collect::<Vec<_>>(),
-    ) {
-        diags.push(d.in_file(&t.file));
-    }
-    if builds.is_empty() && !t.builders.is_empty() && !diags.has_errors() {
-        diags.push(
-            Diagnostic::error("no builds to run: -only/-except left none of the template's builds")
-                .help(format!("builds in this template: {}", all.join(", "))),
-        );
-    }
-    dedupe(diags);
-    Prepared { builds, clock }
 }
 
 fn scope<'a>(
@@ -255,118 +280,6 @@ fn check_name_refs(t: &Template, builds: &[&str], diags: &mut Diagnostics) {
         check(&what, "only", &pp.only);
         check(&what, "except", &pp.except);
     }
-}
-
-/// The provisioner's settings with this build's `override` merged over them.
-fn merged(p: &RawProvisioner, build: &str) -> Node {
-    let Some((_, ov)) = p.overrides.iter().find(|(n, _)| n.name == build) else {
-        return p.node.clone();
-    };
-    let base = p.node.as_object().unwrap_or(&[]);
-    let extra = ov.as_object().unwrap_or(&[]);
-    let mut members: Vec<Member> = base
-        .iter()
-        .filter(|m| m.key != "override" && !extra.iter().any(|e| e.key == m.key))
-        .cloned()
-        .collect();
-    members.extend(extra.iter().cloned());
-    Node {
-        span: p.node.span,
-        kind: Kind::Object(members),
-    }
-}
-
-fn prepare_provisioner(
-    p: &RawProvisioner,
-    build: &str,
-    dx: &mut Dx,
-) -> Option<PreparedProvisioner> {
-    let node = merged(p, build);
-    let what = if p.path.to_string().starts_with("error-cleanup") {
-        format!("error-cleanup-provisioner ({})", p.kind)
-    } else {
-        format!("provisioner {} ({})", p.index + 1, p.kind)
-    };
-    let mut obj = Obj::new(&node, p.path.clone(), what, dx)?;
-    for k in [
-        "type",
-        "only",
-        "except",
-        "override",
-        "pause_before",
-        "max_retries",
-        "timeout",
-    ] {
-        obj.take(k);
-    }
-    match ProvisionerConfig::decode(&p.kind, obj, dx) {
-        Some(config) => Some(PreparedProvisioner {
-            index: p.index,
-            kind: p.kind.clone(),
-            pause_before: p.pause_before,
-            max_retries: p.max_retries,
-            timeout: p.timeout,
-            config,
-            definition: {
-                let mut v = node.to_json();
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("override");
-                }
-                v
-            },
-        }),
-        None => {
-            unknown_type(
-                dx,
-                &node,
-                &p.path,
-                "provisioner",
-                &p.kind,
-                PROVISIONER_TYPES,
-            );
-            None
-        }
-    }
-}
-
-fn prepare_post_processor(pp: &RawPostProcessor, dx: &mut Dx) -> Option<PreparedPostProcessor> {
-    let what = format!("post-processor `{}`", pp.kind);
-    let mut obj = Obj::new(&pp.node, pp.path.clone(), what, dx)?;
-    for k in ["type", "name", "only", "except", "keep_input_artifact"] {
-        obj.take(k);
-    }
-    match PostProcessorConfig::decode(&pp.kind, obj, dx) {
-        Some(config) => Some(PreparedPostProcessor {
-            kind: pp.kind.clone(),
-            name: pp.name.clone(),
-            keep_input_artifact: pp.keep_input_artifact,
-            config,
-        }),
-        None => {
-            unknown_type(
-                dx,
-                &pp.node,
-                &pp.path,
-                "post-processor",
-                &pp.kind,
-                POST_PROCESSOR_TYPES,
-            );
-            None
-        }
-    }
-}
-
-fn unknown_type(dx: &mut Dx, node: &Node, path: &JsonPath, what: &str, kind: &str, known: &[&str]) {
-    let span = node.get("type").map_or(node.span, |m| m.value.span);
-    let d = dx.error(
-        span,
-        &path.key("type"),
-        format!("{what} type `{kind}` is not supported by imgbuild"),
-    );
-    d.notes.push(match closest(kind, known.iter().copied()) {
-        Some(c) => format!("help: did you mean `{c}`?"),
-        None => format!("help: supported {what}s: {}", known.join(", ")),
-    });
 }
 
 /// `min_packer_version` is checked against the Packer version whose template language imgbuild

@@ -1,5 +1,6 @@
 //! Provisioners: what runs against the instance between launch and image creation. A closed
-//! set, tagged by `"type"`; this module holds their configuration (running them comes later).
+//! set, tagged by `"type"`; this module holds their configuration and its decoding
+//! ([`PreparedProvisioner::decode`], with a build's `override` merged); [`runtime`] runs them.
 
 pub mod breakpoint;
 pub mod file;
@@ -13,6 +14,8 @@ pub use shell::{ShellConfig, ShellSource};
 pub use shell_local::ShellLocalConfig;
 
 use crate::template::decode::{Dx, Obj};
+use crate::template::json::{Kind, Member, Node};
+use crate::template::RawProvisioner;
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -27,6 +30,70 @@ pub struct PreparedProvisioner {
     /// The definition as written, with this build's `override` merged (for the reuse
     /// fingerprint: template text, not rendered values).
     pub definition: serde_json::Value,
+}
+
+impl PreparedProvisioner {
+    /// Decodes a provisioner of the template for the build named `build`: its `override` for
+    /// that build merged over its settings, the common keys taken, its own options decoded by
+    /// its type. `None` when it cannot be decoded (every problem is reported to `dx`).
+    pub fn decode(p: &RawProvisioner, build: &str, dx: &mut Dx) -> Option<PreparedProvisioner> {
+        let node = merged(p, build);
+        let what = if p.path.to_string().starts_with("error-cleanup") {
+            format!("error-cleanup-provisioner ({})", p.kind)
+        } else {
+            format!("provisioner {} ({})", p.index + 1, p.kind)
+        };
+        let mut obj = Obj::new(&node, p.path.clone(), what, dx)?;
+        for k in [
+            "type",
+            "only",
+            "except",
+            "override",
+            "pause_before",
+            "max_retries",
+            "timeout",
+        ] {
+            obj.take(k);
+        }
+        let Some(config) = ProvisionerConfig::decode(&p.kind, obj, dx) else {
+            dx.unknown_type(&node, &p.path, "provisioner", &p.kind, PROVISIONER_TYPES);
+            return None;
+        };
+        Some(PreparedProvisioner {
+            index: p.index,
+            kind: p.kind.clone(),
+            pause_before: p.pause_before,
+            max_retries: p.max_retries,
+            timeout: p.timeout,
+            config,
+            definition: {
+                let mut v = node.to_json();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("override");
+                }
+                v
+            },
+        })
+    }
+}
+
+/// The provisioner's settings with this build's `override` merged over them.
+fn merged(p: &RawProvisioner, build: &str) -> Node {
+    let Some((_, ov)) = p.overrides.iter().find(|(n, _)| n.name == build) else {
+        return p.node.clone();
+    };
+    let base = p.node.as_object().unwrap_or(&[]);
+    let extra = ov.as_object().unwrap_or(&[]);
+    let mut members: Vec<Member> = base
+        .iter()
+        .filter(|m| m.key != "override" && !extra.iter().any(|e| e.key == m.key))
+        .cloned()
+        .collect();
+    members.extend(extra.iter().cloned());
+    Node {
+        span: p.node.span,
+        kind: Kind::Object(members),
+    }
 }
 
 /// The provisioner types imgbuild knows.
@@ -60,6 +127,49 @@ impl ProvisionerConfig {
 mod tests {
     use super::*;
     use crate::checks::testing::*;
+
+    #[test]
+    fn a_prepared_provisioner_has_its_builds_override_merged_and_unknown_types_are_reported() {
+        let text = r#"{
+            "builders": [{"type": "null", "name": "b"}, {"type": "null", "name": "c"}],
+            "provisioners": [
+                {"type": "shell", "inline": ["a"], "max_retries": 2,
+                 "override": {"b": {"inline": ["for b"]}}},
+                {"type": "ansible", "playbook_file": "x.yml"}
+            ]
+        }"#;
+        let ((b, c, unknown), d) = template(text, |t, dx| {
+            (
+                PreparedProvisioner::decode(&t.provisioners[0], "b", dx),
+                PreparedProvisioner::decode(&t.provisioners[0], "c", dx),
+                PreparedProvisioner::decode(&t.provisioners[1], "b", dx),
+            )
+        });
+        let b = b.expect("decodes for b");
+        assert!(
+            matches!(&b.config, ProvisionerConfig::Shell(s) if s.source == ShellSource::Inline(vec!["for b".into()]))
+        );
+        assert_eq!(b.max_retries, 2);
+        assert!(b.definition.get("override").is_none(), "{}", b.definition);
+        assert_eq!(b.definition["inline"], serde_json::json!(["for b"]));
+        let c = c.expect("decodes for c");
+        assert!(
+            matches!(&c.config, ProvisionerConfig::Shell(s) if s.source == ShellSource::Inline(vec!["a".into()]))
+        );
+        assert!(unknown.is_none());
+        assert_eq!(
+            errors(&d),
+            vec!["provisioner type `ansible` is not supported by imgbuild"]
+        );
+        assert!(
+            all_text(&d).contains("supported provisioners: shell, file"),
+            "{d:?}"
+        );
+        assert_eq!(
+            d.items[0].path.as_ref().map(|p| p.to_string()).as_deref(),
+            Some("provisioners[1].type")
+        );
+    }
 
     #[test]
     fn every_listed_type_decodes_and_others_are_none() {

@@ -6,7 +6,7 @@
 //!
 //! * [`shell`]: the remote `shell` provisioner (upload, execute, clean up, reconnect after an
 //!   expected disconnect such as a reboot).
-//! * [`file`]: the `file` provisioner (uploads and downloads as tar streams).
+//! * [`mod@file`]: the `file` provisioner (uploads and downloads as tar streams).
 //! * [`local`]: `shell-local` (runs on this machine) and `breakpoint`.
 //! * [`remote`]: the SSH session of the build, reconnected when it was lost, and the streaming of
 //!   output lines to the [`Output`].
@@ -14,9 +14,6 @@
 //! Cancellation (the watch receiver turning `true`) drops whatever runs: the wait for SSH stops,
 //! the remote command's channel is closed, a transfer stops, a local process group is killed;
 //! `run` then returns [`ProvisionError::Cancelled`] at once.
-
-// Errors carry the SSH error (endpoint, paths); they are built once per failed step.
-#![allow(clippy::result_large_err)]
 
 pub mod file;
 pub mod local;
@@ -171,7 +168,7 @@ pub enum Failure {
     Ssh {
         what: String,
         #[source]
-        source: SshError,
+        source: Box<SshError>,
     },
     /// A local file or process operation failed.
     #[error("{what}: {source}")]
@@ -410,12 +407,13 @@ impl<'c, 'a> Runtime<'c, 'a> {
                 Ok(()) => return Ok(()),
                 Err(f) => f,
             };
-            if let Failure::Ssh {
-                source: SshError::ConnectCancelled { .. } | SshError::Cancelled { .. },
-                ..
-            } = &failure
-            {
-                return Err(ProvisionError::Cancelled);
+            if let Failure::Ssh { source, .. } = &failure {
+                if matches!(
+                    **source,
+                    SshError::ConnectCancelled { .. } | SshError::Cancelled { .. }
+                ) {
+                    return Err(ProvisionError::Cancelled);
+                }
             }
             let err = ProvisionError::Provisioner {
                 index: p.index,

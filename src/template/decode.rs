@@ -75,6 +75,28 @@ impl Dx<'_> {
         }
     }
 
+    /// Reports a component (`what`: "provisioner", "post-processor") whose `"type"` imgbuild
+    /// does not know, at its `type` key, with the closest known type or the list of them.
+    pub fn unknown_type(
+        &mut self,
+        node: &Node,
+        path: &JsonPath,
+        what: &str,
+        kind: &str,
+        known: &[&str],
+    ) {
+        let span = node.get("type").map_or(node.span, |m| m.value.span);
+        let d = self.error(
+            span,
+            &path.key("type"),
+            format!("{what} type `{kind}` is not supported by imgbuild"),
+        );
+        d.notes.push(match closest(kind, known.iter().copied()) {
+            Some(c) => format!("help: did you mean `{c}`?"),
+            None => format!("help: supported {what}s: {}", known.join(", ")),
+        });
+    }
+
     pub fn template_error(&mut self, node: &Node, path: &JsonPath, key: &str, e: &TmplError) {
         if e.message.contains(UNSET) {
             // A use of a variable whose own error is reported already.

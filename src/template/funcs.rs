@@ -852,6 +852,120 @@ fn fail(at: u64, msg: impl Into<String>, help: impl Into<String>) -> RenderError
     .into()
 }
 
+/// A function's arguments, with where the call is and the function's name (for errors).
+struct Args<'a> {
+    name: &'static str,
+    at: u64,
+    params: &'a [&'a Value],
+}
+
+impl Args<'_> {
+    /// Argument `i` as text (numbers and booleans as written).
+    fn string(&self, i: usize) -> Result<String, RenderError> {
+        let (name, at) = (self.name, self.at);
+        match self.params.get(i) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(Value::Bool(b)) => Ok(b.to_string()),
+            Some(v) => Err(fail(
+                at,
+                format!("`{name}` expects text as argument {}, got {v}", i + 1),
+                usage(name),
+            )),
+            None => Err(fail(
+                at,
+                format!("`{name}` is missing argument {}", i + 1),
+                usage(name),
+            )),
+        }
+    }
+
+    /// Argument `i` as a whole number (or text that is one).
+    fn int(&self, i: usize) -> Result<i64, RenderError> {
+        let (name, at) = (self.name, self.at);
+        match self.params.get(i) {
+            Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64().unwrap_or(0)),
+            Some(Value::String(s)) if s.parse::<i64>().is_ok() => Ok(s.parse::<i64>().unwrap_or(0)),
+            Some(v) => Err(fail(
+                at,
+                format!(
+                    "`{name}` expects a whole number as argument {}, got {v}",
+                    i + 1
+                ),
+                usage(name),
+            )),
+            None => Err(fail(
+                at,
+                format!("`{name}` is missing argument {}", i + 1),
+                usage(name),
+            )),
+        }
+    }
+}
+
+/// `{{user `k`}}`: the variable's value; an undeclared one is an error naming the closest.
+fn user_variable(data: &Value, k: &str, at: u64) -> Result<String, RenderError> {
+    match data
+        .get("user")
+        .and_then(|u| u.get(k))
+        .and_then(Value::as_str)
+    {
+        // A variable that has no value because of an error already reported
+        // (required and not set, or its default failed): no second error here.
+        Some(UNSET) => Err(fail(at, UNSET, "")),
+        Some(v) => Ok(v.to_string()),
+        None => {
+            let names: Vec<&str> = data
+                .get("user")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let help = match closest(k, names.iter().copied()) {
+                Some(c) => format!(
+                    "did you mean `{c}`? Declared variables: {}",
+                    names.join(", ")
+                ),
+                None if names.is_empty() => {
+                    "the template declares no variables: add it under \"variables\"".into()
+                }
+                None => format!(
+                    "declare it under \"variables\"; declared: {}",
+                    names.join(", ")
+                ),
+            };
+            Err(fail(at, format!("variable `{k}` is not declared"), help))
+        }
+    }
+}
+
+/// `{{build `k`}}` (`name` "build") and `{{ .k }}` (`name` "field"): a value of the running
+/// build; outside a build, or a key it does not have, is an error.
+fn build_value(data: &Value, name: &str, k: &str, at: u64) -> Result<String, RenderError> {
+    let (key, shown) = if name == "build" {
+        ("build", format!("build `{k}`"))
+    } else {
+        ("fields", format!(".{k}"))
+    };
+    match data.get(key) {
+        Some(Value::Object(m)) => match m.get(k).and_then(Value::as_str) {
+            Some(v) => Ok(v.to_string()),
+            None => {
+                let names: Vec<&str> = m.keys().map(String::as_str).collect();
+                let help = match closest(k, names.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? Available: {}", names.join(", ")),
+                    None => format!("available here: {}", names.join(", ")),
+                };
+                Err(fail(at, format!("`{shown}` is not available here"), help))
+            }
+        },
+        _ => Err(fail(
+            at,
+            format!("`{shown}` is only known while a build runs"),
+            "use it in a builder, provisioner or post-processor, not in a variable default",
+        )),
+    }
+}
+
 impl HelperDef for Func {
     fn call_inner<'reg: 'rc, 'rc>(
         &self,
@@ -867,44 +981,13 @@ impl HelperDef for Func {
         let data = ctx.data();
         let name = self.name;
         let params: Vec<&Value> = h.params().iter().map(|p| p.value()).collect();
-        let string = |i: usize| -> Result<String, RenderError> {
-            match params.get(i) {
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(Value::Number(n)) => Ok(n.to_string()),
-                Some(Value::Bool(b)) => Ok(b.to_string()),
-                Some(v) => Err(fail(
-                    at,
-                    format!("`{name}` expects text as argument {}, got {v}", i + 1),
-                    usage(name),
-                )),
-                None => Err(fail(
-                    at,
-                    format!("`{name}` is missing argument {}", i + 1),
-                    usage(name),
-                )),
-            }
+        let args = Args {
+            name,
+            at,
+            params: &params,
         };
-        let int = |i: usize| -> Result<i64, RenderError> {
-            match params.get(i) {
-                Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64().unwrap_or(0)),
-                Some(Value::String(s)) if s.parse::<i64>().is_ok() => {
-                    Ok(s.parse::<i64>().unwrap_or(0))
-                }
-                Some(v) => Err(fail(
-                    at,
-                    format!(
-                        "`{name}` expects a whole number as argument {}, got {v}",
-                        i + 1
-                    ),
-                    usage(name),
-                )),
-                None => Err(fail(
-                    at,
-                    format!("`{name}` is missing argument {}", i + 1),
-                    usage(name),
-                )),
-            }
-        };
+        let string = |i: usize| args.string(i);
+        let int = |i: usize| args.int(i);
         let phase = data.get("phase").and_then(Value::as_str).unwrap_or("");
         let t = &self.shared.clock.init;
         let out: String = match name {
@@ -913,41 +996,7 @@ impl HelperDef for Func {
                     params.first().map(|v| (*v).clone()).unwrap_or(Value::Null),
                 ))
             }
-            "user" => {
-                let k = string(0)?;
-                match data
-                    .get("user")
-                    .and_then(|u| u.get(&k))
-                    .and_then(Value::as_str)
-                {
-                    // A variable that has no value because of an error already reported
-                    // (required and not set, or its default failed): no second error here.
-                    Some(UNSET) => return Err(fail(at, UNSET, "")),
-                    Some(v) => v.to_string(),
-                    None => {
-                        let names: Vec<&str> = data
-                            .get("user")
-                            .and_then(Value::as_object)
-                            .map(|m| m.keys().map(String::as_str).collect())
-                            .unwrap_or_default();
-                        let help = match closest(&k, names.iter().copied()) {
-                            Some(c) => format!(
-                                "did you mean `{c}`? Declared variables: {}",
-                                names.join(", ")
-                            ),
-                            None if names.is_empty() => {
-                                "the template declares no variables: add it under \"variables\""
-                                    .into()
-                            }
-                            None => format!(
-                                "declare it under \"variables\"; declared: {}",
-                                names.join(", ")
-                            ),
-                        };
-                        return Err(fail(at, format!("variable `{k}` is not declared"), help));
-                    }
-                }
-            }
+            "user" => user_variable(data, &string(0)?, at)?,
             "env" => {
                 let k = string(0)?;
                 if phase != "Variables" {
@@ -1018,34 +1067,7 @@ impl HelperDef for Func {
                 let (old, new, s) = (string(0)?, string(1)?, string(2)?);
                 s.replace(&old, &new)
             }
-            "build" | "field" => {
-                let k = string(0)?;
-                let (key, shown) = if name == "build" {
-                    ("build", format!("build `{k}`"))
-                } else {
-                    ("fields", format!(".{k}"))
-                };
-                match data.get(key) {
-                    Some(Value::Object(m)) => match m.get(&k).and_then(Value::as_str) {
-                        Some(v) => v.to_string(),
-                        None => {
-                            let names: Vec<&str> = m.keys().map(String::as_str).collect();
-                            let help = match closest(&k, names.iter().copied()) {
-                                Some(c) => format!("did you mean `{c}`? Available: {}", names.join(", ")),
-                                None => format!("available here: {}", names.join(", ")),
-                            };
-                            return Err(fail(at, format!("`{shown}` is not available here"), help));
-                        }
-                    },
-                    _ => {
-                        return Err(fail(
-                            at,
-                            format!("`{shown}` is only known while a build runs"),
-                            "use it in a builder, provisioner or post-processor, not in a variable default",
-                        ))
-                    }
-                }
-            }
+            "build" | "field" => build_value(data, name, &string(0)?, at)?,
             other => return Err(fail(at, format!("unknown function `{other}`"), "")),
         };
         Ok(ScopedJson::Derived(Value::String(out)))

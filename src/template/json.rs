@@ -10,22 +10,12 @@
 
 use std::fmt;
 
+use super::location::JsonPath;
+pub use super::location::Span;
+
 /// Deepest nesting accepted. Real templates stay under 8; this keeps recursion far from the stack
 /// limit on any thread.
 pub const MAX_DEPTH: usize = 64;
-
-/// A byte range in the source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    pub start: usize,
-    pub end: usize,
-}
-
-impl Span {
-    pub fn new(start: usize, end: usize) -> Span {
-        Span { start, end }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -128,7 +118,7 @@ pub struct DuplicateKey {
     pub first: Span,
     pub again: Span,
     /// JSON path of the object holding the key, e.g. `builders[0]`.
-    pub path: crate::template::diag::JsonPath,
+    pub path: JsonPath,
 }
 
 /// The parsed document and the duplicate keys found on the way (reported, not fatal, so that
@@ -530,8 +520,8 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn render_path(path: &[Seg]) -> crate::template::diag::JsonPath {
-    let mut p = crate::template::diag::JsonPath::root();
+fn render_path(path: &[Seg]) -> JsonPath {
+    let mut p = JsonPath::root();
     for s in path {
         p = match s {
             Seg::Key(k) => p.key(k),

@@ -3,7 +3,7 @@
 //! Loading happens in two stages, both synchronous and free of side effects:
 //! 1. [`Template::parse`]: the file's JSON and its structure (root keys, builder names and types,
 //!    provisioner and post-processor shapes). This is all `validate -syntax-only` checks.
-//! 2. [`prepare::prepare`]: variables bound and rendered, every builder, provisioner and
+//! 2. [`crate::prepare::prepare`]: variables bound and rendered, every builder, provisioner and
 //!    post-processor decoded into typed configuration for each build. `validate` and `build` run it.
 //!
 //! All problems of both stages are collected into [`diag::Diagnostics`] before anything prints.
@@ -13,6 +13,7 @@ pub mod diag;
 pub mod funcs;
 pub mod inspect;
 pub mod json;
+pub mod location;
 pub mod timefmt;
 pub mod variables;
 
@@ -546,96 +547,14 @@ fn parse_provisioner(
     let except = get("except")
         .map(|m| name_list(&m.value, &path.key("except"), "except", dx))
         .unwrap_or_default();
-    let mut overrides = Vec::new();
-    if let Some(m) = get("override") {
-        let p = path.key("override");
-        match m.value.as_object() {
-            Some(ov) => {
-                for o in ov {
-                    if o.value.as_object().is_none() {
-                        dx.error(
-                            o.value.span,
-                            &p.key(&o.key),
-                            format!(
-                                "`override.{}` must be an object of settings for that build",
-                                o.key
-                            ),
-                        );
-                        continue;
-                    }
-                    overrides.push((
-                        NameRef {
-                            name: o.key.clone(),
-                            span: o.key_span,
-                            path: p.key(&o.key),
-                        },
-                        o.value.clone(),
-                    ));
-                }
-            }
-            None => {
-                dx.error(
-                    m.value.span,
-                    &p,
-                    "`override` must be an object keyed by build name",
-                );
-            }
-        }
-    }
-    let duration = |k: &str, dx: &mut Dx| -> Option<Duration> {
-        let m = get(k)?;
-        let p = path.key(k);
-        match &m.value.kind {
-            Kind::String(s) => match crate::duration::parse(s) {
-                Ok(d) => Some(d),
-                Err(why) => {
-                    dx.error(
-                        m.value.span,
-                        &p,
-                        format!("`{k}`: \"{s}\" is not a duration: {why}"),
-                    )
-                    .notes
-                    .push("help: write it like \"30s\", \"5m\" or \"1h30m\"".into());
-                    None
-                }
-            },
-            _ => {
-                dx.error(
-                    m.value.span,
-                    &p,
-                    format!(
-                        "`{k}` must be a duration string such as \"30s\", found {}",
-                        m.value.type_name()
-                    ),
-                );
-                None
-            }
-        }
-    };
-    let pause_before = duration("pause_before", dx);
-    let timeout = duration("timeout", dx);
-    let max_retries = match get("max_retries") {
-        None => 0,
-        Some(m) => {
-            let p = path.key("max_retries");
-            let text = match &m.value.kind {
-                Kind::Number(n) => n.clone(),
-                Kind::String(s) => s.clone(),
-                _ => String::from("?"),
-            };
-            match text.trim().parse::<u32>() {
-                Ok(v) if v <= 100 => v,
-                _ => {
-                    dx.error(
-                        m.value.span,
-                        &p,
-                        format!("`max_retries` must be a whole number from 0 to 100, found {text}"),
-                    );
-                    0
-                }
-            }
-        }
-    };
+    let overrides = get("override")
+        .map(|m| parse_overrides(m, &path.key("override"), dx))
+        .unwrap_or_default();
+    let pause_before = get("pause_before").and_then(|m| parse_duration_key(m, &path, dx));
+    let timeout = get("timeout").and_then(|m| parse_duration_key(m, &path, dx));
+    let max_retries = get("max_retries")
+        .map(|m| parse_max_retries(m, &path, dx))
+        .unwrap_or(0);
     // Settings merged from `override` must not carry the keys that only make sense once.
     for (name, ov) in &overrides {
         for k in ["type", "only", "except", "override"] {
@@ -660,6 +579,94 @@ fn parse_provisioner(
         node: node.clone(),
         path,
     })
+}
+
+/// A provisioner's `override` (at `p`): per-build settings, each an object, keyed by build name.
+fn parse_overrides(m: &json::Member, p: &JsonPath, dx: &mut Dx) -> Vec<(NameRef, Node)> {
+    let mut overrides = Vec::new();
+    let Some(ov) = m.value.as_object() else {
+        dx.error(
+            m.value.span,
+            p,
+            "`override` must be an object keyed by build name",
+        );
+        return overrides;
+    };
+    for o in ov {
+        if o.value.as_object().is_none() {
+            dx.error(
+                o.value.span,
+                &p.key(&o.key),
+                format!(
+                    "`override.{}` must be an object of settings for that build",
+                    o.key
+                ),
+            );
+            continue;
+        }
+        overrides.push((
+            NameRef {
+                name: o.key.clone(),
+                span: o.key_span,
+                path: p.key(&o.key),
+            },
+            o.value.clone(),
+        ));
+    }
+    overrides
+}
+
+/// A provisioner's duration setting (`pause_before`, `timeout`) of the object at `path`.
+fn parse_duration_key(m: &json::Member, path: &JsonPath, dx: &mut Dx) -> Option<Duration> {
+    let k = m.key.as_str();
+    let p = path.key(k);
+    match &m.value.kind {
+        Kind::String(s) => match crate::duration::parse(s) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                dx.error(
+                    m.value.span,
+                    &p,
+                    format!("`{k}`: \"{s}\" is not a duration: {why}"),
+                )
+                .notes
+                .push("help: write it like \"30s\", \"5m\" or \"1h30m\"".into());
+                None
+            }
+        },
+        _ => {
+            dx.error(
+                m.value.span,
+                &p,
+                format!(
+                    "`{k}` must be a duration string such as \"30s\", found {}",
+                    m.value.type_name()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A provisioner's `max_retries` (of the object at `path`): a whole number from 0 to 100.
+fn parse_max_retries(m: &json::Member, path: &JsonPath, dx: &mut Dx) -> u32 {
+    let p = path.key("max_retries");
+    let text = match &m.value.kind {
+        Kind::Number(n) => n.clone(),
+        Kind::String(s) => s.clone(),
+        _ => String::from("?"),
+    };
+    match text.trim().parse::<u32>() {
+        Ok(v) if v <= 100 => v,
+        _ => {
+            dx.error(
+                m.value.span,
+                &p,
+                format!("`max_retries` must be a whole number from 0 to 100, found {text}"),
+            );
+            0
+        }
+    }
 }
 
 fn parse_post_processors(node: &Node, path: &JsonPath, dx: &mut Dx) -> Vec<Vec<RawPostProcessor>> {

@@ -13,7 +13,7 @@ use super::decode::span_in_string;
 use super::diag::{closest, Diagnostic, Diagnostics, JsonPath, SourceFile};
 use super::funcs::{self, Engine, Phase, Scope};
 use super::json::Kind;
-use super::{parse_json, read_text_file, Template};
+use super::{parse_json, read_text_file, Template, VarDecl};
 use crate::redact::Redactor;
 
 /// One `-var` or `-var-file`, in command-line order.
@@ -48,39 +48,14 @@ pub struct Variables {
     pub redactor: Redactor,
 }
 
+/// A variable's value as given (unrendered) and where it came from (for messages).
+type RawValues = BTreeMap<String, (String, Origin)>;
+
 /// Binds and renders the variables. Problems (missing required variables, bad var files,
 /// rendering errors, cycles) go to `diags`, all of them at once.
 pub fn bind(t: &Template, args: &[VarArg], engine: &Engine, diags: &mut Diagnostics) -> Variables {
     let declared: BTreeSet<&str> = t.variables.iter().map(|v| v.name.as_str()).collect();
-    // Raw value and where it came from (for messages).
-    let mut raw: BTreeMap<String, (String, Origin)> = BTreeMap::new();
-    for v in &t.variables {
-        if let Some(d) = &v.default {
-            raw.insert(v.name.clone(), (d.clone(), Origin::Default));
-        }
-    }
-    for a in args {
-        match a {
-            VarArg::Pair { key, value } => {
-                if !declared.contains(key.as_str()) {
-                    diags.push(undeclared(key, "-var", &declared));
-                }
-                raw.insert(key.clone(), (value.clone(), Origin::Cli));
-            }
-            VarArg::File(path) => {
-                for (k, v) in read_var_file(path, diags) {
-                    if !declared.contains(k.as_str()) {
-                        diags.push(undeclared(
-                            &k,
-                            &format!("-var-file {}", path.display()),
-                            &declared,
-                        ));
-                    }
-                    raw.insert(k, (v, Origin::File(path.clone())));
-                }
-            }
-        }
-    }
+    let raw = raw_values(t, args, &declared, diags);
 
     let mut out = Variables::default();
     for s in &t.sensitive {
@@ -108,6 +83,75 @@ pub fn bind(t: &Template, args: &[VarArg], engine: &Engine, diags: &mut Diagnost
         }
     }
 
+    let missing = check_required(t, &raw, diags);
+    let missing_names: BTreeSet<&str> = missing.iter().map(|v| v.name.as_str()).collect();
+    let (mut rendered, failed) = render_all(t, engine, &raw, &missing_names, diags);
+    for name in &out.sensitive {
+        if let Some(v) = rendered.get(name) {
+            out.redactor.add(v);
+            let n = v.chars().count();
+            if n > 0 && n < crate::redact::MIN_SECRET_LEN {
+                diags.push(Diagnostic::warning(format!(
+                    "the sensitive variable `{name}` is only {n} character(s) long: too short to mask in output"
+                )));
+            }
+        }
+    }
+    // Declared but without a value (reported above): later uses are not errors of their own.
+    for name in missing_names.iter().map(|n| n.to_string()).chain(failed) {
+        rendered
+            .entry(name)
+            .or_insert_with(|| funcs::UNSET.to_string());
+    }
+    out.values = rendered;
+    out
+}
+
+/// The values before rendering: template defaults, then every `-var` and `-var-file` in
+/// command-line order (a later one wins). A variable the template does not declare is reported.
+fn raw_values(
+    t: &Template,
+    args: &[VarArg],
+    declared: &BTreeSet<&str>,
+    diags: &mut Diagnostics,
+) -> RawValues {
+    let mut raw: RawValues = BTreeMap::new();
+    for v in &t.variables {
+        if let Some(d) = &v.default {
+            raw.insert(v.name.clone(), (d.clone(), Origin::Default));
+        }
+    }
+    for a in args {
+        match a {
+            VarArg::Pair { key, value } => {
+                if !declared.contains(key.as_str()) {
+                    diags.push(undeclared(key, "-var", declared));
+                }
+                raw.insert(key.clone(), (value.clone(), Origin::Cli));
+            }
+            VarArg::File(path) => {
+                for (k, v) in read_var_file(path, diags) {
+                    if !declared.contains(k.as_str()) {
+                        diags.push(undeclared(
+                            &k,
+                            &format!("-var-file {}", path.display()),
+                            declared,
+                        ));
+                    }
+                    raw.insert(k, (v, Origin::File(path.clone())));
+                }
+            }
+        }
+    }
+    raw
+}
+
+/// The required variables (default `null`) that were given no value, each reported.
+fn check_required<'t>(
+    t: &'t Template,
+    raw: &RawValues,
+    diags: &mut Diagnostics,
+) -> Vec<&'t VarDecl> {
     let mut missing = Vec::new();
     for v in &t.variables {
         if v.default.is_none() && !raw.contains_key(&v.name) {
@@ -125,11 +169,21 @@ pub fn bind(t: &Template, args: &[VarArg], engine: &Engine, diags: &mut Diagnost
                 )),
         );
     }
+    missing
+}
 
-    // Render in dependency order: a value is rendered once everything it refers to is.
+/// Renders the values in dependency order: a value is rendered once everything it refers to
+/// is. Returns the rendered values and the names that failed (their own error, or one of what
+/// they refer to failed or is missing); a cycle is reported once.
+fn render_all(
+    t: &Template,
+    engine: &Engine,
+    raw: &RawValues,
+    missing_names: &BTreeSet<&str>,
+    diags: &mut Diagnostics,
+) -> (BTreeMap<String, String>, BTreeSet<String>) {
     let mut pending: Vec<String> = raw.keys().cloned().collect();
     let mut rendered: BTreeMap<String, String> = BTreeMap::new();
-    let missing_names: BTreeSet<&str> = missing.iter().map(|v| v.name.as_str()).collect();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     while !pending.is_empty() {
         let mut progress = false;
@@ -170,67 +224,58 @@ pub fn bind(t: &Template, args: &[VarArg], engine: &Engine, diags: &mut Diagnost
                     rendered.insert(name, v);
                 }
                 Err(e) => {
-                    let mut d = Diagnostic::error(format!("in variable `{name}`: {}", e.message));
-                    match origin {
-                        Origin::Default => {
-                            let path = JsonPath::root().key("variables").key(&name);
-                            if let Some(m) = find_default_node(t, &name) {
-                                d = d
-                                    .at(&t.file, span_in_string(&t.file.text, m, &e))
-                                    .path(&path);
-                            }
-                        }
-                        Origin::Cli => d = d.note(format!("the value comes from -var {name}=...")),
-                        Origin::File(p) => {
-                            d = d.note(format!("the value comes from -var-file {}", p.display()))
-                        }
-                    }
-                    if let Some(h) = &e.help {
-                        d = d.help(h.clone());
-                    }
-                    diags.push(d);
+                    diags.push(render_error(t, &name, origin, &e));
                     failed.insert(name);
                 }
             }
         }
         if !progress {
             // Everything left waits on something else that is left: a cycle.
-            still.sort();
-            let first = still[0].clone();
-            let mut d = Diagnostic::error(format!(
-                "variables refer to each other in a cycle: {}",
-                still.join(", ")
-            ))
-            .help("break the cycle: one of them needs a plain default");
-            if let Some(v) = t.variables.iter().find(|v| v.name == first) {
-                d = d
-                    .at(&t.file, v.key_span)
-                    .path(&JsonPath::root().key("variables").key(&first));
-            }
-            diags.push(d);
+            diags.push(cycle_error(t, still));
             break;
         }
         pending = still;
     }
-    for name in &out.sensitive {
-        if let Some(v) = rendered.get(name) {
-            out.redactor.add(v);
-            let n = v.chars().count();
-            if n > 0 && n < crate::redact::MIN_SECRET_LEN {
-                diags.push(Diagnostic::warning(format!(
-                    "the sensitive variable `{name}` is only {n} character(s) long: too short to mask in output"
-                )));
+    (rendered, failed)
+}
+
+/// A variable's value that did not render, pointing at the default or naming the `-var` or
+/// `-var-file` it came from.
+fn render_error(t: &Template, name: &str, origin: &Origin, e: &funcs::TmplError) -> Diagnostic {
+    let mut d = Diagnostic::error(format!("in variable `{name}`: {}", e.message));
+    match origin {
+        Origin::Default => {
+            let path = JsonPath::root().key("variables").key(name);
+            if let Some(m) = find_default_node(t, name) {
+                d = d
+                    .at(&t.file, span_in_string(&t.file.text, m, e))
+                    .path(&path);
             }
         }
+        Origin::Cli => d = d.note(format!("the value comes from -var {name}=...")),
+        Origin::File(p) => d = d.note(format!("the value comes from -var-file {}", p.display())),
     }
-    // Declared but without a value (reported above): later uses are not errors of their own.
-    for name in missing_names.iter().map(|n| n.to_string()).chain(failed) {
-        rendered
-            .entry(name)
-            .or_insert_with(|| funcs::UNSET.to_string());
+    if let Some(h) = &e.help {
+        d = d.help(h.clone());
     }
-    out.values = rendered;
-    out
+    d
+}
+
+/// The variables left waiting on each other (`still`, not empty), reported at the first one.
+fn cycle_error(t: &Template, mut still: Vec<String>) -> Diagnostic {
+    still.sort();
+    let first = still[0].clone();
+    let mut d = Diagnostic::error(format!(
+        "variables refer to each other in a cycle: {}",
+        still.join(", ")
+    ))
+    .help("break the cycle: one of them needs a plain default");
+    if let Some(v) = t.variables.iter().find(|v| v.name == first) {
+        d = d
+            .at(&t.file, v.key_span)
+            .path(&JsonPath::root().key("variables").key(&first));
+    }
+    d
 }
 
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! and the events that say why it is still waiting.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,14 +14,14 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use zeroize::Zeroizing;
 
 use super::bastion::Bridge;
+use super::conn::Conn;
 use super::error::{Endpoint, SshError};
 use super::hostkey::HostKeyFingerprint;
-use super::options::{private_key_type, Auth, ConnectOptions, DEFAULT_CIPHERS};
+use super::options::{private_key_type, Auth, BastionOptions, ConnectOptions, DEFAULT_CIPHERS};
 use super::pump::SLICE;
 use super::reason::{
     classify_auth, classify_handshake, classify_tcp, code, AuthFailure, AuthMethod, WaitReason,
 };
-use super::session::Conn;
 
 /// What the wait for SSH reports while it runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -236,84 +236,14 @@ fn attempt(
             (sess, fd, None)
         }
         Some(b) => {
-            let in_bastion = |e: AttemptError| match e {
-                AttemptError::Retry(r) => AttemptError::Retry(WaitReason::Bastion(Box::new(r))),
-                other => other,
-            };
-            let bastion_endpoint = Endpoint {
-                user: b.username.clone(),
-                host: b.host.clone(),
-                port: b.port,
-            };
-            let tcp = tcp_connect(
-                &b.host,
-                b.port,
+            let (sess, fd, bridge) = via_bastion(
+                b,
+                opts,
+                endpoint,
                 cancel,
                 deadline,
-                opts.tcp_connect_timeout,
+                io_timeout,
                 user_timeout,
-            )
-            .map_err(in_bastion)?;
-            let bastion_fd = tcp.as_raw_fd();
-            if let Ok(dup) = tcp.try_clone() {
-                cancel.register(OwnedFd::from(dup));
-            }
-            let bastion = establish(
-                tcp,
-                &b.username,
-                &b.auth,
-                &bastion_endpoint,
-                io_timeout,
-                cancel,
-                opts,
-                None,
-            )
-            .map_err(in_bastion)?;
-            configure_keepalive(&bastion, opts.keepalive_interval);
-            let channel = bastion
-                .channel_direct_tcpip(&opts.host, opts.port, None)
-                .map_err(|e| {
-                    if cancel.is_cancelled() {
-                        return AttemptError::Cancelled;
-                    }
-                    AttemptError::Retry(WaitReason::Forward {
-                        target: format!("{}:{}", opts.host, opts.port),
-                        code: session_code(&e),
-                        message: e.message().to_string(),
-                    })
-                })?;
-            let (ours, theirs) = UnixStream::pair().map_err(|e| {
-                AttemptError::Retry(WaitReason::Network {
-                    addr: "local socket pair".into(),
-                    message: e.to_string(),
-                })
-            })?;
-            let bridge = Bridge::start(
-                bastion,
-                bastion_fd,
-                channel,
-                theirs,
-                opts.keepalive_interval,
-            )
-            .map_err(|e| {
-                AttemptError::Fatal(SshError::SpawnWorker {
-                    endpoint: endpoint.clone(),
-                    source: e,
-                })
-            })?;
-            let fd = ours.as_raw_fd();
-            if let Ok(dup) = ours.try_clone() {
-                cancel.register(OwnedFd::from(dup));
-            }
-            let sess = establish(
-                ours,
-                &opts.username,
-                &opts.auth,
-                endpoint,
-                io_timeout,
-                cancel,
-                opts,
-                opts.host_key_fingerprint.as_ref(),
             )?;
             (sess, fd, Some(bridge))
         }
@@ -322,6 +252,100 @@ fn attempt(
     sess.set_timeout(millis(opts.io_timeout));
     sess.set_blocking(false);
     Ok(Conn::new(sess, fd, endpoint.clone(), opts, bridge))
+}
+
+/// The session of an attempt through the bastion: TCP to the bastion, its handshake and login,
+/// a forwarded channel to the target bridged to a local socket, and the target's handshake and
+/// login over that socket. The bridge keeps the hop alive as long as the session.
+fn via_bastion(
+    b: &BastionOptions,
+    opts: &ConnectOptions,
+    endpoint: &Endpoint,
+    cancel: &CancelState,
+    deadline: Instant,
+    io_timeout: Duration,
+    user_timeout: Duration,
+) -> Result<(ssh2::Session, RawFd, Bridge), AttemptError> {
+    let in_bastion = |e: AttemptError| match e {
+        AttemptError::Retry(r) => AttemptError::Retry(WaitReason::Bastion(Box::new(r))),
+        other => other,
+    };
+    let bastion_endpoint = Endpoint {
+        user: b.username.clone(),
+        host: b.host.clone(),
+        port: b.port,
+    };
+    let tcp = tcp_connect(
+        &b.host,
+        b.port,
+        cancel,
+        deadline,
+        opts.tcp_connect_timeout,
+        user_timeout,
+    )
+    .map_err(in_bastion)?;
+    let bastion_fd = tcp.as_raw_fd();
+    if let Ok(dup) = tcp.try_clone() {
+        cancel.register(OwnedFd::from(dup));
+    }
+    let bastion = establish(
+        tcp,
+        &b.username,
+        &b.auth,
+        &bastion_endpoint,
+        io_timeout,
+        cancel,
+        opts,
+        None,
+    )
+    .map_err(in_bastion)?;
+    configure_keepalive(&bastion, opts.keepalive_interval);
+    let channel = bastion
+        .channel_direct_tcpip(&opts.host, opts.port, None)
+        .map_err(|e| {
+            if cancel.is_cancelled() {
+                return AttemptError::Cancelled;
+            }
+            AttemptError::Retry(WaitReason::Forward {
+                target: format!("{}:{}", opts.host, opts.port),
+                code: session_code(&e),
+                message: e.message().to_string(),
+            })
+        })?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| {
+        AttemptError::Retry(WaitReason::Network {
+            addr: "local socket pair".into(),
+            message: e.to_string(),
+        })
+    })?;
+    let bridge = Bridge::start(
+        bastion,
+        bastion_fd,
+        channel,
+        theirs,
+        opts.keepalive_interval,
+    )
+    .map_err(|e| {
+        AttemptError::Fatal(SshError::SpawnWorker {
+            endpoint: endpoint.clone(),
+            source: e,
+        })
+    })?;
+    let fd = ours.as_raw_fd();
+    if let Ok(dup) = ours.try_clone() {
+        cancel.register(OwnedFd::from(dup));
+    }
+    let sess = establish(
+        ours,
+        &opts.username,
+        &opts.auth,
+        endpoint,
+        io_timeout,
+        cancel,
+        opts,
+        opts.host_key_fingerprint.as_ref(),
+    )?;
+    Ok((sess, fd, bridge))
 }
 
 /// Keep-alives without a reply: an idle session reads nothing, so replies would only pile up
@@ -501,18 +525,78 @@ fn establish<S: AsRawFd + 'static>(
     if sess.authenticated() {
         return Ok(sess);
     }
-    let key_error = |path: Option<PathBuf>, message: String| {
-        AttemptError::Fatal(SshError::LoadKey {
-            endpoint: endpoint.clone(),
-            path,
-            message,
+    let LoginTry {
+        method,
+        result,
+        key_path,
+    } = try_login(&sess, user, auth, endpoint, cancel)?;
+    let rejected = |method: AuthMethod| {
+        retry_or_cancel(WaitReason::AuthRejected {
+            user: user.to_string(),
+            method,
+            offered: offered.clone(),
         })
     };
+    // Where an attempt's time goes (`IMGBUILD_LOG=imgbuild=debug`): a slow authentication is
+    // usually the server's key lookup (an AuthorizedKeysCommand, a directory service).
+    tracing::debug!(
+        %endpoint,
+        handshake_ms = handshake.as_millis() as u64,
+        none_auth_ms = none_auth.as_millis() as u64,
+        auth_ms = (started.elapsed() - handshake - none_auth).as_millis() as u64,
+        ok = result.is_ok(),
+        "SSH handshake and authentication"
+    );
+    match result {
+        Ok(()) if sess.authenticated() => Ok(sess),
+        Ok(()) => Err(rejected(method)),
+        Err(e) => {
+            let c = session_code(&e);
+            match classify_auth(c) {
+                AuthFailure::Rejected => Err(rejected(method)),
+                AuthFailure::KeyUnusable if matches!(method, AuthMethod::PublicKey(_)) => {
+                    Err(key_error(
+                        endpoint,
+                        key_path,
+                        format!(
+                            "libssh2 {} {c}: {} (is it a supported, unencrypted key or is the passphrase right?)",
+                            code::name(c),
+                            e.message()
+                        ),
+                    ))
+                }
+                AuthFailure::KeyUnusable => Err(rejected(method)),
+                AuthFailure::Transport => {
+                    Err(retry_or_cancel(classify_handshake(c, e.message())))
+                }
+            }
+        }
+    }
+}
+
+/// What one login attempt tried and what libssh2 answered.
+struct LoginTry {
+    method: AuthMethod,
+    result: Result<(), ssh2::Error>,
+    /// The key file, when the method was one.
+    key_path: Option<PathBuf>,
+}
+
+/// Tries the configured authentication once (key file, key in memory, password or agent). A key
+/// that cannot be read, or an agent that cannot be used, is fatal; the server's answer is the
+/// caller's to judge.
+fn try_login(
+    sess: &ssh2::Session,
+    user: &str,
+    auth: &Auth,
+    endpoint: &Endpoint,
+    cancel: &CancelState,
+) -> Result<LoginTry, AttemptError> {
     let (method, result, key_path) = match auth {
         Auth::KeyFile { path, passphrase } => {
             let text = std::fs::read(path)
                 .map(|bytes| Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned()))
-                .map_err(|e| key_error(Some(path.clone()), e.to_string()))?;
+                .map_err(|e| key_error(endpoint, Some(path.clone()), e.to_string()))?;
             let key_type = private_key_type(&text);
             drop(text);
             let result = sess.userauth_pubkey_file(
@@ -541,7 +625,7 @@ fn establish<S: AsRawFd + 'static>(
             sess.userauth_password(user, password.expose()),
             None,
         ),
-        Auth::Agent { socket } => match agent_auth(&sess, user, socket.as_deref()) {
+        Auth::Agent { socket } => match agent_auth(sess, user, socket.as_deref()) {
             Ok(result) => (AuthMethod::Agent, result, None),
             Err(e) => {
                 if cancel.is_cancelled() {
@@ -558,47 +642,20 @@ fn establish<S: AsRawFd + 'static>(
             }
         },
     };
-    let rejected = |method: AuthMethod| {
-        retry_or_cancel(WaitReason::AuthRejected {
-            user: user.to_string(),
-            method,
-            offered: offered.clone(),
-        })
-    };
-    // Where an attempt's time goes (`IMGBUILD_LOG=imgbuild=debug`): a slow authentication is
-    // usually the server's key lookup (an AuthorizedKeysCommand, a directory service).
-    tracing::debug!(
-        %endpoint,
-        handshake_ms = handshake.as_millis() as u64,
-        none_auth_ms = none_auth.as_millis() as u64,
-        auth_ms = (started.elapsed() - handshake - none_auth).as_millis() as u64,
-        ok = result.is_ok(),
-        "SSH handshake and authentication"
-    );
-    match result {
-        Ok(()) if sess.authenticated() => Ok(sess),
-        Ok(()) => Err(rejected(method)),
-        Err(e) => {
-            let c = session_code(&e);
-            match classify_auth(c) {
-                AuthFailure::Rejected => Err(rejected(method)),
-                AuthFailure::KeyUnusable if matches!(method, AuthMethod::PublicKey(_)) => {
-                    Err(key_error(
-                        key_path,
-                        format!(
-                            "libssh2 {} {c}: {} (is it a supported, unencrypted key or is the passphrase right?)",
-                            code::name(c),
-                            e.message()
-                        ),
-                    ))
-                }
-                AuthFailure::KeyUnusable => Err(rejected(method)),
-                AuthFailure::Transport => {
-                    Err(retry_or_cancel(classify_handshake(c, e.message())))
-                }
-            }
-        }
-    }
+    Ok(LoginTry {
+        method,
+        result,
+        key_path,
+    })
+}
+
+/// A private key that cannot be loaded or used: fatal (retrying would read the same key).
+fn key_error(endpoint: &Endpoint, path: Option<PathBuf>, message: String) -> AttemptError {
+    AttemptError::Fatal(SshError::LoadKey {
+        endpoint: endpoint.clone(),
+        path,
+        message,
+    })
 }
 
 /// Compares the session's host key with `ssh_host_key_fingerprint`. A mismatch is fatal: retrying

@@ -142,22 +142,22 @@ pub enum SshError {
     #[error("cannot upload to {endpoint}: the destination directory {remote:?} does not exist (create it first, e.g. with a shell provisioner)")]
     UploadDestinationMissing { endpoint: Endpoint, remote: String },
 
-    #[error("upload of {local} to {endpoint}:{remote} failed: {message}")]
+    #[error("upload of {} to {endpoint}:{} failed: {message}", .paths.0, .paths.1)]
     Upload {
         endpoint: Endpoint,
-        local: String,
-        remote: String,
+        /// (local, remote) as shown; boxed to keep the error small.
+        paths: Box<(String, String)>,
         message: String,
     },
 
     #[error("cannot download {endpoint}:{remote}: no such file or directory")]
     DownloadSourceMissing { endpoint: Endpoint, remote: String },
 
-    #[error("download of {endpoint}:{remote} to {} failed: {message}", .local.display())]
+    #[error("download of {endpoint}:{} to {} failed: {message}", .paths.0, .paths.1.display())]
     Download {
         endpoint: Endpoint,
-        remote: String,
-        local: PathBuf,
+        /// (remote, local); boxed to keep the error small.
+        paths: Box<(String, PathBuf)>,
         message: String,
     },
 }

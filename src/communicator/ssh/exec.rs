@@ -3,9 +3,10 @@
 
 use std::sync::atomic::AtomicBool;
 
+use super::conn::Conn;
 use super::error::{Libssh2Code, SshError};
 use super::pump::{io_to_ssh, Step, Stop};
-use super::session::{Conn, Session};
+use super::session::Session;
 
 /// Which output stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -10,12 +10,9 @@
 //!
 //! Each session is owned by one thread of its own; no libssh2 call runs on a runtime thread.
 
-// Errors carry the endpoint and the paths (a little over clippy's 128 bytes); they are built once
-// per failed operation, never on a hot path.
-#![allow(clippy::result_large_err)]
-
 mod bastion;
 pub mod config;
+mod conn;
 mod connect;
 mod error;
 mod exec;

@@ -186,7 +186,7 @@ pub struct ConnectOptions {
     pub pause_before_connecting: Duration,
     pub bastion: Option<BastionOptions>,
     /// Allowed ciphers in order of preference (Packer `ssh_ciphers`); `None`:
-    /// [`DEFAULT_CIPHERS`].
+    /// `DEFAULT_CIPHERS`.
     pub ciphers: Option<Vec<String>>,
     /// Allowed key exchange algorithms in order of preference (Packer
     /// `ssh_key_exchange_algorithms`); `None`: libssh2's.

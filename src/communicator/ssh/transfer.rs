@@ -13,10 +13,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::conn::Conn;
 use super::error::{Endpoint, SshError};
 use super::exec::{finish, shell_quote, start_command, stop_error, ExitOutcome};
 use super::pump::{io_to_ssh, Step, Stop};
-use super::session::{Conn, Session};
+use super::session::Session;
 
 /// Remote exit status of the transfer scripts when the destination directory is missing.
 const EXIT_NO_DESTINATION: i32 = 97;
@@ -724,8 +725,7 @@ fn upload_entries(
     let endpoint = conn.endpoint.clone();
     let upload_error = |message: String| SshError::Upload {
         endpoint: endpoint.clone(),
-        local: local_shown.to_string(),
-        remote: remote_shown.to_string(),
+        paths: Box::new((local_shown.to_string(), remote_shown.to_string())),
         message,
     };
     let total: u64 = entries
@@ -823,8 +823,7 @@ fn download_on(
     let endpoint = conn.endpoint.clone();
     let download_error = |message: String| SshError::Download {
         endpoint: endpoint.clone(),
-        remote: remote.to_string(),
-        local: local.to_path_buf(),
+        paths: Box::new((remote.to_string(), local.to_path_buf())),
         message,
     };
     let mut progress = Progress::new(progress, None);
@@ -1034,7 +1033,7 @@ impl Session {
         .await
     }
 
-    /// Downloads a remote file or directory (see [`download_layout`] for where it lands).
+    /// Downloads a remote file or directory (see `download_layout` for where it lands).
     pub async fn download(
         &self,
         remote_path: &str,

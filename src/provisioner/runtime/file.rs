@@ -51,7 +51,7 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &FileConfig) -> Result<(), 
             .await
             .map_err(|source| Failure::Ssh {
                 what: format!("uploading content to {dst}"),
-                source,
+                source: Box::new(source),
             })?;
         return Ok(());
     }
@@ -74,7 +74,7 @@ async fn session(
         .await
         .map_err(|source| Failure::Ssh {
             what: "cannot reach the instance".into(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -121,7 +121,7 @@ async fn upload(
             .await
             .map_err(|source| Failure::Ssh {
                 what: format!("uploading the directory {src} to {dst}"),
-                source,
+                source: Box::new(source),
             })?;
         rt.say(&format!(
             "Uploaded {} file{}, {} director{}, {} in {:.2}s{}",
@@ -158,7 +158,7 @@ async fn upload(
         .await
         .map_err(|source| Failure::Ssh {
             what: format!("uploading {src} to {target}"),
-            source,
+            source: Box::new(source),
         })?;
     if stats.bytes >= SUMMARY_MIN_BYTES {
         rt.say(&format!(
@@ -212,7 +212,7 @@ async fn download(rt: &mut Runtime<'_, '_>, src: &str, dst: &str) -> Result<(), 
         .await
         .map_err(|source| Failure::Ssh {
             what: format!("downloading {src} to {dst}"),
-            source,
+            source: Box::new(source),
         })?;
     if stats.bytes >= SUMMARY_MIN_BYTES || stats.files > 1 {
         rt.say(&format!(

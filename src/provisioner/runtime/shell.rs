@@ -269,16 +269,9 @@ struct Script {
     bytes: Vec<u8>,
 }
 
-pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(), Failure> {
-    if !rt.remote.enabled() {
-        return Err(Failure::NoCommunicator {
-            kind: "shell".into(),
-        });
-    }
-    let ctx = rt.ctx;
-    let remote_path = rt.render_lenient(&remote_script_path(c, rand4()));
-    let (_, flattened) = script_env(rt, &c.environment_vars, &c.env_var_format);
-
+/// The scripts to run, in order: the inline commands (rendered) as one script, or each script
+/// file read (with Unix line endings unless `binary`).
+async fn load_scripts(rt: &Runtime<'_, '_>, c: &ShellConfig) -> Result<Vec<Script>, Failure> {
     let mut scripts = Vec::new();
     match &c.source {
         ShellSource::Inline(commands) => {
@@ -311,34 +304,61 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(),
             }
         }
     }
+    Ok(scripts)
+}
 
-    let mut env_var_file = String::new();
-    if c.use_env_var_file {
-        let path = format!(
-            "{}/varfile_{}.sh",
-            folder(&rt.render_lenient(&c.remote_folder)),
-            rand4()
-        );
-        let deadline = Instant::now() + c.start_retry_timeout;
-        let content = flattened.clone().into_bytes();
-        let target = path.clone();
-        retrying(
-            rt,
-            deadline,
-            "uploading the environment variable file",
-            move |s| {
-                let content = content.clone();
-                let target = target.clone();
-                async move {
-                    s.upload_file(UploadSource::Bytes(content), &target, 0o600, None)
-                        .await
-                        .map(|_| ())
-                }
-            },
-        )
-        .await?;
-        env_var_file = path;
+/// `use_env_var_file`: uploads the environment variables (`flattened`, one `export` a line) to
+/// a file of its own in `remote_folder`, retried until `start_retry_timeout`; returns its path.
+async fn upload_env_var_file(
+    rt: &mut Runtime<'_, '_>,
+    c: &ShellConfig,
+    flattened: &str,
+) -> Result<String, Failure> {
+    let path = format!(
+        "{}/varfile_{}.sh",
+        folder(&rt.render_lenient(&c.remote_folder)),
+        rand4()
+    );
+    let deadline = Instant::now() + c.start_retry_timeout;
+    let content = flattened.as_bytes().to_vec();
+    let target = path.clone();
+    retrying(
+        rt,
+        deadline,
+        "uploading the environment variable file",
+        move |s| {
+            let content = content.clone();
+            let target = target.clone();
+            async move {
+                s.upload_file(UploadSource::Bytes(content), &target, 0o600, None)
+                    .await
+                    .map(|_| ())
+            }
+        },
+    )
+    .await?;
+    Ok(path)
+}
+
+/// Runs the `shell` provisioner: each script uploaded and run with `execute_command` (retried,
+/// reconnecting, until `start_retry_timeout`), its exit checked, its files removed unless
+/// `skip_clean`.
+pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &ShellConfig) -> Result<(), Failure> {
+    if !rt.remote.enabled() {
+        return Err(Failure::NoCommunicator {
+            kind: "shell".into(),
+        });
     }
+    let ctx = rt.ctx;
+    let remote_path = rt.render_lenient(&remote_script_path(c, rand4()));
+    let (_, flattened) = script_env(rt, &c.environment_vars, &c.env_var_format);
+
+    let scripts = load_scripts(rt, c).await?;
+    let env_var_file = if c.use_env_var_file {
+        upload_env_var_file(rt, c, &flattened).await?
+    } else {
+        String::new()
+    };
 
     let mut fields = BTreeMap::new();
     fields.insert("Vars".to_string(), flattened.clone());
@@ -522,7 +542,7 @@ where
             .await
             .map_err(|source| Failure::Ssh {
                 what: format!("{what}: cannot reach the instance"),
-                source,
+                source: Box::new(source),
             })?;
         match op(session).await {
             Ok(v) => return Ok(v),
@@ -541,7 +561,7 @@ where
             Err(source) => {
                 return Err(Failure::Ssh {
                     what: what.to_string(),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
