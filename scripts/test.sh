@@ -23,8 +23,13 @@ if ! command -v packer >/dev/null 2>&1; then
     fi
 fi
 
+echo "==> the shape of src/: no import circle, no file or function over its size budget"
+python3 scripts/import-graph.py
+python3 scripts/budgets.py
+
 echo "==> building (once) and running all tests"
 # The integration tests hold builds at chosen steps: they need the test hooks (src/testhook.rs),
 # which only a build with the `test-hooks` feature has.
 cargo build --all-targets --locked --features test-hooks
+cargo clippy --all-targets --locked --features test-hooks -- -D warnings
 cargo test --all-targets --locked --features test-hooks "$@"
