@@ -12,7 +12,6 @@ use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::BuildError;
 use crate::builder::amazon::ids::InstanceId;
 use crate::communicator::ssh::Communicator;
-use crate::interact;
 use crate::provisioner::runtime::{self, ProvisionContext, ProvisionError};
 
 /// How often the source instance's state is checked while provisioning waits for SSH and runs.
@@ -26,8 +25,9 @@ pub async fn provision(
     id: &InstanceId,
     pctx: &ProvisionContext<'_>,
 ) -> Result<(), BuildError> {
-    let provisioned = loop {
-        // The instance is watched meanwhile: a terminated one never answers SSH.
+    // One attempt: a provisioning failure is `Err` (the person may ask to run it again, with
+    // -on-error=ask); the instance gone, a deadline or Ctrl-C end the step as `Ok(Err(..))`.
+    let attempt = || async {
         let r = env
             .c(async {
                 tokio::select! {
@@ -36,24 +36,25 @@ pub async fn provision(
                         if env.cfg.ssh.communicator == Communicator::Ssh => Err(gone),
                 }
             })
-            .await??;
-        // -on-error=ask: the person may run provisioning again on the same instance.
-        match &r {
-            Err(e) if env.interact.asks() && !matches!(e, ProvisionError::Cancelled) => {
-                let error = env.ui.redactor.redact(&e.to_string());
-                let choice = env
-                    .interact
-                    .on_failure("provisioning", &error, true, env.cancel)
-                    .await;
-                if choice != interact::Choice::Retry {
-                    break r;
-                }
-            }
-            _ => break r,
+            .await;
+        match r {
+            Ok(Ok(Ok(()))) => Ok(Ok(())),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(gone)) | Err(gone) => Ok(Err(gone)),
         }
     };
+    // The one retry loop of every builder (`Interact::retrying`).
+    let provisioned = env
+        .interact
+        .retrying(
+            "provisioning",
+            env.cancel,
+            |e| matches!(e, ProvisionError::Cancelled),
+            attempt,
+        )
+        .await;
     match provisioned {
-        Ok(()) => Ok(()),
+        Ok(done) => done,
         Err(ProvisionError::Cancelled) => Err(BuildError::Cancelled),
         Err(e) => Err(BuildError::Provision(Box::new(e))),
     }
