@@ -605,7 +605,8 @@ async fn one(
             ));
         }
     }
-    finish(&ledger, out.left.is_empty());
+    // A successful build that left nothing archives its journal (ledger::Ledger::finish).
+    let _ = lock(&ledger).finish(out.left.is_empty(), success);
     let pp = Post {
         aws: Some(&aws),
         // As written: its static prefix finds the build's AMIs of other runs.

@@ -1,0 +1,223 @@
+//! Ready for a real AWS account (issue 17): `imgbuild cleanup` as a user meets it on the test
+//! world by hand (the world's env file sends it to the emulator), its exit codes (3 only when
+//! something it knows of is still there), a run skipped for its age reported with its
+//! resources, and a successful build archiving its own journal in an owner-only `done/`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use serde_json::json;
+
+use crate::build_tests::{builder, env, template};
+use crate::cleanup_tests::{cleanup, journals};
+use crate::cli_tests::{imgbuild_env, Run, Scratch};
+use crate::world::{unique_name, TestWorld};
+
+macro_rules! world_or_skip {
+    () => {
+        match TestWorld::shared() {
+            Some(world) => world,
+            None => return,
+        }
+    };
+}
+
+/// `imgbuild cleanup ARGS` in a fresh directory with exactly `vars` (and PATH, HOME).
+fn cleanup_with(vars: &[(String, String)], args: &[&str]) -> Run {
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut all = vec!["cleanup", "-color=false"];
+    all.extend_from_slice(args);
+    let dir = tempfile::tempdir().expect("dir");
+    imgbuild_env(dir.path(), &all, None, &vars)
+}
+
+/// The variables of the world's env file, as a user gets them with `set -a; . env; set +a`.
+fn env_file(world: &TestWorld) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(world.state_dir().join("env")).expect("the env file");
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn world_env_file_sends_cleanup_to_the_emulator_so_a_cleanup_with_nothing_left_exits_0() {
+    let world = world_or_skip!();
+    let mut vars = env_file(world);
+    let endpoint = vars
+        .iter()
+        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
+        .map(|(_, v)| v.clone());
+    assert_eq!(endpoint.as_deref(), Some(world.ec2_endpoint()), "{vars:?}");
+    let journal = tempfile::tempdir().expect("journal dir");
+    vars.push((
+        "IMGBUILD_JOURNAL_DIR".into(),
+        journal.path().display().to_string(),
+    ));
+    // A run nobody made: the tag search goes to the configured region, through the env's
+    // endpoint (real AWS would not answer here), finds nothing, twice.
+    let run_id = uuid::Uuid::now_v7().to_string();
+    for _ in 0..2 {
+        let r = cleanup_with(&vars, &["--run-id", &run_id, "--older-than", "0s"]);
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("nothing to remove"), "{}", r.stdout);
+        assert!(r.stderr.is_empty(), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn cleanup_whose_search_fails_but_knows_of_nothing_left_exits_1_not_3() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let journal = tempfile::tempdir().expect("journal dir");
+    let vars: Vec<(String, String)> = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_MAX_ATTEMPTS", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([(
+        "IMGBUILD_JOURNAL_DIR".to_string(),
+        journal.path().display().to_string(),
+    )])
+    .collect();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let r = cleanup_with(
+        &vars,
+        &["--region", "us-east-1", "--endpoint-url", &endpoint],
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("these could not be removed (or looked for):")
+            && r.stderr.contains("us-east-1")
+            && r.stderr
+                .contains("nothing this cleanup knows of is left, but a search failed"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A security group tagged as a run's own (what a build on another machine leaves).
+fn tagged_group(world: &TestWorld, run_id: &str) -> String {
+    let name = unique_name("ready-young");
+    let run_id = run_id.to_string();
+    world.ec2(|client| async move {
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::SecurityGroup)
+            .tags(Tag::builder().key("imgbuild:run-id").value(run_id).build())
+            .tags(Tag::builder().key("imgbuild:build").value("b").build())
+            .build();
+        client
+            .create_security_group()
+            .group_name(name)
+            .description("a run found by tags only")
+            .tag_specifications(tags)
+            .send()
+            .await
+            .expect("CreateSecurityGroup")
+            .group_id()
+            .expect("a group id")
+            .to_string()
+    })
+}
+
+fn group_exists(world: &TestWorld, id: &str) -> bool {
+    let id = id.to_string();
+    world.ec2(|client| async move {
+        client
+            .describe_security_groups()
+            .group_ids(id)
+            .send()
+            .await
+            .is_ok_and(|o| !o.security_groups().is_empty())
+    })
+}
+
+#[test]
+fn a_run_skipped_for_its_age_is_listed_with_its_resources_and_exits_3() {
+    let world = world_or_skip!();
+    let e = env(world);
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let group = tagged_group(world, &run_id);
+    let endpoint = world.ec2_endpoint().to_string();
+    let args = [
+        "--run-id",
+        run_id.as_str(),
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        endpoint.as_str(),
+    ];
+    let r = cleanup(&e, &args);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "==> cleanup: skipped run {run_id} (build b, 1 resource(s) found): found by tags only and younger than --older-than"
+        )) && r
+            .stdout
+            .contains(&format!("==> cleanup:   security group {group} in us-east-1")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "imgbuild cleanup --run-id {run_id} --older-than 0s"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(group_exists(world, &group), "a skipped run is not touched");
+    // Machine-readable: the skipped run's resource is a record too.
+    let mut m = args.to_vec();
+    m.push("-machine-readable");
+    let r = cleanup(&e, &m);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            ",cleanup-skipped-resource,{run_id},us-east-1,security-group,{group}"
+        )),
+        "{}",
+        r.stdout
+    );
+    // Known dead: removed, and then nothing is left.
+    let mut all = args.to_vec();
+    all.extend(["--older-than", "0s"]);
+    let r = cleanup(&e, &all);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!group_exists(world, &group), "{}", r.stdout);
+    let r = cleanup(&e, &all);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("nothing to remove"), "{}", r.stdout);
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+#[test]
+fn a_successful_build_archives_its_own_journal_in_an_owner_only_done_dir() {
+    let world = world_or_skip!();
+    let e = env(world);
+    let s = Scratch::new().with("t.json", &template(builder(world, json!({})), json!([])));
+    let r = crate::build_tests::build(&s, &e, &["t.json"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let (live, done) = journals(e.journal.path());
+    assert!(live.is_empty(), "{live:?}");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(mode(&e.journal.path().join("done")), 0o700);
+    assert_eq!(mode(&done[0]), 0o600);
+    let text = std::fs::read_to_string(&done[0]).expect("journal");
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a line")).expect("json");
+    assert_eq!(
+        (last["event"].as_str(), last["clean"].as_bool()),
+        (Some("finished"), Some(true))
+    );
+}
