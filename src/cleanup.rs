@@ -15,8 +15,13 @@
 //!
 //! Removal reuses the builder's teardown (dependency order, waits, already-gone = done), one
 //! ledger per run, resumed from its journal so that every removal is journaled; a journal is
-//! moved to `done/` beside it once nothing of its run is left. Two cleanups may run at once: every
-//! step is idempotent.
+//! moved to `done/` beside it once nothing of its run is left (a successful build moves its own,
+//! [`crate::ledger::Ledger::finish`]). Two cleanups may run at once: every step is idempotent.
+//!
+//! Exit codes ([`exit_code`]): 3 when something cleanup knows of is still there (a resource it
+//! could not remove, an unanswered create call it could not look up, a run skipped for its age);
+//! 1 when only a search failed; 0 otherwise. A run whose process still runs is skipped without
+//! changing the exit code.
 //!
 //! The decisions are a pure function ([`plan`]) of what was read, unit-tested below.
 
@@ -1391,6 +1396,14 @@ mod tests {
              us-east-1  instance  i-1     r1   b      3h2m   journal\n\
              us-east-1  snapshot  snap-1  r1   b      2h53m  tag"
         );
+    }
+
+    #[test]
+    fn exit_3_only_when_something_known_is_left_and_1_when_only_a_search_failed() {
+        assert_eq!(exit_code(false, false, false), Exit::Success);
+        assert_eq!(exit_code(false, false, true), Exit::BuildFailed);
+        assert_eq!(exit_code(true, false, true), Exit::LeftBehind);
+        assert_eq!(exit_code(false, true, false), Exit::LeftBehind);
     }
 
     #[test]

@@ -570,7 +570,10 @@ fn cleanup_after_kill_9_at_each_phase_leaves_only_a_finished_builds_amis() {
                     ));
                 }
             }
-            let r = cleanup(&e, &[]);
+            // A successful build archived its journal: with no journal left, cleanup searches
+            // the configured region by tag, here the emulator's.
+            let endpoint = world.ec2_endpoint().to_string();
+            let r = cleanup(&e, &["--endpoint-url", &endpoint]);
             if r.code != 0 {
                 problems.push(format!(
                     "{ctx}: cleanup exited {}:\n{}\n{}",
@@ -601,7 +604,6 @@ fn cleanup_after_kill_9_at_each_phase_leaves_only_a_finished_builds_amis() {
             if !live.is_empty() || done.len() != 1 {
                 problems.push(format!("{ctx}: journals left {live:?}, archived {done:?}"));
             }
-            let endpoint = world.ec2_endpoint().to_string();
             let again = cleanup(
                 &e,
                 &[

@@ -1,8 +1,10 @@
 //! Ready for a real AWS account (issue 17): `imgbuild cleanup` as a user meets it on the test
 //! world by hand (the world's env file sends it to the emulator), its exit codes (3 only when
 //! something it knows of is still there), a run skipped for its age reported with its
-//! resources, and a successful build archiving its own journal in an owner-only `done/`.
+//! resources, and a successful build archiving its own journal in an owner-only `done/`; the
+//! IAM policy (iam/imgbuild-policy.json, quoted by README) allows exactly the calls the code makes.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -220,4 +222,161 @@ fn a_successful_build_archives_its_own_journal_in_an_owner_only_done_dir() {
         (last["event"].as_str(), last["clean"].as_bool()),
         (Some("finished"), Some(true))
     );
+}
+
+/// The operations of an AWS SDK crate (`aws-sdk-ec2`, ...): the folders of its
+/// `src/operation/`, found through `cargo metadata` (the crate the build uses, whatever its
+/// version).
+fn sdk_operations(krate: &str) -> BTreeSet<String> {
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    // This machine's platform only: the others' dependencies are not downloaded.
+    let rustc = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV runs");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc names its host");
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let manifest = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == krate)
+        .and_then(|p| p["manifest_path"].as_str())
+        .unwrap_or_else(|| panic!("{krate} is not a dependency"));
+    let dir = Path::new(manifest).with_file_name("src/operation");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Every `.name()` call in the Rust files below `dir` (test modules included: a call only a
+/// test makes still names an action).
+fn calls_in(dir: &Path, out: &mut BTreeSet<String>) {
+    for e in std::fs::read_dir(dir).expect("src").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            calls_in(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            let text = std::fs::read_to_string(&p).expect("source");
+            for (i, _) in text.match_indices("()") {
+                let head = &text[..i];
+                let start = head
+                    .rfind(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                    .map_or(0, |s| s + 1);
+                if start > 0 && head.as_bytes()[start - 1] == b'.' && start < i {
+                    out.insert(head[start..].to_string());
+                }
+            }
+        }
+    }
+}
+
+/// `describe_launch_template_versions` -> `DescribeLaunchTemplateVersions`.
+fn camel(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The actions of iam/imgbuild-policy.json, by statement Sid.
+fn policy() -> (String, BTreeMap<String, Vec<String>>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("iam/imgbuild-policy.json");
+    let text = std::fs::read_to_string(&path).expect("iam/imgbuild-policy.json");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("policy JSON");
+    assert_eq!(doc["Version"], "2012-10-17");
+    let mut by_sid = BTreeMap::new();
+    for s in doc["Statement"].as_array().expect("Statement") {
+        assert_eq!(s["Effect"], "Allow", "{s}");
+        let sid = s["Sid"]
+            .as_str()
+            .expect("every statement has a Sid")
+            .to_string();
+        let actions = s["Action"]
+            .as_array()
+            .expect("Action is a list")
+            .iter()
+            .map(|a| a.as_str().expect("an action").to_string())
+            .collect();
+        assert!(
+            by_sid.insert(sid.clone(), actions).is_none(),
+            "Sid {sid} twice"
+        );
+    }
+    (text, by_sid)
+}
+
+#[test]
+fn iam_policy_allows_every_aws_call_the_code_makes_and_nothing_else() {
+    let (text, by_sid) = policy();
+    let allowed: BTreeSet<String> = by_sid.values().flatten().cloned().collect();
+    let mut calls = BTreeSet::new();
+    calls_in(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut calls,
+    );
+    let mut needed = BTreeSet::new();
+    for (krate, service) in [
+        ("aws-sdk-ec2", "ec2"),
+        ("aws-sdk-cloudformation", "cloudformation"),
+        ("aws-sdk-ssm", "ssm"),
+    ] {
+        let ops = sdk_operations(krate);
+        assert!(ops.len() > 10, "{krate}: {ops:?}");
+        needed.extend(
+            calls
+                .iter()
+                .filter(|c| ops.contains(*c))
+                .map(|c| format!("{service}:{}", camel(c))),
+        );
+    }
+    assert!(needed.contains("ec2:RunInstances"), "{needed:?}");
+    let missing: Vec<&String> = needed.difference(&allowed).collect();
+    assert!(
+        missing.is_empty(),
+        "the code calls these, iam/imgbuild-policy.json does not allow them: {missing:?}"
+    );
+    let unused: Vec<&String> = allowed.difference(&needed).collect();
+    assert!(
+        unused.is_empty(),
+        "iam/imgbuild-policy.json allows these, the code never calls them: {unused:?}"
+    );
+    // README quotes the file as it is.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    assert!(
+        readme.contains(text.trim()),
+        "README's \"Permissions\" quotes iam/imgbuild-policy.json verbatim"
+    );
+    for sid in [
+        "BuildDescribe",
+        "Cleanup",
+        "AmiRetention",
+        "CloudFormationUpdate",
+        "SsmParameter",
+    ] {
+        assert!(by_sid.contains_key(sid), "{sid}: {by_sid:?}");
+    }
 }
