@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use serde_json::json;
@@ -379,4 +380,271 @@ fn iam_policy_allows_every_aws_call_the_code_makes_and_nothing_else() {
     ] {
         assert!(by_sid.contains_key(sid), "{sid}: {by_sid:?}");
     }
+}
+
+// ------------------------------------------------ the policy against IAM enforcement ---
+
+/// The Python that runs `moto_server` (its script's `#!` line), where the test world installs
+/// it: on PATH or in the test world's venv.
+fn moto_python() -> Option<String> {
+    let mut places: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("moto_server"))
+                .collect()
+        })
+        .unwrap_or_default();
+    places.push("/usr/local/lib/imgbuild-testworld/venv/bin/moto_server".into());
+    if let Some(home) = std::env::var_os("HOME") {
+        places.push(Path::new(&home).join(".local/share/imgbuild-testworld/venv/bin/moto_server"));
+    }
+    places.iter().find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        let line = text.lines().next()?.strip_prefix("#!")?.trim().to_string();
+        // pyenv shims and `#!/usr/bin/env python3`: python3 on PATH.
+        (!line.contains(' ') && Path::new(&line).is_file())
+            .then_some(line)
+            .or_else(|| Some("python3".to_string()))
+    })
+}
+
+/// A moto server of this test's own with IAM enforcement on
+/// (tests/fixtures/iam/moto_iam_server.py), stopped by its PID when dropped.
+struct IamMoto {
+    child: Child,
+    python: String,
+    endpoint: String,
+    /// Keys of a user allowed everything (to create the test's users).
+    admin: (String, String),
+    dir: tempfile::TempDir,
+}
+
+impl Drop for IamMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/iam")
+        .join(name)
+}
+
+impl IamMoto {
+    fn start() -> Option<IamMoto> {
+        let Some(python) = moto_python() else {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "moto_server is not installed; scripts/testworld.sh install installs it"
+            );
+            eprintln!("skipped: moto_server is not installed");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::fs::File::create(dir.path().join("moto.log")).expect("log");
+        let child = Command::new(&python)
+            .arg(fixture("moto_iam_server.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // CreateUser, PutUserPolicy and CreateAccessKey of the admin go unchecked.
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("the moto wrapper starts");
+        let mut moto = IamMoto {
+            child,
+            python,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            admin: (String::new(), String::new()),
+            dir,
+        };
+        let up = (0..300).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "moto did not listen: {}", moto.log());
+        let admin = moto.dir.path().join("admin.json");
+        std::fs::write(
+            &admin,
+            r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}"#,
+        )
+        .expect("admin policy");
+        moto.admin = moto.user("admin", &admin, ("testing", "testing"));
+        Some(moto)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("moto.log")).unwrap_or_default()
+    }
+
+    /// A new user holding the policy in `policy`, created with the keys `by`.
+    fn user(&self, name: &str, policy: &Path, by: (&str, &str)) -> (String, String) {
+        let out = Command::new(&self.python)
+            .arg(fixture("iam_user.py"))
+            .arg(&self.endpoint)
+            .arg(name)
+            .arg(policy)
+            .env("AWS_ACCESS_KEY_ID", by.0)
+            .env("AWS_SECRET_ACCESS_KEY", by.1)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("iam_user.py runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "iam_user.py {name}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        let (k, s) = text.trim().split_once(' ').expect("key and secret");
+        (k.to_string(), s.to_string())
+    }
+
+    /// `imgbuild build` of `template` with the keys of `user`: exit code and all output.
+    fn build(&self, template: &serde_json::Value, user: &(String, String)) -> (i32, String) {
+        let s = Scratch::new().with("t.json", &template.to_string());
+        let journal = s.path("journal").display().to_string();
+        let r = imgbuild_env(
+            s.dir.path(),
+            &["build", "-color=false", "t.json"],
+            None,
+            &[
+                ("AWS_ACCESS_KEY_ID", &user.0),
+                ("AWS_SECRET_ACCESS_KEY", &user.1),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+                ("IMGBUILD_JOURNAL_DIR", &journal),
+            ],
+        );
+        (r.code, format!("{}\n{}", r.stdout, r.stderr))
+    }
+}
+
+/// The two builds that together make every call of a build: one without SSH that succeeds
+/// (image, region copy, sharing, tags), one whose SSH cannot connect (key pair, security
+/// group, and the teardown of both).
+fn iam_templates(endpoint: &str) -> [serde_json::Value; 2] {
+    let base = json!({
+        "type": "amazon-ebs",
+        "region": "us-east-1",
+        "custom_endpoint_ec2": endpoint,
+        "instance_type": "t3.micro",
+        "source_ami_filter": {
+            "filters": {"name": "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"},
+            "owners": ["099720109477"],
+            "most_recent": true
+        },
+        "ami_name": "iam-{{timestamp}}-{{uuid}}",
+        "ami_description": "built from {{ .SourceAMI }}",
+        "tags": {"Project": "the IAM test"},
+        "run_tags": {"Purpose": "imgbuild test"}
+    });
+    let with = |extra: serde_json::Value| {
+        let mut b = base.clone();
+        b.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        json!({"builders": [b]})
+    };
+    [
+        with(json!({"communicator": "none", "ami_regions": ["us-west-2"],
+                    "ami_users": ["123456789012"], "snapshot_users": ["123456789012"]})),
+        with(
+            json!({"communicator": "ssh", "ssh_username": "ubuntu", "ssh_host": "127.0.0.1",
+                    "ssh_port": 9, "ssh_timeout": "2s"}),
+        ),
+    ]
+}
+
+/// Denied, as moto and imgbuild say it.
+fn denied(out: &str) -> bool {
+    ["UnauthorizedOperation", "AccessDenied", "not authorized"]
+        .iter()
+        .any(|w| out.contains(w))
+}
+
+/// The actions a build cannot do without: removing any one of them from the policy fails one
+/// of [`iam_templates`]' builds with a message that names it. (The rest of the build
+/// statements are called only on paths these builds do not take: `force_deregister`, volumes
+/// that outlive the instance, a failed image.)
+const REQUIRED: &[&str] = &[
+    "ec2:DescribeImages",
+    "ec2:RunInstances",
+    "ec2:ImportKeyPair",
+    "ec2:CreateSecurityGroup",
+    "ec2:CreateImage",
+    "ec2:CopyImage",
+    "ec2:CreateTags",
+    "ec2:ModifyImageAttribute",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:StopInstances",
+    "ec2:TerminateInstances",
+    "ec2:DeleteSecurityGroup",
+    "ec2:DeleteKeyPair",
+];
+
+#[test]
+fn iam_policy_file_is_enough_for_a_build_and_each_required_action_is_needed() {
+    let Some(moto) = IamMoto::start() else {
+        return;
+    };
+    let admin = (moto.admin.0.as_str(), moto.admin.1.as_str());
+    let policy_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("iam/imgbuild-policy.json");
+    let [plain, ssh] = iam_templates(&moto.endpoint);
+
+    let user = moto.user("builder", &policy_path, admin);
+    let (code, out) = moto.build(&plain, &user);
+    assert_eq!(
+        code,
+        0,
+        "with the policy, the build succeeds:\n{out}\n{}",
+        moto.log()
+    );
+    let (code, out) = moto.build(&ssh, &user);
+    assert!(
+        code == 1 && out.contains("waiting for SSH") && !denied(&out),
+        "with the policy, only SSH fails:\n{out}"
+    );
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&policy_path).expect("policy"))
+            .expect("policy JSON");
+    let mut missed = Vec::new();
+    for (n, action) in REQUIRED.iter().enumerate() {
+        let mut less = doc.clone();
+        for s in less["Statement"].as_array_mut().expect("statements") {
+            s["Action"]
+                .as_array_mut()
+                .expect("actions")
+                .retain(|a| a != action);
+        }
+        less["Statement"]
+            .as_array_mut()
+            .expect("statements")
+            .retain(|s| !s["Action"].as_array().is_some_and(Vec::is_empty));
+        let file = moto.dir.path().join(format!("less-{n}.json"));
+        std::fs::write(&file, less.to_string()).expect("policy");
+        let user = moto.user(&format!("less-{n}"), &file, admin);
+        let call = action.trim_start_matches("ec2:");
+        let (code, mut out) = moto.build(&plain, &user);
+        if code == 0 || !out.contains(call) {
+            out.push_str(&moto.build(&ssh, &user).1);
+        }
+        if !(out.contains(call) && denied(&out)) {
+            missed.push(format!("{action}:\n{out}"));
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "without these the builds did not fail naming them:\n{}",
+        missed.join("\n\n")
+    );
 }
