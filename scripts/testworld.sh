@@ -467,10 +467,16 @@ check_authkeys_cmd() {
     fi
 }
 
+# The env file. AWS_ENDPOINT_URL sends every AWS SDK client without an endpoint of its own
+# (imgbuild cleanup's tag search, the post-processors' CloudFormation and SSM) to the emulator,
+# so a shell that sourced it never reaches real AWS; the integration tests leave it out
+# (tests/integration/world.rs) so that a template must reach the emulator through its own
+# custom_endpoint_ec2.
 write_env() {
     local dir=$1 sandbox=$2
     cat >"$dir/env.tmp" <<EOF
 IMGBUILD_TEST_EC2_ENDPOINT=http://127.0.0.1:$MOTO_PORT
+AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
 IMGBUILD_TEST_SSH_HOST=127.0.0.1
 IMGBUILD_TEST_SSH_PORT=$SSHD_PORT
 IMGBUILD_TEST_SSH_USER=$(test_user)

@@ -15,8 +15,13 @@
 //!
 //! Removal reuses the builder's teardown (dependency order, waits, already-gone = done), one
 //! ledger per run, resumed from its journal so that every removal is journaled; a journal is
-//! moved to `done/` beside it once nothing of its run is left. Two cleanups may run at once: every
-//! step is idempotent.
+//! moved to `done/` beside it once nothing of its run is left (a successful build moves its own,
+//! [`crate::ledger::Ledger::finish`]). Two cleanups may run at once: every step is idempotent.
+//!
+//! Exit codes ([`exit_code`]): 3 when something cleanup knows of is still there (a resource it
+//! could not remove, an unanswered create call it could not look up, a run skipped for its age);
+//! 1 when only a search failed; 0 otherwise. A run whose process still runs is skipped without
+//! changing the exit code.
 //!
 //! The decisions are a pure function ([`plan`]) of what was read, unit-tested below.
 
@@ -130,8 +135,11 @@ pub struct Skipped {
     pub run_id: String,
     pub build: Option<String>,
     pub why: String,
-    /// How many resources it has that were found.
-    pub resources: usize,
+    /// Skipped for its age (found by tags alone, younger than `--older-than`), not because its
+    /// process still runs: what it has is left behind as far as this cleanup can tell.
+    pub young: bool,
+    /// Its resources that were found.
+    pub resources: Vec<Undo>,
 }
 
 /// Everything cleanup decided.
@@ -169,46 +177,99 @@ pub fn plan(
     now: i64,
     older_than: Duration,
 ) -> Plan {
-    let mut out = Plan::default();
-    let alive: BTreeMap<&str, &str> = journals
-        .iter()
-        .filter_map(|j| Some((j.replay.run_id.as_deref()?, j.alive.as_deref()?)))
-        .collect();
-    let mut runs: BTreeMap<RunKey, RunPlan> = BTreeMap::new();
-    let mut kept: BTreeMap<RunKey, Vec<Undo>> = BTreeMap::new();
-    let mut finished: BTreeSet<RunKey> = BTreeSet::new();
-    let mut skipped: BTreeMap<(String, Option<String>), Skipped> = BTreeMap::new();
+    let mut p = Planner::new(journals, endpoint);
     for j in journals {
+        p.journal(j, now);
+    }
+    for h in hits {
+        p.hit(h);
+    }
+    p.decide(failed_journals, now, older_than)
+}
+
+/// What [`plan`] gathers before it decides: the runs, what finished runs kept, and the runs
+/// left alone because their process still runs.
+struct Planner<'a> {
+    endpoint: Option<&'a str>,
+    /// Why each running run (by run id) still runs.
+    alive: BTreeMap<&'a str, &'a str>,
+    runs: BTreeMap<RunKey, RunPlan>,
+    kept: BTreeMap<RunKey, Vec<Undo>>,
+    finished: BTreeSet<RunKey>,
+    /// The newest sign of life of each run found by tags alone.
+    newest: BTreeMap<RunKey, Option<i64>>,
+    running: BTreeMap<(String, Option<String>), Skipped>,
+    archive: Vec<PathBuf>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(journals: &'a [JournalView], endpoint: Option<&'a str>) -> Planner<'a> {
+        Planner {
+            endpoint,
+            alive: journals
+                .iter()
+                .filter_map(|j| Some((j.replay.run_id.as_deref()?, j.alive.as_deref()?)))
+                .collect(),
+            runs: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            finished: BTreeSet::new(),
+            newest: BTreeMap::new(),
+            running: BTreeMap::new(),
+            archive: Vec::new(),
+        }
+    }
+
+    /// Notes `undo` of a run that still runs, when it does; true then.
+    fn still_running(&mut self, run_id: &str, build: &Option<String>, undo: &[Undo]) -> bool {
+        let Some(why) = self.alive.get(run_id) else {
+            return false;
+        };
+        let s = self
+            .running
+            .entry((run_id.to_string(), build.clone()))
+            .or_insert_with(|| Skipped {
+                run_id: run_id.to_string(),
+                build: build.clone(),
+                why: why.to_string(),
+                young: false,
+                resources: Vec::new(),
+            });
+        for u in undo {
+            if !s.resources.contains(u) {
+                s.resources.push(u.clone());
+            }
+        }
+        true
+    }
+
+    /// A journal: its run's leftovers (but the snapshots the template named), what it kept.
+    fn journal(&mut self, j: &JournalView, now: i64) {
         let Some(run_id) = j.replay.run_id.clone() else {
             if j.alive.is_none() && now - j.modified >= EMPTY_JOURNAL_AGE.as_secs() as i64 {
-                out.archive.push(j.path.clone());
+                self.archive.push(j.path.clone());
             }
-            continue;
+            return;
         };
-        if let Some(why) = alive.get(run_id.as_str()) {
-            let s = skipped
-                .entry((run_id.clone(), j.replay.build.clone()))
-                .or_insert_with(|| Skipped {
-                    run_id: run_id.clone(),
-                    build: j.replay.build.clone(),
-                    why: why.to_string(),
-                    resources: 0,
-                });
-            s.resources += j.replay.leftovers.len();
-            continue;
+        let leftovers: Vec<Undo> = j.replay.leftovers.iter().map(|e| e.undo.clone()).collect();
+        if self.still_running(&run_id, &j.replay.build, &leftovers) {
+            return;
         }
         let key: RunKey = (
-            j.replay.endpoint.clone().or(endpoint.map(str::to_string)),
+            j.replay
+                .endpoint
+                .clone()
+                .or(self.endpoint.map(str::to_string)),
             run_id.clone(),
             j.replay.build.clone(),
         );
         if j.replay.finished.is_some() {
-            finished.insert(key.clone());
+            self.finished.insert(key.clone());
         }
-        kept.entry(key.clone())
+        self.kept
+            .entry(key.clone())
             .or_default()
             .extend(j.replay.kept.iter().cloned());
-        let run = runs.entry(key.clone()).or_insert_with(|| RunPlan {
+        let run = self.runs.entry(key.clone()).or_insert_with(|| RunPlan {
             endpoint: key.0.clone(),
             run_id: run_id.clone(),
             build: j.replay.build.clone(),
@@ -219,11 +280,7 @@ pub fn plan(
             items: Vec::new(),
         });
         for e in &j.replay.leftovers {
-            if run
-                .protected_snapshots
-                .iter()
-                .any(|p| matches!(&e.undo, Undo::DeleteSnapshot { id, .. } if id == p))
-            {
+            if is_protected(run, &e.undo) {
                 continue;
             }
             run.items.push(Item {
@@ -235,35 +292,32 @@ pub fn plan(
             });
         }
     }
-    // The newest sign of life of each run found by tags alone.
-    let mut newest: BTreeMap<RunKey, Option<i64>> = BTreeMap::new();
-    for h in hits {
+
+    /// A resource found in EC2 (by tag or as the answer to a lost call).
+    fn hit(&mut self, h: &Hit) {
         let f = &h.found;
-        if let Some(why) = alive.get(f.run_id.as_str()) {
-            let s = skipped
-                .entry((f.run_id.clone(), f.build.clone()))
-                .or_insert_with(|| Skipped {
-                    run_id: f.run_id.clone(),
-                    build: f.build.clone(),
-                    why: why.to_string(),
-                    resources: 0,
-                });
-            s.resources += 1;
-            continue;
+        if self.still_running(&f.run_id, &f.build, std::slice::from_ref(&f.undo)) {
+            return;
         }
         let key: RunKey = (h.endpoint.clone(), f.run_id.clone(), f.build.clone());
-        let journaled = runs.get(&key).is_some_and(|r| r.journal.is_some());
+        let journaled = self.runs.get(&key).is_some_and(|r| r.journal.is_some());
         if !journaled {
-            let n = newest.entry(key.clone()).or_insert(run_id_time(&f.run_id));
+            let n = self
+                .newest
+                .entry(key.clone())
+                .or_insert(run_id_time(&f.run_id));
             *n = match (*n, f.created) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
         }
-        if kept.get(&key).is_some_and(|k| k.contains(&f.undo)) {
-            continue; // the product of a finished run
+        if self.kept.get(&key).is_some_and(|k| k.contains(&f.undo)) {
+            return; // the product of a finished run
         }
-        let run = runs.entry(key.clone()).or_insert_with(|| RunPlan {
+        // An image or snapshot is removed by its tags alone only when it was never delivered:
+        // it says so itself (`imgbuild:temporary`), or its run's journal never finished.
+        let undelivered = f.temporary || (journaled && !self.finished.contains(&key));
+        let run = self.runs.entry(key.clone()).or_insert_with(|| RunPlan {
             endpoint: key.0.clone(),
             run_id: f.run_id.clone(),
             build: f.build.clone(),
@@ -273,18 +327,8 @@ pub fn plan(
             protected_snapshots: Vec::new(),
             items: Vec::new(),
         });
-        if run
-            .protected_snapshots
-            .iter()
-            .any(|p| matches!(&f.undo, Undo::DeleteSnapshot { id, .. } if id == p))
-        {
-            continue;
-        }
-        // An image or snapshot is removed by its tags alone only when it was never delivered:
-        // it says so itself (`imgbuild:temporary`), or its run's journal never finished.
-        let undelivered = f.temporary || (journaled && !finished.contains(&key));
-        if is_image_or_snapshot(&f.undo) && !undelivered {
-            continue;
+        if is_protected(run, &f.undo) || (is_image_or_snapshot(&f.undo) && !undelivered) {
+            return;
         }
         if let Some(i) = run.items.iter_mut().find(|i| i.undo == f.undo) {
             i.created = i.created.or(f.created);
@@ -295,7 +339,7 @@ pub fn plan(
             if i.source == Source::Tag {
                 i.source = h.source;
             }
-            continue;
+            return;
         }
         run.items.push(Item {
             undo: f.undo.clone(),
@@ -305,51 +349,67 @@ pub fn plan(
             intent: h.intent,
         });
     }
-    for (key, run) in runs {
-        if run.journal.is_none() {
-            let age = newest
-                .get(&key)
-                .copied()
-                .flatten()
-                .map(|t| Duration::from_secs(now.saturating_sub(t).max(0) as u64));
-            let young = match age {
-                Some(a) => a < older_than,
-                None => !older_than.is_zero(),
-            };
-            if young {
-                if !run.items.is_empty() {
-                    out.skipped.push(Skipped {
-                        run_id: run.run_id.clone(),
-                        build: run.build.clone(),
-                        why: match age {
-                            Some(a) => format!(
-                                "found by tags only and younger than --older-than ({} old): it may still be running elsewhere",
-                                human_age(a.as_secs() as i64)
-                            ),
-                            None => "found by tags only and of unknown age".to_string(),
-                        },
-                        resources: run.items.len(),
-                    });
+
+    /// Each run: removed, skipped (found by tags alone and too young), or its journal archived.
+    fn decide(self, failed_journals: &BTreeSet<PathBuf>, now: i64, older_than: Duration) -> Plan {
+        let mut out = Plan {
+            archive: self.archive,
+            ..Plan::default()
+        };
+        for (key, run) in self.runs {
+            if run.journal.is_none() {
+                let age = self
+                    .newest
+                    .get(&key)
+                    .copied()
+                    .flatten()
+                    .map(|t| Duration::from_secs(now.saturating_sub(t).max(0) as u64));
+                let young = match age {
+                    Some(a) => a < older_than,
+                    None => !older_than.is_zero(),
+                };
+                if !young {
+                    if !run.items.is_empty() {
+                        out.runs.push(run);
+                    }
+                } else if !run.items.is_empty() {
+                    out.skipped.push(too_young(&run, age));
                 }
                 continue;
             }
             if !run.items.is_empty() {
                 out.runs.push(run);
+            } else if let Some(p) = run.journal.filter(|p| !failed_journals.contains(p)) {
+                out.archive.push(p);
             }
-            continue;
         }
-        if run.items.is_empty() {
-            if let Some(p) = &run.journal {
-                if !failed_journals.contains(p) {
-                    out.archive.push(p.clone());
-                }
-            }
-        } else {
-            out.runs.push(run);
-        }
+        out.skipped.extend(self.running.into_values());
+        out
     }
-    out.skipped.extend(skipped.into_values());
-    out
+}
+
+/// A snapshot the template named (the user's): never removed with its run.
+fn is_protected(run: &RunPlan, u: &Undo) -> bool {
+    run.protected_snapshots
+        .iter()
+        .any(|p| matches!(u, Undo::DeleteSnapshot { id, .. } if id == p))
+}
+
+/// A run found by tags alone, younger than `--older-than` (`age`: of its newest sign of life).
+fn too_young(run: &RunPlan, age: Option<Duration>) -> Skipped {
+    Skipped {
+        run_id: run.run_id.clone(),
+        build: run.build.clone(),
+        why: match age {
+            Some(a) => format!(
+                "found by tags only and younger than --older-than ({} old): it may still be running elsewhere",
+                human_age(a.as_secs() as i64)
+            ),
+            None => "found by tags only and of unknown age".to_string(),
+        },
+        young: true,
+        resources: run.items.iter().map(|i| i.undo.clone()).collect(),
+    }
 }
 
 /// The table `--dry-run` prints: one row per resource.
@@ -493,17 +553,6 @@ pub fn unfinished_runs(dir: &Path) -> usize {
         .count()
 }
 
-/// Moves a journal to `done/` beside it (already moved by a concurrent cleanup: fine).
-fn archive(path: &Path) -> std::io::Result<PathBuf> {
-    let dir = path.parent().unwrap_or(Path::new(".")).join("done");
-    std::fs::create_dir_all(&dir)?;
-    let to = dir.join(path.file_name().unwrap_or_default());
-    match std::fs::rename(path, &to) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(to),
-        r => r.map(|()| to),
-    }
-}
-
 // ------------------------------------------------------------------------- running ---
 
 fn access(endpoint: Option<String>, region: Option<String>) -> AccessConfig {
@@ -561,14 +610,65 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
             }
         });
     }
-    let say = |m: String| ui.say(&format!("==> cleanup: {m}"));
-    let mut failures: Vec<String> = Vec::new();
+    let (journals, scope) = match read_journals(opts, ui) {
+        Ok(r) => r,
+        Err(exit) => return exit,
+    };
+    let mut s = Survey::connect(opts, journals, scope).await;
+    s.search_tags().await;
+    s.look_up_unanswered(opts).await;
+    let now = chrono::Utc::now().timestamp();
+    let plan = plan(
+        &s.journals,
+        &s.hits,
+        opts.endpoint.as_deref(),
+        &s.failed_journals,
+        now,
+        opts.older_than,
+    );
+    report_skipped(&plan, ui);
+    let rows = table(&plan, now);
+    if opts.dry_run {
+        return dry_run(&plan, &rows, &s, ui);
+    }
+    for p in &plan.archive {
+        match crate::ledger::archive(p) {
+            Ok(to) => ui.say(&format!(
+                "==> cleanup: the run of {} left nothing: journal moved to {}",
+                p.display(),
+                to.display()
+            )),
+            Err(e) => ui.error(&format!(
+                "warning: could not archive the journal {}: {e}",
+                p.display()
+            )),
+        }
+    }
+    let young = plan.skipped.iter().any(|s| s.young);
+    if rows.is_empty() && s.failures.is_empty() && !young {
+        ui.say("==> cleanup: nothing to remove");
+        return Exit::Success;
+    }
+    let left = remove_all(&plan, &s.clients, &abort, ui, &mut s.failures).await;
+    finish(
+        Outcome {
+            left: left || !s.failed_journals.is_empty(),
+            young: plan.skipped.iter().filter(|s| s.young).collect(),
+            failures: &s.failures,
+        },
+        ui,
+    )
+}
 
-    // Journals.
-    let dir = crate::ledger::default_journal_dir();
+/// The journals to read (every journal in the directory, or `--journal`s, narrowed by
+/// `--run-id`) and the run ids the tag search is limited to (`None`: every run). A `--journal`
+/// that cannot be read is a usage error.
+type Journals = (Vec<JournalView>, Option<Vec<String>>);
+
+fn read_journals(opts: &Options, ui: &Ui) -> Result<Journals, Exit> {
     let mut journals = Vec::new();
     if opts.journals.is_empty() {
-        journals = journals_in(&dir);
+        journals = journals_in(&crate::ledger::default_journal_dir());
     } else {
         for p in &opts.journals {
             match view(p) {
@@ -578,7 +678,7 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
                         "error: cannot read the journal {}: {e}",
                         p.display()
                     ));
-                    return Exit::Usage;
+                    return Err(Exit::Usage);
                 }
             }
         }
@@ -586,7 +686,7 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
     if let Some(id) = &opts.run_id {
         journals.retain(|j| j.replay.run_id.as_deref() == Some(id.as_str()));
     }
-    let scope: Option<Vec<String>> = match (&opts.run_id, opts.journals.is_empty()) {
+    let scope = match (&opts.run_id, opts.journals.is_empty()) {
         (Some(id), _) => Some(vec![id.clone()]),
         (None, false) => Some(
             journals
@@ -598,158 +698,194 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
         ),
         (None, true) => None,
     };
+    Ok((journals, scope))
+}
 
-    // Where to look: (endpoint, region).
-    let mut targets: BTreeSet<(Option<String>, String)> = BTreeSet::new();
-    for j in journals.iter().filter(|j| j.alive.is_none()) {
-        let ep = j.replay.endpoint.clone().or(opts.endpoint.clone());
-        for r in j.replay.regions.iter().chain(&opts.regions) {
-            targets.insert((ep.clone(), r.clone()));
-        }
-    }
-    for r in &opts.regions {
-        targets.insert((opts.endpoint.clone(), r.clone()));
-    }
-    let mut clients: BTreeMap<Option<String>, Aws> = BTreeMap::new();
-    let mut endpoints: BTreeSet<Option<String>> = targets.iter().map(|t| t.0.clone()).collect();
-    endpoints.insert(opts.endpoint.clone());
-    for ep in endpoints {
-        match connect(ep.clone()).await {
-            Ok(a) => {
-                clients.insert(ep, a);
+/// What cleanup found out before deciding: the journals, a client per EC2 endpoint, where to
+/// search by tag, what the searches found, and what could not be looked at.
+struct Survey {
+    journals: Vec<JournalView>,
+    scope: Option<Vec<String>>,
+    clients: BTreeMap<Option<String>, Aws>,
+    /// (endpoint, region) to search for `imgbuild:run-id` tags.
+    targets: BTreeSet<(Option<String>, String)>,
+    hits: Vec<Hit>,
+    /// Journals whose unanswered create calls could not be looked up.
+    failed_journals: BTreeSet<PathBuf>,
+    /// What could not be connected to, searched or removed, for the final message.
+    failures: Vec<String>,
+}
+
+impl Survey {
+    /// Connects to every EC2 endpoint the journals and options name, and decides where to
+    /// search: the journals' regions, `--region`, `--all-regions`, else the configured region.
+    async fn connect(
+        opts: &Options,
+        journals: Vec<JournalView>,
+        scope: Option<Vec<String>>,
+    ) -> Survey {
+        let mut targets: BTreeSet<(Option<String>, String)> = BTreeSet::new();
+        for j in journals.iter().filter(|j| j.alive.is_none()) {
+            let ep = j.replay.endpoint.clone().or(opts.endpoint.clone());
+            for r in j.replay.regions.iter().chain(&opts.regions) {
+                targets.insert((ep.clone(), r.clone()));
             }
-            Err(e) => failures.push(format!(
-                "connecting to EC2{}: {e}",
-                ep.as_ref().map(|e| format!(" at {e}")).unwrap_or_default()
-            )),
         }
-    }
-    if let Some(aws) = clients.get(&opts.endpoint) {
-        if opts.all_regions {
-            match sweep::regions(aws, &aws.region).await {
-                Ok(rs) => {
-                    for r in rs {
-                        targets.insert((opts.endpoint.clone(), r));
+        for r in &opts.regions {
+            targets.insert((opts.endpoint.clone(), r.clone()));
+        }
+        let mut s = Survey {
+            journals,
+            scope,
+            clients: BTreeMap::new(),
+            targets,
+            hits: Vec::new(),
+            failed_journals: BTreeSet::new(),
+            failures: Vec::new(),
+        };
+        let mut endpoints: BTreeSet<Option<String>> =
+            s.targets.iter().map(|t| t.0.clone()).collect();
+        endpoints.insert(opts.endpoint.clone());
+        for ep in endpoints {
+            match connect(ep.clone()).await {
+                Ok(a) => {
+                    s.clients.insert(ep, a);
+                }
+                Err(e) => s.failures.push(format!(
+                    "connecting to EC2{}: {e}",
+                    ep.as_ref().map(|e| format!(" at {e}")).unwrap_or_default()
+                )),
+            }
+        }
+        if let Some(aws) = s.clients.get(&opts.endpoint) {
+            if opts.all_regions {
+                match sweep::regions(aws, &aws.region).await {
+                    Ok(rs) => {
+                        for r in rs {
+                            s.targets.insert((opts.endpoint.clone(), r));
+                        }
                     }
+                    Err(e) => s.failures.push(e.to_string()),
                 }
-                Err(e) => failures.push(e.to_string()),
+            }
+            // No journal and no region named: the configured region.
+            if s.targets.is_empty()
+                && s.journals.is_empty()
+                && s.scope.as_ref().is_none_or(|sc| !sc.is_empty())
+            {
+                s.targets
+                    .insert((opts.endpoint.clone(), aws.region.clone()));
             }
         }
-        // No journal and no region named: the configured region.
-        if targets.is_empty() && journals.is_empty() && scope.as_ref().is_none_or(|s| !s.is_empty())
-        {
-            targets.insert((opts.endpoint.clone(), aws.region.clone()));
+        if s.scope.as_ref().is_some_and(|sc| sc.is_empty()) {
+            s.targets.clear(); // --journal/--run-id matched no run: nothing to look for by tag
         }
-    }
-    if scope.as_ref().is_some_and(|s| s.is_empty()) {
-        targets.clear(); // --journal/--run-id matched no run: nothing to look for by tag
+        s
     }
 
-    // Tagged resources.
-    let mut hits: Vec<Hit> = Vec::new();
-    let searches = futures_util::future::join_all(targets.iter().filter_map(|(ep, region)| {
-        let aws = clients.get(ep)?;
-        let scope = scope.as_deref();
-        Some(async move { (ep, sweep::tagged(aws, region, scope).await) })
-    }))
-    .await;
-    for (ep, r) in searches {
-        match r {
-            Ok(found) => hits.extend(found.into_iter().map(|f| Hit {
-                endpoint: ep.clone(),
-                found: f,
-                source: Source::Tag,
-                intent: None,
-            })),
-            Err(e) => failures.push(e.to_string()),
-        }
-    }
-
-    // Create calls whose answer never came back.
-    let mut failed_journals = BTreeSet::new();
-    for j in journals.iter().filter(|j| j.alive.is_none()) {
-        let Some(run_id) = &j.replay.run_id else {
-            continue;
-        };
-        let ep = j.replay.endpoint.clone().or(opts.endpoint.clone());
-        let Some(aws) = clients.get(&ep) else {
-            failed_journals.insert(j.path.clone());
-            continue;
-        };
-        for i in &j.replay.unresolved_intents {
-            let r = match (i.call.as_str(), &i.name) {
-                ("RunInstances", _) => {
-                    sweep::instances_by_client_token(aws, &i.region, &i.client_token, run_id)
-                        .await
-                        .map(|ids| {
-                            ids.into_iter()
-                                .map(|id| {
-                                    (
-                                        Found {
-                                            undo: Undo::TerminateInstance {
-                                                region: i.region.clone(),
-                                                id,
-                                            },
-                                            run_id: run_id.clone(),
-                                            build: j.replay.build.clone(),
-                                            created: None,
-                                            temporary: true,
-                                        },
-                                        Source::ClientToken,
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                }
-                ("CopyImage", Some(name)) => sweep::copies_named(
-                    aws,
-                    &i.region,
-                    name,
-                    j.replay.started_at.unwrap_or(0),
-                    run_id,
-                )
-                .await
-                .map(|v| {
-                    v.into_iter()
-                        .map(|mut f| {
-                            f.build = j.replay.build.clone();
-                            (f, Source::Name)
-                        })
-                        .collect()
-                }),
-                _ => Ok(Vec::new()), // nothing to look it up by: the run-id tag search covers it
-            };
+    /// Searches every target for resources tagged `imgbuild:run-id` (of the runs in scope).
+    async fn search_tags(&mut self) {
+        let searches =
+            futures_util::future::join_all(self.targets.iter().filter_map(|(ep, region)| {
+                let aws = self.clients.get(ep)?;
+                let scope = self.scope.as_deref();
+                Some(async move { (ep, sweep::tagged(aws, region, scope).await) })
+            }))
+            .await;
+        for (ep, r) in searches {
             match r {
-                Ok(v) => hits.extend(v.into_iter().map(|(f, source)| Hit {
+                Ok(found) => self.hits.extend(found.into_iter().map(|f| Hit {
                     endpoint: ep.clone(),
                     found: f,
-                    source,
-                    intent: Some(i.seq),
+                    source: Source::Tag,
+                    intent: None,
                 })),
-                Err(e) => {
-                    failures.push(e.to_string());
-                    failed_journals.insert(j.path.clone());
-                }
+                Err(e) => self.failures.push(e.to_string()),
             }
         }
     }
 
-    let now = chrono::Utc::now().timestamp();
-    let plan = plan(
-        &journals,
-        &hits,
-        opts.endpoint.as_deref(),
-        &failed_journals,
-        now,
-        opts.older_than,
-    );
+    /// Looks up the create calls whose answer never came back: instances by client token,
+    /// region copies by name.
+    async fn look_up_unanswered(&mut self, opts: &Options) {
+        for j in self.journals.iter().filter(|j| j.alive.is_none()) {
+            let Some(run_id) = &j.replay.run_id else {
+                continue;
+            };
+            let ep = j.replay.endpoint.clone().or(opts.endpoint.clone());
+            let Some(aws) = self.clients.get(&ep) else {
+                self.failed_journals.insert(j.path.clone());
+                continue;
+            };
+            for i in &j.replay.unresolved_intents {
+                match unanswered(aws, j, run_id, i).await {
+                    Ok(v) => self.hits.extend(v.into_iter().map(|(f, source)| Hit {
+                        endpoint: ep.clone(),
+                        found: f,
+                        source,
+                        intent: Some(i.seq),
+                    })),
+                    Err(e) => {
+                        self.failures.push(e.to_string());
+                        self.failed_journals.insert(j.path.clone());
+                    }
+                }
+            }
+        }
+    }
+}
 
+/// What one unanswered create call of journal `j` made, if anything.
+async fn unanswered(
+    aws: &Aws,
+    j: &JournalView,
+    run_id: &str,
+    i: &crate::ledger::PendingIntent,
+) -> Result<Vec<(Found, Source)>, sweep::SweepError> {
+    match (i.call.as_str(), &i.name) {
+        ("RunInstances", _) => {
+            let ids =
+                sweep::instances_by_client_token(aws, &i.region, &i.client_token, run_id).await?;
+            Ok(ids
+                .into_iter()
+                .map(|id| {
+                    let found = Found {
+                        undo: Undo::TerminateInstance {
+                            region: i.region.clone(),
+                            id,
+                        },
+                        run_id: run_id.to_string(),
+                        build: j.replay.build.clone(),
+                        created: None,
+                        temporary: true,
+                    };
+                    (found, Source::ClientToken)
+                })
+                .collect())
+        }
+        ("CopyImage", Some(name)) => {
+            let not_before = j.replay.started_at.unwrap_or(0);
+            let copies = sweep::copies_named(aws, &i.region, name, not_before, run_id).await?;
+            Ok(copies
+                .into_iter()
+                .map(|mut f| {
+                    f.build = j.replay.build.clone();
+                    (f, Source::Name)
+                })
+                .collect())
+        }
+        _ => Ok(Vec::new()), // nothing to look it up by: the run-id tag search covers it
+    }
+}
+
+/// Says which runs were left alone and why, each with its resources.
+fn report_skipped(plan: &Plan, ui: &Ui) {
     for s in &plan.skipped {
         ui.say(&format!(
             "==> cleanup: skipped run {} (build {}, {} resource(s) found): {}",
             s.run_id,
             s.build.as_deref().unwrap_or("-"),
-            s.resources,
+            s.resources.len(),
             s.why
         ));
         ui.record(
@@ -757,57 +893,56 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
             "cleanup-skipped",
             &[&s.run_id, s.build.as_deref().unwrap_or(""), &s.why],
         );
+        for u in &s.resources {
+            ui.say(&format!("==> cleanup:   {}", u.describe()));
+            ui.record(
+                "",
+                "cleanup-skipped-resource",
+                &[&s.run_id, u.region(), u.kind(), u.id()],
+            );
+        }
     }
-    let rows = table(&plan, now);
-    if opts.dry_run {
-        if rows.is_empty() {
-            ui.say("==> cleanup: nothing to remove");
-        } else {
-            ui.say(&format!(
-                "==> cleanup: would remove {} resource(s) of {} run(s) (dry run, nothing changed):",
-                rows.len(),
-                plan.runs.len()
-            ));
-            if !ui.machine {
-                ui.say(&render_table(&rows));
-            }
-        }
-        for r in &rows {
-            ui.record("", "cleanup-resource", &r.each_ref().map(String::as_str));
-        }
-        for p in &plan.archive {
-            ui.say(&format!(
-                "==> cleanup: would archive the journal {} (its run left nothing)",
-                p.display()
-            ));
-        }
-        for f in &failures {
-            ui.error(&format!("error: {f}"));
-        }
-        return if failures.is_empty() {
-            Exit::Success
-        } else {
-            Exit::LeftBehind
-        };
-    }
+}
 
-    for p in &plan.archive {
-        match archive(p) {
-            Ok(to) => say(format!(
-                "the run of {} left nothing: journal moved to {}",
-                p.display(),
-                to.display()
-            )),
-            Err(e) => ui.error(&format!(
-                "warning: could not archive the journal {}: {e}",
-                p.display()
-            )),
+/// `--dry-run`: what would go, changing nothing. Exit 0 unless something could not be looked
+/// at (3 when it is a journal's unanswered call, 1 when only a search failed).
+fn dry_run(plan: &Plan, rows: &[[String; 7]], s: &Survey, ui: &Ui) -> Exit {
+    if rows.is_empty() {
+        ui.say("==> cleanup: nothing to remove");
+    } else {
+        ui.say(&format!(
+            "==> cleanup: would remove {} resource(s) of {} run(s) (dry run, nothing changed):",
+            rows.len(),
+            plan.runs.len()
+        ));
+        if !ui.machine {
+            ui.say(&render_table(rows));
         }
     }
-    if rows.is_empty() && failures.is_empty() {
-        say("nothing to remove".into());
-        return Exit::Success;
+    for r in rows {
+        ui.record("", "cleanup-resource", &r.each_ref().map(String::as_str));
     }
+    for p in &plan.archive {
+        ui.say(&format!(
+            "==> cleanup: would archive the journal {} (its run left nothing)",
+            p.display()
+        ));
+    }
+    for f in &s.failures {
+        ui.error(&format!("error: {f}"));
+    }
+    exit_code(!s.failed_journals.is_empty(), false, !s.failures.is_empty())
+}
+
+/// Removes every planned run's resources (at once); true when something could not be removed
+/// (listed in `failures`).
+async fn remove_all(
+    plan: &Plan,
+    clients: &BTreeMap<Option<String>, Aws>,
+    abort: &Cancel,
+    ui: &Ui,
+    failures: &mut Vec<String>,
+) -> bool {
     let polling = Polling::resolve(
         None,
         std::env::var("AWS_POLL_DELAY_SECONDS").ok().as_deref(),
@@ -816,11 +951,10 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
     .unwrap_or_default();
     let results = futures_util::future::join_all(plan.runs.iter().map(|r| {
         let aws = clients.get(&r.endpoint);
-        let abort = abort.clone();
-        async move { remove_run(r, aws, polling, &abort, ui).await }
+        async move { remove_run(r, aws, polling, abort, ui).await }
     }))
     .await;
-    let mut removed = 0;
+    let (mut removed, mut left_any) = (0, false);
     for (r, res) in plan.runs.iter().zip(results) {
         match res {
             Ok(n) => {
@@ -828,6 +962,7 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
                 ui.record("", "cleanup-run", &[&r.run_id, "clean"]);
             }
             Err(left) => {
+                left_any = true;
                 removed += r.items.len() - left.len();
                 for (u, why) in left {
                     failures.push(format!(
@@ -841,20 +976,67 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
             }
         }
     }
-    say(format!(
-        "removed {removed} resource(s) of {} run(s)",
+    ui.say(&format!(
+        "==> cleanup: removed {removed} resource(s) of {} run(s)",
         plan.runs.len()
     ));
-    if failures.is_empty() {
-        Exit::Success
-    } else {
+    left_any
+}
+
+/// How a cleanup that removed things ended.
+struct Outcome<'a> {
+    /// Something it knows of is still there: a resource it could not remove, or an unanswered
+    /// create call it could not look up.
+    left: bool,
+    /// Runs skipped for their age (their resources are still there).
+    young: Vec<&'a Skipped>,
+    /// What could not be connected to, searched or removed.
+    failures: &'a [String],
+}
+
+/// Prints what is left and why, and the exit code that says it.
+fn finish(o: Outcome<'_>, ui: &Ui) -> Exit {
+    if !o.failures.is_empty() {
         let mut msg = String::from("error: these could not be removed (or looked for):");
-        for f in &failures {
+        for f in o.failures {
             msg.push_str(&format!("\n  {f}"));
         }
-        msg.push_str("\nrun `imgbuild cleanup` again, or remove them with the AWS console or CLI");
+        if o.left {
+            msg.push_str(
+                "\nrun `imgbuild cleanup` again, or remove them with the AWS console or CLI",
+            );
+        } else {
+            msg.push_str("\nnothing this cleanup knows of is left, but a search failed, so something it does not know of may be: fix the access (credentials, region, endpoint) and run `imgbuild cleanup` again");
+        }
         ui.error(&msg);
+    }
+    if !o.young.is_empty() {
+        let n: usize = o.young.iter().map(|s| s.resources.len()).sum();
+        let mut msg = format!(
+            "error: {n} resource(s) of {} run(s) found by tags only were left: younger than --older-than, they may belong to a build still running elsewhere; when you know a run is dead:",
+            o.young.len()
+        );
+        for s in &o.young {
+            msg.push_str(&format!(
+                "\n  imgbuild cleanup --run-id {} --older-than 0s",
+                s.run_id
+            ));
+        }
+        ui.error(&msg);
+    }
+    exit_code(o.left, !o.young.is_empty(), !o.failures.is_empty())
+}
+
+/// The exit code: 3 when something cleanup knows of is still there (`left`, or a run skipped
+/// for its age, `young`), else 1 when something could not be looked at (`failed`: nothing
+/// known is left, but the search was not complete), else 0.
+fn exit_code(left: bool, young: bool, failed: bool) -> Exit {
+    if left || young {
         Exit::LeftBehind
+    } else if failed {
+        Exit::BuildFailed
+    } else {
+        Exit::Success
     }
 }
 
@@ -944,7 +1126,7 @@ async fn remove_run(
         return Err(failures);
     }
     if let (Some(p), true) = (&r.journal, journaled) {
-        match archive(p) {
+        match crate::ledger::archive(p) {
             Ok(to) => say(format!("nothing left: journal moved to {}", to.display())),
             Err(e) => ui.error(&format!(
                 "warning: could not archive the journal {}: {e}",
@@ -1094,7 +1276,9 @@ mod tests {
         let p = plan(&[j], &hits, None, &BTreeSet::new(), 100_000, Duration::ZERO);
         assert!(p.runs.is_empty() && p.archive.is_empty());
         assert_eq!(p.skipped.len(), 1);
-        assert_eq!(p.skipped[0].resources, 3);
+        // i-1 is in the journal and found by its tag: one resource.
+        assert_eq!(p.skipped[0].resources, vec![inst("i-1"), inst("i-2")]);
+        assert!(!p.skipped[0].young);
         assert_eq!(p.skipped[0].why, "still running");
     }
 
@@ -1110,6 +1294,9 @@ mod tests {
         assert!(p.runs.is_empty());
         assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
         assert!(p.skipped[0].why.contains("1h23m"), "{}", p.skipped[0].why);
+        assert!(p.skipped[0].young);
+        // Reported with its resources: the delivered AMI is not among them.
+        assert_eq!(p.skipped[0].resources, vec![inst("i-1"), ami("ami-t")]);
         // Old enough: the instance and the temporary AMI go, the delivered one stays.
         let p = plan(&[], &hits, None, &BTreeSet::new(), 5000 + 7200, H2);
         assert_eq!(
@@ -1194,5 +1381,13 @@ mod tests {
              us-east-1  instance  i-1     r1   b      3h2m   journal\n\
              us-east-1  snapshot  snap-1  r1   b      2h53m  tag"
         );
+    }
+
+    #[test]
+    fn exit_3_only_when_something_known_is_left_and_1_when_only_a_search_failed() {
+        assert_eq!(exit_code(false, false, false), Exit::Success);
+        assert_eq!(exit_code(false, false, true), Exit::BuildFailed);
+        assert_eq!(exit_code(true, false, true), Exit::LeftBehind);
+        assert_eq!(exit_code(false, true, false), Exit::LeftBehind);
     }
 }

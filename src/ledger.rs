@@ -7,7 +7,9 @@
 //!
 //! Every record is also appended to a journal file and flushed before `record` returns, so that
 //! `imgbuild cleanup` can finish the job after `kill -9`, a power cut or a vanished CI runner. The
-//! journal is JSON lines; a torn last line (a crash mid-write) is ignored when reading.
+//! journal is JSON lines; a torn last line (a crash mid-write) is ignored when reading. A
+//! journal whose run has nothing left to clean up is moved to `done/` beside it ([`archive`]):
+//! by the build itself when it succeeded ([`Ledger::finish`]), else by `imgbuild cleanup`.
 //!
 //! This module is pure data and files; the calls that undo (EC2 API) live in the builder.
 
@@ -263,6 +265,9 @@ pub struct Ledger {
     entries: Vec<Entry>,
     next: u64,
     journal: Option<Journal>,
+    /// Intents written whose create call has not recorded a resource (yet): the resource may
+    /// exist without its ID being known, so the journal must stay for `imgbuild cleanup`.
+    unanswered: Vec<u64>,
 }
 
 impl Ledger {
@@ -272,6 +277,7 @@ impl Ledger {
             entries: Vec::new(),
             next: 1,
             journal,
+            unanswered: Vec::new(),
         }
     }
 
@@ -303,6 +309,7 @@ impl Ledger {
     ) -> std::io::Result<u64> {
         let seq = self.next;
         self.next += 1;
+        self.unanswered.push(seq);
         self.write(&Event::Intent {
             seq,
             call: call.into(),
@@ -334,6 +341,7 @@ impl Ledger {
                 .collect(),
             next,
             journal,
+            unanswered: Vec::new(),
         }
     }
 
@@ -343,6 +351,7 @@ impl Ledger {
     pub fn record(&mut self, undo: Undo, intent: Option<u64>) -> (EntryId, std::io::Result<()>) {
         let id = EntryId(self.next);
         self.next += 1;
+        self.unanswered.retain(|i| Some(*i) != intent);
         self.entries.push(Entry {
             id,
             undo: undo.clone(),
@@ -403,6 +412,42 @@ impl Ledger {
 
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// Writes the run's end (`clean`: nothing it created remains but its product). When the
+    /// build `succeeded`, left nothing and every create call it sent was answered, the journal
+    /// has nothing more to tell `imgbuild cleanup` and is moved to `done/` beside it; its new
+    /// place is returned. A failed run's journal stays: cleanup looks up what it may have left.
+    pub fn finish(&mut self, clean: bool, succeeded: bool) -> std::io::Result<Option<PathBuf>> {
+        self.write(&Event::Finished {
+            clean,
+            at: chrono::Utc::now().timestamp(),
+        })?;
+        let done = clean && succeeded && self.unanswered.is_empty() && self.remaining().is_empty();
+        match &mut self.journal {
+            Some(j) if done => {
+                let to = archive(&j.path)?;
+                j.path.clone_from(&to);
+                Ok(Some(to))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Moves a finished journal to `done/` beside it, created owner-only (0700) like the journal
+/// directory; already moved (by a concurrent cleanup) is fine. Returns its new path.
+pub fn archive(path: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = path.parent().unwrap_or(Path::new(".")).join("done");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let to = dir.join(path.file_name().unwrap_or_default());
+    match std::fs::rename(path, &to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(to),
+        r => r.map(|()| to),
     }
 }
 
@@ -831,5 +876,71 @@ mod tests {
         let rp = replay(&events[..4]);
         assert_eq!(rp.leftovers.len(), 1);
         assert!(rp.kept.is_empty());
+    }
+
+    /// A ledger journaling into `dir`, with an instance recorded and undone and an AMI kept.
+    fn built(dir: &Path, run: &str) -> Ledger {
+        let mut l = Ledger::new(Some(Journal::create(dir, run).unwrap()));
+        let t = l.intent("RunInstances", "r", "tok", None).unwrap();
+        let (i, _) = l.record(
+            Undo::TerminateInstance {
+                region: "r".into(),
+                id: "i-1".into(),
+            },
+            Some(t),
+        );
+        let (a, _) = l.record(
+            Undo::DeregisterImage {
+                region: "r".into(),
+                id: "ami-1".into(),
+            },
+            None,
+        );
+        l.keep(a).unwrap();
+        l.undone(i).unwrap();
+        l
+    }
+
+    #[test]
+    fn a_successful_clean_run_archives_its_own_journal_in_an_owner_only_done_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = built(dir.path(), "run-ok");
+        let from = l.journal_path().unwrap().to_path_buf();
+        let to = l.finish(true, true).unwrap().expect("archived");
+        assert_eq!(to, dir.path().join("done/run-ok.jsonl"));
+        assert!(!from.exists());
+        assert_eq!(l.journal_path(), Some(to.as_path()));
+        let mode = std::fs::metadata(dir.path().join("done"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let r = replay(&Journal::read(&to).unwrap());
+        assert_eq!(r.finished, Some(true));
+        assert!(r.leftovers.is_empty() && r.unresolved_intents.is_empty());
+        // Archiving again (a concurrent cleanup got there first) is fine.
+        assert_eq!(archive(&from).unwrap(), to);
+    }
+
+    #[test]
+    fn a_journal_stays_when_the_run_failed_left_something_or_a_call_went_unanswered() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = |l: &Ledger| l.journal_path().unwrap().parent() == Some(dir.path());
+        // Failed, although clean.
+        let mut l = built(dir.path(), "run-failed");
+        assert_eq!(l.finish(true, false).unwrap(), None);
+        assert!(kept(&l));
+        // Succeeded, but something is still recorded as existing.
+        let mut l = built(dir.path(), "run-left");
+        l.record(sg("sg-1"), None).1.unwrap();
+        assert_eq!(l.finish(false, true).unwrap(), None);
+        assert!(kept(&l));
+        // Succeeded and clean, but a create call's answer never came.
+        let mut l = built(dir.path(), "run-lost");
+        l.intent("CopyImage", "r2", "tok2", Some("name")).unwrap();
+        assert_eq!(l.finish(true, true).unwrap(), None);
+        assert!(kept(&l));
+        assert!(!dir.path().join("done").exists());
     }
 }

@@ -143,8 +143,9 @@ pub trait Builder {
     /// What is still recorded as existing and is not the product.
     fn remaining(&self, success: bool) -> Vec<Undo>;
 
-    /// Notes the end of the build in its journal (`clean`: nothing was left).
-    fn finish(&self, clean: bool);
+    /// Notes the end of the build in its journal (`clean`: nothing was left); a build that
+    /// `succeeded` and left nothing archives its journal (`ledger::Ledger::finish`).
+    fn finish(&self, clean: bool, succeeded: bool);
 
     /// The run journal that lists what the build created, when it keeps one.
     fn journal(&self) -> Option<&Path>;
@@ -198,8 +199,8 @@ impl Builder for Build<'_> {
         each!(self, b => b.remaining(success))
     }
 
-    fn finish(&self, clean: bool) {
-        each!(self, b => b.finish(clean))
+    fn finish(&self, clean: bool, succeeded: bool) {
+        each!(self, b => b.finish(clean, succeeded))
     }
 
     fn journal(&self) -> Option<&Path> {

@@ -268,7 +268,7 @@ impl Builder for NullBuild<'_> {
         Vec::new()
     }
 
-    fn finish(&self, _clean: bool) {}
+    fn finish(&self, _clean: bool, _succeeded: bool) {}
 
     fn journal(&self) -> Option<&Path> {
         None

@@ -219,7 +219,7 @@ async fn undo_or_leave(
             left.push((undo, why));
         }
     }
-    builder.finish(left.is_empty());
+    builder.finish(left.is_empty(), success);
     left
 }
 

@@ -41,6 +41,11 @@ use remote::Remote;
 pub trait Output: Send + Sync {
     /// A line of normal output.
     fn say(&self, text: &str);
+    /// A line of a command's output (`ui,message` when machine-readable, as Packer writes it);
+    /// a plain [`Output::say`] for outputs that do not tell the two apart.
+    fn message(&self, text: &str) {
+        self.say(text);
+    }
     /// A line about a problem (remote stderr lines too).
     fn error(&self, text: &str);
     /// `text` with every secret masked (used for error messages, which leave through other
@@ -61,6 +66,10 @@ pub trait Output: Send + Sync {
 impl Output for Ui {
     fn say(&self, text: &str) {
         Ui::say(self, text);
+    }
+
+    fn message(&self, text: &str) {
+        Ui::message(self, text);
     }
 
     fn error(&self, text: &str) {

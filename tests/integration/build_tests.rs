@@ -3,7 +3,7 @@
 //! full path and SSH templates for the failure path (provisioning is another issue's seam).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
@@ -289,15 +289,23 @@ pub(crate) fn assert_nothing_left(
     }
 }
 
-pub(crate) fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
-    let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+/// The journals in `dir` and those archived in `dir/done` (a successful build archives its
+/// own), sorted by path.
+pub(crate) fn journal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("journal dir")
+        .chain(std::fs::read_dir(dir.join("done")).into_iter().flatten())
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.is_file())
         .collect();
     files.sort();
-    for f in files {
+    files
+}
+
+pub(crate) fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
+    let mut out = Vec::new();
+    for f in journal_files(dir) {
         let text = std::fs::read_to_string(&f).expect("journal");
         out.push(
             text.lines()

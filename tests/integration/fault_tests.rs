@@ -78,8 +78,10 @@ fn check_after(
     if !left.is_empty() {
         problems.push(format!("{ctx}: left behind: {left:?}"));
     }
-    // Every journal ends saying its run finished and left nothing (but what it kept).
-    let (live, _) = journals(e.journal.path());
+    // Every journal ends saying its run finished and left nothing (but what it kept); a
+    // successful build's is archived (done/) by the build itself.
+    let (mut live, done) = journals(e.journal.path());
+    live.extend(done);
     for j in &live {
         let text = std::fs::read_to_string(j).unwrap_or_default();
         let last: Value = text

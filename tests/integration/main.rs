@@ -11,6 +11,8 @@ mod nightly_tests;
 mod null_tests;
 mod pp_tests;
 mod provision_tests;
+mod ready_tests;
+mod records_tests;
 mod reuse_tests;
 mod security_tests;
 mod ssh_tests;

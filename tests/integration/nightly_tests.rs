@@ -410,12 +410,7 @@ fn nightly_three_nights_build_reuse_rebuild_and_prune() {
     // every instance the nights launched is terminated; no key pair, group or volume is left.
     assert_nothing_left(&initial, &after3, &[&ami1, &ami3], "after three nights");
     // One journal per build per run (night 2's too, though it launched nothing), all clean.
-    let journals: Vec<PathBuf> = std::fs::read_dir(e.journal.path())
-        .expect("journals")
-        .flatten()
-        .map(|f| f.path())
-        .filter(|p| p.is_file())
-        .collect();
+    let journals: Vec<PathBuf> = crate::build_tests::journal_files(e.journal.path());
     assert_eq!(journals.len(), 3, "{journals:?}");
     for p in &journals {
         let text = std::fs::read_to_string(p).expect("journal");
@@ -435,11 +430,8 @@ fn nightly_three_nights_build_reuse_rebuild_and_prune() {
             haystack.push_str(&format!("{k}={v}\n"));
         }
     }
-    for f in std::fs::read_dir(e.journal.path())
-        .expect("journals")
-        .flatten()
-    {
-        haystack.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+    for f in crate::build_tests::journal_files(e.journal.path()) {
+        haystack.push_str(&std::fs::read_to_string(f).unwrap_or_default());
     }
     for dir in ["out"] {
         for f in std::fs::read_dir(s.path(dir)).expect("outputs").flatten() {

@@ -231,13 +231,8 @@ fn a_changed_secret_rebuilds_and_the_secret_is_in_no_tag_or_output() {
             haystack.push_str(&format!("{k}={v}\n"));
         }
     }
-    for f in std::fs::read_dir(e.journal.path())
-        .expect("journals")
-        .flatten()
-    {
-        if f.path().is_file() {
-            haystack.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
-        }
+    for f in crate::build_tests::journal_files(e.journal.path()) {
+        haystack.push_str(&std::fs::read_to_string(f).unwrap_or_default());
     }
     for secret in [s1, s2] {
         assert!(!haystack.contains(secret), "{secret} leaked");

@@ -157,7 +157,11 @@ impl TestWorld {
         // it, which stops them.
         let env_text = std::fs::read_to_string(state_dir.join("env"))
             .map_err(|e| StartError::Failed(format!("cannot read the world's env file: {e}")))?;
-        world.env = parse_env(&env_text);
+        // Without AWS_ENDPOINT_URL (the env file has it for use by hand): see [`TestWorld::env`].
+        world.env = parse_env(&env_text)
+            .into_iter()
+            .filter(|(k, _)| k != "AWS_ENDPOINT_URL")
+            .collect();
         let get = |key: &str| -> Result<String, StartError> {
             world
                 .env
@@ -219,8 +223,9 @@ impl TestWorld {
     /// env file, i.e. `IMGBUILD_TEST_*` (endpoint, SSH host/port/user, sandbox),
     /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (dummy), `AWS_DEFAULT_REGION`,
     /// `AWS_REGION`, `AWS_EC2_METADATA_DISABLED`. Use as `cmd.envs(world.env())`.
-    /// It deliberately does not set `AWS_ENDPOINT_URL*`: a template must reach
-    /// the emulator through its own `custom_endpoint_ec2`.
+    /// It deliberately does not set `AWS_ENDPOINT_URL*` (the env file has
+    /// `AWS_ENDPOINT_URL`, for a world used by hand): a template must reach the
+    /// emulator through its own `custom_endpoint_ec2`.
     pub fn env(&self) -> Vec<(String, String)> {
         self.env.clone()
     }

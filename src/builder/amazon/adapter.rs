@@ -199,9 +199,10 @@ impl Builder for AmazonEbs<'_> {
         }
     }
 
-    fn finish(&self, clean: bool) {
+    fn finish(&self, clean: bool, succeeded: bool) {
         if let Some(r) = &self.ready {
-            note_finished(&r.ledger, clean);
+            // A successful build that left nothing archives its own journal.
+            let _ = lock(&r.ledger).finish(clean, succeeded);
         }
     }
 

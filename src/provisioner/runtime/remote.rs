@@ -30,7 +30,7 @@ pub enum Line {
 pub fn print_line(out: &dyn Output, build: &str, line: &Line) {
     match line {
         Line::Say(t) => out.say(&format!("==> {build}: {t}")),
-        Line::Out(t) => out.say(&format!("    {build}: {t}")),
+        Line::Out(t) => out.message(&format!("    {build}: {t}")),
         Line::Err(t) => out.error(&format!("    {build}: {t}")),
     }
 }
