@@ -30,12 +30,8 @@ use crate::provisioner::PreparedProvisioner;
 use crate::template::decode::{Dx, Obj};
 use crate::ui::Ui;
 
-/// Packer's builder id of the null builder's artifact (`-machine-readable` `builder-id`).
-pub const BUILDER_ID: &str = crate::artifact::NULL_BUILDER_ID;
 /// Packer's `NullArtifact.Id()`.
 pub const ARTIFACT_ID: &str = crate::artifact::NULL_ARTIFACT_ID;
-/// Packer's `NullArtifact.String()`.
-pub const ARTIFACT_STRING: &str = crate::artifact::NULL_ARTIFACT_STRING;
 
 /// Communicator options that make no difference to the null builder: it creates no machine,
 /// so there is no key pair to launch with or to remove from it.

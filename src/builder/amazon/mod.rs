@@ -38,10 +38,3 @@ pub mod teardown;
 pub use config::AmazonEbsConfig;
 pub use error::BuildError;
 pub use steps::Ctx;
-
-/// The old paths of the pieces that moved below the builder (to `crate::aws`, `crate::artifact`,
-/// `crate::duration`, `crate::ledger`), kept only while branches written against them are
-/// merged; new code imports from the new places.
-pub use crate::artifact::Artifact;
-pub use crate::aws::{self, wait};
-pub use crate::duration::human as human_duration;

@@ -14,9 +14,7 @@ use crate::aws::{Api, ApiError, Aws};
 use crate::cancel::Cancel;
 use crate::ledger::{Entry, Ledger, Undo};
 
-/// The ledger lock, now [`crate::ledger::lock`]; this path is kept only while branches written
-/// against it are merged.
-pub use crate::ledger::lock;
+use crate::ledger::lock;
 
 /// Teardown's own time limit.
 pub const DEADLINE: Duration = Duration::from_secs(20 * 60);

@@ -12,7 +12,8 @@ use crate::aws::Aws;
 use crate::builder::amazon::ec2::{Ec2, Regions};
 use crate::builder::amazon::error::{required, BuildError};
 use crate::builder::amazon::ids::ImageId;
-use crate::builder::amazon::teardown::{self, lock};
+use crate::builder::amazon::teardown;
+use crate::ledger::lock;
 use crate::ledger::Undo;
 
 /// The name, description and encryption of a copy.
