@@ -10,22 +10,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{builder, env, ssh_builder, state, template, Env, Region};
-use crate::cleanup_tests::{
-    amis_of, journals, leaks, print_table, rounds, Building, Tally, MARKER_TIMEOUT,
-};
-use crate::cli_tests::Scratch;
-use crate::faultproxy::{Fault, FaultConfig, HttpFaultProxy, TcpProxy};
-use crate::world::{unique_name, TestWorld};
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{amis_of, builder, env, journals, ssh_builder, template, Env};
+use crate::support::building::{Building, MARKER_TIMEOUT};
+use crate::support::cli::Scratch;
+use crate::support::faultproxy::{Fault, FaultConfig, HttpFaultProxy, TcpProxy};
+use crate::support::faults::rounds;
+use crate::support::faults::{print_table, Tally};
+use crate::support::state::{leaks, state, Region};
+use crate::support::world::{unique_name, TestWorld};
 
 /// The builder with its EC2 calls through `proxy`, a name of its own, and `extra`.
 fn proxied(world: &TestWorld, proxy: &HttpFaultProxy, extra: Value) -> Value {

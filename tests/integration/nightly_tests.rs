@@ -32,22 +32,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{
-    ami_from_stdout, assert_nothing_left, builder, env, state, Env, Region, SOURCE_AMI,
-};
-use crate::cfn_tests::{create_stack, launch_template_image, stack, INSTANCE_PROFILE, STACK};
-use crate::cli_tests::{imgbuild_bin, Run, Scratch};
-use crate::reuse_tests::{history, images_named};
-use crate::world::{run_bounded, unique_name, TestWorld};
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{ami_from_stdout, builder, env, Env, SOURCE_AMI};
+use crate::support::cfn::{create_stack, launch_template_image, stack, INSTANCE_PROFILE, STACK};
+use crate::support::cli::{imgbuild_bin, Run, Scratch};
+use crate::support::state::{assert_nothing_left, history, images_named, state, Region};
+use crate::support::world::{run_bounded, unique_name, TestWorld};
 
 const PREFIX: &str = "nightly-web-worker-";
 const FP_TAG: &str = "imgbuild:fingerprint";

@@ -26,16 +26,7 @@ use imgbuild::template::variables::bind;
 use imgbuild::template::Template;
 use serde_json::{json, Value};
 
-use crate::world::{ssh_keygen, unique_name, TestWorld};
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::shared() {
-            Some(world) => world,
-            None => return,
-        }
-    };
-}
+use crate::support::world::{ssh_keygen, unique_name, TestWorld};
 
 const BUILD: &str = "prov-test";
 
@@ -290,7 +281,7 @@ const NASTY: &str = "it's \"quoted\" $HOME ${PATH} `id` $(id) \\back\\ * ? ; | &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_shell_env_values_reach_inline_script_and_scripts_unchanged() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-env");
     let out = fx.r("out");
     fx.sh(&format!("mkdir -p {}", q(&out)));
@@ -376,7 +367,7 @@ async fn prov_shell_env_values_reach_inline_script_and_scripts_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_shell_sudo_forms_and_env_var_file() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-sudo");
     let out = fx.r("out");
     fx.sh(&format!("mkdir -p {}", q(&out)));
@@ -426,7 +417,7 @@ async fn prov_shell_sudo_forms_and_env_var_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_shell_exit_codes_error_text_and_error_cleanup() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-exit");
     let folder = fx.remote.clone();
     let marker = fx.r("cleanup-ran");
@@ -533,7 +524,7 @@ fn main_sshd_pid(world: &TestWorld) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_shell_expect_disconnect_reconnects_and_goes_on() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-reboot");
     let folder = fx.remote.clone();
     let after = fx.r("after-reboot");
@@ -585,7 +576,7 @@ async fn prov_shell_expect_disconnect_reconnects_and_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_shell_unexpected_disconnect_says_to_use_expect_disconnect() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-drop");
     let template = fx.template(
         json!([
@@ -606,7 +597,7 @@ async fn prov_shell_unexpected_disconnect_says_to_use_expect_disconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_max_retries_and_pause_before() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-retry");
     let once = fx.r("once");
     let template = fx.template(
@@ -648,7 +639,7 @@ async fn prov_max_retries_and_pause_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_timeout_abandons_the_command_and_fails() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-timeout");
     let marker = fx.r("cleanup-after-timeout");
     let template = fx.template(
@@ -671,7 +662,7 @@ async fn prov_timeout_abandons_the_command_and_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_cancel_stops_a_running_script_at_once() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-cancel");
     let template = fx.template(
         json!([{"type": "shell", "remote_folder": fx.remote, "inline": ["sleep 60"]}]),
@@ -696,7 +687,7 @@ async fn prov_cancel_stops_a_running_script_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_wait_for_ssh_says_why_and_times_out() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-wait");
     // A port nothing listens on (bound, then released).
     let port = {
@@ -741,7 +732,7 @@ async fn prov_wait_for_ssh_says_why_and_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_file_trailing_slash_rule_content_and_download() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-file");
     let tree = fx.local("tree");
     fx.write_local("tree/a.txt", "a\n", 0o644);
@@ -839,7 +830,7 @@ async fn prov_file_trailing_slash_rule_content_and_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_file_missing_remote_destination_and_missing_source_are_clear() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-file-missing");
     fx.write_local("tree/a.txt", "a\n", 0o644);
     let missing_dir = fx.r("no/such/dir");
@@ -880,7 +871,7 @@ async fn prov_file_missing_remote_destination_and_missing_source_are_clear() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_shell_local_output_env_and_exit_codes() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-local");
     let out = fx.local("nasty.out").display().to_string();
     let script = fx.write_local(
@@ -943,7 +934,7 @@ async fn prov_shell_local_output_env_and_exit_codes() {
 /// A local process still running when `timeout` strikes is killed with its whole group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_shell_local_timeout_kills_the_process_group() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-local-timeout");
     let pidfile = fx.local("sleep.pid").display().to_string();
     let template = fx.template(
@@ -985,7 +976,7 @@ async fn prov_breakpoint_without_a_terminal_goes_on() {
         eprintln!("skipped: stdin is a terminal (the breakpoint would wait for Enter)");
         return;
     }
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-break");
     let template = fx.template(json!([{"type": "breakpoint", "note": "look"}]), None);
     let r = run(&fx, template).await;
@@ -1005,7 +996,7 @@ async fn prov_breakpoint_without_a_terminal_goes_on() {
 /// variables; the real `provisioners/` trees), with scripts that write only in the sandbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_web_worker_shaped_sequence_runs_end_to_end() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-webworker");
     let root = fx.r("mailape");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners");
@@ -1186,7 +1177,7 @@ impl Drop for Outage {
 /// `start_retry_timeout`, it fails saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prov_reboot_outage_waits_within_start_retry_timeout() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-outage");
     let target: std::net::SocketAddr = format!("{}:{}", world.ssh_host(), world.ssh_port())
         .parse()

@@ -22,16 +22,7 @@ use imgbuild::communicator::ssh::{
     ExitOutcome, Session, SshError, Stream, TransferProgress, UploadSource, WaitReason,
 };
 
-use crate::world::{run_ok, ssh_keygen, unique_name, TestWorld};
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::shared() {
-            Some(world) => world,
-            None => return,
-        }
-    };
-}
+use crate::support::world::{run_ok, ssh_keygen, unique_name, TestWorld};
 
 // ------------------------------------------------------------------ fixture ---
 
@@ -425,7 +416,7 @@ fn reasons(events: &Mutex<Vec<ConnectEvent>>) -> Vec<WaitReason> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connects_and_runs_a_command() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-basic");
     let (events, sink) = events_sink();
     let session = Session::connect(fx.opts(), CancellationToken::new(), sink)
@@ -450,7 +441,7 @@ async fn ssh_connects_and_runs_a_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-late");
     let port = free_port();
     let mut opts = fx.opts();
@@ -491,7 +482,7 @@ async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-timeout");
     let mut opts = fx.opts();
     opts.port = free_port();
@@ -519,7 +510,7 @@ async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connect_reports_a_failed_handshake_with_its_code() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-handshake");
     // Accepts TCP and closes at once: the SSH banner never comes.
     let closer = Listener::start(false, drop);
@@ -549,7 +540,7 @@ async fn ssh_connect_reports_a_failed_handshake_with_its_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connect_cancel_interrupts_a_hanging_handshake_at_once() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-cancel");
     // Accepts TCP and says nothing: the handshake blocks waiting for the banner.
     let silent = Listener::start(true, |_s| {});
@@ -574,7 +565,7 @@ async fn ssh_connect_cancel_interrupts_a_hanging_handshake_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_wrong_key_is_rejected_with_user_and_key_type_and_no_key_material() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-wrongkey");
     // A key the emulator does not know.
     let (stranger, _) = ssh_keygen(fx.local.path(), &unique_name("stranger"));
@@ -618,7 +609,7 @@ async fn ssh_wrong_key_is_rejected_with_user_and_key_type_and_no_key_material() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_in_memory_ed25519_and_rsa_key_file_log_in() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-keys");
     let mut opts = fx.opts();
     opts.auth = Auth::key_memory(fs::read_to_string(&fx.key).expect("read key"));
@@ -650,7 +641,7 @@ async fn ssh_in_memory_ed25519_and_rsa_key_file_log_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_password_is_rejected_naming_what_the_server_offers() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-password");
     let mut opts = fx.opts();
     opts.auth = Auth::password("hunter2-not-a-real-password");
@@ -669,7 +660,7 @@ async fn ssh_password_is_rejected_naming_what_the_server_offers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_bastion_tunnels_to_the_target() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-bastion");
     let Some(bastion) = ForwardingSshd::start(world, fx.local.path()) else {
         if std::env::var("CI").as_deref() == Ok("true") {
@@ -777,7 +768,7 @@ impl Drop for Agent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_agent_auth_uses_the_agents_keys() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-agent");
     let Some(agent) = Agent::start(fx.local.path()) else {
         if std::env::var("CI").as_deref() == Ok("true") {
@@ -823,7 +814,7 @@ async fn ssh_agent_auth_uses_the_agents_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_pause_before_connecting_delays_the_first_attempt_and_cancels() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-pause");
     let mut opts = fx.opts();
     opts.pause_before_connecting = Duration::from_millis(800);
@@ -856,7 +847,7 @@ async fn ssh_pause_before_connecting_delays_the_first_attempt_and_cancels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_streams_lines_as_they_arrive() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-stream");
     let session = fx.connect().await;
     let seen: Arc<Mutex<Vec<(Instant, Stream, String)>>> = Arc::default();
@@ -895,7 +886,7 @@ async fn ssh_exec_streams_lines_as_they_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_tells_exit_status_and_signal_apart() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-exit");
     let session = fx.connect().await;
     let (o, _, _) = session
@@ -917,7 +908,7 @@ async fn ssh_exec_tells_exit_status_and_signal_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-drop");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let proxy = Proxy::start(listener, world_addr(world));
@@ -967,7 +958,7 @@ async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-keepalive");
     let mut idle_bytes = Vec::new();
     for interval in [Duration::from_secs(1), Duration::ZERO] {
@@ -1010,7 +1001,7 @@ async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_pty_env_and_many_lines_in_order() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-pty");
     let session = fx.connect().await;
     let (_, out, _) = session
@@ -1065,7 +1056,7 @@ async fn ssh_exec_pty_env_and_many_lines_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_dropped_future_stops_and_the_session_goes_on() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-abandon");
     let session = fx.connect().await;
     let gave_up = tokio::time::timeout(
@@ -1091,7 +1082,7 @@ async fn ssh_exec_dropped_future_stops_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_upload_file_bytes_and_path_with_exact_modes() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-upfile");
     let session = fx.connect().await;
     let dir = fx.remote_path("with space/ünï ✓");
@@ -1146,7 +1137,7 @@ async fn ssh_upload_file_bytes_and_path_with_exact_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_upload_dir_follows_packers_trailing_slash_rule() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-slash");
     let session = fx.connect().await;
     let src = fx.local_dir("src");
@@ -1201,7 +1192,7 @@ async fn ssh_upload_dir_follows_packers_trailing_slash_rule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_upload_dir_keeps_symlinks_empty_dirs_modes_and_names() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-updir");
     let session = fx.connect().await;
     let src = fx.local_dir("tree");
@@ -1236,7 +1227,7 @@ async fn ssh_upload_dir_keeps_symlinks_empty_dirs_modes_and_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_download_file_and_dir_round_trip() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-down");
     let session = fx.connect().await;
     // Built on the server with the server's own tools.
@@ -1291,7 +1282,7 @@ async fn ssh_download_file_and_dir_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_large_file_progress_counts_bytes() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-big");
     let session = fx.connect().await;
     let size = 24 * 1024 * 1024;
@@ -1374,7 +1365,7 @@ async fn ssh_large_file_progress_counts_bytes() {
 /// by default in OpenSSH 9) and `scp -O -r` (the SCP protocol Packer uses), same key, same sshd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_upload_1000_files_versus_scp() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-bench");
     let src = fx.local_dir("many");
     for d in 0..20 {

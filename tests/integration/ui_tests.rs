@@ -13,19 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{assert_nothing_left, builder, env, ssh_builder, state, Env};
-use crate::cli_tests::{imgbuild_bin, imgbuild_env, Run, Scratch};
-use crate::null_tests::{q, NullFx};
-use crate::world::TestWorld;
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{builder, env, ssh_builder, Env};
+use crate::support::cli::{imgbuild_bin, imgbuild_env, Run, Scratch};
+use crate::support::null::{q, NullFx};
+use crate::support::state::{assert_nothing_left, state};
+use crate::support::world::TestWorld;
 
 /// Runs `imgbuild ARGS` in `s` with the world's environment plus `extra`, stdout and stderr
 /// piped (no terminal), stdin closed, and color left on (`TERM` says it could).
@@ -358,9 +350,7 @@ fn ui_terminal_shows_colored_prefixes_an_ssh_spinner_with_its_reason_and_a_table
 
 #[test]
 fn ui_terminal_shows_a_byte_bar_for_uploads_and_streams_script_output() {
-    let Some(world) = TestWorld::shared() else {
-        return;
-    };
+    let world = world_or_skip!(shared);
     let fx = NullFx::new(world, "ui-bar");
     let big = fx.local("big.bin");
     {
