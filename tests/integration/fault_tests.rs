@@ -6,7 +6,6 @@
 //! the table (fault, runs, builds succeeded, resources leaked).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -299,7 +298,7 @@ fn ssh_cut_mid_upload_and_mid_script_fails_clearly_or_retries_and_leaks_nothing(
             }
             let bytes = proxy.up_bytes();
             proxy.cut();
-            let t0 = Instant::now();
+            // Bounded (RUN_TIMEOUT): a build that never noticed the cut fails the test there.
             let (code, out, err) = building.finish();
             let mut kept = Vec::new();
             match cut {
@@ -334,13 +333,7 @@ fn ssh_cut_mid_upload_and_mid_script_fails_clearly_or_retries_and_leaks_nothing(
                 .find(|l| l.contains("failed") || l.contains("Retrying"))
                 .or_else(|| out.lines().find(|l| l.contains("Retrying")))
                 .unwrap_or("");
-            notes.push(format!(
-                "{ctx}: exit {code} after {:?}: {said}",
-                t0.elapsed()
-            ));
-            if t0.elapsed() > Duration::from_secs(120) {
-                problems.push(format!("{ctx}: took {:?} after the cut", t0.elapsed()));
-            }
+            notes.push(format!("{ctx}: exit {code}: {said}"));
             tally.leaked += check_after(&world, &e, &before, &kept, &ctx, &mut problems);
         }
         rows.push((name, tally));
@@ -360,8 +353,10 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
     let mut notes: Vec<String> = Vec::new();
     for round in 0..rounds() {
         let ctx = format!("{name} (round {round})");
-        // Nothing answers on the SSH port: the wait could last the whole ssh_timeout.
-        let b = ssh_builder(&world, json!({"ssh_timeout": "5m"}));
+        // Nothing answers on the SSH port: the wait could last the whole ssh_timeout, an hour,
+        // far longer than `Building::finish` waits (RUN_TIMEOUT). So a build that ends in time
+        // was stopped by the instance watch, which the message below confirms.
+        let b = ssh_builder(&world, json!({"ssh_timeout": "1h"}));
         let s = Scratch::new().with(
             "t.json",
             &template(b, json!([{"type": "shell", "inline": ["true"]}])),
@@ -378,7 +373,6 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
             .trim()
             .to_string();
         building.wait_for("Waiting for SSH to become available");
-        let t0 = Instant::now();
         let target = id.clone();
         world.ec2(|c| async move {
             c.terminate_instances()
@@ -388,7 +382,6 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
                 .expect("TerminateInstances")
         });
         let (code, out, err) = building.finish();
-        let took = t0.elapsed();
         if code != 1
             || !err.contains(&format!(
                 "the source instance {id} in us-east-1 is terminated"
@@ -399,14 +392,8 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
                 "{ctx}: want exit 1 with the state and its reason, got {code}:\n{out}\n{err}"
             ));
         }
-        // Noticed by the instance watch (every 10 s), not by the 5 min SSH timeout.
-        if took > Duration::from_secs(60) {
-            problems.push(format!("{ctx}: noticed only after {took:?}"));
-        }
         let said = err.lines().find(|l| l.contains(&id)).unwrap_or("");
-        notes.push(format!(
-            "{ctx}: exit {code} {took:?} after the termination: {said}"
-        ));
+        notes.push(format!("{ctx}: exit {code} after the termination: {said}"));
         tally.leaked += check_after(&world, &e, &before, &[], &ctx, &mut problems);
     }
     let rows = [(name, tally)];

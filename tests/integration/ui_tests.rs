@@ -98,10 +98,8 @@ fn ui_parallel_builds_honour_the_limit_and_list_each_outcome() {
     for limit in ["1", "0"] {
         let e = env(&world);
         let before = state(&world);
-        let started = Instant::now();
         let flag = format!("-parallel-builds={limit}");
         let r = run(&s, &e, &["build", &flag, "-timestamp-ui", "t.json"], &hold);
-        let took = started.elapsed();
         let ctx = format!("{flag}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
         // One build failed, the others went on; nothing of the failed one is left.
         assert_eq!(r.code, 1, "{ctx}");
@@ -152,10 +150,9 @@ fn ui_parallel_builds_honour_the_limit_and_list_each_outcome() {
         let (a, c) = (span(&lines, "alpha"), span(&lines, "charlie"));
         if limit == "1" {
             // One at a time, in template order: charlie starts after alpha ended (by line order
-            // and by the clock), and the two holds add up.
+            // and by the timestamps the build printed).
             assert!(c.0 > a.1, "charlie began before alpha ended: {ctx}");
             assert!(stamp(lines[c.0]) >= stamp(lines[a.1]), "{ctx}");
-            assert!(took >= Duration::from_secs(3), "took {took:?}: {ctx}");
             for b in ["bravo", "charlie"] {
                 assert!(
                     r.stdout.contains(&format!(
@@ -541,7 +538,6 @@ fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(started.elapsed() < Duration::from_secs(60));
     assert!(
         r.stdout
             .contains("==> Debug mode enabled. Builds will not be parallelized."),
@@ -633,20 +629,19 @@ fn ui_timeout_cancels_and_tears_down_and_names_the_limit() {
         let t = json!({"variables": {"project": "imgbuild"}, "builders": [builder(&world, json!({"build_timeout": build_timeout}))]});
         let s = Scratch::new().with("t.json", &t.to_string());
         let before = state(&world);
-        let started = Instant::now();
+        // Held an hour after launch, longer than a run may take (`RUN_BOUND`): that the build
+        // exits at all shows the deadline cut the pause short.
         let r = run(
             &s,
             &e,
             &["build", flag, "t.json"],
-            &[("IMGBUILD_TEST_PAUSE", "launch:120")],
+            &[("IMGBUILD_TEST_PAUSE", "launch:3600")],
         );
-        let took = started.elapsed();
         let ctx = format!("{flag}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
         assert_eq!(r.code, 1, "{ctx}");
-        assert!(took < Duration::from_secs(60), "took {took:?}: {ctx}");
         assert!(r.stderr.contains(said), "{ctx}");
         assert!(
-            r.stdout.contains("test hook: pausing 120s after launch"),
+            r.stdout.contains("test hook: pausing 3600s after launch"),
             "{ctx}"
         );
         assert!(

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// What one run of the binary printed and returned.
 #[derive(Debug)]
@@ -12,6 +13,11 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
 }
+
+/// How long one run of the binary may take before it is killed and the test fails. It only
+/// stops a hanging test (no test asserts on how long a run took); a test that must show that
+/// something was cut short makes it last longer than this instead (e.g. a one-hour pause).
+pub const RUN_BOUND: Duration = Duration::from_secs(600);
 
 /// The imgbuild binary under test: cargo's, or `IMGBUILD_TEST_BIN` (a copy taken right after the
 /// build, when several worktrees share one target directory and another build may replace
@@ -27,7 +33,7 @@ pub fn imgbuild_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     imgbuild_env(dir, args, stdin, &[])
 }
 
-/// As [`imgbuild_in`], with extra environment variables.
+/// As [`imgbuild_in`], with extra environment variables. Bounded by [`RUN_BOUND`].
 pub fn imgbuild_env(dir: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(imgbuild_bin());
     cmd.args(args)
@@ -52,14 +58,40 @@ pub fn imgbuild_env(dir: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&st
             .write_all(input.as_bytes())
             .expect("stdin is written");
     }
-    let out = child.wait_with_output().expect("imgbuild finishes");
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + RUN_BOUND;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for imgbuild") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // Our own child, by its PID.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "imgbuild {args:?} did not exit within {RUN_BOUND:?} (killed)\nstdout:\n{}\nstderr:\n{}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     Run {
-        code: out
-            .status
+        code: status
             .code()
             .expect("imgbuild exits, not killed by a signal"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 
