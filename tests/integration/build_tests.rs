@@ -299,6 +299,10 @@ fn build_ami_regions_copies_and_tags_in_every_region() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn build_sigint_in_each_phase_tears_everything_down() {
     let world = world_or_skip!();
     let b = ssh_builder(&world, json!({}));
@@ -342,6 +346,10 @@ fn build_sigint_in_each_phase_tears_everything_down() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn build_second_sigint_skips_teardown_and_lists_what_is_left() {
     let world = world_or_skip!();
     let b = ssh_builder(&world, json!({}));

@@ -31,13 +31,22 @@ use crate::support::cli::{Run, Scratch};
 use crate::support::state::{assert_nothing_left, state};
 use crate::support::world::TestWorld;
 
-fn template(world: &TestWorld, extra: Value, post_processors: Value) -> String {
+/// The web worker's AMI name: `{{timestamp}}` has one-second resolution (and is the same for
+/// every build of one run), so a `{{uuid}}` keeps two builds in one second apart.
+const AMI_NAME: &str = "web-worker-{{timestamp}}-{{uuid}}";
+
+/// The world's builder named `name`, with the web worker's AMI name.
+fn web_worker(world: &TestWorld, name: &str, extra: Value) -> Value {
     let mut extra = extra;
-    extra["name"] = json!("web_worker");
-    extra["ami_name"] = json!("web-worker-{{timestamp}}");
+    extra["name"] = json!(name);
+    extra["ami_name"] = json!(AMI_NAME);
+    builder(world, extra)
+}
+
+fn template(world: &TestWorld, extra: Value, post_processors: Value) -> String {
     json!({
         "variables": {"project": "imgbuild", "stack": STACK},
-        "builders": [builder(world, extra)],
+        "builders": [web_worker(world, "web_worker", extra)],
         "post-processors": post_processors
     })
     .to_string()
@@ -359,4 +368,44 @@ fn cfn_and_ssm_options_are_checked_before_anything_is_built() {
     ] {
         has(&r.stderr, m);
     }
+}
+
+/// Regression: README's test command failed on a fresh machine when
+/// `ssm_parameter_publishes_each_regions_ami_with_tags_and_overwrites_only_when_told` built the
+/// web worker twice in one second with `web-worker-{{timestamp}}`: the second build's AMI name
+/// was taken. Two builds of one run share their `{{timestamp}}` (one clock per run), so this is
+/// "two builds in one second" every time, not only on a fast machine.
+#[test]
+fn two_builds_in_one_second_do_not_collide_on_the_ami_name() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let t = json!({
+        "variables": {"project": "imgbuild", "stack": STACK},
+        "builders": [
+            web_worker(&world, "web_worker", json!({})),
+            web_worker(&world, "web_worker_again", json!({}))
+        ]
+    })
+    .to_string();
+    let s = Scratch::new().with("t.json", &t);
+    let before = state(&world);
+    let r = build(&s, &e, &["t.json"], &[]);
+    ok(&r);
+    let after = state(&world);
+    let names: Vec<&str> = after["us-east-1"]
+        .images
+        .iter()
+        .filter(|(id, _)| !before["us-east-1"].images.contains_key(*id))
+        .map(|(_, (name, _, _))| name.as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}\n{}", r.stdout);
+    assert_ne!(names[0], names[1]);
+    // The same second: the names differ only in their unique part.
+    let second = |name: &str| {
+        name.strip_prefix("web-worker-")
+            .and_then(|rest| rest.split_once('-'))
+            .map(|(ts, _)| ts.to_string())
+            .unwrap_or_else(|| panic!("{name} is not web-worker-<timestamp>-<uuid>"))
+    };
+    assert_eq!(second(names[0]), second(names[1]), "{names:?}");
 }

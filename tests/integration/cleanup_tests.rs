@@ -198,6 +198,10 @@ const FAULTS: &[Fault] = &[
 ];
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn cleanup_after_kill_9_at_each_phase_leaves_only_a_finished_builds_amis() {
     let world = world_or_skip!();
     let mut rows: Vec<(&str, Tally)> = Vec::new();
@@ -362,6 +366,10 @@ fn killed_build(
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn cleanup_dry_run_lists_what_would_go_and_changes_nothing() {
     let world = world_or_skip!();
     let (e, before) = killed_build(&world, json!({}), "create_image");
@@ -491,6 +499,10 @@ fn cleanup_dry_run_lists_what_would_go_and_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn cleanup_leaves_a_running_build_alone() {
     let world = world_or_skip!();
     let s = Scratch::new().with("t.json", &template(builder(&world, json!({})), json!([])));
@@ -540,6 +552,10 @@ fn cleanup_leaves_a_running_build_alone() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn two_cleanups_at_once_both_succeed_and_leave_nothing() {
     let world = world_or_skip!();
     let (e, before) = killed_build(&world, json!({"ami_regions": ["us-west-2"]}), "copy");
@@ -588,6 +604,10 @@ fn two_cleanups_at_once_both_succeed_and_leave_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn cleanup_by_tags_alone_removes_undelivered_images_but_never_a_product() {
     let world = world_or_skip!();
     // A successful build whose journal is then lost: its AMI is a product.

@@ -105,7 +105,9 @@ fn template(world: &TestWorld, out: &Path, dest: &Path) -> String {
             "ssh_port": world.ssh_port(),
             "ssh_username": world.ssh_user(),
             "ssh_timeout": "60s",
-            "ami_name": format!("{PREFIX}{{{{timestamp}}}}"),
+            // Unique even when two nights share a second (`{{timestamp}}` has one-second
+            // resolution); ami-retention still finds them by the prefix before the first `{{`.
+            "ami_name": format!("{PREFIX}{{{{timestamp}}}}-{{{{uuid}}}}"),
             "reuse_unchanged": true
         }))],
         "provisioners": [

@@ -595,6 +595,10 @@ fn wait_bounded(child: std::process::Child, limit: Duration) -> Run {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn pp_two_imgbuild_runs_write_one_manifest_and_outputs_at_once() {
     let world = world_or_skip!();
     let shared = tempfile::tempdir().expect("shared dir");

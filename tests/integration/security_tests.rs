@@ -173,6 +173,10 @@ fn temporary_private_key_never_reaches_a_file_the_output_or_the_log() {
 /// SSH port only, TCP only, exactly those blocks), no CIDRs with `ssh_host` (the VPC's blocks),
 /// `communicator: none` (no rule at all). Then SIGINT, and the groups are gone.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn temporary_security_group_opens_only_the_ssh_port_to_what_is_configured() {
     let world = world_or_skip!(shared);
     let e = env(world);
@@ -664,6 +668,10 @@ fn readme_commands() -> (String, Vec<String>) {
 /// changes nothing, cleanup removes everything and a second cleanup finds nothing. Every flag
 /// the section names exists in `imgbuild cleanup --help`.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn readme_interrupted_section_commands_work_as_written() {
     let (section, cmds) = readme_commands();
     assert!(

@@ -696,10 +696,7 @@ async fn ssh_bastion_tunnels_to_the_target() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-bastion");
     let Some(bastion) = ForwardingSshd::start(world, fx.local.path()) else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("could not start a forwarding sshd for the bastion test");
-        }
-        eprintln!("skipped: cannot start a second sshd");
+        crate::support::skip("cannot start a second sshd (the bastion)");
         return;
     };
     let mut opts = fx.opts();
@@ -805,10 +802,7 @@ async fn ssh_agent_auth_uses_the_agents_keys() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-agent");
     let Some(agent) = Agent::start(fx.local.path()) else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("cannot start ssh-agent");
-        }
-        eprintln!("skipped: cannot start ssh-agent");
+        crate::support::skip("cannot start ssh-agent");
         return;
     };
     // An empty agent: rejected, counted as an authentication failure.

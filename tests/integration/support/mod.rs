@@ -29,6 +29,17 @@ macro_rules! world_or_skip {
     };
 }
 
+/// Says why a test does not run, for a dependency other than the world (a second sshd,
+/// ssh-agent, `script`, packer): outside CI prints `skipped: <why>` (the caller then returns,
+/// so the test passes); with `CI=true` panics, so that a missing dependency fails the test, as
+/// [`world_or_skip!`] does.
+pub fn skip(why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why} (CI=true: a missing test dependency fails the test)");
+    }
+    eprintln!("skipped: {why}");
+}
+
 pub mod build;
 pub mod building;
 pub mod cfn;
