@@ -211,6 +211,9 @@ struct Opts {
     secrets: Vec<String>,
     cancel_after: Option<Duration>,
     build_data: Vec<(&'static str, String)>,
+    /// `(line, path)`: when the output has `line`, create the file `path` (which the remote
+    /// script of [`reboot_script`] waits for).
+    touch_on: Option<(String, String)>,
 }
 
 async fn run_with(fx: &Fx, template: Value, opts: Opts) -> Run {
@@ -221,6 +224,7 @@ async fn run_with(fx: &Fx, template: Value, opts: Opts) -> Run {
     for s in &opts.secrets {
         redactor.add(s);
     }
+    let touch_on = opts.touch_on.clone();
     let out = FnOutput {
         redactor,
         sink: move |is_err: bool, line: &str| {
@@ -228,6 +232,11 @@ async fn run_with(fx: &Fx, template: Value, opts: Opts) -> Run {
                 .lock()
                 .expect("lines")
                 .push((is_err, line.to_string()));
+            if let Some((want, path)) = &touch_on {
+                if line == want {
+                    std::fs::write(path, "").expect("create the flag file");
+                }
+            }
         },
     };
     let mut build_data = std::collections::BTreeMap::new();
@@ -495,7 +504,11 @@ async fn prov_shell_exit_codes_error_text_and_error_cleanup() {
 /// A script that "reboots" the instance: it kills the server-side processes of its own SSH
 /// session (never the world's main sshd, whose PID it is given), so the connection drops the
 /// way it does when a machine goes down.
-fn reboot_script(main_sshd: u32) -> String {
+/// A "reboot": kills the sshd processes of this session (not the world's main sshd). It says
+/// `going down` first and waits (at most a minute) until the file `seen` exists, which the test
+/// creates when that line has reached it: a kill right after the echo could lose the line.
+fn reboot_script(main_sshd: u32, seen: &str) -> String {
+    let seen = q(seen);
     format!(
         r#"MAIN={main_sshd}
 pid=$$
@@ -507,6 +520,8 @@ while [ "$pid" -gt 1 ]; do
 done
 [ -n "$victims" ] || {{ echo 'no sshd session process found' >&2; exit 9; }}
 echo "going down"
+i=0
+while [ ! -e {seen} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
 sudo -n kill -9 $victims
 sleep 2
 "#
@@ -528,15 +543,25 @@ async fn prov_shell_expect_disconnect_reconnects_and_goes_on() {
     let fx = Fx::new(world, "prov-reboot");
     let folder = fx.remote.clone();
     let after = fx.r("after-reboot");
+    let seen = fx.r("going-down-seen");
     let template = fx.template(
         json!([
-            {"type": "shell", "inline": [reboot_script(main_sshd_pid(world))], "expect_disconnect": true,
+            {"type": "shell", "inline": [reboot_script(main_sshd_pid(world), &seen)], "expect_disconnect": true,
              "start_retry_timeout": "30s", "remote_folder": folder},
             {"type": "shell", "inline": [format!("echo ran > {}", q(&after)), "echo next provisioner ran"], "remote_folder": folder}
         ]),
         None,
     );
-    let r = run(&fx, template).await;
+    let touch_on = Some((format!("    {BUILD}: going down"), seen));
+    let r = run_with(
+        &fx,
+        template,
+        Opts {
+            touch_on,
+            ..Opts::default()
+        },
+    )
+    .await;
     r.ok();
     assert_eq!(fx.remote_text(&after), "ran\n");
     assert!(
@@ -578,13 +603,23 @@ async fn prov_shell_expect_disconnect_reconnects_and_goes_on() {
 async fn prov_shell_unexpected_disconnect_says_to_use_expect_disconnect() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-drop");
+    let seen = fx.r("going-down-seen");
     let template = fx.template(
         json!([
-            {"type": "shell", "inline": [reboot_script(main_sshd_pid(world))], "remote_folder": fx.remote}
+            {"type": "shell", "inline": [reboot_script(main_sshd_pid(world), &seen)], "remote_folder": fx.remote}
         ]),
         None,
     );
-    let r = run(&fx, template).await;
+    let touch_on = Some((format!("    {BUILD}: going down"), seen));
+    let r = run_with(
+        &fx,
+        template,
+        Opts {
+            touch_on,
+            ..Opts::default()
+        },
+    )
+    .await;
     let e = r.err();
     assert!(
         matches!(e.failure(), Some(Failure::Disconnected { .. })),
@@ -1205,13 +1240,15 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
     let target: std::net::SocketAddr = format!("{}:{}", world.ssh_host(), world.ssh_port())
         .parse()
         .expect("addr");
-    let reboot = reboot_script(main_sshd_pid(world))
-        .replace("echo \"going down\"\n", "echo \"going down\"\nsleep 1\n");
+    let seen = fx.r("going-down-seen");
+    let reboot = reboot_script(main_sshd_pid(world), &seen);
     let after = fx.r("after-outage");
     for (outage, start_retry_timeout) in [
         (Duration::from_secs(3), "60s"),
         (Duration::from_secs(60), "4s"),
     ] {
+        // The script waits for this file until the test has seen its `going down` line.
+        let _ = std::fs::remove_file(&seen);
         let proxy = Arc::new(Outage::start(target));
         let template = fx.template(
             json!([
@@ -1229,11 +1266,13 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
         let connected_at = Arc::new(Mutex::new(None::<usize>));
         let sink_connected = connected_at.clone();
         let (sink_lines, sink_proxy, sink_up) = (lines.clone(), proxy.clone(), up_at.clone());
+        let sink_seen = seen.clone();
         let out = FnOutput {
             redactor: Redactor::default(),
             sink: move |_: bool, line: &str| {
                 if line.ends_with(": going down") {
                     sink_proxy.set_down(true);
+                    std::fs::write(&sink_seen, "").expect("create the flag file");
                     let (proxy, up) = (sink_proxy.clone(), sink_up.clone());
                     std::thread::spawn(move || {
                         std::thread::sleep(outage);

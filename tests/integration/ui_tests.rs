@@ -136,12 +136,17 @@ fn ui_parallel_builds_honour_the_limit_and_list_each_outcome() {
             .collect();
         let kept: Vec<&str> = amis.iter().map(String::as_str).collect();
         assert_nothing_left(&before, &state(&world), &kept, &ctx);
-        // Plain output: no escape codes although color is on; a timestamp on every line.
+        // Plain output: no escape codes although color is on; a timestamp on every line (but
+        // the test hook's own `test hook: pausing ...` lines, which are not imgbuild's output).
         assert!(
             !r.stdout.contains('\x1b') && !r.stderr.contains('\x1b'),
             "{ctx}"
         );
-        let lines: Vec<&str> = r.stdout.lines().filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = r
+            .stdout
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("test hook: "))
+            .collect();
         for l in lines.iter().chain(
             r.stderr
                 .lines()
@@ -701,7 +706,12 @@ fn ui_logs_go_to_their_file_or_stderr_never_stdout_and_hold_no_secret() {
         assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
         let text = std::fs::read_to_string(&log).expect("the log file");
         // The log has imgbuild's events and the output lines, masked.
-        assert!(text.contains("imgbuild::build: run started"), "{text}");
+        // (Whichever module orchestrates the run: the layout of src/ is not under test here.)
+        assert!(
+            text.lines()
+                .any(|l| l.contains(" imgbuild::") && l.contains(": run started run_id=")),
+            "{text}"
+        );
         assert!(
             text.contains("imgbuild::ui:     amazon-ebs: said <sensitive>"),
             "{text}"
