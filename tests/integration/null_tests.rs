@@ -368,14 +368,8 @@ fn null_build_applies_ssh_ciphers() {
         r.stderr
     );
     assert!(r.stderr.contains("aes128-gcm@openssh.com"), "{}", r.stderr);
-    // Not retried: one attempt, no "Still waiting for SSH" line.
+    // Not retried: a retry would say "Still waiting for SSH ... (attempt N)" first.
     assert!(!r.stdout.contains("Still waiting for SSH"), "{}", r.stdout);
-    assert_eq!(
-        r.stderr.matches("supports none of").count(),
-        1,
-        "{}",
-        r.stderr
-    );
     // Only a cipher this OpenSSH no longer accepts: the list is what is offered, so no login.
     let r = fx.build(&template(json!(["3des-cbc"])), &[]);
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);

@@ -10,8 +10,11 @@ use super::cli::{imgbuild_env, Run, Scratch};
 use super::state::REGIONS;
 use super::world::TestWorld;
 
+/// The base image the world's xenial filter finds (moto's Ubuntu 16.04).
 pub const SOURCE_AMI: &str = "ami-785db401";
+/// Canonical's account, the owner in the source filters.
 pub const CANONICAL: &str = "099720109477";
+/// The name filter of the world's base image.
 const XENIAL: &str = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*";
 
 /// A builder object for the world: `communicator: none`, the xenial filter, a timestamped name
@@ -52,6 +55,7 @@ pub fn builder(world: &TestWorld, extra: Value) -> Value {
     b
 }
 
+/// A template with one builder and these provisioners (and the `project` variable).
 pub fn template(builder: Value, provisioners: Value) -> String {
     json!({
         "variables": {"project": "imgbuild"},
@@ -78,11 +82,13 @@ pub fn ssh_builder(world: &TestWorld, extra: Value) -> Value {
     b
 }
 
+/// What a build runs with: the world's environment plus a journal directory of its own.
 pub struct Env {
     pub journal: tempfile::TempDir,
     pub vars: Vec<(String, String)>,
 }
 
+/// A fresh [`Env`] for `world`.
 pub fn env(world: &TestWorld) -> Env {
     let journal = tempfile::tempdir().expect("journal dir");
     let mut vars = world.env();
@@ -93,6 +99,7 @@ pub fn env(world: &TestWorld) -> Env {
     Env { journal, vars }
 }
 
+/// `imgbuild build -color=false ARGS` in `s` with `e` (and `extra` variables), bounded.
 pub fn build(s: &Scratch, e: &Env, args: &[&str], extra: &[(&str, &str)]) -> Run {
     let mut vars: Vec<(&str, &str)> = e
         .vars
@@ -105,6 +112,7 @@ pub fn build(s: &Scratch, e: &Env, args: &[&str], extra: &[(&str, &str)]) -> Run
     imgbuild_env(s.dir.path(), &all, None, &vars)
 }
 
+/// The events of every journal in `dir` (one list per journal file, in name order).
 pub fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -124,6 +132,7 @@ pub fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
     out
 }
 
+/// Asserts one journal in `dir`, from `started` to `finished` with this `clean` flag.
 pub fn assert_journal_complete(dir: &Path, clean: bool) {
     let journals = journal_events(dir);
     assert_eq!(journals.len(), 1, "one journal per build per run");
@@ -138,6 +147,7 @@ pub fn assert_journal_complete(dir: &Path, clean: bool) {
     assert_eq!(last["clean"], clean, "{events:?}");
 }
 
+/// The AMI of the `region: ami-...` line of a build's artifact list.
 pub fn ami_from_stdout(stdout: &str, region: &str) -> String {
     stdout
         .lines()

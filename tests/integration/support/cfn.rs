@@ -11,7 +11,9 @@ use aws_sdk_ec2::config::{Credentials, Region};
 
 use super::world::{TestWorld, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
+/// The web worker stack's name (the seed's `web_worker`).
 pub const STACK: &str = "web_worker";
+/// The stack's `InstanceProfile` parameter, which updates must keep.
 pub const INSTANCE_PROFILE: &str = "arn:aws:iam::123456789012:instance-profile/mail-ape-web";
 
 fn stack_template() -> String {
@@ -50,14 +52,17 @@ pub async fn sdk(world: &TestWorld, region: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// A CloudFormation client for the world in `region`.
 pub fn cfn_in(world: &TestWorld, region: &str) -> aws_sdk_cloudformation::Client {
     aws_sdk_cloudformation::Client::new(&block(sdk(world, region)))
 }
 
+/// An SSM client for the world in `region`.
 pub fn ssm(world: &TestWorld, region: &str) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::new(&block(sdk(world, region)))
 }
 
+/// An EC2 client for the world in us-east-1.
 pub fn ec2(world: &TestWorld) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&block(sdk(world, "us-east-1")))
 }
@@ -67,6 +72,7 @@ pub fn create_stack(world: &TestWorld, ami: &str) {
     create_stack_in(world, "us-east-1", ami)
 }
 
+/// [`create_stack`] in `region` (its availability zone adapted).
 pub fn create_stack_in(world: &TestWorld, region: &str, ami: &str) {
     use aws_sdk_cloudformation::types::Parameter;
     let c = cfn_in(world, region);
@@ -94,6 +100,7 @@ pub fn stack(world: &TestWorld) -> (String, BTreeMap<String, String>) {
     stack_in(world, "us-east-1")
 }
 
+/// [`stack`] in `region`.
 pub fn stack_in(world: &TestWorld, region: &str) -> (String, BTreeMap<String, String>) {
     let c = cfn_in(world, region);
     let out = block(c.describe_stacks().stack_name(STACK).send()).expect("DescribeStacks");

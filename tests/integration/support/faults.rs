@@ -10,6 +10,7 @@ pub fn rounds() -> usize {
         .clamp(1, 20)
 }
 
+/// One fault's counts over its rounds.
 #[derive(Default)]
 pub struct Tally {
     pub runs: usize,
@@ -17,6 +18,7 @@ pub struct Tally {
     pub leaked: usize,
 }
 
+/// The tally as a table: one row per fault (runs, builds succeeded, resources leaked).
 pub fn print_table(rows: &[(&str, Tally)]) -> String {
     let mut s = format!(
         "{:<48} {:>5} {:>16} {:>17}\n",

@@ -97,6 +97,7 @@ impl Drop for NullFx {
     }
 }
 
+/// Merges `extra`'s keys into the object `base` (a null value removes the key).
 pub fn merge(base: &mut Value, extra: Value) {
     if let (Some(obj), Value::Object(extra)) = (base.as_object_mut(), extra) {
         for (k, v) in extra {
@@ -109,6 +110,7 @@ pub fn merge(base: &mut Value, extra: Value) {
     }
 }
 
+/// `s` quoted for a POSIX shell (imgbuild's own quoting).
 pub fn q(s: &str) -> String {
     imgbuild::communicator::ssh::shell_quote(s)
 }

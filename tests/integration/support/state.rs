@@ -38,6 +38,7 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What the emulator holds in every region of [`REGIONS`] (all of it: compare two readings).
 pub fn state(world: &TestWorld) -> BTreeMap<&'static str, Region> {
     world.ec2(|base| async move {
         let conf = base.config().to_builder();
