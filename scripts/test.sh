@@ -29,7 +29,8 @@ python3 scripts/budgets.py
 
 echo "==> building (once) and running all tests"
 # The integration tests hold builds at chosen steps: they need the test hooks (src/testhook.rs),
-# which only a build with the `test-hooks` feature has.
+# which only a build with the `test-hooks` feature has (a plain `cargo test` reports those tests
+# as ignored, "needs --features test-hooks"). The shared test support is tests/integration/support/.
 cargo build --all-targets --locked --features test-hooks
 cargo clippy --all-targets --locked --features test-hooks -- -D warnings
 cargo test --all-targets --locked --features test-hooks "$@"

@@ -2,342 +2,18 @@
 //! emulator holds afterwards is the assertion. Templates use `"communicator": "none"` for the
 //! full path and SSH templates for the failure path (provisioning is another issue's seam).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Filter;
 use serde_json::{json, Value};
 
-use crate::cli_tests::{imgbuild_env, Run, Scratch};
-use crate::world::TestWorld;
-
-pub(crate) const SOURCE_AMI: &str = "ami-785db401";
-const CANONICAL: &str = "099720109477";
-const XENIAL: &str = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*";
-pub(crate) const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
-
-/// A builder object for the world: `communicator: none`, the xenial filter, a timestamped name
-/// and tags with build values; `extra` keys are merged in (null removes a key).
-pub(crate) fn builder(world: &TestWorld, extra: Value) -> Value {
-    let mut b = json!({
-        "type": "amazon-ebs",
-        "region": "us-east-1",
-        "custom_endpoint_ec2": world.ec2_endpoint(),
-        "instance_type": "t3.micro",
-        "source_ami_filter": {
-            "filters": {"name": XENIAL, "virtualization-type": "hvm"},
-            "owners": [CANONICAL],
-            "most_recent": true
-        },
-        "communicator": "none",
-        // The uuid: tests run in parallel, and two in the same second must not share a name.
-        "ami_name": "imgbuild-test-{{timestamp}}-{{uuid}}",
-        "ami_description": "built from {{ .SourceAMI }}",
-        "tags": {
-            "SourceAMI": "{{ .SourceAMI }}",
-            "BuildRegion": "{{ .BuildRegion }}",
-            "Base": "{{ .SourceAMIName | clean_resource_name }}",
-            "Project": "{{user `project`}}"
-        },
-        "snapshot_tags": {"Kind": "root", "From": "{{ .SourceAMI }}"},
-        "run_tags": {"Purpose": "imgbuild test"}
-    });
-    if let (Some(obj), Value::Object(extra)) = (b.as_object_mut(), extra) {
-        for (k, v) in extra {
-            if v.is_null() {
-                obj.remove(&k);
-            } else {
-                obj.insert(k, v);
-            }
-        }
-    }
-    b
-}
-
-pub(crate) fn template(builder: Value, provisioners: Value) -> String {
-    json!({
-        "variables": {"project": "imgbuild"},
-        "builders": [builder],
-        "provisioners": provisioners
-    })
-    .to_string()
-}
-
-/// An SSH builder that cannot get further than provisioning: a port nothing listens on.
-pub(crate) fn ssh_builder(world: &TestWorld, extra: Value) -> Value {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let mut b = builder(
-        world,
-        json!({"communicator": "ssh", "ssh_host": "127.0.0.1", "ssh_port": port,
-               "ssh_username": world.ssh_user(), "ssh_timeout": "5s"}),
-    );
-    if let (Some(obj), Value::Object(extra)) = (b.as_object_mut(), extra) {
-        obj.extend(extra);
-    }
-    b
-}
-
-pub(crate) struct Env {
-    pub journal: tempfile::TempDir,
-    pub vars: Vec<(String, String)>,
-}
-
-pub(crate) fn env(world: &TestWorld) -> Env {
-    let journal = tempfile::tempdir().expect("journal dir");
-    let mut vars = world.env();
-    vars.push((
-        "IMGBUILD_JOURNAL_DIR".into(),
-        journal.path().display().to_string(),
-    ));
-    Env { journal, vars }
-}
-
-pub(crate) fn build(s: &Scratch, e: &Env, args: &[&str], extra: &[(&str, &str)]) -> Run {
-    let mut vars: Vec<(&str, &str)> = e
-        .vars
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    vars.extend_from_slice(extra);
-    let mut all = vec!["build", "-color=false"];
-    all.extend_from_slice(args);
-    imgbuild_env(s.dir.path(), &all, None, &vars)
-}
-
-/// An AMI: name, tags, snapshot ids.
-pub(crate) type AmiInfo = (String, BTreeMap<String, String>, Vec<String>);
-
-/// What the emulator holds in one region.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Region {
-    /// id -> (name, tags, snapshot ids)
-    pub images: BTreeMap<String, AmiInfo>,
-    /// id -> state
-    pub instances: BTreeMap<String, String>,
-    pub key_pairs: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
-    pub volumes: BTreeSet<String>,
-    /// id -> tags
-    pub snapshots: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or_default().to_string(),
-                t.value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-pub(crate) fn state(world: &TestWorld) -> BTreeMap<&'static str, Region> {
-    world.ec2(|base| async move {
-        let conf = base.config().to_builder();
-        let mut out = BTreeMap::new();
-        for r in REGIONS {
-            let c = aws_sdk_ec2::Client::from_conf(
-                conf.clone()
-                    .region(aws_sdk_ec2::config::Region::new(r))
-                    .build(),
-            );
-            let mut reg = Region::default();
-            for i in c
-                .describe_images()
-                .owners("self")
-                .send()
-                .await
-                .expect("DescribeImages")
-                .images()
-            {
-                reg.images.insert(
-                    i.image_id().unwrap_or_default().to_string(),
-                    (
-                        i.name().unwrap_or_default().to_string(),
-                        tags_of(i.tags()),
-                        i.block_device_mappings()
-                            .iter()
-                            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
-                            .map(str::to_string)
-                            .collect(),
-                    ),
-                );
-            }
-            for res in c
-                .describe_instances()
-                .send()
-                .await
-                .expect("DescribeInstances")
-                .reservations()
-            {
-                for i in res.instances() {
-                    reg.instances.insert(
-                        i.instance_id().unwrap_or_default().to_string(),
-                        i.state()
-                            .and_then(|s| s.name())
-                            .map(|n| n.as_str().to_string())
-                            .unwrap_or_default(),
-                    );
-                }
-            }
-            for k in c
-                .describe_key_pairs()
-                .send()
-                .await
-                .expect("DescribeKeyPairs")
-                .key_pairs()
-            {
-                reg.key_pairs
-                    .insert(k.key_name().unwrap_or_default().to_string());
-            }
-            for g in c
-                .describe_security_groups()
-                .send()
-                .await
-                .expect("DescribeSecurityGroups")
-                .security_groups()
-            {
-                reg.groups
-                    .insert(g.group_id().unwrap_or_default().to_string());
-            }
-            for v in c
-                .describe_volumes()
-                .send()
-                .await
-                .expect("DescribeVolumes")
-                .volumes()
-            {
-                reg.volumes
-                    .insert(v.volume_id().unwrap_or_default().to_string());
-            }
-            // ~1100 default snapshots: all of them, to compare before and after.
-            for s in c
-                .describe_snapshots()
-                .owner_ids("self")
-                .send()
-                .await
-                .expect("DescribeSnapshots")
-                .snapshots()
-            {
-                reg.snapshots.insert(
-                    s.snapshot_id().unwrap_or_default().to_string(),
-                    tags_of(s.tags()),
-                );
-            }
-            out.insert(r, reg);
-        }
-        out
-    })
-}
-
-/// Asserts that, between `before` and `after`, nothing was added except `kept` AMIs (and their
-/// snapshots), and that every new instance is terminated.
-pub(crate) fn assert_nothing_left(
-    before: &BTreeMap<&str, Region>,
-    after: &BTreeMap<&str, Region>,
-    kept: &[&str],
-    context: &str,
-) {
-    for r in REGIONS {
-        let (b, a) = (&before[r], &after[r]);
-        let new_images: Vec<&String> = a
-            .images
-            .keys()
-            .filter(|k| !b.images.contains_key(*k))
-            .collect();
-        let unexpected: Vec<&&String> = new_images
-            .iter()
-            .filter(|i| !kept.contains(&i.as_str()))
-            .collect();
-        assert!(
-            unexpected.is_empty(),
-            "{context}: AMIs left in {r}: {unexpected:?}"
-        );
-        let kept_snaps: BTreeSet<&String> =
-            new_images.iter().flat_map(|i| &a.images[*i].2).collect();
-        let new_snaps: Vec<&String> = a
-            .snapshots
-            .keys()
-            .filter(|k| !b.snapshots.contains_key(*k) && !kept_snaps.contains(k))
-            .collect();
-        assert!(
-            new_snaps.is_empty(),
-            "{context}: snapshots left in {r}: {new_snaps:?}"
-        );
-        for (id, st) in &a.instances {
-            if !b.instances.contains_key(id) {
-                assert_eq!(st, "terminated", "{context}: instance {id} in {r}");
-            }
-        }
-        assert_eq!(a.key_pairs, b.key_pairs, "{context}: key pairs in {r}");
-        assert_eq!(a.groups, b.groups, "{context}: security groups in {r}");
-        assert_eq!(a.volumes, b.volumes, "{context}: volumes in {r}");
-    }
-}
-
-/// The journals in `dir` and those archived in `dir/done` (a successful build archives its
-/// own), sorted by path.
-pub(crate) fn journal_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("journal dir")
-        .chain(std::fs::read_dir(dir.join("done")).into_iter().flatten())
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
-pub(crate) fn journal_events(dir: &Path) -> Vec<Vec<Value>> {
-    let mut out = Vec::new();
-    for f in journal_files(dir) {
-        let text = std::fs::read_to_string(&f).expect("journal");
-        out.push(
-            text.lines()
-                .map(|l| serde_json::from_str(l).expect("journal line"))
-                .collect(),
-        );
-    }
-    out
-}
-
-pub(crate) fn assert_journal_complete(dir: &Path, clean: bool) {
-    let journals = journal_events(dir);
-    assert_eq!(journals.len(), 1, "one journal per build per run");
-    let events = &journals[0];
-    assert_eq!(
-        events.first().and_then(|e| e["event"].as_str()),
-        Some("started"),
-        "{events:?}"
-    );
-    let last = events.last().expect("events");
-    assert_eq!(last["event"], "finished", "{events:?}");
-    assert_eq!(last["clean"], clean, "{events:?}");
-}
-
-pub(crate) fn ami_from_stdout(stdout: &str, region: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{region}: ")))
-        .unwrap_or_else(|| panic!("no `{region}: ami-...` line in:\n{stdout}"))
-        .trim()
-        .to_string()
-}
+use crate::support::build::{
+    ami_from_stdout, assert_journal_complete, build, builder, env, journal_events, ssh_builder,
+    template, CANONICAL, SOURCE_AMI,
+};
+use crate::support::building::interrupt;
+use crate::support::cli::Scratch;
+use crate::support::state::{assert_nothing_left, state};
 
 #[test]
 fn build_none_creates_a_tagged_timestamped_ami_and_leaves_nothing_else() {
@@ -622,28 +298,11 @@ fn build_ami_regions_copies_and_tags_in_every_region() {
     );
 }
 
-/// Starts a build, waits for `marker` on its stdout, sends SIGINT (`twice`: a second one 300 ms
-/// later) and returns its exit code, output and how long it took to exit after the signal.
-pub(crate) fn interrupt(
-    s: &Scratch,
-    e: &Env,
-    pause: &str,
-    marker: &str,
-    twice: bool,
-) -> (i32, String, String, Duration) {
-    let mut b = crate::cleanup_tests::Building::start(s, e, Some(pause));
-    b.wait_for(marker);
-    let t = Instant::now();
-    b.sigint();
-    if twice {
-        std::thread::sleep(Duration::from_millis(300));
-        b.sigint();
-    }
-    let (code, out, err) = b.finish();
-    (code, out, err, t.elapsed())
-}
-
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn build_sigint_in_each_phase_tears_everything_down() {
     let world = world_or_skip!();
     let b = ssh_builder(&world, json!({}));
@@ -662,8 +321,10 @@ fn build_sigint_in_each_phase_tears_everything_down() {
     ] {
         let e = env(&world);
         let before = state(&world);
-        let (code, out, err, took) =
-            interrupt(s, &e, &format!("{point}:90"), "test hook: pausing", false);
+        // Held far longer than the build may take in all: that it exits at all shows the
+        // interrupt cut the pause short.
+        let (code, out, err) =
+            interrupt(s, &e, &format!("{point}:3600"), "test hook: pausing", false);
         assert_eq!(code, 1, "{point}: stdout:\n{out}\nstderr:\n{err}");
         assert!(
             err.contains("==> Interrupt received: cancelling the builds"),
@@ -674,10 +335,6 @@ fn build_sigint_in_each_phase_tears_everything_down() {
             "{point}: {err}"
         );
         assert!(out.contains("Cleaning up: "), "{point}: {out}");
-        assert!(
-            took < Duration::from_secs(30),
-            "{point}: took {took:?} to stop"
-        );
         assert_nothing_left(
             &before,
             &state(&world),
@@ -689,6 +346,10 @@ fn build_sigint_in_each_phase_tears_everything_down() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn build_second_sigint_skips_teardown_and_lists_what_is_left() {
     let world = world_or_skip!();
     let b = ssh_builder(&world, json!({}));
@@ -699,7 +360,7 @@ fn build_second_sigint_skips_teardown_and_lists_what_is_left() {
     let e = env(&world);
     // The build fails at provisioning, then holds before teardown: the first SIGINT cancels
     // (nothing left to cancel), the second skips teardown.
-    let (code, out, err, _) = interrupt(&s, &e, "teardown:90", "test hook: pausing", true);
+    let (code, out, err) = interrupt(&s, &e, "teardown:90", "test hook: pausing", true);
     assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
         err.contains("==> Second interrupt: skipping the cleanup."),

@@ -19,152 +19,34 @@
 //! UpdateStack.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_ec2::config::{Credentials, Region};
 use serde_json::{json, Value};
 
-use crate::build_tests::{assert_nothing_left, build, builder, env, state, SOURCE_AMI};
-use crate::cli_tests::{Run, Scratch};
-use crate::world::{TestWorld, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use crate::support::build::{ami_from_stdout, build, builder, env, SOURCE_AMI};
+use crate::support::cfn::{
+    block, create_stack, create_stack_in, ec2, launch_template_image, ssm, stack, stack_in,
+    INSTANCE_PROFILE, STACK,
+};
+use crate::support::cli::{Run, Scratch};
+use crate::support::state::{assert_nothing_left, state};
+use crate::support::world::TestWorld;
 
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+/// The web worker's AMI name: `{{timestamp}}` has one-second resolution (and is the same for
+/// every build of one run), so a `{{uuid}}` keeps two builds in one second apart.
+const AMI_NAME: &str = "web-worker-{{timestamp}}-{{uuid}}";
 
-pub(crate) const STACK: &str = "web_worker";
-pub(crate) const INSTANCE_PROFILE: &str = "arn:aws:iam::123456789012:instance-profile/mail-ape-web";
-
-fn stack_template() -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cfn/web_worker.yaml");
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// Runs `fut` on a runtime of its own (the tests are synchronous).
-pub(crate) fn block<T>(fut: impl Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(fut)
-}
-
-/// SDK configuration for the world's moto (every service), in `region`.
-async fn sdk(world: &TestWorld, region: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(world.ec2_endpoint())
-        .region(Region::new(region.to_string()))
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            None,
-            None,
-            "imgbuild-cfn-tests",
-        ))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(60))
-                .build(),
-        )
-        .load()
-        .await
-}
-
-fn cfn_in(world: &TestWorld, region: &str) -> aws_sdk_cloudformation::Client {
-    aws_sdk_cloudformation::Client::new(&block(sdk(world, region)))
-}
-
-fn ssm(world: &TestWorld, region: &str) -> aws_sdk_ssm::Client {
-    aws_sdk_ssm::Client::new(&block(sdk(world, region)))
-}
-
-fn ec2(world: &TestWorld) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(&block(sdk(world, "us-east-1")))
-}
-
-/// Creates the web worker stack with `WorkerAMI` = `ami` and the other parameters set.
-pub(crate) fn create_stack(world: &TestWorld, ami: &str) {
-    create_stack_in(world, "us-east-1", ami)
-}
-
-fn create_stack_in(world: &TestWorld, region: &str, ami: &str) {
-    use aws_sdk_cloudformation::types::Parameter;
-    let c = cfn_in(world, region);
-    let p = |k: &str, v: &str| {
-        Parameter::builder()
-            .parameter_key(k)
-            .parameter_value(v)
-            .build()
-    };
-    block(
-        c.create_stack()
-            .stack_name(STACK)
-            .template_body(stack_template().replace("us-east-1a", &format!("{region}a")))
-            .parameters(p("WorkerAMI", ami))
-            .parameters(p("InstanceProfile", INSTANCE_PROFILE))
-            .parameters(p("InstanceType", "t2.micro"))
-            .send(),
-    )
-    .expect("CreateStack");
-    assert_eq!(stack_in(world, region).0, "CREATE_COMPLETE");
-}
-
-/// The stack's status and parameters.
-pub(crate) fn stack(world: &TestWorld) -> (String, BTreeMap<String, String>) {
-    stack_in(world, "us-east-1")
-}
-
-fn stack_in(world: &TestWorld, region: &str) -> (String, BTreeMap<String, String>) {
-    let c = cfn_in(world, region);
-    let out = block(c.describe_stacks().stack_name(STACK).send()).expect("DescribeStacks");
-    let s = &out.stacks()[0];
-    (
-        s.stack_status().expect("status").as_str().to_string(),
-        s.parameters()
-            .iter()
-            .map(|p| {
-                (
-                    p.parameter_key().unwrap_or_default().to_string(),
-                    p.parameter_value().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
-    )
-}
-
-/// The image of the launch template's latest version.
-pub(crate) fn launch_template_image(world: &TestWorld) -> String {
-    let c = ec2(world);
-    let out = block(
-        c.describe_launch_template_versions()
-            .launch_template_name("mail-ape-web-worker")
-            .versions("$Latest")
-            .send(),
-    )
-    .expect("DescribeLaunchTemplateVersions");
-    out.launch_template_versions()[0]
-        .launch_template_data()
-        .and_then(|d| d.image_id())
-        .expect("ImageId")
-        .to_string()
+/// The world's builder named `name`, with the web worker's AMI name.
+fn web_worker(world: &TestWorld, name: &str, extra: Value) -> Value {
+    let mut extra = extra;
+    extra["name"] = json!(name);
+    extra["ami_name"] = json!(AMI_NAME);
+    builder(world, extra)
 }
 
 fn template(world: &TestWorld, extra: Value, post_processors: Value) -> String {
-    let mut extra = extra;
-    extra["name"] = json!("web_worker");
-    extra["ami_name"] = json!("web-worker-{{timestamp}}");
     json!({
         "variables": {"project": "imgbuild", "stack": STACK},
-        "builders": [builder(world, extra)],
+        "builders": [web_worker(world, "web_worker", extra)],
         "post-processors": post_processors
     })
     .to_string()
@@ -175,7 +57,7 @@ fn ok(r: &Run) {
 }
 
 fn ami_of(stdout: &str, region: &str) -> String {
-    crate::build_tests::ami_from_stdout(stdout, region)
+    ami_from_stdout(stdout, region)
 }
 
 /// The AMI a build created in its region, from the progress line (also when the build failed
@@ -486,4 +368,44 @@ fn cfn_and_ssm_options_are_checked_before_anything_is_built() {
     ] {
         has(&r.stderr, m);
     }
+}
+
+/// Regression: README's test command failed on a fresh machine when
+/// `ssm_parameter_publishes_each_regions_ami_with_tags_and_overwrites_only_when_told` built the
+/// web worker twice in one second with `web-worker-{{timestamp}}`: the second build's AMI name
+/// was taken. Two builds of one run share their `{{timestamp}}` (one clock per run), so this is
+/// "two builds in one second" every time, not only on a fast machine.
+#[test]
+fn two_builds_in_one_second_do_not_collide_on_the_ami_name() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let t = json!({
+        "variables": {"project": "imgbuild", "stack": STACK},
+        "builders": [
+            web_worker(&world, "web_worker", json!({})),
+            web_worker(&world, "web_worker_again", json!({}))
+        ]
+    })
+    .to_string();
+    let s = Scratch::new().with("t.json", &t);
+    let before = state(&world);
+    let r = build(&s, &e, &["t.json"], &[]);
+    ok(&r);
+    let after = state(&world);
+    let names: Vec<&str> = after["us-east-1"]
+        .images
+        .iter()
+        .filter(|(id, _)| !before["us-east-1"].images.contains_key(*id))
+        .map(|(_, (name, _, _))| name.as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}\n{}", r.stdout);
+    assert_ne!(names[0], names[1]);
+    // The same second: the names differ only in their unique part.
+    let second = |name: &str| {
+        name.strip_prefix("web-worker-")
+            .and_then(|rest| rest.split_once('-'))
+            .map(|(ts, _)| ts.to_string())
+            .unwrap_or_else(|| panic!("{name} is not web-worker-<timestamp>-<uuid>"))
+    };
+    assert_eq!(second(names[0]), second(names[1]), "{names:?}");
 }

@@ -3,277 +3,21 @@
 //! with a snapshot taken before the build (by ID: moto has ~1100 default snapshots and AMIs).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{
-    ami_from_stdout, builder, env, ssh_builder, state, template, Env, Region, REGIONS,
+use crate::support::build::{
+    ami_from_stdout, amis_of, build, builder, cleanup, env, journal_events, journals, ssh_builder,
+    template, Env,
 };
-use crate::cli_tests::{imgbuild_bin, imgbuild_env, Run, Scratch};
-use crate::world::TestWorld;
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
-
-/// How long a build may take to reach its pause point.
-pub(crate) const MARKER_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long a build or a cleanup may take in all.
-pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// A running `imgbuild build`, its stdout lines as they come. Dropping it kills it (by its PID)
-/// if it still runs.
-pub(crate) struct Building {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    out: Option<std::thread::JoinHandle<String>>,
-    err: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Building {
-    pub(crate) fn start(s: &Scratch, e: &Env, pause: Option<&str>) -> Building {
-        Building::start_with(s, &e.vars, pause)
-    }
-
-    /// [`Building::start`] with these environment variables (besides `PATH` and `HOME`).
-    pub(crate) fn start_with(
-        s: &Scratch,
-        vars: &[(String, String)],
-        pause: Option<&str>,
-    ) -> Building {
-        Building::spawn(s.dir.path(), &["t.json".to_string()], vars, pause)
-    }
-
-    /// `imgbuild build -color=false ARGS` in `dir` with these environment variables (besides
-    /// `PATH` and `HOME`) and the test pause hook, if any.
-    pub(crate) fn spawn(
-        dir: &std::path::Path,
-        args: &[String],
-        vars: &[(String, String)],
-        pause: Option<&str>,
-    ) -> Building {
-        let mut cmd = Command::new(imgbuild_bin());
-        cmd.args(["build", "-color=false"])
-            .args(args)
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", std::env::var("HOME").unwrap_or_default())
-            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(p) = pause {
-            cmd.env("IMGBUILD_TEST_PAUSE", p);
-        }
-        let mut child = cmd.spawn().expect("imgbuild starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        let out = std::thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line.clone());
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
-        let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-        Building {
-            child,
-            lines,
-            out: Some(out),
-            err: Some(err),
-        }
-    }
-
-    /// Waits (bounded) for a stdout line containing `marker`; that line.
-    pub(crate) fn wait_for(&mut self, marker: &str) -> String {
-        self.wait_for_n(marker, 1)
-    }
-
-    /// Waits (bounded, [`MARKER_TIMEOUT`] in all) until `count` stdout lines containing
-    /// `marker` have come; the last of them.
-    pub(crate) fn wait_for_n(&mut self, marker: &str, count: usize) -> String {
-        let deadline = Instant::now() + MARKER_TIMEOUT;
-        let mut seen = 0;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(marker) => {
-                    seen += 1;
-                    if seen == count {
-                        return l;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    let (out, err) = self.output();
-                    let times = if count > 1 {
-                        format!(" ({count}x)")
-                    } else {
-                        String::new()
-                    };
-                    panic!("`{marker}`{times} never appeared.\nstdout:\n{out}\nstderr:\n{err}");
-                }
-            }
-        }
-    }
-
-    pub(crate) fn output(&mut self) -> (String, String) {
-        let out = self.out.take().map(|h| h.join().unwrap_or_default());
-        let err = self.err.take().map(|h| h.join().unwrap_or_default());
-        (out.unwrap_or_default(), err.unwrap_or_default())
-    }
-
-    /// `kill -9` (our own child, by its PID), and reaps it.
-    pub(crate) fn kill9(mut self) -> (String, String) {
-        self.child.kill().expect("SIGKILL to the build");
-        let st = self.child.wait().expect("wait");
-        assert!(st.code().is_none(), "killed by a signal, not exited: {st}");
-        self.output()
-    }
-
-    /// SIGINT (by its PID) and waits (bounded) for it to exit; its exit code and output.
-    pub(crate) fn interrupt(self) -> (i32, String, String) {
-        self.sigint();
-        self.finish()
-    }
-
-    /// Sends SIGINT (by its PID) and returns at once.
-    pub(crate) fn sigint(&self) {
-        let pid = self.child.id().to_string();
-        let st = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill");
-        assert!(st.success(), "kill -INT {pid}");
-    }
-
-    /// Waits (bounded) for it to exit by itself.
-    pub(crate) fn finish(mut self) -> (i32, String, String) {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        let status = loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let (out, err) = self.output();
-                panic!("imgbuild build did not exit within {RUN_TIMEOUT:?}.\nstdout:\n{out}\nstderr:\n{err}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let (out, err) = self.output();
-        (status.code().expect("an exit code"), out, err)
-    }
-}
-
-impl Drop for Building {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `imgbuild cleanup ARGS` with the world's environment and `e`'s journal directory.
-pub(crate) fn cleanup(e: &Env, args: &[&str]) -> Run {
-    let vars: Vec<(&str, &str)> = e
-        .vars
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut all = vec!["cleanup", "-color=false"];
-    all.extend_from_slice(args);
-    let dir = tempfile::tempdir().expect("dir");
-    imgbuild_env(dir.path(), &all, None, &vars)
-}
-
-/// The journals (`*.jsonl`) directly in `dir`, and those archived in `dir/done`.
-pub(crate) fn journals(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let list = |d: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
-    (list(dir), list(&dir.join("done")))
-}
-
-/// What is in `after` and not in `before`, apart from `kept` AMIs and their snapshots and
-/// terminated instances: one line per resource.
-pub(crate) fn leaks(
-    before: &BTreeMap<&str, Region>,
-    after: &BTreeMap<&str, Region>,
-    kept: &[String],
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in REGIONS {
-        let (b, a) = (&before[r], &after[r]);
-        let mut kept_snaps = BTreeSet::new();
-        for (id, (_, _, snaps)) in &a.images {
-            if b.images.contains_key(id) {
-                continue;
-            }
-            if kept.contains(id) {
-                kept_snaps.extend(snaps.iter().cloned());
-            } else {
-                out.push(format!("{r} AMI {id}"));
-            }
-        }
-        for id in a.snapshots.keys() {
-            if !b.snapshots.contains_key(id) && !kept_snaps.contains(id) {
-                out.push(format!("{r} snapshot {id}"));
-            }
-        }
-        for (id, st) in &a.instances {
-            if !b.instances.contains_key(id) && st != "terminated" {
-                out.push(format!("{r} instance {id} ({st})"));
-            }
-        }
-        for k in a.key_pairs.difference(&b.key_pairs) {
-            out.push(format!("{r} key pair {k}"));
-        }
-        for g in a.groups.difference(&b.groups) {
-            out.push(format!("{r} security group {g}"));
-        }
-        for v in a.volumes.difference(&b.volumes) {
-            out.push(format!("{r} volume {v}"));
-        }
-    }
-    out
-}
-
-/// The AMIs a build reported (`region: ami-...` lines).
-pub(crate) fn amis_of(stdout: &str) -> Vec<String> {
-    REGIONS
-        .iter()
-        .filter(|r| stdout.contains(&format!("\n{r}: ami-")))
-        .map(|r| ami_from_stdout(stdout, r))
-        .collect()
-}
+use crate::support::building::{Building, MARKER_TIMEOUT, RUN_TIMEOUT};
+use crate::support::cli::{imgbuild_bin, imgbuild_env, Scratch};
+use crate::support::faults::rounds;
+use crate::support::faults::{print_table, Tally};
+use crate::support::state::{leaks, state, Region};
+use crate::support::world::TestWorld;
 
 /// One fault: a template and where the build is killed (None: not killed, a control run).
 struct Fault {
@@ -308,10 +52,10 @@ fn live_setup(
     world: &TestWorld,
     s: &Scratch,
     live: Live,
-) -> (Value, Value, Option<crate::faultproxy::TcpProxy>) {
+) -> (Value, Value, Option<crate::support::faultproxy::TcpProxy>) {
     let remote = world
         .sandbox()
-        .join(crate::world::unique_name("fault"))
+        .join(crate::support::world::unique_name("fault"))
         .display()
         .to_string();
     let sandbox = world.sandbox().display().to_string();
@@ -338,7 +82,7 @@ fn live_setup(
             let target: std::net::SocketAddr = format!("127.0.0.1:{}", world.ssh_port())
                 .parse()
                 .expect("sshd address");
-            let proxy = crate::faultproxy::TcpProxy::start(target);
+            let proxy = crate::support::faultproxy::TcpProxy::start(target);
             proxy.limit_rate(UPLOAD_RATE);
             let big = s.path("big.bin");
             std::fs::File::create(&big)
@@ -453,37 +197,11 @@ const FAULTS: &[Fault] = &[
     },
 ];
 
-/// Rounds of every fault: 1, or `IMGBUILD_FAULT_ROUNDS` (at most 20).
-pub(crate) fn rounds() -> usize {
-    std::env::var("IMGBUILD_FAULT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .clamp(1, 20)
-}
-
-#[derive(Default)]
-pub(crate) struct Tally {
-    pub runs: usize,
-    pub succeeded: usize,
-    pub leaked: usize,
-}
-
-pub(crate) fn print_table(rows: &[(&str, Tally)]) -> String {
-    let mut s = format!(
-        "{:<48} {:>5} {:>16} {:>17}\n",
-        "fault", "runs", "builds succeeded", "resources leaked"
-    );
-    for (f, t) in rows {
-        s.push_str(&format!(
-            "{:<48} {:>5} {:>16} {:>17}\n",
-            f, t.runs, t.succeeded, t.leaked
-        ));
-    }
-    s
-}
-
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn cleanup_after_kill_9_at_each_phase_leaves_only_a_finished_builds_amis() {
     let world = world_or_skip!();
     let mut rows: Vec<(&str, Tally)> = Vec::new();
@@ -650,13 +368,17 @@ fn killed_build(
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn cleanup_dry_run_lists_what_would_go_and_changes_nothing() {
     let world = world_or_skip!();
     let (e, before) = killed_build(&world, json!({}), "create_image");
     let killed = state(&world);
     let (live, _) = journals(e.journal.path());
     assert_eq!(live.len(), 1);
-    let run_id = crate::build_tests::journal_events(e.journal.path())[0][0]["run_id"]
+    let run_id = journal_events(e.journal.path())[0][0]["run_id"]
         .as_str()
         .expect("run id")
         .to_string();
@@ -760,7 +482,7 @@ fn cleanup_dry_run_lists_what_would_go_and_changes_nothing() {
             json!([]),
         ),
     );
-    let b = crate::build_tests::build(&s, &e, &["t.json"], &[]);
+    let b = build(&s, &e, &["t.json"], &[]);
     assert_eq!(b.code, 1);
     assert!(
         b.stderr.contains(
@@ -779,6 +501,10 @@ fn cleanup_dry_run_lists_what_would_go_and_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn cleanup_leaves_a_running_build_alone() {
     let world = world_or_skip!();
     let s = Scratch::new().with("t.json", &template(builder(&world, json!({})), json!([])));
@@ -829,6 +555,10 @@ fn cleanup_leaves_a_running_build_alone() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn two_cleanups_at_once_both_succeed_and_leave_nothing() {
     let world = world_or_skip!();
     let (e, before) = killed_build(&world, json!({"ami_regions": ["us-west-2"]}), "copy");
@@ -877,13 +607,17 @@ fn two_cleanups_at_once_both_succeed_and_leave_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn cleanup_by_tags_alone_removes_undelivered_images_but_never_a_product() {
     let world = world_or_skip!();
     // A successful build whose journal is then lost: its AMI is a product.
     let s = Scratch::new().with("t.json", &template(builder(&world, json!({})), json!([])));
     let e = env(&world);
     let before = state(&world);
-    let ok = crate::build_tests::build(&s, &e, &["t.json"], &[]);
+    let ok = build(&s, &e, &["t.json"], &[]);
     assert_eq!(ok.code, 0, "{}\n{}", ok.stdout, ok.stderr);
     let product = ami_from_stdout(&ok.stdout, "us-east-1");
     let snaps = state(&world)["us-east-1"].images[&product].2.clone();

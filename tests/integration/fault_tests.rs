@@ -6,26 +6,17 @@
 //! the table (fault, runs, builds succeeded, resources leaked).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{builder, env, ssh_builder, state, template, Env, Region};
-use crate::cleanup_tests::{
-    amis_of, journals, leaks, print_table, rounds, Building, Tally, MARKER_TIMEOUT,
-};
-use crate::cli_tests::Scratch;
-use crate::faultproxy::{Fault, FaultConfig, HttpFaultProxy, TcpProxy};
-use crate::world::{unique_name, TestWorld};
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{amis_of, builder, env, journals, ssh_builder, template, Env};
+use crate::support::building::{Building, MARKER_TIMEOUT};
+use crate::support::cli::Scratch;
+use crate::support::faultproxy::{Fault, FaultConfig, HttpFaultProxy, TcpProxy};
+use crate::support::faults::rounds;
+use crate::support::faults::{print_table, Tally};
+use crate::support::state::{leaks, state, Region};
+use crate::support::world::{unique_name, TestWorld};
 
 /// The builder with its EC2 calls through `proxy`, a name of its own, and `extra`.
 fn proxied(world: &TestWorld, proxy: &HttpFaultProxy, extra: Value) -> Value {
@@ -309,7 +300,7 @@ fn ssh_cut_mid_upload_and_mid_script_fails_clearly_or_retries_and_leaks_nothing(
             }
             let bytes = proxy.up_bytes();
             proxy.cut();
-            let t0 = Instant::now();
+            // Bounded (RUN_TIMEOUT): a build that never noticed the cut fails the test there.
             let (code, out, err) = building.finish();
             let mut kept = Vec::new();
             match cut {
@@ -344,13 +335,7 @@ fn ssh_cut_mid_upload_and_mid_script_fails_clearly_or_retries_and_leaks_nothing(
                 .find(|l| l.contains("failed") || l.contains("Retrying"))
                 .or_else(|| out.lines().find(|l| l.contains("Retrying")))
                 .unwrap_or("");
-            notes.push(format!(
-                "{ctx}: exit {code} after {:?}: {said}",
-                t0.elapsed()
-            ));
-            if t0.elapsed() > Duration::from_secs(120) {
-                problems.push(format!("{ctx}: took {:?} after the cut", t0.elapsed()));
-            }
+            notes.push(format!("{ctx}: exit {code}: {said}"));
             tally.leaked += check_after(&world, &e, &before, &kept, &ctx, &mut problems);
         }
         rows.push((name, tally));
@@ -370,8 +355,10 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
     let mut notes: Vec<String> = Vec::new();
     for round in 0..rounds() {
         let ctx = format!("{name} (round {round})");
-        // Nothing answers on the SSH port: the wait could last the whole ssh_timeout.
-        let b = ssh_builder(&world, json!({"ssh_timeout": "5m"}));
+        // Nothing answers on the SSH port: the wait could last the whole ssh_timeout, an hour,
+        // far longer than `Building::finish` waits (RUN_TIMEOUT). So a build that ends in time
+        // was stopped by the instance watch, which the message below confirms.
+        let b = ssh_builder(&world, json!({"ssh_timeout": "1h"}));
         let s = Scratch::new().with(
             "t.json",
             &template(b, json!([{"type": "shell", "inline": ["true"]}])),
@@ -388,7 +375,6 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
             .trim()
             .to_string();
         building.wait_for("Waiting for SSH to become available");
-        let t0 = Instant::now();
         let target = id.clone();
         world.ec2(|c| async move {
             c.terminate_instances()
@@ -398,7 +384,6 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
                 .expect("TerminateInstances")
         });
         let (code, out, err) = building.finish();
-        let took = t0.elapsed();
         if code != 1
             || !err.contains(&format!(
                 "the source instance {id} in us-east-1 is terminated"
@@ -409,14 +394,8 @@ fn instance_terminated_while_waiting_for_ssh_is_reported_and_torn_down() {
                 "{ctx}: want exit 1 with the state and its reason, got {code}:\n{out}\n{err}"
             ));
         }
-        // Noticed by the instance watch (every 10 s), not by the 5 min SSH timeout.
-        if took > Duration::from_secs(60) {
-            problems.push(format!("{ctx}: noticed only after {took:?}"));
-        }
         let said = err.lines().find(|l| l.contains(&id)).unwrap_or("");
-        notes.push(format!(
-            "{ctx}: exit {code} {took:?} after the termination: {said}"
-        ));
+        notes.push(format!("{ctx}: exit {code} after the termination: {said}"));
         tally.leaked += check_after(&world, &e, &before, &[], &ctx, &mut problems);
     }
     let rows = [(name, tally)];

@@ -1,12 +1,15 @@
 //! The one integration test binary: the CLI as a user runs it, against a real EC2 emulator
 //! (moto server) and a real OpenSSH sshd on 127.0.0.1.
 
+// First: the skip macro (`world_or_skip!`) is visible only in modules declared after it.
+#[macro_use]
+mod support;
+
 mod build_tests;
 mod cfn_tests;
 mod cleanup_tests;
 mod cli_tests;
 mod fault_tests;
-mod faultproxy;
 mod nightly_tests;
 mod null_tests;
 mod pp_tests;
@@ -18,5 +21,4 @@ mod security_tests;
 mod ssh_tests;
 mod ui_tests;
 mod web_worker_tests;
-mod world;
 mod world_tests;

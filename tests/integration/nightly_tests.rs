@@ -32,22 +32,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{
-    ami_from_stdout, assert_nothing_left, builder, env, state, Env, Region, SOURCE_AMI,
-};
-use crate::cfn_tests::{create_stack, launch_template_image, stack, INSTANCE_PROFILE, STACK};
-use crate::cli_tests::{imgbuild_bin, Run, Scratch};
-use crate::reuse_tests::{history, images_named};
-use crate::world::{run_bounded, unique_name, TestWorld};
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{ami_from_stdout, builder, env, Env, SOURCE_AMI};
+use crate::support::cfn::{create_stack, launch_template_image, stack, INSTANCE_PROFILE, STACK};
+use crate::support::cli::{imgbuild_bin, Run, Scratch};
+use crate::support::state::{assert_nothing_left, history, images_named, state, Region};
+use crate::support::world::{run_bounded, unique_name, TestWorld};
 
 const PREFIX: &str = "nightly-web-worker-";
 const FP_TAG: &str = "imgbuild:fingerprint";
@@ -116,7 +105,9 @@ fn template(world: &TestWorld, out: &Path, dest: &Path) -> String {
             "ssh_port": world.ssh_port(),
             "ssh_username": world.ssh_user(),
             "ssh_timeout": "60s",
-            "ami_name": format!("{PREFIX}{{{{timestamp}}}}"),
+            // Unique even when two nights share a second (`{{timestamp}}` has one-second
+            // resolution); ami-retention still finds them by the prefix before the first `{{`.
+            "ami_name": format!("{PREFIX}{{{{timestamp}}}}-{{{{uuid}}}}"),
             "reuse_unchanged": true
         }))],
         "provisioners": [
@@ -410,7 +401,7 @@ fn nightly_three_nights_build_reuse_rebuild_and_prune() {
     // every instance the nights launched is terminated; no key pair, group or volume is left.
     assert_nothing_left(&initial, &after3, &[&ami1, &ami3], "after three nights");
     // One journal per build per run (night 2's too, though it launched nothing), all clean.
-    let journals: Vec<PathBuf> = crate::build_tests::journal_files(e.journal.path());
+    let journals: Vec<PathBuf> = crate::support::build::journal_files(e.journal.path());
     assert_eq!(journals.len(), 3, "{journals:?}");
     for p in &journals {
         let text = std::fs::read_to_string(p).expect("journal");
@@ -430,7 +421,7 @@ fn nightly_three_nights_build_reuse_rebuild_and_prune() {
             haystack.push_str(&format!("{k}={v}\n"));
         }
     }
-    for f in crate::build_tests::journal_files(e.journal.path()) {
+    for f in crate::support::build::journal_files(e.journal.path()) {
         haystack.push_str(&std::fs::read_to_string(f).unwrap_or_default());
     }
     for dir in ["out"] {

@@ -10,18 +10,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{assert_nothing_left, build, builder, env, state, Env, SOURCE_AMI};
-use crate::cli_tests::{imgbuild_bin, Run, Scratch};
-use crate::world::TestWorld;
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{build, builder, env, Env, SOURCE_AMI};
+use crate::support::building::interrupt;
+use crate::support::cli::{imgbuild_bin, imgbuild_in, Run, Scratch};
+use crate::support::state::{assert_nothing_left, state};
+use crate::support::world::TestWorld;
 
 /// A template of one builder (see [`builder`]; `extra` merged into it) and `post-processors`.
 fn template(world: &TestWorld, extra: Value, post_processors: Value) -> String {
@@ -602,6 +595,10 @@ fn wait_bounded(child: std::process::Child, limit: Duration) -> Run {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn pp_two_imgbuild_runs_write_one_manifest_and_outputs_at_once() {
     let world = world_or_skip!();
     let shared = tempfile::tempdir().expect("shared dir");
@@ -970,7 +967,7 @@ fn pp_configuration_errors_are_reported_before_any_build() {
 fn pp_the_web_worker_image_writes_deploy_ready_outputs() {
     // The shipped template validates with its ami-outputs post-processor.
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let r = crate::cli_tests::imgbuild_in(
+    let r = imgbuild_in(
         &repo,
         &[
             "validate",
@@ -1015,10 +1012,9 @@ fn pp_interrupting_a_shell_local_post_processor_kills_its_processes_and_keeps_th
     );
     let s = Scratch::new().with("t.json", &t);
     let before = state(&world);
-    let (code, out, err, took) =
-        crate::build_tests::interrupt(&s, &e, "none:0", "    web (shell-local): started", false);
+    // The script waits for a minute-long `sleep`: the interrupt must stop it, and its child.
+    let (code, out, err) = interrupt(&s, &e, "none:0", "    web (shell-local): started", false);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(took < Duration::from_secs(15), "{took:?}");
     assert!(
         err.contains("Post-processor failed: shell-local: cancelled (interrupted)"),
         "{err}"
@@ -1045,7 +1041,8 @@ fn pp_interrupting_a_shell_local_post_processor_kills_its_processes_and_keeps_th
     );
     // The script's own child went with it.
     let pid: i32 = read(&s.path("sleep.pid")).trim().parse().expect("pid");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // A bound on the wait, not a measure: it ends as soon as the process is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     // Running unless gone or a zombie (dead, not yet reaped by whoever inherited it).
     let running = || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))

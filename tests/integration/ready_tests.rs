@@ -12,19 +12,9 @@ use std::process::{Child, Command, Stdio};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use serde_json::json;
 
-use crate::build_tests::{builder, env, template};
-use crate::cleanup_tests::{cleanup, journals};
-use crate::cli_tests::{imgbuild_env, Run, Scratch};
-use crate::world::{unique_name, TestWorld};
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::shared() {
-            Some(world) => world,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{build, builder, cleanup, env, journals, template};
+use crate::support::cli::{imgbuild_env, Run, Scratch};
+use crate::support::world::{unique_name, TestWorld};
 
 /// `imgbuild cleanup ARGS` in a fresh directory with exactly `vars` (and PATH, HOME).
 fn cleanup_with(vars: &[(String, String)], args: &[&str]) -> Run {
@@ -46,7 +36,7 @@ fn env_file(world: &TestWorld) -> Vec<(String, String)> {
 
 #[test]
 fn world_env_file_sends_cleanup_to_the_emulator_so_a_cleanup_with_nothing_left_exits_0() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let mut vars = env_file(world);
     let endpoint = vars
         .iter()
@@ -145,7 +135,7 @@ fn group_exists(world: &TestWorld, id: &str) -> bool {
 
 #[test]
 fn a_run_skipped_for_its_age_is_listed_with_its_resources_and_exits_3() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let e = env(world);
     let run_id = uuid::Uuid::now_v7().to_string();
     let group = tagged_group(world, &run_id);
@@ -206,10 +196,10 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn a_successful_build_archives_its_own_journal_in_an_owner_only_done_dir() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let e = env(world);
     let s = Scratch::new().with("t.json", &template(builder(world, json!({})), json!([])));
-    let r = crate::build_tests::build(&s, &e, &["t.json"], &[]);
+    let r = build(&s, &e, &["t.json"], &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let (live, done) = journals(e.journal.path());
     assert!(live.is_empty(), "{live:?}");
@@ -435,12 +425,9 @@ fn fixture(name: &str) -> PathBuf {
 impl IamMoto {
     fn start() -> Option<IamMoto> {
         let Some(python) = moto_python() else {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "moto_server is not installed; scripts/testworld.sh install installs it"
+            crate::support::skip(
+                "moto_server is not installed; scripts/testworld.sh install installs it",
             );
-            eprintln!("skipped: moto_server is not installed");
             return None;
         };
         let dir = tempfile::tempdir().expect("dir");

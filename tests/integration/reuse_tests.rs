@@ -10,20 +10,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::build_tests::{ami_from_stdout, builder, env, state, Env, SOURCE_AMI};
-use crate::cli_tests::{Run, Scratch};
-use crate::world::{unique_name, TestWorld};
+use crate::support::build::{ami_from_stdout, builder, env, Env};
+use crate::support::cli::{Run, Scratch};
+use crate::support::state::{history, images_named, state};
+use crate::support::world::{unique_name, TestWorld};
 
 const FP_TAG: &str = "imgbuild:fingerprint";
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
 
 fn ok(r: &Run) {
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
@@ -33,7 +25,7 @@ fn ok(r: &Run) {
 /// and `XDG_CONFIG_HOME` of the test's own (where the fingerprint key file goes).
 fn build(s: &Scratch, e: &Env, config: &Path, args: &[&str]) -> Run {
     let cfg = config.display().to_string();
-    crate::build_tests::build(s, e, args, &[("XDG_CONFIG_HOME", cfg.as_str())])
+    crate::support::build::build(s, e, args, &[("XDG_CONFIG_HOME", cfg.as_str())])
 }
 
 /// Every AMI of the account in `region`: id -> tags.
@@ -231,7 +223,7 @@ fn a_changed_secret_rebuilds_and_the_secret_is_in_no_tag_or_output() {
             haystack.push_str(&format!("{k}={v}\n"));
         }
     }
-    for f in crate::build_tests::journal_files(e.journal.path()) {
+    for f in crate::support::build::journal_files(e.journal.path()) {
         haystack.push_str(&std::fs::read_to_string(f).unwrap_or_default());
     }
     for secret in [s1, s2] {
@@ -242,51 +234,6 @@ fn a_changed_secret_rebuilds_and_the_secret_is_in_no_tag_or_output() {
         );
     }
     assert!(!haystack.contains(std::fs::read_to_string(&key).expect("key").trim()));
-}
-
-/// Creates `n` AMIs named `<prefix><i>` from one instance, a little more than a second apart
-/// (EC2 creation dates have one-second resolution); returns their ids, oldest first.
-pub(crate) fn history(world: &TestWorld, prefix: &str, n: usize) -> Vec<String> {
-    let prefix = prefix.to_string();
-    world.ec2(|c| async move {
-        let run = c
-            .run_instances()
-            .image_id(SOURCE_AMI)
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await
-            .expect("RunInstances");
-        let instance = run.instances()[0].instance_id().expect("id").to_string();
-        let mut ids = Vec::new();
-        for i in 0..n {
-            let out = c
-                .create_image()
-                .instance_id(&instance)
-                .name(format!("{prefix}{i}"))
-                .send()
-                .await
-                .expect("CreateImage");
-            ids.push(out.image_id().expect("image id").to_string());
-            tokio::time::sleep(Duration::from_millis(1100)).await;
-        }
-        ids
-    })
-}
-
-/// Images whose name starts with `prefix` in a region: id -> snapshot ids.
-pub(crate) fn images_named(
-    world: &TestWorld,
-    region: &'static str,
-    prefix: &str,
-) -> BTreeMap<String, Vec<String>> {
-    state(world)[region]
-        .images
-        .iter()
-        .filter(|(_, (name, _, _))| name.starts_with(prefix))
-        .map(|(id, (_, _, snaps))| (id.clone(), snaps.clone()))
-        .collect()
 }
 
 #[test]

@@ -8,25 +8,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
 use serde_json::{json, Value};
 
-use crate::build_tests::{builder, env, Env};
-use crate::cleanup_tests::Building;
-use crate::cli_tests::{imgbuild_env, Run, Scratch};
-use crate::null_tests::{q, NullFx};
-use crate::world::{unique_name, TestWorld};
-
-macro_rules! shared_world_or_skip {
-    () => {
-        match TestWorld::shared() {
-            Some(world) => world,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{builder, env, Env};
+use crate::support::building::Building;
+use crate::support::cli::{imgbuild_env, Run, Scratch};
+use crate::support::null::{q, NullFx};
+use crate::support::world::{unique_name, TestWorld};
 
 /// What an OpenSSH private key looks like in any output: the PEM armour, and the base64 of
 /// `openssh-key-v1\0` every OpenSSH private key body starts with.
@@ -74,7 +64,7 @@ fn vars_of(e: &Env, extra: &[(&str, String)]) -> Vec<(String, String)> {
 /// material.
 #[test]
 fn temporary_private_key_never_reaches_a_file_the_output_or_the_log() {
-    let world = shared_world_or_skip!();
+    let world = world_or_skip!(shared);
     // The sandbox itself: it belongs to the SSH user (a directory made here might not).
     let remote = world.sandbox().display().to_string();
     for case in ["success", "failure", "sigint"] {
@@ -183,8 +173,12 @@ fn temporary_private_key_never_reaches_a_file_the_output_or_the_log() {
 /// SSH port only, TCP only, exactly those blocks), no CIDRs with `ssh_host` (the VPC's blocks),
 /// `communicator: none` (no rule at all). Then SIGINT, and the groups are gone.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn temporary_security_group_opens_only_the_ssh_port_to_what_is_configured() {
-    let world = shared_world_or_skip!();
+    let world = world_or_skip!(shared);
     let e = env(world);
     let s = Scratch::new();
     let cidrs = ["127.0.0.1/32", "10.20.0.0/16"];
@@ -323,7 +317,7 @@ fn temporary_security_group_opens_only_the_ssh_port_to_what_is_configured() {
 /// anything exists (Packer would open 0.0.0.0/0).
 #[test]
 fn public_ssh_without_cidrs_is_refused_before_anything_is_created() {
-    let world = shared_world_or_skip!();
+    let world = world_or_skip!(shared);
     let e = env(world);
     let s = Scratch::new();
     let name = unique_name("sec-sg-refused");
@@ -367,7 +361,7 @@ fn records(path: &Path) -> Vec<(u32, PathBuf)> {
 
 #[test]
 fn shell_scripts_and_env_var_files_are_owner_only_and_removed_unless_skip_clean() {
-    let world = shared_world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = NullFx::new(world, "sec-shell");
     let scripts = fx.r("scripts");
     let rec = fx.r("rec");
@@ -598,7 +592,7 @@ fn world_host_key_fingerprint(world: &TestWorld) -> String {
 
 #[test]
 fn ssh_host_key_fingerprint_connects_when_right_and_fails_fast_when_wrong() {
-    let world = shared_world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = NullFx::new(world, "sec-hostkey");
     let right = world_host_key_fingerprint(world);
     let wrong = "SHA256:0IApUJSuDKlhN7kY9ALQ3PS5KJ7+CYuEVpVQ359J8nU";
@@ -615,16 +609,15 @@ fn ssh_host_key_fingerprint_connects_when_right_and_fails_fast_when_wrong() {
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("connected-ok"), "{}", r.stdout);
 
-    let started = Instant::now();
     let r = fx.build(&template(wrong), &[]);
-    let took = started.elapsed();
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     let all = format!("{}{}", r.stdout, r.stderr);
     let want = format!("does not match ssh_host_key_fingerprint: expected {wrong}, got {right}");
     assert!(all.contains(&want), "{want:?} in:\n{all}");
     assert!(!all.contains("connected-ok"), "{all}");
-    // No retries: a mismatch is not "not up yet" (ssh_timeout is 60 s).
-    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // No retries: a mismatch is not "not up yet" (ssh_timeout is 60 s); a retry would say
+    // "Still waiting for SSH ... (attempt N)" first.
+    assert!(!all.contains("Still waiting for SSH"), "{all}");
 
     // A malformed fingerprint is a template error (exit 2), located at the key.
     let r = fx.build(&template("aa:bb:cc"), &[]);
@@ -669,6 +662,10 @@ fn readme_commands() -> (String, Vec<String>) {
 /// changes nothing, cleanup removes everything and a second cleanup finds nothing. Every flag
 /// the section names exists in `imgbuild cleanup --help`.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn readme_interrupted_section_commands_work_as_written() {
     let (section, cmds) = readme_commands();
     assert!(
@@ -696,10 +693,7 @@ fn readme_interrupted_section_commands_work_as_written() {
         }
     }
 
-    let world = match TestWorld::start() {
-        Some(w) => w,
-        None => return,
-    };
+    let world = world_or_skip!();
     let e = env(&world);
     let s = Scratch::new();
     let name = unique_name("sec-readme");

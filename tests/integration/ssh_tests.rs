@@ -23,16 +23,7 @@ use imgbuild::communicator::ssh::{
     SshError, Stream, TransferProgress, UploadSource, WaitReason,
 };
 
-use crate::world::{run_ok, ssh_keygen, unique_name, TestWorld};
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::shared() {
-            Some(world) => world,
-            None => return,
-        }
-    };
-}
+use crate::support::world::{run_ok, ssh_keygen, unique_name, TestWorld};
 
 // ------------------------------------------------------------------ fixture ---
 
@@ -374,7 +365,8 @@ impl ForwardingSshd {
             .spawn()
             .ok()?;
         let mut me = ForwardingSshd { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A bound on the wait (it ends as soon as the port answers), generous for a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Some(me);
@@ -410,6 +402,16 @@ fn events_sink() -> (
     })
 }
 
+/// How many connection attempts `events` records so far.
+fn attempts(events: &Mutex<Vec<ConnectEvent>>) -> usize {
+    events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| matches!(e, ConnectEvent::Attempt { .. }))
+        .count()
+}
+
 fn reasons(events: &Mutex<Vec<ConnectEvent>>) -> Vec<WaitReason> {
     events
         .lock()
@@ -426,7 +428,7 @@ fn reasons(events: &Mutex<Vec<ConnectEvent>>) -> Vec<WaitReason> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connects_and_runs_a_command() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-basic");
     let (events, sink) = events_sink();
     let session = Session::connect(fx.opts(), Cancel::never(), sink)
@@ -451,7 +453,7 @@ async fn ssh_connects_and_runs_a_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-late");
     let port = free_port();
     let mut opts = fx.opts();
@@ -459,19 +461,36 @@ async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval(
     let (events, sink) = events_sink();
     let connect = tokio::spawn(Session::connect(opts.clone(), Cancel::never(), sink));
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let attempts_before = attempts(&events);
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
-    let opened = Instant::now();
     let _proxy = Proxy::start(listener, world_addr(world));
     let session = connect
         .await
         .expect("join")
         .unwrap_or_else(|e| panic!("connect: {e}"));
-    let after_open = opened.elapsed();
-    // At most one retry interval (the schedule's cap) plus the handshake, with a margin.
-    let bound = opts.retry.max + Duration::from_millis(1000);
+    // Every wait between attempts was at most one retry interval (the schedule's cap) ...
+    let waits: Vec<Duration> = events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|e| match e {
+            ConnectEvent::Waiting { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        })
+        .collect();
+    assert!(attempts_before >= 1, "no attempt while the port was closed");
     assert!(
-        after_open <= bound,
-        "connected {after_open:?} after the port opened (bound {bound:?})"
+        waits.iter().all(|w| *w <= opts.retry.max),
+        "waits {waits:?} beyond the cap {:?}",
+        opts.retry.max
+    );
+    // ... and the port was used as soon as it opened: at most the attempt in flight when it
+    // opened, then the one that connected.
+    let after_open = attempts(&events) - attempts_before;
+    assert!(
+        (1..=2).contains(&after_open),
+        "{after_open} attempts after the port opened: {:?}",
+        events.lock().expect("lock")
     );
     let seen = reasons(&events);
     assert!(
@@ -483,22 +502,23 @@ async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval(
         .await
         .expect("exec");
     assert!(outcome.success());
-    eprintln!("ssh: connected {after_open:?} after the port opened");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-timeout");
     let mut opts = fx.opts();
     opts.port = free_port();
     opts.timeout = Duration::from_millis(1500);
-    let started = Instant::now();
-    let err = Session::connect(opts, Cancel::never(), |_| {})
-        .await
-        .expect_err("nothing listens");
-    let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(3), "took {waited:?}");
+    // Gives up by itself (a bound on the test, not a measure: it ends when connect returns).
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        Session::connect(opts, Cancel::never(), |_| {}),
+    )
+    .await
+    .expect("connect gives up by itself")
+    .expect_err("nothing listens");
     let text = err.to_string();
     match &err {
         SshError::ConnectTimedOut {
@@ -516,7 +536,7 @@ async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connect_reports_a_failed_handshake_with_its_code() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-handshake");
     // Accepts TCP and closes at once: the SSH banner never comes.
     let closer = Listener::start(false, drop);
@@ -546,32 +566,36 @@ async fn ssh_connect_reports_a_failed_handshake_with_its_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_connect_cancel_interrupts_a_hanging_handshake_at_once() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-cancel");
     // Accepts TCP and says nothing: the handshake blocks waiting for the banner.
     let silent = Listener::start(true, |_s| {});
     let mut opts = fx.opts();
     opts.port = silent.port;
+    // Nothing but the cancel can end it: every timeout is an hour.
+    opts.timeout = Duration::from_secs(3600);
+    opts.io_timeout = Duration::from_secs(3600);
     let (cancel, rx) = imgbuild::cancel::channel();
-    let task = tokio::spawn(Session::connect(opts, rx, |_| {}));
+    let (events, sink) = events_sink();
+    let task = tokio::spawn(Session::connect(opts, rx, sink));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let cancelled_at = Instant::now();
     cancel.cancel();
-    let result = task.await.expect("join");
-    let latency = cancelled_at.elapsed();
+    // A bound on the test, not a measure: the handshake would otherwise wait an hour.
+    let result = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the cancel ends the handshake")
+        .expect("join");
     assert!(
         matches!(result, Err(SshError::ConnectCancelled { .. })),
         "{result:?}"
     );
-    assert!(
-        latency < Duration::from_millis(150),
-        "cancel took {latency:?}"
-    );
+    // Cancelled in the first attempt's handshake, not after it gave up on it.
+    assert_eq!(attempts(&events), 1, "{:?}", events.lock().expect("lock"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_wrong_key_is_rejected_with_user_and_key_type_and_no_key_material() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-wrongkey");
     // A key the emulator does not know.
     let (stranger, _) = ssh_keygen(fx.local.path(), &unique_name("stranger"));
@@ -585,11 +609,11 @@ async fn ssh_wrong_key_is_rejected_with_user_and_key_type_and_no_key_material() 
         opts.auth = auth;
         opts.handshake_attempts = 2;
         let (events, sink) = events_sink();
-        let started = Instant::now();
         let err = Session::connect(opts, Cancel::never(), sink)
             .await
             .expect_err("must be refused");
-        assert!(started.elapsed() < Duration::from_secs(10));
+        // Refused twice (ssh_handshake_attempts), not retried until ssh_timeout.
+        assert_eq!(attempts(&events), 2, "{:?}", events.lock().expect("lock"));
         let text = err.to_string();
         let debug = format!("{err:?} {:?}", events.lock().expect("lock"));
         assert!(
@@ -615,7 +639,7 @@ async fn ssh_wrong_key_is_rejected_with_user_and_key_type_and_no_key_material() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_in_memory_ed25519_and_rsa_key_file_log_in() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-keys");
     let mut opts = fx.opts();
     opts.auth = Auth::key_memory(fs::read_to_string(&fx.key).expect("read key"));
@@ -647,7 +671,7 @@ async fn ssh_in_memory_ed25519_and_rsa_key_file_log_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_password_is_rejected_naming_what_the_server_offers() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-password");
     let mut opts = fx.opts();
     opts.auth = Auth::password("hunter2-not-a-real-password");
@@ -666,13 +690,10 @@ async fn ssh_password_is_rejected_naming_what_the_server_offers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_bastion_tunnels_to_the_target() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-bastion");
     let Some(bastion) = ForwardingSshd::start(world, fx.local.path()) else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("could not start a forwarding sshd for the bastion test");
-        }
-        eprintln!("skipped: cannot start a second sshd");
+        crate::support::skip("cannot start a second sshd (the bastion)");
         return;
     };
     let mut opts = fx.opts();
@@ -748,7 +769,8 @@ impl Agent {
             .spawn()
             .ok()?;
         let agent = Agent { child, socket };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // A bound on the wait (it ends as soon as the socket exists), generous for a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if agent.socket.exists() {
                 return Some(agent);
@@ -774,13 +796,10 @@ impl Drop for Agent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_agent_auth_uses_the_agents_keys() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-agent");
     let Some(agent) = Agent::start(fx.local.path()) else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("cannot start ssh-agent");
-        }
-        eprintln!("skipped: cannot start ssh-agent");
+        crate::support::skip("cannot start ssh-agent");
         return;
     };
     // An empty agent: rejected, counted as an authentication failure.
@@ -810,70 +829,80 @@ async fn ssh_agent_auth_uses_the_agents_keys() {
         socket: Some(fx.local.path().join("no-agent.sock")),
     };
     opts.handshake_attempts = 10;
-    let started = Instant::now();
-    let err = Session::connect(opts, Cancel::never(), |_| {})
+    let (events, sink) = events_sink();
+    let err = Session::connect(opts, Cancel::never(), sink)
         .await
         .expect_err("no agent");
     assert!(matches!(err, SshError::UseAgent { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(attempts(&events), 1, "{:?}", events.lock().expect("lock"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_pause_before_connecting_delays_the_first_attempt_and_cancels() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-pause");
     let mut opts = fx.opts();
     opts.pause_before_connecting = Duration::from_millis(800);
-    let started = Instant::now();
     let (events, sink) = events_sink();
     let _session = Session::connect(opts.clone(), Cancel::never(), sink)
         .await
         .expect("connect");
-    assert!(started.elapsed() >= Duration::from_millis(800));
     assert!(matches!(
         events.lock().expect("lock").first(),
         Some(ConnectEvent::Attempt { attempt: 1, .. })
     ));
 
-    opts.pause_before_connecting = Duration::from_secs(30);
+    // During the pause no attempt is made, and a cancel ends it: an hour-long pause, cancelled
+    // (a bound on the test, not a measure: without the cancel it would wait the hour).
+    opts.pause_before_connecting = Duration::from_secs(3600);
     let (cancel, rx) = imgbuild::cancel::channel();
-    let task = tokio::spawn(Session::connect(opts, rx, |_| {}));
+    let (events, sink) = events_sink();
+    let task = tokio::spawn(Session::connect(opts, rx, sink));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let at = Instant::now();
+    assert_eq!(attempts(&events), 0, "an attempt during the pause");
     cancel.cancel();
-    let result = task.await.expect("join");
+    let result = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the cancel ends the pause")
+        .expect("join");
     assert!(
         matches!(result, Err(SshError::ConnectCancelled { .. })),
         "{result:?}"
     );
-    assert!(at.elapsed() < Duration::from_millis(150));
+    assert_eq!(attempts(&events), 0, "{:?}", events.lock().expect("lock"));
 }
 
 // --------------------------------------------------------------------- exec ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_streams_lines_as_they_arrive() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-stream");
     let session = fx.connect().await;
-    let seen: Arc<Mutex<Vec<(Instant, Stream, String)>>> = Arc::default();
+    // The command goes on only once the test has seen its first line (it waits, at most a
+    // minute, for a file the test creates on that line): had the lines come only at the end,
+    // it would say "not streamed" instead of "second".
+    let flag = fx.remote_path("first-seen");
+    let seen: Arc<Mutex<Vec<(Stream, String)>>> = Arc::default();
     let sink = seen.clone();
+    let sink_flag = flag.clone();
+    let command = format!(
+        "echo first; i=0; while [ ! -e {f} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+         if [ -e {f} ]; then echo second >&2; else echo 'not streamed' >&2; fi; echo third",
+        f = q(&flag)
+    );
     let outcome = session
-        .exec(
-            "echo first; sleep 1; echo second >&2; sleep 0.3; echo third",
-            ExecOptions::default(),
-            move |stream, line| {
-                sink.lock()
-                    .expect("lock")
-                    .push((Instant::now(), stream, line.to_string()))
-            },
-        )
+        .exec(&command, ExecOptions::default(), move |stream, line| {
+            if line == "first" {
+                fs::write(&sink_flag, "").expect("write the flag");
+            }
+            sink.lock().expect("lock").push((stream, line.to_string()))
+        })
         .await
         .expect("exec");
-    let ended = Instant::now();
     assert_eq!(outcome, ExitOutcome::Exited(0));
     let seen = seen.lock().expect("lock").clone();
-    let lines: Vec<(Stream, &str)> = seen.iter().map(|(_, s, l)| (*s, l.as_str())).collect();
+    let lines: Vec<(Stream, &str)> = seen.iter().map(|(s, l)| (*s, l.as_str())).collect();
     assert_eq!(
         lines,
         vec![
@@ -882,17 +911,11 @@ async fn ssh_exec_streams_lines_as_they_arrive() {
             (Stream::Stdout, "third")
         ]
     );
-    let first_at = seen[0].0;
-    assert!(
-        ended - first_at >= Duration::from_millis(800),
-        "the first line arrived only {:?} before the end",
-        ended - first_at
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_tells_exit_status_and_signal_apart() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-exit");
     let session = fx.connect().await;
     let (o, _, _) = session
@@ -914,7 +937,7 @@ async fn ssh_exec_tells_exit_status_and_signal_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-drop");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let proxy = Proxy::start(listener, world_addr(world));
@@ -929,7 +952,7 @@ async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
     let s = session.clone();
     let run = tokio::spawn(async move {
         s.exec(
-            "echo started; sleep 20; echo never",
+            "echo started; sleep 120; echo never",
             ExecOptions::default(),
             move |_, line| {
                 let _ = tx.send(line.to_string());
@@ -941,19 +964,14 @@ async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
         .await
         .expect("first line in time");
     assert_eq!(first.as_deref(), Some("started"));
-    let cut_at = Instant::now();
     proxy.cut();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+    // A bound on the test, not a measure: the command itself would run two minutes.
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("exec returns after the cut")
         .expect("join")
         .expect("exec result");
     assert_eq!(outcome, ExitOutcome::Disconnected);
-    assert!(
-        cut_at.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        cut_at.elapsed()
-    );
     let next = session.exec_collect("true", ExecOptions::default()).await;
     assert!(
         matches!(next, Err(SshError::SessionClosed { .. })),
@@ -964,7 +982,7 @@ async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-keepalive");
     let mut idle_bytes = Vec::new();
     for interval in [Duration::from_secs(1), Duration::ZERO] {
@@ -983,7 +1001,19 @@ async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
         assert!(o.success());
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = proxy.upstream_bytes.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(4500)).await;
+        if interval.is_zero() {
+            // Off: nothing at all in an idle while (longer than the interval above).
+            tokio::time::sleep(Duration::from_millis(4500)).await;
+        } else {
+            // On: wait for two keep-alive packets (a bound on the wait, not a measure: it ends
+            // as soon as they have passed the proxy).
+            for _ in 0..1200 {
+                if proxy.upstream_bytes.load(Ordering::SeqCst) - before >= 2 * 32 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         let after = proxy.upstream_bytes.load(Ordering::SeqCst);
         idle_bytes.push(after - before);
         // Still usable after the idle time.
@@ -993,8 +1023,8 @@ async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
             .expect("exec after idle");
         assert!(o.success());
     }
-    eprintln!("ssh: bytes sent while idle 4.5 s (keep-alive 1 s, off): {idle_bytes:?}");
-    // libssh2 treats an interval of 1 s as 2 s: at least two keep-alive packets in 4.5 s.
+    eprintln!("ssh: bytes sent while idle (keep-alive 1 s, off): {idle_bytes:?}");
+    // At least two keep-alive packets while idle with keep-alives on.
     assert!(
         idle_bytes[0] >= 2 * 32,
         "keep-alives sent while idle: {idle_bytes:?}"
@@ -1007,7 +1037,7 @@ async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_pty_env_and_many_lines_in_order() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-pty");
     let session = fx.connect().await;
     let (_, out, _) = session
@@ -1062,33 +1092,32 @@ async fn ssh_exec_pty_env_and_many_lines_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_exec_dropped_future_stops_and_the_session_goes_on() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-abandon");
     let session = fx.connect().await;
     let gave_up = tokio::time::timeout(
         Duration::from_millis(500),
-        session.exec("sleep 10", ExecOptions::default(), |_, _| {}),
+        session.exec("sleep 120", ExecOptions::default(), |_, _| {}),
     )
     .await;
-    assert!(gave_up.is_err(), "sleep 10 cannot finish in 500 ms");
-    let started = Instant::now();
-    let (o, out, _) = session
-        .exec_collect("echo still-here", ExecOptions::default())
-        .await
-        .expect("exec after abandon");
+    assert!(gave_up.is_err(), "sleep 120 cannot finish in 500 ms");
+    // The next command does not wait for the abandoned one (a bound on the test, shorter than
+    // the abandoned `sleep`, not a measure).
+    let (o, out, _) = tokio::time::timeout(
+        Duration::from_secs(60),
+        session.exec_collect("echo still-here", ExecOptions::default()),
+    )
+    .await
+    .expect("the next command does not wait for the abandoned one")
+    .expect("exec after abandon");
     assert_eq!((o, out.trim()), (ExitOutcome::Exited(0), "still-here"));
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 // ---------------------------------------------------------------- transfers ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_upload_file_bytes_and_path_with_exact_modes() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-upfile");
     let session = fx.connect().await;
     let dir = fx.remote_path("with space/ünï ✓");
@@ -1143,7 +1172,7 @@ async fn ssh_upload_file_bytes_and_path_with_exact_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_upload_dir_follows_packers_trailing_slash_rule() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-slash");
     let session = fx.connect().await;
     let src = fx.local_dir("src");
@@ -1198,7 +1227,7 @@ async fn ssh_upload_dir_follows_packers_trailing_slash_rule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_upload_dir_keeps_symlinks_empty_dirs_modes_and_names() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-updir");
     let session = fx.connect().await;
     let src = fx.local_dir("tree");
@@ -1233,7 +1262,7 @@ async fn ssh_upload_dir_keeps_symlinks_empty_dirs_modes_and_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_download_file_and_dir_round_trip() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-down");
     let session = fx.connect().await;
     // Built on the server with the server's own tools.
@@ -1288,7 +1317,7 @@ async fn ssh_download_file_and_dir_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_large_file_progress_counts_bytes() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-big");
     let session = fx.connect().await;
     let size = 24 * 1024 * 1024;
@@ -1371,7 +1400,7 @@ async fn ssh_large_file_progress_counts_bytes() {
 /// by default in OpenSSH 9) and `scp -O -r` (the SCP protocol Packer uses), same key, same sshd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_upload_1000_files_versus_scp() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-bench");
     let src = fx.local_dir("many");
     for d in 0..20 {
@@ -1464,11 +1493,6 @@ async fn ssh_upload_1000_files_versus_scp() {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    // One stream must beat per-file SCP, whose time includes its connection (ours is
-    // measured apart: the emulator-backed AuthorizedKeysCommand dominates both).
-    let legacy = scp_times[1].1;
-    assert!(
-        ours_best < legacy,
-        "imgbuild {ours_best:?} is not faster than scp -O {legacy:?}"
-    );
+    // The figures above are a benchmark report, not an assertion: how fast a loaded machine
+    // copies is no test of imgbuild. What is asserted is that every copy is complete.
 }

@@ -13,19 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{assert_nothing_left, builder, env, ssh_builder, state, Env};
-use crate::cli_tests::{imgbuild_bin, imgbuild_env, Run, Scratch};
-use crate::null_tests::{q, NullFx};
-use crate::world::TestWorld;
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{builder, env, ssh_builder, Env};
+use crate::support::cli::{imgbuild_bin, imgbuild_env, Run, Scratch};
+use crate::support::null::{q, NullFx};
+use crate::support::state::{assert_nothing_left, state};
+use crate::support::world::TestWorld;
 
 /// Runs `imgbuild ARGS` in `s` with the world's environment plus `extra`, stdout and stderr
 /// piped (no terminal), stdin closed, and color left on (`TERM` says it could).
@@ -88,6 +80,10 @@ fn stamp(line: &str) -> chrono::DateTime<chrono::FixedOffset> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn ui_parallel_builds_honour_the_limit_and_list_each_outcome() {
     let world = world_or_skip!();
     let t = json!({
@@ -106,10 +102,8 @@ fn ui_parallel_builds_honour_the_limit_and_list_each_outcome() {
     for limit in ["1", "0"] {
         let e = env(&world);
         let before = state(&world);
-        let started = Instant::now();
         let flag = format!("-parallel-builds={limit}");
         let r = run(&s, &e, &["build", &flag, "-timestamp-ui", "t.json"], &hold);
-        let took = started.elapsed();
         let ctx = format!("{flag}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
         // One build failed, the others went on; nothing of the failed one is left.
         assert_eq!(r.code, 1, "{ctx}");
@@ -142,12 +136,17 @@ fn ui_parallel_builds_honour_the_limit_and_list_each_outcome() {
             .collect();
         let kept: Vec<&str> = amis.iter().map(String::as_str).collect();
         assert_nothing_left(&before, &state(&world), &kept, &ctx);
-        // Plain output: no escape codes although color is on; a timestamp on every line.
+        // Plain output: no escape codes although color is on; a timestamp on every line (but
+        // the test hook's own `test hook: pausing ...` lines, which are not imgbuild's output).
         assert!(
             !r.stdout.contains('\x1b') && !r.stderr.contains('\x1b'),
             "{ctx}"
         );
-        let lines: Vec<&str> = r.stdout.lines().filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = r
+            .stdout
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("test hook: "))
+            .collect();
         for l in lines.iter().chain(
             r.stderr
                 .lines()
@@ -160,10 +159,9 @@ fn ui_parallel_builds_honour_the_limit_and_list_each_outcome() {
         let (a, c) = (span(&lines, "alpha"), span(&lines, "charlie"));
         if limit == "1" {
             // One at a time, in template order: charlie starts after alpha ended (by line order
-            // and by the clock), and the two holds add up.
+            // and by the timestamps the build printed).
             assert!(c.0 > a.1, "charlie began before alpha ended: {ctx}");
             assert!(stamp(lines[c.0]) >= stamp(lines[a.1]), "{ctx}");
-            assert!(took >= Duration::from_secs(3), "took {took:?}: {ctx}");
             for b in ["bravo", "charlie"] {
                 assert!(
                     r.stdout.contains(&format!(
@@ -200,11 +198,7 @@ fn pty(
     answers: &[&str],
 ) -> Option<PtyRun> {
     if Command::new("script").arg("-V").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "util-linux `script` is missing"
-        );
-        eprintln!("skipped: util-linux `script` is missing");
+        crate::support::skip("util-linux `script` is missing");
         return None;
     }
     let mut cmdline = format!("stty cols 200 rows 50; exec {}", q(&imgbuild_bin()));
@@ -358,9 +352,7 @@ fn ui_terminal_shows_colored_prefixes_an_ssh_spinner_with_its_reason_and_a_table
 
 #[test]
 fn ui_terminal_shows_a_byte_bar_for_uploads_and_streams_script_output() {
-    let Some(world) = TestWorld::shared() else {
-        return;
-    };
+    let world = world_or_skip!(shared);
     let fx = NullFx::new(world, "ui-bar");
     let big = fx.local("big.bin");
     {
@@ -503,6 +495,10 @@ fn ui_ask_without_a_terminal_cleans_up_and_says_so() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
     use std::os::unix::fs::PermissionsExt;
     let world = world_or_skip!();
@@ -551,7 +547,6 @@ fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(started.elapsed() < Duration::from_secs(60));
     assert!(
         r.stdout
             .contains("==> Debug mode enabled. Builds will not be parallelized."),
@@ -624,6 +619,10 @@ fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn ui_timeout_cancels_and_tears_down_and_names_the_limit() {
     let world = world_or_skip!();
     // -timeout smaller than build_timeout; then build_timeout smaller than -timeout.
@@ -643,20 +642,19 @@ fn ui_timeout_cancels_and_tears_down_and_names_the_limit() {
         let t = json!({"variables": {"project": "imgbuild"}, "builders": [builder(&world, json!({"build_timeout": build_timeout}))]});
         let s = Scratch::new().with("t.json", &t.to_string());
         let before = state(&world);
-        let started = Instant::now();
+        // Held an hour after launch, longer than a run may take (`RUN_BOUND`): that the build
+        // exits at all shows the deadline cut the pause short.
         let r = run(
             &s,
             &e,
             &["build", flag, "t.json"],
-            &[("IMGBUILD_TEST_PAUSE", "launch:120")],
+            &[("IMGBUILD_TEST_PAUSE", "launch:3600")],
         );
-        let took = started.elapsed();
         let ctx = format!("{flag}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
         assert_eq!(r.code, 1, "{ctx}");
-        assert!(took < Duration::from_secs(60), "took {took:?}: {ctx}");
         assert!(r.stderr.contains(said), "{ctx}");
         assert!(
-            r.stdout.contains("test hook: pausing 120s after launch"),
+            r.stdout.contains("test hook: pausing 3600s after launch"),
             "{ctx}"
         );
         assert!(
@@ -708,7 +706,12 @@ fn ui_logs_go_to_their_file_or_stderr_never_stdout_and_hold_no_secret() {
         assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
         let text = std::fs::read_to_string(&log).expect("the log file");
         // The log has imgbuild's events and the output lines, masked.
-        assert!(text.contains("imgbuild::build: run started"), "{text}");
+        // (Whichever module orchestrates the run: the layout of src/ is not under test here.)
+        assert!(
+            text.lines()
+                .any(|l| l.contains(" imgbuild::") && l.contains(": run started run_id=")),
+            "{text}"
+        );
         assert!(
             text.contains("imgbuild::ui:     amazon-ebs: said <sensitive>"),
             "{text}"
@@ -755,6 +758,10 @@ fn ui_logs_go_to_their_file_or_stderr_never_stdout_and_hold_no_secret() {
 /// Two builders in two regions, built in parallel over SSH; the provisioners' `only`, `except`
 /// and `override` choose what each build runs; `-only` and `-except` choose the builds.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs --features test-hooks (scripts/test.sh): it holds the build with IMGBUILD_TEST_PAUSE or IMGBUILD_TEST_LOCK_HOLD_MS"
+)]
 fn ui_two_regions_in_parallel_with_only_except_and_override() {
     let world = world_or_skip!();
     let dir = world

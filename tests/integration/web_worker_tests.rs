@@ -13,24 +13,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::build_tests::{
-    assert_journal_complete, assert_nothing_left, env, state, Env, REGIONS, SOURCE_AMI,
-};
-use crate::cli_tests::{imgbuild_env, Run, Scratch};
-use crate::world::TestWorld;
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::start() {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
+use crate::support::build::{ami_from_stdout, assert_journal_complete, env, Env, SOURCE_AMI};
+use crate::support::building::interrupt_at;
+use crate::support::cli::{imgbuild_env, Run, Scratch};
+use crate::support::state::{assert_nothing_left, state, REGIONS};
+use crate::support::world::TestWorld;
 
 const SOURCE_AMI_NAME: &str = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-20170721";
 const SHARED_WITH: &str = "123456789012";
@@ -115,7 +106,7 @@ fn mode(p: &Path) -> u32 {
 }
 
 fn ami_line(stdout: &str, region: &str) -> String {
-    crate::build_tests::ami_from_stdout(stdout, region)
+    ami_from_stdout(stdout, region)
 }
 
 /// Launch permissions of an AMI in a region (user ids).
@@ -313,25 +304,6 @@ fn build_web_worker_shaped_end_to_end() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// Runs `imgbuild build -color=false ARGS` in `dir`, waits for a stdout line containing
-/// `marker`, waits `delay`, sends SIGINT to that child (by its PID) and returns its exit code,
-/// stdout, stderr and how long it took to exit after the signal. Everything is bounded (the
-/// limits of `cleanup_tests::Building`; past them the child is killed and the test fails).
-pub fn interrupt_at(
-    dir: &Path,
-    env: &[(String, String)],
-    args: &[String],
-    marker: &str,
-    delay: Duration,
-) -> (i32, String, String, Duration) {
-    let mut b = crate::cleanup_tests::Building::spawn(dir, args, env, None);
-    b.wait_for(marker);
-    std::thread::sleep(delay);
-    let t = Instant::now();
-    let (code, out, err) = b.interrupt();
-    (code, out, err, t.elapsed())
-}
-
 /// The web worker template with other provisioners (the builder is unchanged), written to
 /// `dir/t.json`.
 fn variant(dir: &Path, provisioners: Value) -> String {
@@ -379,7 +351,7 @@ fn build_web_worker_sigint_while_waiting_for_ssh_uploading_or_running_a_script_l
         (
             "running a script",
             json!([{"type": "shell", "remote_folder": sandbox.display().to_string(),
-                    "inline": ["echo script is sleeping", "sleep 60"]}]),
+                    "inline": ["echo script is sleeping", "sleep 240"]}]),
             vec![],
             "web_worker: script is sleeping",
             Duration::from_millis(200),
@@ -392,7 +364,7 @@ fn build_web_worker_sigint_while_waiting_for_ssh_uploading_or_running_a_script_l
         args.extend(extra);
         args.push(template);
         let before = state(&world);
-        let (code, out, err, took) = interrupt_at(s.dir.path(), &e.vars, &args, marker, delay);
+        let (code, out, err) = interrupt_at(s.dir.path(), &e.vars, &args, marker, delay);
         assert_eq!(code, 1, "{what}: stdout:\n{out}\nstderr:\n{err}");
         assert!(
             err.contains("==> Interrupt received: cancelling the builds"),
@@ -405,10 +377,6 @@ fn build_web_worker_sigint_while_waiting_for_ssh_uploading_or_running_a_script_l
         assert!(
             out.contains("Cleaning up: terminating instance i-"),
             "{what}: {out}"
-        );
-        assert!(
-            took < Duration::from_secs(30),
-            "{what}: took {took:?} to stop"
         );
         let after = state(&world);
         assert_nothing_left(&before, &after, &[], &format!("after SIGINT {what}"));

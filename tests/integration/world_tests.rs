@@ -5,21 +5,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::world::{ssh_keygen, unique_name, TestWorld};
+use crate::support::world::{ssh_keygen, unique_name};
 
 /// The moto default AMI the example template's `source_ami_filter` selects.
 const UBUNTU_XENIAL_AMI: &str = "ami-785db401";
 const CANONICAL_OWNER: &str = "099720109477";
 const UBUNTU_XENIAL_NAME_FILTER: &str = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*";
-
-macro_rules! world_or_skip {
-    () => {
-        match TestWorld::shared() {
-            Some(world) => world,
-            None => return,
-        }
-    };
-}
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -32,7 +23,7 @@ fn tempdir() -> tempfile::TempDir {
 /// has passwordless sudo.
 #[test]
 fn world_imported_key_logs_in_and_has_sudo() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let dir = tempdir();
     let name = unique_name("world-a");
     let (key, public) = ssh_keygen(dir.path(), &name);
@@ -52,7 +43,7 @@ fn world_imported_key_logs_in_and_has_sudo() {
 /// logs in (so the refusal is about the key, not an unreachable sshd).
 #[test]
 fn world_unknown_key_is_refused() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let dir = tempdir();
     let known = unique_name("world-b-known");
     let (known_key, known_pub) = ssh_keygen(dir.path(), &known);
@@ -73,7 +64,7 @@ fn world_unknown_key_is_refused() {
 /// (c) After DeleteKeyPair the same key is refused.
 #[test]
 fn world_deleted_key_is_refused() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let dir = tempdir();
     let name = unique_name("world-c");
     let (key, public) = ssh_keygen(dir.path(), &name);
@@ -93,7 +84,7 @@ fn world_deleted_key_is_refused() {
 /// temporary key pair) logs in with the private key EC2 returned.
 #[test]
 fn world_created_key_pair_logs_in() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let dir = tempdir();
     let name = unique_name("world-created");
     let pem = world.create_key_pair(dir.path(), &name).expect("create");
@@ -113,7 +104,7 @@ fn world_created_key_pair_logs_in() {
 /// Only the test user may log in, even with a valid key (no root login).
 #[test]
 fn world_only_the_test_user_may_log_in() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let dir = tempdir();
     let name = unique_name("world-user");
     let (key, public) = ssh_keygen(dir.path(), &name);
@@ -121,7 +112,7 @@ fn world_only_the_test_user_may_log_in() {
     world
         .ssh_exec_ok(&key, "true")
         .unwrap_or_else(|e| panic!("control login failed: {e}\n{}", world.logs()));
-    let as_root = crate::world::run_ok(
+    let as_root = crate::support::world::run_ok(
         &mut world.ssh_command_as("root", &key, "echo should-not-run"),
         Duration::from_secs(60),
     );
@@ -132,10 +123,10 @@ fn world_only_the_test_user_may_log_in() {
 /// (d) The sandbox directory exists and the test user can write there.
 #[test]
 fn world_sandbox_is_writable_by_the_test_user() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let sandbox = world.sandbox();
     assert!(sandbox.is_dir(), "{} is not a directory", sandbox.display());
-    let home = crate::world::run_ok(
+    let home = crate::support::world::run_ok(
         std::process::Command::new("getent")
             .arg("passwd")
             .arg(world.ssh_user()),
@@ -174,7 +165,7 @@ fn world_sandbox_is_writable_by_the_test_user() {
 /// the default AMI the example template's source_ami_filter selects.
 #[test]
 fn world_ec2_answers_describe_regions_and_images() {
-    let world = world_or_skip!();
+    let world = world_or_skip!(shared);
     let (regions, images) = world.ec2(|client| async move {
         let regions = client
             .describe_regions()
@@ -254,9 +245,7 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// processes it started and removes its state directory and sandbox.
 #[test]
 fn world_own_world_is_cleaned_up_on_drop() {
-    let Some(world) = TestWorld::start() else {
-        return;
-    };
+    let world = world_or_skip!();
     let pids = world.pids();
     let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
     for expected in ["moto", "sshd", "watch"] {
@@ -286,22 +275,17 @@ fn world_own_world_is_cleaned_up_on_drop() {
 /// when `packer` is not on PATH, except in CI (scripts/test.sh installs it).
 #[test]
 fn world_packer_builds_the_local_example() {
-    let version = crate::world::run_ok(
+    let version = crate::support::world::run_ok(
         std::process::Command::new("packer").arg("version"),
         Duration::from_secs(30),
     );
     let Ok(version) = version else {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "packer (the reference) is not installed; scripts/test.sh installs it"
+        crate::support::skip(
+            "packer (the reference) is not installed; scripts/test.sh installs it",
         );
-        eprintln!("skipped: packer is not installed");
         return;
     };
-    let Some(world) = TestWorld::start() else {
-        return;
-    };
+    let world = world_or_skip!();
     let cwd = tempdir();
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/local_example.json");
     let mut cmd = std::process::Command::new("packer");
@@ -310,13 +294,14 @@ fn world_packer_builds_the_local_example() {
         .current_dir(cwd.path())
         .envs(world.env())
         .env("CHECKPOINT_DISABLE", "1");
-    let out = crate::world::run_ok(&mut cmd, Duration::from_secs(300)).unwrap_or_else(|e| {
-        panic!(
-            "packer build failed ({}): {e}\n{}",
-            version.trim(),
-            world.logs()
-        )
-    });
+    let out =
+        crate::support::world::run_ok(&mut cmd, Duration::from_secs(300)).unwrap_or_else(|e| {
+            panic!(
+                "packer build failed ({}): {e}\n{}",
+                version.trim(),
+                world.logs()
+            )
+        });
     assert!(out.contains("AMIs were created"), "packer output:\n{out}");
 
     // The provisioners wrote into the sandbox, as the test user.
