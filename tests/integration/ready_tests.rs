@@ -257,8 +257,9 @@ fn sdk_operations(krate: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every `.name()` call in the Rust files below `dir` (test modules included: a call only a
-/// test makes still names an action).
+/// Every `.name(` call in the Rust files below `dir`: the SDK's fluent calls (`.run_instances()`)
+/// and the EC2 seam's (`ec2.run_instances(req)`); test modules included: a call only a test makes
+/// still names an action.
 fn calls_in(dir: &Path, out: &mut BTreeSet<String>) {
     for e in std::fs::read_dir(dir).expect("src").flatten() {
         let p = e.path();
@@ -266,7 +267,7 @@ fn calls_in(dir: &Path, out: &mut BTreeSet<String>) {
             calls_in(&p, out);
         } else if p.extension().is_some_and(|x| x == "rs") {
             let text = std::fs::read_to_string(&p).expect("source");
-            for (i, _) in text.match_indices("()") {
+            for (i, _) in text.match_indices('(') {
                 let head = &text[..i];
                 let start = head
                     .rfind(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
