@@ -879,24 +879,34 @@ async fn ssh_exec_streams_lines_as_they_arrive() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-stream");
     let session = fx.connect().await;
-    // The command goes on only once the test has seen its first line (it waits, at most a
-    // minute, for a file the test creates on that line): had the lines come only at the end,
-    // it would say "not streamed" instead of "second".
-    let flag = fx.remote_path("first-seen");
+    // Each line waits (at most a minute) until the test has seen the line before it: the test
+    // creates `<line>-seen` when `<line>` reaches it. Had the lines come only at the end, the
+    // command would say "not streamed"; and stdout and stderr, two channels, arrive in order.
+    let flag = |line: &str| fx.remote_path(&format!("{line}-seen"));
+    let wait = |line: &str| {
+        format!(
+            "i=0; while [ ! -e {f} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+             [ -e {f} ] || {{ echo 'not streamed' >&2; exit 1; }}",
+            f = q(&flag(line))
+        )
+    };
+    let command = format!(
+        "echo first; {}; echo second >&2; {}; echo third",
+        wait("first"),
+        wait("second")
+    );
     let seen: Arc<Mutex<Vec<(Stream, String)>>> = Arc::default();
     let sink = seen.clone();
-    let sink_flag = flag.clone();
-    let command = format!(
-        "echo first; i=0; while [ ! -e {f} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
-         if [ -e {f} ]; then echo second >&2; else echo 'not streamed' >&2; fi; echo third",
-        f = q(&flag)
-    );
+    let flags = [
+        ("first".to_string(), flag("first")),
+        ("second".to_string(), flag("second")),
+    ];
     let outcome = session
         .exec(&command, ExecOptions::default(), move |stream, line| {
-            if line == "first" {
-                fs::write(&sink_flag, "").expect("write the flag");
+            sink.lock().expect("lock").push((stream, line.to_string()));
+            if let Some((_, path)) = flags.iter().find(|(l, _)| l == line) {
+                fs::write(path, "").expect("write the flag");
             }
-            sink.lock().expect("lock").push((stream, line.to_string()))
         })
         .await
         .expect("exec");
