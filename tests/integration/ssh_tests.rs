@@ -912,17 +912,16 @@ async fn ssh_exec_streams_lines_as_they_arrive() {
         .expect("exec");
     assert_eq!(outcome, ExitOutcome::Exited(0));
     let seen = seen.lock().expect("lock").clone();
-    // Each stream in its own order; stdout and stderr are two channels, so "third" (stdout) may
-    // come before "second" (stderr). "second" at all says the first line came while the command
-    // still ran.
-    let on = |which: Stream| -> Vec<&str> {
-        seen.iter()
-            .filter(|(s, _)| *s == which)
-            .map(|(_, l)| l.as_str())
-            .collect()
-    };
-    assert_eq!(on(Stream::Stdout), vec!["first", "third"], "{seen:?}");
-    assert_eq!(on(Stream::Stderr), vec!["second"], "{seen:?}");
+    // The handshake orders the lines across stdout and stderr.
+    let lines: Vec<(Stream, &str)> = seen.iter().map(|(s, l)| (*s, l.as_str())).collect();
+    assert_eq!(
+        lines,
+        vec![
+            (Stream::Stdout, "first"),
+            (Stream::Stderr, "second"),
+            (Stream::Stdout, "third")
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
