@@ -147,6 +147,33 @@ worker | succeeded | <took> | us-east-1:{ami1}{mark}"
         ids,
         vec![format!("us-east-1:{ami1}"), format!("us-east-1:{ami1}")]
     );
+    // -machine-readable keeps Packer's list: the builder's artifact and the manifest's, each
+    // with its records (Packer's `string`) and its line.
+    let m = build(
+        &s,
+        &e,
+        config.path(),
+        &["-machine-readable", "-skip-unchanged", "t.json"],
+    );
+    ok(&m);
+    let records: Vec<&str> = m
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(',').map(|x| x.1))
+        .filter(|l| l.starts_with("worker,artifact") || l.contains(",ui,say,--> worker: "))
+        .collect();
+    let mut want = vec!["worker,artifact-count,2".to_string()];
+    for i in 0..2 {
+        want.extend([
+            format!("worker,artifact,{i},builder-id,mitchellh.amazonebs"),
+            format!("worker,artifact,{i},id,us-east-1:{ami1}"),
+            format!("worker,artifact,{i},string,AMIs were created:\\nus-east-1: {ami1}\\n"),
+            format!("worker,artifact,{i},files-count,0"),
+            format!("worker,artifact,{i},end"),
+            format!(",ui,say,--> worker: AMIs were reused:\\nus-east-1: {ami1}"),
+        ]);
+    }
+    assert_eq!(records, want, "{}", m.stdout);
 
     // Without the flag (and without reuse_unchanged), the build runs in full.
     // (Not run here: it would only repeat step 3's assertions at the cost of another build.)
