@@ -1,5 +1,7 @@
-//! The end of a run: Packer's lines and records for each build, the table of outcomes, and the
-//! run's typed error (what failed, what was left behind) from the builds' outcomes.
+//! The end of a run: Packer's lines and records for each build (for people each AMI once, and
+//! "reused" when it existed already; `-machine-readable` keeps Packer's artifact per
+//! post-processor), the table of outcomes, and the run's typed error (what failed, what was
+//! left behind) from the builds' outcomes.
 
 use std::collections::BTreeSet;
 
