@@ -21,6 +21,9 @@ pub struct Artifact {
     pub build_data: BTreeMap<String, String>,
     /// The null builder's artifact (Packer's `NullArtifact`): no image at all, id `Null`.
     pub null: bool,
+    /// The AMIs existed already and nothing was built (`-skip-unchanged`, `reuse_unchanged`):
+    /// the summary says "reused", not "created".
+    pub reused: bool,
 }
 
 impl Artifact {
@@ -52,13 +55,31 @@ impl Artifact {
         pairs.join(",")
     }
 
-    /// Packer's `String()`: `AMIs were created:\n<region>: <ami>\n...`.
+    /// Packer's `String()`: `AMIs were created:\n<region>: <ami>\n...` (the `-machine-readable`
+    /// `string` record, whatever the AMIs' history: Packer's consumers parse it as it is).
     pub fn describe(&self) -> String {
         if self.null {
             return NULL_ARTIFACT_STRING.to_string();
         }
-        let mut s = String::from("AMIs were created:\n");
-        for (r, a) in &self.amis {
+        Artifact::listing(false, self.amis.iter())
+    }
+
+    /// The words for people: like [`Artifact::describe`], but a reused AMI is "reused".
+    pub fn describe_human(&self) -> String {
+        if self.null {
+            return NULL_ARTIFACT_STRING.to_string();
+        }
+        Artifact::listing(self.reused, self.amis.iter())
+    }
+
+    /// `AMIs were created:` (or `reused:`), then a `<region>: <ami>` line for each pair.
+    pub fn listing<'a>(
+        reused: bool,
+        amis: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> String {
+        let verb = if reused { "reused" } else { "created" };
+        let mut s = format!("AMIs were {verb}:\n");
+        for (r, a) in amis {
             s.push_str(&format!("{r}: {a}\n"));
         }
         s
@@ -87,5 +108,22 @@ mod tests {
         let n = Artifact::null(BTreeMap::new());
         assert_eq!((n.id().as_str(), n.builder_id()), ("Null", "fnoeding.null"));
         assert_eq!(n.describe(), NULL_ARTIFACT_STRING);
+        assert_eq!(n.describe_human(), NULL_ARTIFACT_STRING);
+    }
+
+    #[test]
+    fn a_reused_ami_is_reused_for_people_and_packers_string_for_machines() {
+        let a = Artifact {
+            amis: [("us-east-1".to_string(), "ami-e".to_string())].into(),
+            reused: true,
+            ..Artifact::default()
+        };
+        assert_eq!(a.describe_human(), "AMIs were reused:\nus-east-1: ami-e\n");
+        assert_eq!(a.describe(), "AMIs were created:\nus-east-1: ami-e\n");
+        let built = Artifact {
+            reused: false,
+            ..a.clone()
+        };
+        assert_eq!(built.describe_human(), built.describe());
     }
 }

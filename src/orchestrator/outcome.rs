@@ -93,13 +93,17 @@ impl Outcome {
         }
     }
 
-    /// The artifact ids of the build (each once), or the AMIs kept after a failure.
+    /// The artifact ids of the build (each once; "(reused)" after AMIs that existed already),
+    /// or the AMIs kept after a failure.
     pub fn artifact_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
         match &self.result {
             Ok(artifacts) => {
                 for a in artifacts {
-                    let id = a.id();
+                    let id = match a.reused {
+                        true => format!("{} (reused)", a.id()),
+                        false => a.id(),
+                    };
                     if !ids.contains(&id) {
                         ids.push(id);
                     }
@@ -180,5 +184,24 @@ mod tests {
             outcome(Ok(vec![]), 1).outcome(),
             "succeeded and left resources"
         );
+    }
+
+    #[test]
+    fn the_table_names_each_artifact_once_and_says_which_were_reused() {
+        let ami = Artifact {
+            amis: [("us-east-1".to_string(), "ami-1".to_string())].into(),
+            ..Artifact::default()
+        };
+        let built = outcome(Ok(vec![ami.clone(), ami.clone(), ami.clone()]), 0);
+        assert_eq!(built.artifact_ids(), vec!["us-east-1:ami-1"]);
+        let reused = Artifact {
+            reused: true,
+            ..ami
+        };
+        let again = outcome(Ok(vec![reused.clone(), reused]), 0);
+        assert_eq!(again.artifact_ids(), vec!["us-east-1:ami-1 (reused)"]);
+        let mut failed = outcome(Err(Failure::Builder("boom".into())), 0);
+        failed.kept = Some("us-east-1:ami-1".into());
+        assert_eq!(failed.artifact_ids(), vec!["us-east-1:ami-1 (kept)"]);
     }
 }

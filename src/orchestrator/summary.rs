@@ -1,5 +1,9 @@
-//! The end of a run: Packer's lines and records for each build, the table of outcomes, and the
-//! run's typed error (what failed, what was left behind) from the builds' outcomes.
+//! The end of a run: Packer's lines and records for each build (for people each AMI once, and
+//! "reused" when it existed already; `-machine-readable` keeps Packer's artifact per
+//! post-processor), the table of outcomes, and the run's typed error (what failed, what was
+//! left behind) from the builds' outcomes.
+
+use std::collections::BTreeSet;
 
 use super::outcome::Outcome;
 use crate::builder::Artifact;
@@ -92,7 +96,8 @@ pub(super) fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
                 ));
                 continue;
             }
-            // Packer's machine-readable artifact records (`-machine-readable`).
+            // Packer's machine-readable artifact records (`-machine-readable`), and its line
+            // per artifact there; people get each AMI once.
             ui.record(&o.name, "artifact-count", &[&artifacts.len().to_string()]);
             for (i, a) in artifacts.iter().enumerate() {
                 let i = i.to_string();
@@ -101,7 +106,18 @@ pub(super) fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
                 ui.record(&o.name, "artifact", &[&i, "string", &a.describe()]);
                 ui.record(&o.name, "artifact", &[&i, "files-count", "0"]);
                 ui.record(&o.name, "artifact", &[&i, "end"]);
-                ui.say(&format!("--> {}: {}", o.name, a.describe().trim_end()));
+                if ui.machine {
+                    ui.say(&format!(
+                        "--> {}: {}",
+                        o.name,
+                        a.describe_human().trim_end()
+                    ));
+                }
+            }
+            if !ui.machine {
+                for line in human_listing(&o.name, artifacts) {
+                    ui.say(&line);
+                }
             }
         }
     }
@@ -116,6 +132,33 @@ pub(super) fn summary(outcomes: &[Outcome], ui: &Ui) -> Result<(), Error> {
         failures,
         total: outcomes.len(),
     })
+}
+
+/// The summary's lines for one build's artifacts, for people: each AMI named once (Packer
+/// repeats the builder's AMIs once per post-processor chain that passes them on; that
+/// repetition stays in `-machine-readable`), "reused" for AMIs that existed already, and the
+/// null builder's "nothing" once.
+pub fn human_listing(build: &str, artifacts: &[Artifact]) -> Vec<String> {
+    let mut named: BTreeSet<(&String, &String)> = BTreeSet::new();
+    let mut null_said = false;
+    let mut out = Vec::new();
+    for a in artifacts {
+        if a.null {
+            if !null_said {
+                out.push(format!("--> {build}: {}", a.describe_human()));
+                null_said = true;
+            }
+            continue;
+        }
+        let new: Vec<(&String, &String)> = a.amis.iter().filter(|p| !named.contains(p)).collect();
+        if new.is_empty() {
+            continue;
+        }
+        named.extend(new.iter().copied());
+        let text = Artifact::listing(a.reused, new);
+        out.push(format!("--> {build}: {}", text.trim_end()));
+    }
+    out
 }
 
 /// Each build's outcome, duration and artifacts, as a table (colored on a terminal).
@@ -194,5 +237,52 @@ mod tests {
             table(&rows, &painted)[1],
             "    <web     >  succeeded              4m05s     us-east-1:ami-1"
         );
+    }
+
+    fn amis(pairs: &[(&str, &str)], reused: bool) -> Artifact {
+        Artifact {
+            amis: pairs
+                .iter()
+                .map(|(r, a)| (r.to_string(), a.to_string()))
+                .collect(),
+            reused,
+            ..Artifact::default()
+        }
+    }
+
+    #[test]
+    fn people_see_each_ami_once_however_many_post_processors_passed_it_on() {
+        let built = amis(&[("us-east-1", "ami-e"), ("us-west-2", "ami-w")], false);
+        // The builder's artifact, then what three chains passed on: Packer's list.
+        let list = vec![built.clone(), built.clone(), built.clone(), built];
+        assert_eq!(
+            human_listing("web", &list),
+            vec!["--> web: AMIs were created:\nus-east-1: ami-e\nus-west-2: ami-w"]
+        );
+        // A chain that passes on another AMI: only what was not named yet.
+        let more = amis(&[("us-east-1", "ami-e"), ("eu-west-1", "ami-x")], false);
+        let list = vec![amis(&[("us-east-1", "ami-e")], false), more];
+        assert_eq!(
+            human_listing("web", &list),
+            vec![
+                "--> web: AMIs were created:\nus-east-1: ami-e",
+                "--> web: AMIs were created:\neu-west-1: ami-x",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reused_ami_is_called_reused_and_the_null_builders_nothing_is_said_once() {
+        let reused = amis(&[("us-east-1", "ami-e")], true);
+        assert_eq!(
+            human_listing("db", &[reused.clone(), reused]),
+            vec!["--> db: AMIs were reused:\nus-east-1: ami-e"]
+        );
+        let null = Artifact::null(Default::default());
+        assert_eq!(
+            human_listing("rehearsal", &[null.clone(), null]),
+            vec!["--> rehearsal: Did not export anything. This is the null builder"]
+        );
+        assert!(human_listing("none", &[]).is_empty());
     }
 }

@@ -527,8 +527,13 @@ fn every_image_template_in_the_repository_validates() {
         if let Some(vars) = doc.get("variables").and_then(|v| v.as_object()) {
             for (k, v) in vars {
                 if v.is_null() {
+                    // A CIDR must look like one (images/quick_start.json's `my_cidr`).
+                    let value = match k.ends_with("cidr") {
+                        true => "203.0.113.7/32",
+                        false => "placeholder",
+                    };
                     args.push("-var".into());
-                    args.push(format!("{k}=placeholder"));
+                    args.push(format!("{k}={value}"));
                 }
             }
         }

@@ -14,6 +14,7 @@ mod nightly_tests;
 mod null_tests;
 mod pp_tests;
 mod provision_tests;
+mod readme_tests;
 mod ready_tests;
 mod records_tests;
 mod reuse_tests;

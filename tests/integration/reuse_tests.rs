@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::support::build::{ami_from_stdout, builder, env, Env};
+use crate::support::build::{ami_from_stdout, builder, env, summary_of, Env};
 use crate::support::cli::{Run, Scratch};
 use crate::support::state::{history, images_named, state};
 use crate::support::world::{unique_name, TestWorld};
@@ -120,6 +120,20 @@ fn reuse_unchanged_inputs_launch_nothing_and_a_one_byte_change_in_an_uploaded_fi
         r2.stdout
     );
     assert_eq!(ami_from_stdout(&r2.stdout, "us-east-1"), ami1);
+    // The summary: the AMI once (not once per post-processor), and "reused", not "created".
+    let summary = |verb: &str, mark: &str| {
+        format!(
+            "==> Builds finished. The artifacts of successful builds are:
+--> worker: AMIs were {verb}:
+us-east-1: {ami1}
+
+==> Build outcomes: 1 succeeded, 0 failed
+BUILD | OUTCOME | DURATION | ARTIFACTS
+worker | succeeded | <took> | us-east-1:{ami1}{mark}"
+        )
+    };
+    assert_eq!(summary_of(&r1.stdout), summary("created", ""));
+    assert_eq!(summary_of(&r2.stdout), summary("reused", " (reused)"));
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(s.path("manifest.json")).expect("manifest"))
             .expect("json");
@@ -133,6 +147,33 @@ fn reuse_unchanged_inputs_launch_nothing_and_a_one_byte_change_in_an_uploaded_fi
         ids,
         vec![format!("us-east-1:{ami1}"), format!("us-east-1:{ami1}")]
     );
+    // -machine-readable keeps Packer's list: the builder's artifact and the manifest's, each
+    // with its records (Packer's `string`) and its line.
+    let m = build(
+        &s,
+        &e,
+        config.path(),
+        &["-machine-readable", "-skip-unchanged", "t.json"],
+    );
+    ok(&m);
+    let records: Vec<&str> = m
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(',').map(|x| x.1))
+        .filter(|l| l.starts_with("worker,artifact") || l.contains(",ui,say,--> worker: "))
+        .collect();
+    let mut want = vec!["worker,artifact-count,2".to_string()];
+    for i in 0..2 {
+        want.extend([
+            format!("worker,artifact,{i},builder-id,mitchellh.amazonebs"),
+            format!("worker,artifact,{i},id,us-east-1:{ami1}"),
+            format!("worker,artifact,{i},string,AMIs were created:\\nus-east-1: {ami1}\\n"),
+            format!("worker,artifact,{i},files-count,0"),
+            format!("worker,artifact,{i},end"),
+            format!(",ui,say,--> worker: AMIs were reused:\\nus-east-1: {ami1}"),
+        ]);
+    }
+    assert_eq!(records, want, "{}", m.stdout);
 
     // Without the flag (and without reuse_unchanged), the build runs in full.
     // (Not run here: it would only repeat step 3's assertions at the cost of another build.)

@@ -126,6 +126,7 @@ impl Ctx<'_> {
                     amis,
                     build_data: data.to_map(),
                     null: false,
+                    reused: true,
                 });
             }
         }

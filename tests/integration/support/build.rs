@@ -204,3 +204,35 @@ pub fn amis_of(stdout: &str) -> Vec<String> {
         .map(|r| ami_from_stdout(stdout, r))
         .collect()
 }
+
+/// The summary at the end of a build's stdout, from `==> Builds finished.` on (the artifacts,
+/// then the table of outcomes), for tests that assert it whole: the table's cells joined by
+/// ` | ` and its durations (which vary) written `<took>`.
+pub fn summary_of(stdout: &str) -> String {
+    let start = stdout
+        .find("==> Builds finished.")
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
+    let mut in_table = false;
+    let mut out = Vec::new();
+    for line in stdout[start..].lines() {
+        if line.starts_with("==> Build outcomes:") {
+            in_table = true;
+            out.push(line.to_string());
+            continue;
+        }
+        if !in_table || line.trim().is_empty() {
+            out.push(line.to_string());
+            continue;
+        }
+        let mut cells: Vec<&str> = line
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        if cells.len() == 4 && cells[0] != "BUILD" {
+            cells[2] = "<took>";
+        }
+        out.push(cells.join(" | "));
+    }
+    out.join("\n")
+}
