@@ -233,7 +233,7 @@ line() { # LABEL COLUMN-OR-FUNCTION
 exitcol() { med $n "$1"; }
 line "exit (after the build's last line)" exitcol
 wallcol() { med 1 "$1"; }
-rsscol() { echo "$(( $(med 2 "$1") / 1024 )) MiB"; }
+rsscol() { awk -v k="$(med 2 "$1")" 'BEGIN { printf "%d MiB", k / 1024 }'; }
 cpucol() { med 3 "$1"; }
 trcol() { med $((n + 1)) "$1"; }
 remcol() { med $((n + 2)) "$1"; }
