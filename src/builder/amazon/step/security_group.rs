@@ -43,6 +43,8 @@ pub async fn temporary_group(
     let cidrs = match &ingress {
         Ingress::Nothing => Vec::new(),
         Ingress::Cidrs(c) => c.clone(),
+        // Ctx::plan turns it into the looked-up address before anything is created.
+        Ingress::PublicIp => return Err(BuildError::Network { region: region.to_string(), what: "temporary security group", message: "this machine's public address was not looked up".into() }),
         Ingress::Vpc => match &net.vpc_id {
             Some(v) => vpc_cidrs(env, ec2, region, v).await?,
             None => return Err(BuildError::Network { region: region.to_string(), what: "temporary security group", message: "no VPC to take the allowed CIDR blocks from; set temporary_security_group_source_cidrs".into() }),
