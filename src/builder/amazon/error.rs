@@ -185,11 +185,6 @@ pub enum BuildError {
     Journal(std::io::Error),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Several(Vec<BuildError>),
-    #[error("`{option}` is not implemented yet in imgbuild: {instead}")]
-    NotYet {
-        option: &'static str,
-        instead: &'static str,
-    },
     #[error(transparent)]
     Fingerprint(FingerprintError),
     #[error(transparent)]
