@@ -312,29 +312,10 @@ impl Ctx<'_> {
         if i != Ingress::PublicIp {
             return Ok(Some(i));
         }
-        let url = public_ip::lookup_url(
-            cfg.run
-                .temporary_security_group_source_public_ip_url
-                .as_deref(),
-            std::env::var(public_ip::URL_ENV).ok(),
-        );
-        env.say(format!(
-            "Looking up this machine's public address at {url}..."
-        ));
-        let ip = env
-            .c(public_ip::lookup(&url))
-            .await?
-            .map_err(|problem| BuildError::PublicIp {
-                url: url.clone(),
-                region: region.to_string(),
-                problem,
-            })?;
-        let cidr = public_ip::single_host_cidr(ip);
-        env.say(format!(
-            "The temporary security group will allow only this machine's public address, {cidr} (answered by {url}), to reach port {}",
-            cfg.ssh.ssh_port
-        ));
-        Ok(Some(Ingress::Cidrs(vec![cidr])))
+        let url_env = std::env::var(public_ip::URL_ENV).ok();
+        step::security_group::public_address(env, region, url_env)
+            .await
+            .map(Some)
     }
 
     /// Step 8: connect and provision on `host`; the temporary key is dropped (zeroized) when
