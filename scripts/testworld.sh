@@ -7,7 +7,11 @@
 #     host key and config in STATE_DIR, letting in ONE test user, and accepting
 #     only the public keys of the key pairs that exist in the emulator at that
 #     moment (AuthorizedKeysCommand), so a wrong or deleted key is refused as on
-#     EC2.
+#     EC2;
+#   * "what is my public IP": python3's http.server on a third free port, answering
+#     GET /ip with 198.51.100.7 (IMGBUILD_PUBLIC_IP_URL in the env file), so the
+#     temporary security group's lookup of this machine's address never asks the
+#     internet.
 #
 # Usage:
 #   scripts/testworld.sh install                 install what is missing (idempotent)
@@ -426,6 +430,32 @@ start_sshd() {
     die "sshd failed to start"
 }
 
+# The address the world's "what is my public IP" server answers (TEST-NET-2: never routed).
+TEST_PUBLIC_IP=198.51.100.7
+
+# A tiny HTTP server on 127.0.0.1 that answers every GET of /ip with TEST_PUBLIC_IP, so
+# that imgbuild's lookup of this machine's public address (the temporary security group's
+# default rule; IMGBUILD_PUBLIC_IP_URL in the env file) never asks the internet.
+start_ipserver() {
+    local dir=$1 attempt port pid
+    mkdir -p "$dir/ipserver"
+    echo "$TEST_PUBLIC_IP" >"$dir/ipserver/ip"
+    for attempt in 1 2 3; do
+        port=$(free_port)
+        setsid python3 -m http.server --bind 127.0.0.1 --directory "$dir/ipserver" "$port" \
+            </dev/null >"$dir/ipserver.log" 2>&1 9>&- &
+        pid=$!
+        echo "ipserver $pid" >>"$dir/pids"
+        if wait_listening "$pid" "$port"; then
+            IPSERVER_PORT=$port
+            return 0
+        fi
+        start_failed "ipserver (attempt $attempt, port $port)" "$dir/ipserver.log"
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    die "the public-address server failed to start"
+}
+
 # moto builds a region's backend (1000+ AMIs) on first use, which can take
 # seconds; do it now, with a long timeout, instead of inside sshd's
 # AuthorizedKeysCommand (whose timeout is short). Also proves EC2 answers.
@@ -482,6 +512,8 @@ IMGBUILD_TEST_SSH_PORT=$SSHD_PORT
 IMGBUILD_TEST_SSH_USER=$(test_user)
 IMGBUILD_TEST_SANDBOX=$sandbox
 IMGBUILD_TEST_STATE_DIR=$dir
+IMGBUILD_PUBLIC_IP_URL=http://127.0.0.1:$IPSERVER_PORT/ip
+IMGBUILD_TEST_PUBLIC_IP=$TEST_PUBLIC_IP
 AWS_ACCESS_KEY_ID=testing
 AWS_SECRET_ACCESS_KEY=testing
 AWS_DEFAULT_REGION=$REGION
@@ -544,6 +576,7 @@ do_start() {
     flock -w 120 9 || die "timed out waiting for the port lock"
     start_moto "$dir"
     start_sshd "$dir" "$MOTO_PORT"
+    start_ipserver "$dir"
     flock -u 9
     exec 9>&-
 
@@ -568,6 +601,7 @@ marker_for() {
         moto) echo "127.0.0.1 -p $(cat "$dir/moto.port" 2>/dev/null || echo none)" ;;
         sshd) echo "$dir/sshd_config" ;;
         watch) echo "_watch $dir" ;;
+        ipserver) echo "--directory $dir/ipserver" ;;
         *) echo "/nonexistent-marker" ;;
     esac
 }

@@ -8,13 +8,14 @@
 use crate::builder::amazon::config::AmazonEbsConfig;
 use crate::builder::null::NullConfig;
 use crate::builder::BuilderConfig;
+use crate::communicator::ssh::Communicator;
 use crate::post_processor::PreparedPostProcessor;
 use crate::provisioner::PreparedProvisioner;
 use crate::template::decode::{Dx, Obj};
 use crate::template::diag::{closest, Diagnostic, Diagnostics, JsonPath};
 use crate::template::funcs::{Clock, Engine, Phase, Scope, PACKER_COMPAT_VERSION};
 use crate::template::variables::Variables;
-use crate::template::{NameRef, RawBuilder, Template};
+use crate::template::{NameRef, RawBuilder, RawProvisioner, Template};
 
 /// The builder types imgbuild runs.
 pub const BUILDER_TYPES: &[&str] = &["amazon-ebs", "null"];
@@ -79,6 +80,7 @@ pub fn prepare(
             builds.push(build);
         }
     }
+    report_unapplied(t, &names, user, engine, diags);
     for d in crate::post_processor::check_builds(
         &builds
             .iter()
@@ -152,7 +154,7 @@ fn check_selection(selection: &Selection, all: &[&str], diags: &mut Diagnostics)
 /// type is unknown (reported to `dx`).
 fn prepare_build(t: &Template, b: &RawBuilder, name: &str, dx: &mut Dx) -> Option<PreparedBuild> {
     let builder = decode_builder(b, name, dx)?;
-    let provisioners = t
+    let provisioners: Vec<PreparedProvisioner> = t
         .provisioners
         .iter()
         .filter(|p| applies(&p.only, &p.except, name))
@@ -163,6 +165,12 @@ fn prepare_build(t: &Template, b: &RawBuilder, name: &str, dx: &mut Dx) -> Optio
         .as_ref()
         .filter(|p| applies(&p.only, &p.except, name))
         .and_then(|p| PreparedProvisioner::decode(p, name, dx));
+    let applied = t
+        .provisioners
+        .iter()
+        .chain(t.error_cleanup.as_ref())
+        .filter(|p| applies(&p.only, &p.except, name));
+    check_communicator(&builder, name, applied, dx);
     let post_processors = t
         .post_processors
         .iter()
@@ -214,6 +222,71 @@ fn decode_builder(b: &RawBuilder, name: &str, dx: &mut Dx) -> Option<BuilderConf
                     ),
                 });
             None
+        }
+    }
+}
+
+/// The build would refuse a provisioner that needs SSH (`shell`, `file`) when its builder has
+/// `"communicator": "none"` (after launching an instance, for amazon-ebs): refused here, at the
+/// provisioner's `type`, before anything is created.
+fn check_communicator<'p>(
+    builder: &BuilderConfig,
+    name: &str,
+    provisioners: impl Iterator<Item = &'p RawProvisioner>,
+    dx: &mut Dx,
+) {
+    let ssh = match builder {
+        BuilderConfig::AmazonEbs(c) => &c.ssh,
+        BuilderConfig::Null(c) => &c.ssh,
+    };
+    if ssh.communicator != Communicator::None {
+        return;
+    }
+    for p in provisioners.filter(|p| matches!(p.kind.as_str(), "shell" | "file")) {
+        let span = p.node.get("type").map_or(p.node.span, |m| m.value.span);
+        let d = dx.error(
+            span,
+            &p.path.key("type"),
+            format!(
+                "the {} provisioner needs SSH, but this build has \"communicator\": \"none\" (build `{name}`)",
+                p.kind
+            ),
+        );
+        d.notes.push(format!(
+            "help: give build `{name}` a communicator (remove \"communicator\": \"none\"), use `shell-local`, or leave this build out with the provisioner's `except`"
+        ));
+    }
+}
+
+/// Provisioners and post-processors that apply to none of the template's builds (an `only`
+/// that names no build: reported by [`check_name_refs`]) are decoded anyway, for the first
+/// build, so that a typo in `only` does not hide their other errors.
+fn report_unapplied(
+    t: &Template,
+    names: &[String],
+    user: &std::collections::BTreeMap<String, String>,
+    engine: &Engine,
+    diags: &mut Diagnostics,
+) {
+    let (Some(b), Some(name)) = (t.builders.first(), names.first()) else {
+        return;
+    };
+    let unapplied =
+        |only: &[NameRef], except: &[NameRef]| !names.iter().any(|n| applies(only, except, n));
+    let mut dx = Dx {
+        diags,
+        file: &t.file,
+        engine,
+        scope: scope(Phase::Prepare, user, t, Some(name), Some(&b.kind)),
+    };
+    for p in t.provisioners.iter().chain(t.error_cleanup.as_ref()) {
+        if unapplied(&p.only, &p.except) {
+            PreparedProvisioner::decode(p, name, &mut dx);
+        }
+    }
+    for pp in t.post_processors.iter().flatten() {
+        if unapplied(&pp.only, &pp.except) {
+            PreparedPostProcessor::decode(pp, &mut dx);
         }
     }
 }
@@ -337,6 +410,66 @@ fn dedupe(diags: &mut Diagnostics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::diag::SourceFile;
+
+    /// The errors `prepare` reports for a template (all builds selected).
+    fn prepare_errors(text: &str) -> Vec<String> {
+        let file = SourceFile::new("t.json", text);
+        let mut diags = Diagnostics::default();
+        let t = Template::parse(file, "/t".into(), &mut diags).expect("parses");
+        let engine = Engine::new(Clock::now());
+        let vars = Variables::default();
+        prepare(
+            &t,
+            &vars,
+            &Selection::default(),
+            &engine,
+            Clock::now(),
+            &mut diags,
+        );
+        crate::checks::testing::errors(&diags)
+    }
+
+    #[test]
+    fn ssh_provisioners_are_refused_for_a_build_without_a_communicator() {
+        let errs = prepare_errors(
+            r#"{"builders": [{"type": "null", "communicator": "none"},
+                             {"type": "null", "name": "ssh", "ssh_host": "h", "ssh_username": "u", "ssh_password": "p"}],
+                "provisioners": [{"type": "shell", "inline": ["true"]},
+                                 {"type": "shell-local", "inline": ["true"]},
+                                 {"type": "file", "source": "/etc/hostname", "destination": "/tmp/x"},
+                                 {"type": "shell", "inline": ["true"], "only": ["ssh"]}]}"#,
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "the shell provisioner needs SSH, but this build has \"communicator\": \"none\" (build `null`)",
+                "the file provisioner needs SSH, but this build has \"communicator\": \"none\" (build `null`)",
+            ]
+        );
+        let amazon = prepare_errors(
+            r#"{"builders": [{"type": "amazon-ebs", "region": "us-east-1", "source_ami": "ami-1",
+                              "instance_type": "t3.micro", "ami_name": "x-{{timestamp}}", "communicator": "none"}],
+                "provisioners": [{"type": "shell", "inline": ["true"]}]}"#,
+        );
+        assert_eq!(
+            amazon,
+            vec!["the shell provisioner needs SSH, but this build has \"communicator\": \"none\" (build `amazon-ebs`)"]
+        );
+    }
+
+    #[test]
+    fn a_typo_in_only_does_not_hide_the_provisioners_other_errors() {
+        let errs = prepare_errors(
+            r#"{"builders": [{"type": "null", "communicator": "none"}],
+                "provisioners": [{"type": "shell-local", "only": ["nul"], "inline": ["true"], "no_such_key": 1}],
+                "post-processors": [{"type": "manifest", "only": ["nul"], "bogus": true}]}"#,
+        );
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs[0].contains("`only` names `nul`"), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("no_such_key")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("bogus")), "{errs:?}");
+    }
 
     #[test]
     fn versions_compare_numerically() {

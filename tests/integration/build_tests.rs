@@ -180,16 +180,21 @@ fn build_filter_matching_nothing_or_an_open_port_is_refused_before_anything_is_c
     let r = build(&s, &e, &["t.json"], &[]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("images in us-east-1 (filters: name=ubuntu/images/*, owners=099720109477) and most_recent is not set:\n  ami-"), "{}", r.stderr);
-    // SSH to the public address with no CIDRs: refused, not opened to the world.
+    // SSH to the public address with no CIDRs: only this machine's address would be allowed;
+    // when it cannot be found, refused, not opened to the world.
     let b = ssh_builder(&world, json!({"ssh_host": null}));
     let mut b = b;
     b.as_object_mut().expect("object").remove("ssh_host");
     let s = Scratch::new().with("t.json", &template(b, json!([])));
-    let r = build(&s, &e, &["t.json"], &[]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/ip", closed.local_addr().expect("addr"));
+    drop(closed);
+    let r = build(&s, &e, &["t.json"], &[("IMGBUILD_PUBLIC_IP_URL", &url)]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr
-            .contains("imgbuild does not open 0.0.0.0/0 unless told to"),
+        r.stderr.contains(&format!(
+            "looking up this machine's public address at {url} (for the temporary security group in us-east-1): no answer"
+        )),
         "{}",
         r.stderr
     );

@@ -615,3 +615,90 @@ fn configuration_errors_name_the_key_the_call_and_the_file() {
         )
     );
 }
+
+/// The build would refuse a `shell` provisioner without a communicator after launching an
+/// instance; `validate` refuses it first, at the provisioner.
+#[test]
+fn validate_refuses_a_shell_provisioner_when_the_build_has_no_communicator() {
+    let s = Scratch::new().with(
+        "t.json",
+        r#"{
+  "builders": [{"type": "amazon-ebs", "region": "us-east-1", "instance_type": "t3.micro",
+    "source_ami": "ami-12345678", "communicator": "none", "ami_name": "web-{{timestamp}}"}],
+  "provisioners": [
+    {"type": "shell-local", "inline": ["true"]},
+    {"type": "shell", "inline": ["true"]}
+  ]
+}
+"#,
+    );
+    let r = s.run(&["validate", "t.json"]);
+    assert_eq!((r.code, r.stdout.as_str()), (2, ""));
+    assert_eq!(
+        r.stderr,
+        "error: the shell provisioner needs SSH, but this build has \"communicator\": \"none\" (build `amazon-ebs`)\n \
+         --> t.json:6:14 at provisioners[1].type\n  \
+         |\n\
+         6 |     {\"type\": \"shell\", \"inline\": [\"true\"]}\n  \
+         |              ^^^^^^^\n  \
+         = help: give build `amazon-ebs` a communicator (remove \"communicator\": \"none\"), use `shell-local`, or leave this build out with the provisioner's `except`\n\
+         imgbuild: the template is not valid: 1 error\n"
+    );
+}
+
+/// A typo in a provisioner's `only` made it apply to no build, which hid its other errors.
+#[test]
+fn validate_reports_a_provisioners_errors_even_when_its_only_has_a_typo() {
+    let s = Scratch::new().with(
+        "t.json",
+        r#"{
+  "builders": [{"type": "null", "communicator": "none"}],
+  "provisioners": [
+    {"type": "shell-local", "only": ["nul"], "inlin": ["true"]}
+  ]
+}
+"#,
+    );
+    let r = s.run(&["validate", "t.json"]);
+    assert_eq!((r.code, r.stdout.as_str()), (2, ""));
+    assert_eq!(
+        r.stderr,
+        "error: Command, Inline, Script and Scripts options cannot all be empty.\n \
+         --> t.json:4:5 at provisioners[0]\n  \
+         |\n\
+         4 |     {\"type\": \"shell-local\", \"only\": [\"nul\"], \"inlin\": [\"true\"]}\n  \
+         |     ^\n  \
+         = help: give the commands in \"inline\": [...], or a local file in \"script\" or \"scripts\"\n\
+         error: provisioner 1 (shell-local): `only` names `nul`, which is not a build in this template\n \
+         --> t.json:4:38 at provisioners[0].only[0]\n  \
+         |\n\
+         4 |     {\"type\": \"shell-local\", \"only\": [\"nul\"], \"inlin\": [\"true\"]}\n  \
+         |                                      ^^^^^\n  \
+         = help: did you mean `null`? (`only` takes build names, which default to the builder type)\n\
+         error: unknown key `inlin` in provisioner 1 (shell-local)\n \
+         --> t.json:4:46 at provisioners[0].inlin\n  \
+         |\n\
+         4 |     {\"type\": \"shell-local\", \"only\": [\"nul\"], \"inlin\": [\"true\"]}\n  \
+         |                                              ^^^^^^^\n  \
+         = help: did you mean `inline`?\n\
+         imgbuild: the template is not valid: 3 errors\n"
+    );
+}
+
+/// `temporary_security_group_source_public_ip` is implemented: what validate accepts, the build
+/// does (it looks the address up before creating anything).
+#[test]
+fn validate_accepts_the_public_ip_source_of_the_temporary_security_group() {
+    let s = Scratch::new().with(
+        "t.json",
+        &format!(
+            r#"{{"builders": [{}, "temporary_security_group_source_public_ip": true}}]}}"#,
+            BUILDER.trim_end_matches('}')
+        ),
+    );
+    let r = s.run(&["validate", "t.json"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "Template validated successfully.\n", "")
+    );
+}

@@ -19,6 +19,7 @@ mod ready_tests;
 mod records_tests;
 mod reuse_tests;
 mod security_tests;
+mod sg_tests;
 mod ssh_tests;
 mod ui_tests;
 mod web_worker_tests;

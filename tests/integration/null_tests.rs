@@ -211,7 +211,8 @@ fn null_build_communicator_none_runs_shell_local_and_refuses_shell() {
         "provisioners": [{"type": "shell", "inline": ["true"]}]
     });
     let r = fx.build(&t, &[]);
-    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    // Refused as an invalid template (exit 2) before the build starts, as `validate` refuses it.
+    assert_eq!(r.code, 2, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains(
             "the shell provisioner needs SSH, but this build has \"communicator\": \"none\""

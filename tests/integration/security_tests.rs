@@ -313,34 +313,9 @@ fn temporary_security_group_opens_only_the_ssh_port_to_what_is_configured() {
     }
 }
 
-/// Without CIDRs and without a private path to the instance, the build is refused before
-/// anything exists (Packer would open 0.0.0.0/0).
-#[test]
-fn public_ssh_without_cidrs_is_refused_before_anything_is_created() {
-    let world = world_or_skip!(shared);
-    let e = env(world);
-    let s = Scratch::new();
-    let name = unique_name("sec-sg-refused");
-    let b = builder(
-        world,
-        json!({"name": name, "ami_name": format!("{name}-{{{{timestamp}}}}"),
-               "communicator": "ssh", "ssh_username": "u"}),
-    );
-    let t = json!({"variables": {"project": "imgbuild"}, "builders": [b]});
-    std::fs::write(s.path("t.json"), t.to_string()).expect("template");
-    let r = run_of(Building::start(&s, &e, None).finish());
-    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    let all = format!("{}{}", r.stdout, r.stderr);
-    assert!(
-        all.contains("imgbuild does not open 0.0.0.0/0 unless told to"),
-        "{all}"
-    );
-    assert!(
-        !all.contains("Creating a temporary security group"),
-        "{all}"
-    );
-    assert!(!all.contains("key pair locally"), "{all}");
-}
+// Without CIDRs and without a private path to the instance, the group allows only this
+// machine's public address, and a build whose address cannot be found fails before anything is
+// created: tests/integration/sg_tests.rs.
 
 // ------------------------------ 3. the shell provisioner's remote scripts and env files ---
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::public_ip::LookupError;
 use super::reuse::ReuseError;
 use crate::aws::wait::WaitError;
 use crate::aws::{ApiError, AwsError};
@@ -48,8 +49,12 @@ pub enum BuildError {
         what: &'static str,
         message: String,
     },
-    #[error("{0}")]
-    Ingress(String),
+    #[error("looking up this machine's public address at {url} (for the temporary security group in {region}): {problem}; nothing was created. Instead: set \"temporary_security_group_source_cidrs\" to the address(es) imgbuild connects from (e.g. [\"203.0.113.7/32\"]), connect through \"ssh_bastion_host\", or give \"security_group_id(s)\"")]
+    PublicIp {
+        url: String,
+        region: String,
+        problem: LookupError,
+    },
     #[error("generating the temporary {kind} key: {message}")]
     KeyGen { kind: &'static str, message: String },
     #[error("reading user_data_file {}: {source}", path.display())]
@@ -180,11 +185,6 @@ pub enum BuildError {
     Journal(std::io::Error),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Several(Vec<BuildError>),
-    #[error("`{option}` is not implemented yet in imgbuild: {instead}")]
-    NotYet {
-        option: &'static str,
-        instead: &'static str,
-    },
     #[error(transparent)]
     Fingerprint(FingerprintError),
     #[error(transparent)]

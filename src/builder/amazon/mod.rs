@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: the typed template options, one file per section;
 //! - [`plan`]: pure decisions (source image choice, SSH address, security group rule);
+//! - [`public_ip`]: this machine's public address (the temporary security group's default);
 //! - [`keys`]: the temporary key, generated locally;
 //! - [`ids`]: ID newtypes (instance, image, snapshot, key pair, security group, region);
 //! - [`ec2`]: the EC2 seam, the calls the steps make (a trait, implemented for the SDK client);
@@ -29,6 +30,7 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod plan;
+pub mod public_ip;
 pub mod reuse;
 pub mod step;
 pub mod steps;

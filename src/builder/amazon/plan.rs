@@ -119,31 +119,43 @@ pub enum Ingress {
     /// The CIDR blocks of the instance's VPC: the default when the connection goes through
     /// `ssh_host`, a bastion or a private address.
     Vpc,
+    /// Only this machine's public address (/32 or /128), looked up before anything is created:
+    /// `temporary_security_group_source_public_ip`, and the default when SSH goes to the
+    /// instance's public address.
+    PublicIp,
 }
 
-/// imgbuild's rule for the temporary security group (Packer opens 0.0.0.0/0 by default):
+/// imgbuild's rule for the temporary security group (Packer opens 0.0.0.0/0 by default), or
+/// `None` when the template names its own groups (no temporary group):
 /// - the configured `temporary_security_group_source_cidrs`, always (a warning says when they
 ///   include the whole internet);
 /// - `communicator: none`: no rule;
+/// - `temporary_security_group_source_public_ip: true`: this machine's public address;
 /// - SSH through `ssh_host`, `ssh_bastion_host` or a private interface: the VPC's own CIDR
 ///   blocks, never the internet;
-/// - SSH to the instance's public address with no CIDRs given: refused before anything is
-///   created, with the ways out (the caller's address, or 0.0.0.0/0 on purpose).
-pub fn ingress(cfg: &AmazonEbsConfig) -> Result<Ingress, String> {
+/// - SSH to the instance's public address with nothing else given: this machine's public
+///   address (a CI runner's address need not be known in advance).
+pub fn ingress(cfg: &AmazonEbsConfig) -> Option<Ingress> {
+    if !cfg.run.security_group_ids.is_empty() || cfg.run.security_group_filter.is_some() {
+        return None;
+    }
     if let Some(c) = &cfg.run.temporary_security_group_source_cidrs {
-        return Ok(Ingress::Cidrs(c.clone()));
+        return Some(Ingress::Cidrs(c.clone()));
     }
     if cfg.ssh.communicator == Communicator::None {
-        return Ok(Ingress::Nothing);
+        return Some(Ingress::Nothing);
+    }
+    if cfg.run.temporary_security_group_source_public_ip {
+        return Some(Ingress::PublicIp);
     }
     let private = matches!(
         cfg.ssh_interface,
         Some(SshInterface::PrivateIp | SshInterface::PrivateDns)
     );
     if cfg.ssh.ssh_host.is_some() || cfg.ssh.ssh_bastion.is_some() || private {
-        return Ok(Ingress::Vpc);
+        return Some(Ingress::Vpc);
     }
-    Err("the temporary security group would have to let the whole internet reach port {port}: imgbuild does not open 0.0.0.0/0 unless told to. Set \"temporary_security_group_source_cidrs\" to the address(es) imgbuild connects from (e.g. [\"203.0.113.7/32\"]), or to [\"0.0.0.0/0\"] to accept the risk; or give \"security_group_id(s)\"; or connect through \"ssh_bastion_host\" or a private \"ssh_interface\" (then the VPC's own CIDR blocks are allowed)".replace("{port}", &cfg.ssh.ssh_port.to_string()))
+    Some(Ingress::PublicIp)
 }
 
 /// True when a CIDR block lets everyone in.
@@ -318,33 +330,74 @@ mod tests {
             ingress(&cfg(
                 r#", "temporary_security_group_source_cidrs": ["0.0.0.0/0"]"#
             )),
-            Ok(Ingress::Cidrs(vec!["0.0.0.0/0".into()]))
+            Some(Ingress::Cidrs(vec!["0.0.0.0/0".into()]))
         );
         assert_eq!(
             ingress(&cfg(r#", "communicator": "none""#)),
-            Ok(Ingress::Nothing)
+            Some(Ingress::Nothing)
         );
         assert_eq!(
             ingress(&cfg(r#", "ssh_host": "10.1.2.3""#)),
-            Ok(Ingress::Vpc)
+            Some(Ingress::Vpc)
         );
         assert_eq!(
             ingress(&cfg(r#", "ssh_interface": "private_ip""#)),
-            Ok(Ingress::Vpc)
+            Some(Ingress::Vpc)
+        );
+        assert_eq!(
+            ingress(&cfg(r#", "ssh_interface": "private_dns""#)),
+            Some(Ingress::Vpc)
         );
         assert_eq!(
             ingress(&cfg(
                 r#", "ssh_bastion_host": "bastion.example", "ssh_bastion_agent_auth": true"#
             )),
-            Ok(Ingress::Vpc)
+            Some(Ingress::Vpc)
         );
-        let refused = ingress(&cfg(r#", "ssh_port": 2222"#)).unwrap_err();
-        assert!(refused.contains("reach port 2222"), "{refused}");
-        assert!(
-            refused.contains("[\"0.0.0.0/0\"] to accept the risk"),
-            "{refused}"
+        assert_eq!(ingress(&cfg(r#", "security_group_id": "sg-1""#)), None);
+        assert_eq!(
+            ingress(&cfg(
+                r#", "security_group_filter": {"filters": {"tag:Class": "packer"}}"#
+            )),
+            None
         );
-        assert!(ingress(&cfg(r#", "ssh_interface": "public_dns""#)).is_err());
+    }
+
+    #[test]
+    fn ssh_to_the_public_address_allows_only_this_machines_address() {
+        // The default: nothing says who connects, and SSH goes to the public address.
+        assert_eq!(
+            ingress(&cfg(r#", "ssh_port": 2222"#)),
+            Some(Ingress::PublicIp)
+        );
+        assert_eq!(
+            ingress(&cfg(r#", "ssh_interface": "public_dns""#)),
+            Some(Ingress::PublicIp)
+        );
+        assert_eq!(
+            ingress(&cfg(r#", "ssh_interface": "public_ip""#)),
+            Some(Ingress::PublicIp)
+        );
+        // Asked for explicitly: it wins over the VPC default of ssh_host.
+        assert_eq!(
+            ingress(&cfg(
+                r#", "ssh_host": "127.0.0.1", "temporary_security_group_source_public_ip": true"#
+            )),
+            Some(Ingress::PublicIp)
+        );
+        // Not when CIDRs, groups or nothing to connect are given.
+        assert_ne!(
+            ingress(&cfg(
+                r#", "temporary_security_group_source_cidrs": ["203.0.113.7/32"]"#
+            )),
+            Some(Ingress::PublicIp)
+        );
+        assert_eq!(
+            ingress(&cfg(
+                r#", "security_group_ids": ["sg-1"], "temporary_security_group_source_public_ip": true"#
+            )),
+            None
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::error::BuildError;
 use super::ids::InstanceId;
 use super::keys::TempKey;
 use super::plan::{self, Ingress};
+use super::public_ip;
 use super::step::copy::{self, encrypt_in_place, remove_now};
 use super::step::create_image::create_image;
 use super::step::finish_image::finish_image;
@@ -205,12 +206,6 @@ impl Ctx<'_> {
                 ));
             }
         }
-        if cfg.run.temporary_security_group_source_public_ip {
-            return Err(BuildError::NotYet {
-                option: "temporary_security_group_source_public_ip",
-                instead: "put your public address in temporary_security_group_source_cidrs (e.g. [\"203.0.113.7/32\"])",
-            });
-        }
         Ok(())
     }
 
@@ -267,7 +262,7 @@ impl Ctx<'_> {
         let existing =
             step::source_image::prevalidate(env, self.aws, &ami_name, region, copy_regions, force)
                 .await?;
-        let ingress = self.ingress()?;
+        let ingress = self.ingress(env, region).await?;
         let user_data = match (&cfg.run.user_data, &cfg.run.user_data_file) {
             (Some(u), _) => Some(u.clone().into_bytes()),
             (None, Some(p)) => {
@@ -298,13 +293,13 @@ impl Ctx<'_> {
     }
 
     /// The temporary security group's rule, when the template names no group (a warning when
-    /// it lets the whole internet in).
-    fn ingress(&self) -> Result<Option<Ingress>, BuildError> {
+    /// it lets the whole internet in); this machine's public address is looked up here, before
+    /// anything is created.
+    async fn ingress(&self, env: &Env<'_>, region: &str) -> Result<Option<Ingress>, BuildError> {
         let cfg = self.cfg;
-        if !cfg.run.security_group_ids.is_empty() || cfg.run.security_group_filter.is_some() {
+        let Some(i) = plan::ingress(cfg) else {
             return Ok(None);
-        }
-        let i = plan::ingress(cfg).map_err(BuildError::Ingress)?;
+        };
         if let Ingress::Cidrs(c) = &i {
             if c.iter().any(|c| plan::is_open_world(c)) {
                 self.ui.error(&format!(
@@ -315,7 +310,13 @@ impl Ctx<'_> {
                 ));
             }
         }
-        Ok(Some(i))
+        if i != Ingress::PublicIp {
+            return Ok(Some(i));
+        }
+        let url_env = std::env::var(public_ip::URL_ENV).ok();
+        step::security_group::public_address(env, region, url_env)
+            .await
+            .map(Some)
     }
 
     /// Step 8: connect and provision on `host`; the temporary key is dropped (zeroized) when

@@ -1,5 +1,6 @@
 //! The local test world every integration test runs against: moto's server mode
-//! as the EC2 API and a real OpenSSH sshd as "the instance", both on 127.0.0.1.
+//! as the EC2 API, a real OpenSSH sshd as "the instance", and a tiny HTTP server
+//! that answers "what is my public IP" (`IMGBUILD_PUBLIC_IP_URL`), all on 127.0.0.1.
 //!
 //! The world is started and stopped by `scripts/testworld.sh` (the one source of
 //! truth for its configuration; see the comments there); this fixture calls it
@@ -222,7 +223,8 @@ impl TestWorld {
     /// Environment for a child process (`imgbuild`, `packer`): every line of the
     /// env file, i.e. `IMGBUILD_TEST_*` (endpoint, SSH host/port/user, sandbox),
     /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (dummy), `AWS_DEFAULT_REGION`,
-    /// `AWS_REGION`, `AWS_EC2_METADATA_DISABLED`. Use as `cmd.envs(world.env())`.
+    /// `AWS_REGION`, `AWS_EC2_METADATA_DISABLED`, `IMGBUILD_PUBLIC_IP_URL` (the world's
+    /// public-address server on 127.0.0.1). Use as `cmd.envs(world.env())`.
     /// It deliberately does not set `AWS_ENDPOINT_URL*` (the env file has
     /// `AWS_ENDPOINT_URL`, for a world used by hand): a template must reach the
     /// emulator through its own `custom_endpoint_ec2`.
@@ -230,8 +232,18 @@ impl TestWorld {
         self.env.clone()
     }
 
+    /// The address the world's public-address server answers (`IMGBUILD_PUBLIC_IP_URL`
+    /// in [`TestWorld::env`] points imgbuild at it, so no build asks the internet).
+    pub fn public_ip(&self) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "IMGBUILD_TEST_PUBLIC_IP")
+            .map(|(_, v)| v.clone())
+            .expect("the env file has IMGBUILD_TEST_PUBLIC_IP")
+    }
+
     /// The processes the script recorded for this world: (name, pid) with name
-    /// `moto`, `sshd` or `watch`.
+    /// `moto`, `sshd`, `ipserver` or `watch`.
     pub fn pids(&self) -> Vec<(String, u32)> {
         let text = std::fs::read_to_string(self.state_dir.join("pids")).unwrap_or_default();
         text.lines()
@@ -245,7 +257,7 @@ impl TestWorld {
     /// The last lines of sshd's and moto's logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
-        for name in ["sshd.log", "moto.log"] {
+        for name in ["sshd.log", "moto.log", "ipserver.log"] {
             let text = std::fs::read_to_string(self.state_dir.join(name)).unwrap_or_default();
             s.push_str(&format!(
                 "--- {name} (last 40 lines) ---\n{}\n",

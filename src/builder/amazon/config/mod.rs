@@ -168,11 +168,39 @@ pub const DEPRECATED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Access options the build refuses when it starts (`crate::aws`'s `not_yet`, before anything
+/// is created): refused here already, so that `validate` says what the build would say.
+fn not_yet(obj: &mut Obj, dx: &mut Dx, access: &AccessConfig) {
+    if access.mfa_code.is_some() {
+        error_at(
+            obj,
+            dx,
+            "mfa_code",
+            "`mfa_code` is not implemented yet in imgbuild",
+            Some("get temporary credentials first (e.g. `aws sts get-session-token --token-code ...`) and pass them in the environment or a profile"),
+        );
+    }
+    if access
+        .assume_role
+        .as_ref()
+        .is_some_and(|r| !r.tags.is_empty() || !r.transitive_tag_keys.is_empty())
+    {
+        error_at(
+            obj,
+            dx,
+            "assume_role",
+            "`assume_role.tags` and `assume_role.transitive_tag_keys` are not implemented yet in imgbuild",
+            Some("assume the role with session tags before running imgbuild, or use a profile with role_arn"),
+        );
+    }
+}
+
 impl AmazonEbsConfig {
     /// Decodes and checks a builder object whose `type` and `name` the caller has taken, and
     /// reports unknown keys (`finish`).
     pub fn decode(mut obj: Obj, dx: &mut Dx) -> AmazonEbsConfig {
         let access = AccessConfig::decode(&mut obj, dx);
+        not_yet(&mut obj, dx, &access);
         let ami = AmiConfig::decode(&mut obj, dx, access.region.as_deref());
         let run = RunConfig::decode(&mut obj, dx);
         let ssh = SshConfig::decode(&mut obj, dx);
@@ -506,8 +534,8 @@ mod tests {
         assert!(errs(r#""access_key": "{{user `empty`}}", "secret_key": """#).is_empty());
         let c = ok(
             r#""custom_endpoint_ec2": "localhost:5000", "max_retries": "5", "aws_polling": {"delay_seconds": 5, "max_attempts": 0},
-            "assume_role": {"role_arn": "arn:aws:iam::123456789012:role/builder", "duration_seconds": 3600, "tags": {"a": "b"}},
-            "skip_region_validation": true, "profile": "ci", "token": "tok", "mfa_code": "123456""#,
+            "assume_role": {"role_arn": "arn:aws:iam::123456789012:role/builder", "duration_seconds": 3600},
+            "skip_region_validation": true, "profile": "ci", "token": "tok""#,
         );
         assert_eq!(
             c.access.custom_endpoint_ec2.as_deref(),
@@ -524,7 +552,15 @@ mod tests {
         let r = c.access.assume_role.as_ref().unwrap();
         assert_eq!(r.duration_seconds, Some(3600));
         assert!(c.access.skip_region_validation);
-        assert_eq!(c.secrets(), vec!["tok", "123456"]);
+        assert_eq!(c.secrets(), vec!["tok"]);
+        // What the build would refuse when it starts, validate refuses.
+        assert_eq!(
+            errs(r#""mfa_code": "123456", "assume_role": {"role_arn": "arn:aws:iam::123456789012:role/b", "tags": {"a": "b"}}"#),
+            vec![
+                "`mfa_code` is not implemented yet in imgbuild",
+                "`assume_role.tags` and `assume_role.transitive_tag_keys` are not implemented yet in imgbuild",
+            ]
+        );
         assert_eq!(
             ok(r#""custom_endpoint_ec2": "http://127.0.0.1:5000""#)
                 .access

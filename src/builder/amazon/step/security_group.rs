@@ -14,6 +14,7 @@ use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::{required, BuildError};
 use crate::builder::amazon::ids::SecurityGroupId;
 use crate::builder::amazon::plan::Ingress;
+use crate::builder::amazon::public_ip;
 use crate::ledger::Undo;
 
 /// The groups to launch in: a temporary one when `ingress` is given (the template names no
@@ -31,6 +32,41 @@ pub async fn security_groups(
     }
 }
 
+/// This machine's public address (/32 or /128) as the temporary group's only source: asked of
+/// `temporary_security_group_source_public_ip_url`, else `url_env` (`IMGBUILD_PUBLIC_IP_URL`),
+/// else Packer's default URL. Called while planning, before anything is created; the output says
+/// which address is allowed.
+pub async fn public_address(
+    env: &Env<'_>,
+    region: &str,
+    url_env: Option<String>,
+) -> Result<Ingress, BuildError> {
+    let cfg = env.cfg;
+    let url = public_ip::lookup_url(
+        cfg.run
+            .temporary_security_group_source_public_ip_url
+            .as_deref(),
+        url_env,
+    );
+    env.say(format!(
+        "Looking up this machine's public address at {url}..."
+    ));
+    let ip = env
+        .c(public_ip::lookup(&url))
+        .await?
+        .map_err(|problem| BuildError::PublicIp {
+            url: url.clone(),
+            region: region.to_string(),
+            problem,
+        })?;
+    let cidr = public_ip::single_host_cidr(ip);
+    env.say(format!(
+        "The temporary security group will allow only this machine's public address, {cidr} (answered by {url}), to reach port {}",
+        cfg.ssh.ssh_port
+    ));
+    Ok(Ingress::Cidrs(vec![cidr]))
+}
+
 /// Creates the temporary group (recorded at once) and its inbound rule.
 pub async fn temporary_group(
     env: &Env<'_>,
@@ -43,6 +79,8 @@ pub async fn temporary_group(
     let cidrs = match &ingress {
         Ingress::Nothing => Vec::new(),
         Ingress::Cidrs(c) => c.clone(),
+        // Ctx::plan turns it into the looked-up address before anything is created.
+        Ingress::PublicIp => return Err(BuildError::Network { region: region.to_string(), what: "temporary security group", message: "this machine's public address was not looked up".into() }),
         Ingress::Vpc => match &net.vpc_id {
             Some(v) => vpc_cidrs(env, ec2, region, v).await?,
             None => return Err(BuildError::Network { region: region.to_string(), what: "temporary security group", message: "no VPC to take the allowed CIDR blocks from; set temporary_security_group_source_cidrs".into() }),
@@ -339,6 +377,56 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "CreateSecurityGroup in us-east-1: InvalidGroup.Duplicate: InvalidGroup.Duplicate (scripted)"
+        );
+        assert!(w.undos().is_empty());
+    }
+
+    /// A one-shot HTTP server on 127.0.0.1 answering `answer`; its URL.
+    async fn answering(answer: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/ip", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                answer.len()
+            );
+            let _ = s.write_all(format!("{head}{answer}").as_bytes()).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_public_address_is_the_only_source_and_the_templates_url_wins() {
+        let url = answering("2001:db8::7\n").await;
+        let w = World::with(&format!(
+            r#""temporary_security_group_source_public_ip": true, "temporary_security_group_source_public_ip_url": "{url}""#
+        ));
+        let i = public_address(&w.env(), "us-east-1", Some("http://127.0.0.1:9/".into()))
+            .await
+            .unwrap();
+        assert_eq!(i, Ingress::Cidrs(vec!["2001:db8::7/128".into()]));
+        let url = answering("198.51.100.7\n").await;
+        let w = World::with("");
+        let i = public_address(&w.env(), "us-east-1", Some(url))
+            .await
+            .unwrap();
+        assert_eq!(i, Ingress::Cidrs(vec!["198.51.100.7/32".into()]));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_no_address_fails_naming_the_url_the_answer_and_the_ways_out() {
+        let url = answering("<html>rate limited</html>").await;
+        let w = World::with("");
+        let e = public_address(&w.env(), "eu-west-1", Some(url.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("looking up this machine's public address at {url} (for the temporary security group in eu-west-1): the answer \"<html>rate limited</html>\" is not an IP address; nothing was created. Instead: set \"temporary_security_group_source_cidrs\" to the address(es) imgbuild connects from (e.g. [\"203.0.113.7/32\"]), connect through \"ssh_bastion_host\", or give \"security_group_id(s)\"")
         );
         assert!(w.undos().is_empty());
     }
