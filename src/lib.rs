@@ -26,9 +26,9 @@
 //! Security defaults (README "Security"): the temporary private key stays in memory; the temporary
 //! security group opens only the SSH port, to configured or VPC blocks or, when SSH goes to the
 //! instance's public address, to this machine's public address alone (`builder::amazon::public_ip`);
-//! remote scripts are 0700 and
-//! env-var files 0600, removed unless `skip_clean`; `shell-local` keeps values off command lines;
-//! `ssh_host_key_fingerprint` pins the host key (`communicator::ssh::hostkey`).
+//! remote scripts are 0700 and env-var files 0600, removed unless `skip_clean`; `shell-local`
+//! keeps values off command lines; `ssh_host_key_fingerprint` pins the host key
+//! (`communicator::ssh::hostkey`).
 //!
 //! Not yet: builders other than amazon-ebs and null, provisioners other than the four above,
 //! winrm, SSH certificates and proxies, spot instances (README "How imgbuild differs from Packer"
