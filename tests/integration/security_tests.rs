@@ -9,13 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aws_sdk_ec2::types::Filter;
 use serde_json::{json, Value};
 
 use crate::support::build::{builder, env, Env};
 use crate::support::building::Building;
 use crate::support::cli::{imgbuild_env, Run, Scratch};
 use crate::support::null::{q, NullFx};
+use crate::support::state::security_groups_of;
 use crate::support::world::{unique_name, TestWorld};
 
 /// What an OpenSSH private key looks like in any output: the PEM armour, and the base64 of
@@ -214,23 +214,7 @@ fn temporary_security_group_opens_only_the_ssh_port_to_what_is_configured() {
     let mut b = Building::start_with(&s, &vars, None);
     b.wait_for_n("test hook: pausing", 3);
 
-    let groups = |build: &str| {
-        let build = build.to_string();
-        world.ec2(|c| async move {
-            c.describe_security_groups()
-                .filters(
-                    Filter::builder()
-                        .name("tag:imgbuild:build")
-                        .values(build)
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("DescribeSecurityGroups")
-                .security_groups()
-                .to_vec()
-        })
-    };
+    let groups = |build: &str| security_groups_of(world, build);
     // Configured CIDRs: one rule, TCP, the SSH port, exactly those blocks.
     let g = groups(&name_cidrs);
     assert_eq!(g.len(), 1, "{g:?}");

@@ -8,12 +8,12 @@
 
 use std::path::Path;
 
-use aws_sdk_ec2::types::{Filter, SecurityGroup};
 use serde_json::{json, Value};
 
 use crate::support::build::{env, CANONICAL};
 use crate::support::building::Building;
 use crate::support::cli::Scratch;
+use crate::support::state::security_groups_of;
 use crate::support::world::{unique_name, TestWorld};
 
 /// The name filter of the world's base image.
@@ -65,25 +65,6 @@ fn var_args(world: &TestWorld) -> Vec<String> {
     .collect()
 }
 
-/// The security groups the build `name` created (by its tag).
-fn groups(world: &TestWorld, name: &str) -> Vec<SecurityGroup> {
-    let name = name.to_string();
-    world.ec2(|c| async move {
-        c.describe_security_groups()
-            .filters(
-                Filter::builder()
-                    .name("tag:imgbuild:build")
-                    .values(name)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("DescribeSecurityGroups")
-            .security_groups()
-            .to_vec()
-    })
-}
-
 #[test]
 #[cfg_attr(
     not(feature = "test-hooks"),
@@ -106,7 +87,7 @@ fn web_worker_builds_with_a_group_that_allows_only_this_machines_public_address(
     let mut b = Building::spawn(s.dir.path(), &args, &e.vars, Some("security_group:15"));
     b.wait_for("test hook: pausing");
     let ip = world.public_ip();
-    let g = groups(world, &name);
+    let g = security_groups_of(world, &name);
     assert_eq!(g.len(), 1, "{g:?}");
     let perms = g[0].ip_permissions();
     assert_eq!(perms.len(), 1, "exactly one ingress rule: {perms:?}");
@@ -127,7 +108,10 @@ fn web_worker_builds_with_a_group_that_allows_only_this_machines_public_address(
         "{out}"
     );
     assert!(out.contains("provisioned as"), "{out}");
-    assert!(groups(world, &name).is_empty(), "the group is deleted");
+    assert!(
+        security_groups_of(world, &name).is_empty(),
+        "the group is deleted"
+    );
 }
 
 #[test]
@@ -185,7 +169,7 @@ fn an_address_that_cannot_be_found_fails_the_build_before_anything_is_created() 
             !all.contains("Creating a temporary security group"),
             "{all}"
         );
-        assert!(groups(world, &name).is_empty());
+        assert!(security_groups_of(world, &name).is_empty());
     }
     server.join().expect("server");
 }

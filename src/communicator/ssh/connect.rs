@@ -3,7 +3,7 @@
 //! and the events that say why it is still waiting.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -219,20 +219,7 @@ fn attempt(
                 opts.tcp_connect_timeout,
                 user_timeout,
             )?;
-            let fd = tcp.as_raw_fd();
-            if let Ok(dup) = tcp.try_clone() {
-                cancel.register(OwnedFd::from(dup));
-            }
-            let sess = establish(
-                tcp,
-                &opts.username,
-                &opts.auth,
-                endpoint,
-                io_timeout,
-                cancel,
-                opts,
-                opts.host_key_fingerprint.as_ref(),
-            )?;
+            let (sess, fd) = login_over(tcp, endpoint, io_timeout, cancel, opts)?;
             (sess, fd, None)
         }
         Some(b) => {
@@ -331,12 +318,26 @@ fn via_bastion(
             source: e,
         })
     })?;
-    let fd = ours.as_raw_fd();
-    if let Ok(dup) = ours.try_clone() {
-        cancel.register(OwnedFd::from(dup));
+    let (sess, fd) = login_over(ours, endpoint, io_timeout, cancel, opts)?;
+    Ok((sess, fd, bridge))
+}
+
+/// Logs in over `stream` (direct, or the bastion's bridge), its duplicate registered with the
+/// attempt's cancel so that a cancel closes it under a blocked handshake; the session and the
+/// stream's fd.
+fn login_over<S: AsFd + AsRawFd + 'static>(
+    stream: S,
+    endpoint: &Endpoint,
+    io_timeout: Duration,
+    cancel: &CancelState,
+    opts: &ConnectOptions,
+) -> Result<(ssh2::Session, RawFd), AttemptError> {
+    let fd = stream.as_raw_fd();
+    if let Ok(dup) = stream.as_fd().try_clone_to_owned() {
+        cancel.register(dup);
     }
     let sess = establish(
-        ours,
+        stream,
         &opts.username,
         &opts.auth,
         endpoint,
@@ -345,7 +346,7 @@ fn via_bastion(
         opts,
         opts.host_key_fingerprint.as_ref(),
     )?;
-    Ok((sess, fd, bridge))
+    Ok((sess, fd))
 }
 
 /// Keep-alives without a reply: an idle session reads nothing, so replies would only pile up

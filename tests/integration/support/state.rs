@@ -271,3 +271,22 @@ pub fn images_named(
         .map(|(id, (_, _, snaps))| (id.clone(), snaps.clone()))
         .collect()
 }
+
+/// The security groups the build `name` created (by its `imgbuild:build` tag).
+pub fn security_groups_of(world: &TestWorld, name: &str) -> Vec<aws_sdk_ec2::types::SecurityGroup> {
+    let name = name.to_string();
+    world.ec2(|c| async move {
+        c.describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:imgbuild:build")
+                    .values(name)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeSecurityGroups")
+            .security_groups()
+            .to_vec()
+    })
+}
