@@ -275,6 +275,10 @@ install_sandbox_root() {
 
 do_install() {
     local todo
+    # zsh, for the completion tests (best effort: they skip without it, and fail with CI=true).
+    if ! command -v zsh >/dev/null 2>&1 && { is_root || can_sudo; }; then
+        apt_install zsh || log "zsh was not installed; the zsh completion test will skip"
+    fi
     todo=$(missing_items)
     [ -n "$todo" ] || { log "everything is installed"; return 0; }
     # Serialise concurrent installs (tests may start several worlds at once).

@@ -44,8 +44,39 @@ pub enum Command {
         after_help = "Exit codes: 0 nothing left; 2 usage; 3 something could not be removed (listed)."
     )]
     Cleanup(CleanupArgs),
+    /// Rewrite the deprecated options of a template as `packer fix` does (printed, or in place
+    /// with -w); untouched parts keep their bytes
+    Fix(FixArgs),
+    /// Print a shell completion script (README "Shell completions" says how to install it)
+    Completions(CompletionsArgs),
     /// Print the version
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct FixArgs {
+    /// Write the fixed template back to the file (atomically) instead of printing it
+    #[arg(short = 'w', long = "write")]
+    pub write: bool,
+    /// The template (a file, or - for standard input)
+    #[arg(value_hint = clap::ValueHint::FilePath)]
+    pub template: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells imgbuild writes completion scripts for (`completions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
 }
 
 #[derive(Debug, Args)]
@@ -54,7 +85,7 @@ pub struct VarArgs {
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub var: Vec<String>,
     /// JSON file of variable values (repeatable); later -var/-var-file win
-    #[arg(long = "var-file", value_name = "FILE")]
+    #[arg(long = "var-file", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub var_file: Vec<PathBuf>,
 }
 
@@ -112,6 +143,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub skip_unchanged: bool,
     /// The template (a file, or - for standard input)
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     pub template: String,
 }
 
@@ -127,6 +159,7 @@ pub struct ValidateArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     /// The template (a file, or - for standard input)
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     pub template: String,
 }
 
@@ -135,6 +168,7 @@ pub struct InspectArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     /// The template (a file, or - for standard input)
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     pub template: String,
 }
 
@@ -142,7 +176,7 @@ pub struct InspectArgs {
 pub struct CleanupArgs {
     /// Only the runs of this journal file (repeatable); default: every journal in the journal
     /// directory
-    #[arg(long = "journal", value_name = "FILE")]
+    #[arg(long = "journal", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub journals: Vec<PathBuf>,
     /// Only this run (the imgbuild:run-id tag, the journal's run id)
     #[arg(long, value_name = "ID")]
@@ -177,7 +211,7 @@ fn parse_older_than(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Long flags Packer users type with one dash.
-const PACKER_FLAGS: &[&str] = &[
+pub const PACKER_FLAGS: &[&str] = &[
     "var",
     "var-file",
     "only",

@@ -45,8 +45,10 @@ pub(crate) mod checks;
 pub mod cleanup;
 pub mod cli;
 pub mod communicator;
+pub mod completions;
 pub mod duration;
 pub mod error;
+pub mod fix;
 pub mod interact;
 pub mod ledger;
 pub mod log;
@@ -57,6 +59,7 @@ pub mod provisioner;
 pub mod redact;
 pub mod template;
 pub mod testhook;
+pub mod timeline;
 pub mod ui;
 
 use cli::{Command, Invocation};
@@ -92,6 +95,11 @@ pub fn run(args: Vec<String>) -> Exit {
             );
             Exit::Success
         }
+        Command::Completions(a) => {
+            print!("{}", completions::script(a.shell));
+            Exit::Success
+        }
+        Command::Fix(a) => fix::run(&a.template, a.write, &Ui::new(false, true)),
         Command::Inspect(a) => {
             let ui = Ui::new(a.output.machine_readable, a.output.color);
             inspect(&a.template, ui)

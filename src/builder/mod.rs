@@ -80,6 +80,8 @@ pub struct Env<'a> {
     pub force: bool,
     /// `-skip-unchanged`.
     pub skip_unchanged: bool,
+    /// Where the build's time goes: the steps mark their phases.
+    pub timeline: &'a crate::timeline::Timeline,
 }
 
 /// Why a build could not get ready; nothing was created.

@@ -164,6 +164,7 @@ pub struct NullBuild<'a> {
     pub ui: &'a Ui,
     /// `-on-error=ask`: a failed provisioning run may be run again.
     pub interact: &'a Interact,
+    pub timeline: &'a crate::timeline::Timeline,
 }
 
 impl<'a> NullBuild<'a> {
@@ -176,6 +177,7 @@ impl<'a> NullBuild<'a> {
             run_id: env.run_id,
             ui: env.ui,
             interact: env.interact,
+            timeline: env.timeline,
         }
     }
 
@@ -220,6 +222,7 @@ impl<'a> NullBuild<'a> {
             error_cleanup: self.error_cleanup,
             build_data: self.build_data(),
             ui: self.ui,
+            timeline: self.timeline,
         };
         runtime::run(&ctx, cancel).await
     }
@@ -414,6 +417,7 @@ mod tests {
             run_id: "run-1",
             ui: &ui,
             interact: &interact,
+            timeline: &crate::timeline::Timeline::start(),
         };
         let data = b.build_data();
         let get = |k: &str| data.get(k).map(String::as_str);
@@ -449,6 +453,7 @@ mod tests {
             template_dir: ".",
             force: false,
             skip_unchanged: false,
+            timeline: &crate::timeline::Timeline::start(),
         };
         let mut b = config.builder(env);
         let cancel = Cancel::never();

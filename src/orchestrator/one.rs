@@ -14,6 +14,7 @@ use crate::ledger::Undo;
 use crate::post_processor::run::{self as post_process, PpContext};
 use crate::prepare::PreparedBuild;
 use crate::template::funcs::Engine;
+use crate::timeline::{seconds, Report as TimelineReport, Timeline};
 use crate::ui::Ui;
 
 /// What every build of a run shares.
@@ -109,6 +110,49 @@ async fn decide(
 
 /// Runs one build to its outcome.
 pub(super) async fn one(b: &PreparedBuild, run: &Run<'_>, interact: &Interact) -> Outcome {
+    let timeline = Timeline::start();
+    let mut out = steps(b, run, interact, &timeline).await;
+    let report = timeline.finish();
+    out.took = report.total;
+    show_timeline(&b.name, &report, run.ui);
+    out
+}
+
+/// Prints where the build's time went: bars on a terminal, plain `phase seconds` lines
+/// otherwise, `timeline` records with `-machine-readable`.
+fn show_timeline(name: &str, report: &TimelineReport, ui: &Ui) {
+    if ui.machine {
+        for p in &report.phases {
+            ui.record(
+                name,
+                "timeline",
+                &[&p.name, &format!("{:.3}", seconds(p.took))],
+            );
+            for (part, took) in &p.parts {
+                let s = format!("{:.3}", seconds(*took));
+                ui.record(name, "timeline-part", &[&p.name, part, &s]);
+            }
+        }
+        let total = format!("{:.3}", seconds(report.total));
+        ui.record(name, "timeline-total", &[&total]);
+        return;
+    }
+    let bars = ui.is_live();
+    let mut text = format!("==> {name}: Timeline (seconds):");
+    for l in report.lines(bars) {
+        text.push_str("\n    ");
+        text.push_str(&l);
+    }
+    ui.say(&text);
+}
+
+/// The build from start to end, its timeline marked on the way.
+async fn steps(
+    b: &PreparedBuild,
+    run: &Run<'_>,
+    interact: &Interact,
+    timeline: &Timeline,
+) -> Outcome {
     let start = Instant::now();
     tracing::info!(build = %b.name, kind = %b.kind, "build started");
     let (inputs, opts, ui) = (run.inputs, run.opts, run.ui);
@@ -127,6 +171,7 @@ pub(super) async fn one(b: &PreparedBuild, run: &Run<'_>, interact: &Interact) -
         template_dir: inputs.template_dir,
         force: opts.force,
         skip_unchanged: opts.skip_unchanged,
+        timeline,
     };
     let mut builder = b.builder.builder(env);
     let mut out = Outcome {
@@ -155,6 +200,7 @@ pub(super) async fn one(b: &PreparedBuild, run: &Run<'_>, interact: &Interact) -
     let choice = match &result {
         Ok(_) => Choice::Cleanup,
         Err(e) => {
+            timeline.mark("on-error");
             let e = e.to_string();
             ui.error(&format!("==> {}: {e}", b.name));
             let interrupted = run.cancel.is_cancelled() || expired;
@@ -162,9 +208,10 @@ pub(super) async fn one(b: &PreparedBuild, run: &Run<'_>, interact: &Interact) -
         }
     };
     if builder.creates_resources() {
+        timeline.mark("teardown");
         out.left = undo_or_leave(&b.name, &builder, run, interact, result.is_ok(), choice).await;
     }
-    out.result = post_process(b, run, &builder, result, &mut out.kept).await;
+    out.result = post_process(b, run, &builder, result, &mut out.kept, timeline).await;
     out.took = start.elapsed();
     out
 }
@@ -232,6 +279,7 @@ async fn post_process(
     builder: &Build<'_>,
     result: Result<Artifact, Failure>,
     kept: &mut Option<String>,
+    run_timeline: &Timeline,
 ) -> Result<Vec<Artifact>, Failure> {
     let say = |m: &str| run.ui.say(&format!("==> {}: {m}", b.name));
     match result {
@@ -260,6 +308,7 @@ async fn post_process(
                 cancel: run.cancel,
                 aws: builder.aws(),
                 ami_name: builder.ami_name(),
+                timeline: run_timeline,
             };
             let done = post_process::run(&b.post_processors, &a, &pctx).await;
             if done.errors.is_empty() {

@@ -29,6 +29,8 @@ pub struct PpContext<'a> {
     pub aws: Option<&'a Aws>,
     /// The amazon-ebs build's `ami_name` as written in the template (not rendered).
     pub ami_name: Option<&'a str>,
+    /// The build's timeline: each post-processor is a phase; the manifest records it.
+    pub timeline: &'a crate::timeline::Timeline,
 }
 
 impl PpContext<'_> {

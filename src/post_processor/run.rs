@@ -116,6 +116,7 @@ pub async fn run(
                 "==> {}: Running post-processor: {label}",
                 ctx.build_name
             ));
+            ctx.timeline.mark(format!("post-processor {label}"));
             let target = format!("{} ({})", ctx.build_name, pp.kind);
             let done = match ctx.cancel.run(one(pp, &prior, ctx, &target)).await {
                 Some(r) => r,
@@ -241,8 +242,17 @@ fn manifest_entry(
         artifact_id: r.redact(&input.id()),
         packer_run_uuid: ctx.run_id.to_string(),
         custom_data,
-        other: Default::default(),
+        other: timeline_member(ctx),
     })
+}
+
+/// `imgbuild_timeline`: the build's phases up to this post-processor (which counts until now),
+/// names masked as everything else.
+fn timeline_member(ctx: &PpContext<'_>) -> serde_json::Map<String, serde_json::Value> {
+    let json = ctx.timeline.report().to_json().to_string();
+    let masked = ctx.ui.redactor.redact(&json);
+    let value = serde_json::from_str(&masked).unwrap_or(serde_json::Value::Null);
+    serde_json::Map::from_iter([("imgbuild_timeline".to_string(), value)])
 }
 
 async fn manifest(

@@ -32,6 +32,7 @@ use crate::provisioner::PreparedProvisioner;
 use crate::provisioner::ProvisionerConfig;
 use crate::redact::Redactor;
 use crate::template::funcs::{Clock, Engine, Phase, Scope};
+use crate::timeline::Timeline;
 use crate::ui::{Activity, Ui};
 
 use remote::Remote;
@@ -106,6 +107,8 @@ pub struct ProvisionContext<'a> {
     pub build_data: BTreeMap<String, String>,
     /// Where status lines and the provisioners' output go (the builder's `Ui`).
     pub ui: &'a dyn Output,
+    /// The build's timeline: waiting for SSH and each provisioner are phases.
+    pub timeline: &'a Timeline,
 }
 
 /// Why provisioning failed.
@@ -249,6 +252,15 @@ pub async fn run(ctx: &ProvisionContext<'_>, cancel: &Cancel) -> Result<(), Prov
     result
 }
 
+/// A provisioner's phase in the timeline: `provisioner 2 shell` (its place in the template's
+/// list, from 1, and its type), or the error-cleanup-provisioner's label.
+fn phase_name(p: &PreparedProvisioner, label: Option<&str>) -> String {
+    match label {
+        Some(l) => l.to_string(),
+        None => format!("provisioner {} {}", p.index + 1, p.kind),
+    }
+}
+
 /// Maps the communicator options (plus the builder's host, port and temporary key) onto the
 /// connection options.
 pub fn connect_options(ctx: &ProvisionContext<'_>) -> Result<ConnectOptions, ProvisionError> {
@@ -362,6 +374,7 @@ impl<'c, 'a> Runtime<'c, 'a> {
     async fn run_all(&mut self) -> Result<(), ProvisionError> {
         let ctx = self.ctx;
         if ctx.ssh.communicator == Communicator::Ssh {
+            ctx.timeline.mark("SSH");
             let opts = connect_options(ctx)?;
             self.remote.set_options(opts);
             self.remote
@@ -399,6 +412,7 @@ impl<'c, 'a> Runtime<'c, 'a> {
         p: &PreparedProvisioner,
         label: Option<&str>,
     ) -> Result<(), ProvisionError> {
+        self.ctx.timeline.mark(phase_name(p, label));
         if let Some(d) = p.pause_before {
             self.say(&pause_message(d));
             tokio::time::sleep(d).await;
@@ -510,6 +524,7 @@ mod tests {
             error_cleanup: None,
             build_data: BTreeMap::new(),
             ui: out,
+            timeline: Box::leak(Box::new(Timeline::start())),
         }
     }
 

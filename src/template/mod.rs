@@ -10,6 +10,7 @@
 
 pub mod decode;
 pub mod diag;
+pub mod fix;
 pub mod funcs;
 pub mod inspect;
 pub mod json;

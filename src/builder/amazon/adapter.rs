@@ -79,6 +79,7 @@ impl<'a> AmazonEbs<'a> {
             polling: ready.polling,
             cancel: cancel.clone(),
             interact: env.interact,
+            timeline: env.timeline,
             reuse: (env.skip_unchanged || cfg.reuse_unchanged).then_some(
                 crate::builder::fingerprint::Inputs {
                     builder_type: env.kind,

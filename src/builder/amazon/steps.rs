@@ -36,6 +36,7 @@ use crate::ledger::Ledger;
 use crate::provisioner::runtime::ProvisionContext;
 use crate::provisioner::PreparedProvisioner;
 use crate::template::funcs::{Engine, Phase, Scope};
+use crate::timeline::Timeline;
 use crate::ui::Ui;
 
 pub use super::step::launch::block_device;
@@ -61,6 +62,8 @@ pub struct Ctx<'a> {
     pub cancel: Cancel,
     /// `-on-error=ask` and `-debug` (prompts, pauses, the saved key).
     pub interact: &'a Interact,
+    /// Where the build's time goes (each step marks its phase).
+    pub timeline: &'a Timeline,
     /// `-skip-unchanged` or `reuse_unchanged`: what the reuse fingerprint is made of. The
     /// build tags its AMIs with the fingerprint and reuses an AMI that carries it already.
     pub reuse: Option<Inputs<'a>>,
@@ -96,6 +99,7 @@ impl Ctx<'_> {
             polling: self.polling,
             cancel: &self.cancel,
             interact: self.interact,
+            timeline: self.timeline,
         }
     }
 
@@ -114,6 +118,7 @@ impl Ctx<'_> {
             .collect();
         self.unsupported()?;
 
+        env.timeline.mark("source image");
         let mut data = self.source(&env, &ec2, &region).await?;
         let source_id = data.source.ami.clone();
         let fingerprint =
@@ -135,6 +140,7 @@ impl Ctx<'_> {
         let net = step::network::network(&env, &ec2, &region).await?;
         env.pause_point("source").await?;
 
+        env.timeline.mark("key pair and group");
         let key = step::key_pair::key_pair(&env, &ec2, &region).await?;
         if let Some(k) = &key.temp {
             data.ssh_public_key = Some(k.public_openssh.clone());
@@ -156,6 +162,7 @@ impl Ctx<'_> {
             run_tags: &plan.run_tags,
             volume_tags: &plan.volume_tags,
         };
+        env.timeline.mark("launch");
         let launched = launch(&env, &ec2, &region, l).await?;
         env.pause_point("launch").await?;
 
@@ -164,6 +171,7 @@ impl Ctx<'_> {
             .await?;
         env.pause_point("provision").await?;
 
+        env.timeline.mark("stop");
         step::stop::stop(&env, &ec2, &region, &launched.id).await?;
         env.pause_point("stop").await?;
         step::stop::modify_instance(&env, &ec2, &region, &launched.id).await?;
@@ -175,6 +183,7 @@ impl Ctx<'_> {
                 ..Artifact::default()
             });
         }
+        env.timeline.mark("create image");
         if plan.force {
             step::deregister::force_deregister(&env, self.aws, &plan.existing).await?;
         }
@@ -356,6 +365,7 @@ impl Ctx<'_> {
             error_cleanup: self.error_cleanup,
             build_data: data.to_map(),
             ui: self.ui,
+            timeline: self.timeline,
         };
         let r = step::provision::provision(env, ec2, region, id, &pctx).await;
         drop(pctx);
@@ -387,12 +397,15 @@ impl Ctx<'_> {
         };
         let created = create_image(env, ec2, region, instance, &first_name, description).await?;
         env.pause_point("create_image").await?;
+        env.timeline.mark("wait available");
         let mut made = finish_image(env, ec2, region, created.id, created.entry).await?;
         if ami.encrypt_boot == Some(true) {
+            env.timeline.mark("encrypted copy");
             made = encrypt_in_place(env, self.aws, made, &plan.ami_name, description).await?;
         }
         let mut copies = Vec::new();
         if !copy_regions.is_empty() {
+            env.timeline.mark("region copies");
             copies = copy::copy_to_regions(
                 env,
                 self.aws,
@@ -427,6 +440,7 @@ impl Ctx<'_> {
         data: &BuildData,
         fingerprint: Option<&Fingerprint>,
     ) -> Result<Artifact, BuildError> {
+        env.timeline.mark("tags and sharing");
         let cfg = self.cfg;
         let map = data.to_map();
         let mut ami_tags = self.render_tags("tags", &cfg.ami.tags, &map)?;

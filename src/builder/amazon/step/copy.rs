@@ -97,7 +97,12 @@ pub async fn copy_to_regions(
             kms: ami.region_kms_key_ids.get(r).map(String::as_str),
             encrypted: ami.encrypt_boot == Some(true),
         };
-        copy_image(env, regions, from, r, to)
+        let part = env.timeline.part(format!("region copy {r}"));
+        async move {
+            let made = copy_image(env, regions, from, r, to).await;
+            part.end();
+            made
+        }
     }))
     .await;
     let mut copies = Vec::new();

@@ -107,6 +107,7 @@ pub async fn launch(
         Some(intent),
     )?;
     env.say(format!("Instance ID: {id}"));
+    env.timeline.mark("wait running");
     let instance = wait_running(env, ec2, region, &id).await?;
     Ok(Launched {
         id: InstanceId(id),

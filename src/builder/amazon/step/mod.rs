@@ -35,6 +35,7 @@ use crate::cancel::Cancel;
 use crate::interact::{self, Interact};
 use crate::ledger::lock;
 use crate::ledger::{EntryId, Ledger, Undo};
+use crate::timeline::Timeline;
 use crate::ui::Ui;
 
 /// What every step needs: the build's name and configuration, its output, cancellation, the
@@ -49,6 +50,8 @@ pub struct Env<'a> {
     pub cancel: &'a Cancel,
     /// `-debug` pauses between steps.
     pub interact: &'a Interact,
+    /// Each step marks where its phase begins.
+    pub timeline: &'a Timeline,
 }
 
 /// An image this build made, with its ledger entries.
@@ -217,6 +220,7 @@ pub(crate) mod testing {
         pub ui: Ui,
         pub cancel: Cancel,
         pub interact: Interact,
+        pub timeline: Timeline,
     }
 
     impl World {
@@ -227,6 +231,7 @@ pub(crate) mod testing {
                 ui: Ui::new(false, false),
                 cancel: Cancel::never(),
                 interact: Interact::quiet("b"),
+                timeline: Timeline::start(),
             }
         }
 
@@ -240,6 +245,7 @@ pub(crate) mod testing {
                 polling: Polling::default(),
                 cancel: &self.cancel,
                 interact: &self.interact,
+                timeline: &self.timeline,
             }
         }
 

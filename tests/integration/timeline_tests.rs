@@ -1,0 +1,177 @@
+//! The timeline of a build: printed at its end (plain `phase seconds` lines when stdout is not
+//! a terminal), as `-machine-readable` records, and in the manifest's build entry
+//! (`imgbuild_timeline`); its phases come in the build's order and add up to its wall time.
+
+use serde_json::{json, Value};
+
+use crate::support::build::{build, builder, env, template};
+use crate::support::cli::Scratch;
+
+/// The `phase seconds` lines of the timeline in `stdout` (indented parts included, marked by
+/// their two leading spaces), and the total.
+fn timeline_of(stdout: &str) -> (Vec<(String, f64)>, f64) {
+    let mut lines = stdout
+        .lines()
+        .skip_while(|l| !l.ends_with(": Timeline (seconds):"))
+        .skip(1);
+    let mut phases = Vec::new();
+    for l in lines.by_ref() {
+        let l = l
+            .strip_prefix("    ")
+            .unwrap_or_else(|| panic!("not a timeline line: {l:?}"));
+        let (name, secs) = l.rsplit_once(' ').expect("`phase seconds`");
+        let secs: f64 = secs.parse().unwrap_or_else(|_| panic!("seconds in {l:?}"));
+        if name == "total" {
+            return (phases, secs);
+        }
+        phases.push((name.to_string(), secs));
+    }
+    panic!("no timeline with a total in:\n{stdout}");
+}
+
+/// The phases (not their parts) add up to the total within 1% (and the rounding of each).
+fn adds_up(phases: &[(String, f64)], total: f64) {
+    let top: Vec<f64> = phases
+        .iter()
+        .filter(|(n, _)| !n.starts_with("  "))
+        .map(|(_, s)| *s)
+        .collect();
+    let sum: f64 = top.iter().sum();
+    let slack = total * 0.01 + 0.005 * top.len() as f64;
+    assert!(
+        (sum - total).abs() <= slack,
+        "phases add up to {sum}, the build took {total}"
+    );
+}
+
+#[test]
+fn an_amazon_build_prints_its_timeline_and_the_manifest_records_it() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let b = builder(&world, json!({"ami_regions": ["us-west-2"]}));
+    let mut t: Value = serde_json::from_str(&template(
+        b,
+        json!([{"type": "shell-local", "inline": ["echo hello"]}]),
+    ))
+    .expect("template");
+    t["post-processors"] = json!([{"type": "manifest", "output": "manifest.json"}]);
+    let s = Scratch::new().with("t.json", &t.to_string());
+    let r = build(&s, &e, &["t.json"], &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let (phases, total) = timeline_of(&r.stdout);
+    let names: Vec<&str> = phases.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "prepare",
+            "source image",
+            "key pair and group",
+            "launch",
+            "wait running",
+            "provisioner 1 shell-local",
+            "stop",
+            "create image",
+            "wait available",
+            "region copies",
+            "  region copy us-west-2",
+            "tags and sharing",
+            "teardown",
+            "post-processor manifest",
+        ],
+        "{}",
+        r.stdout
+    );
+    adds_up(&phases, total);
+    let copies = phases[9].1;
+    assert!(
+        phases[10].1 <= copies + 0.01,
+        "a part lies within its phase"
+    );
+
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("manifest.json")).expect("manifest"))
+            .expect("manifest JSON");
+    let tl = &m["builds"][0]["imgbuild_timeline"];
+    let recorded: Vec<&str> = tl["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .map(|p| p["phase"].as_str().expect("name"))
+        .collect();
+    // Up to the manifest itself: what comes later is not known yet when it writes.
+    let top: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !n.starts_with("  "))
+        .collect();
+    assert_eq!(recorded, top);
+    assert_eq!(
+        tl["phases"][9]["parts"][0]["part"], "region copy us-west-2",
+        "{tl}"
+    );
+    let sum: f64 = tl["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .map(|p| p["seconds"].as_f64().expect("seconds"))
+        .sum();
+    let seconds = tl["seconds"].as_f64().expect("seconds");
+    assert!(
+        (sum - seconds).abs() <= seconds * 0.01 + 0.001 * 14.0,
+        "{tl}"
+    );
+    assert!(
+        seconds <= total,
+        "the manifest is written before the build ends"
+    );
+}
+
+#[test]
+fn machine_readable_timeline_records_add_up() {
+    let s = Scratch::new().with(
+        "t.json",
+        &json!({
+            "builders": [{"type": "null", "communicator": "none"}],
+            "provisioners": [
+                {"type": "shell-local", "inline": ["true"]},
+                {"type": "shell-local", "inline": ["true"]}
+            ]
+        })
+        .to_string(),
+    );
+    let r = s.run(&["build", "-machine-readable", "t.json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let fields = |l: &str| l.split(',').skip(1).map(String::from).collect::<Vec<_>>();
+    let phases: Vec<Vec<String>> = r
+        .stdout
+        .lines()
+        .map(fields)
+        .filter(|f| f[1] == "timeline")
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|f| f[2].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "prepare",
+            "provisioner 1 shell-local",
+            "provisioner 2 shell-local"
+        ],
+        "{}",
+        r.stdout
+    );
+    assert!(phases.iter().all(|f| f[0] == "null" && f.len() == 4));
+    let totals: Vec<Vec<String>> = r
+        .stdout
+        .lines()
+        .map(fields)
+        .filter(|f| f[1] == "timeline-total")
+        .collect();
+    assert_eq!(totals.len(), 1, "{}", r.stdout);
+    let total: f64 = totals[0][2].parse().expect("total");
+    let listed: Vec<(String, f64)> = phases
+        .iter()
+        .map(|f| (f[2].clone(), f[3].parse().expect("seconds")))
+        .collect();
+    adds_up(&listed, total);
+    assert!(!r.stdout.contains("Timeline (seconds)"), "no human lines");
+}
