@@ -324,7 +324,7 @@ pub(crate) fn deprecated(obj: &mut Obj, dx: &mut Dx, key: &'static str, instead:
             format!("`{key}` of {what} is a deprecated Packer option"),
         );
         d.notes.push(format!(
-            "help: {instead}; Packer 1.6.6 rejects it too (`packer fix` updates old templates)"
+            "help: {instead}; Packer 1.6.6 rejects it too (`imgbuild fix` updates old templates, as `packer fix` does)"
         ));
     }
 }

@@ -390,3 +390,15 @@ fn fix_refuses_what_it_cannot_read_with_the_place() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("missing.json"), "{}", r.stderr);
 }
+
+#[test]
+fn readme_lists_every_fix() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    for (fixer, _) in imgbuild::template::fix::FIXES {
+        assert!(
+            readme.contains(&format!("| `{fixer}` |")),
+            "README's fix table lacks {fixer}"
+        );
+    }
+}
