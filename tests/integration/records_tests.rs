@@ -54,7 +54,12 @@ fn kind_of(line: &str) -> Option<RecordKind> {
 
 /// The kinds of all records of `stdout`, and the kind of the record holding each marker.
 fn kinds(stdout: &str, markers: &[&str]) -> (BTreeSet<RecordKind>, Vec<Option<RecordKind>>) {
-    let all = stdout.lines().filter_map(kind_of).collect();
+    // imgbuild's own records, the build's timeline (README), have no Packer counterpart.
+    let all = stdout
+        .lines()
+        .filter_map(kind_of)
+        .filter(|k| !k.kind.starts_with("timeline"))
+        .collect();
     let by_marker = markers
         .iter()
         .map(|m| stdout.lines().find(|l| l.contains(m)).and_then(kind_of))
