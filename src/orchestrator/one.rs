@@ -114,7 +114,10 @@ pub(super) async fn one(b: &PreparedBuild, run: &Run<'_>, interact: &Interact) -
     let mut out = steps(b, run, interact, &timeline).await;
     let report = timeline.finish();
     out.took = report.total;
-    show_timeline(&b.name, &report, run.ui);
+    // A build that could not get ready did nothing worth a timeline.
+    if !matches!(out.result, Err(Failure::Setup(_))) {
+        show_timeline(&b.name, &report, run.ui);
+    }
     out
 }
 
