@@ -220,6 +220,7 @@ impl<'a> NullBuild<'a> {
             error_cleanup: self.error_cleanup,
             build_data: self.build_data(),
             ui: self.ui,
+            before: None,
         };
         runtime::run(&ctx, cancel).await
     }

@@ -117,9 +117,14 @@ pub async fn run(
                 ctx.build_name
             ));
             let target = format!("{} ({})", ctx.build_name, pp.kind);
-            let done = match ctx.cancel.run(one(pp, &prior, ctx, &target)).await {
-                Some(r) => r,
-                None => Err(PpError::Cancelled),
+            // The boot test sees Ctrl-C itself and tears its instance down before it returns.
+            let done = if matches!(pp.config, PostProcessorConfig::BootTest(_)) {
+                one(pp, &prior, ctx, &target).await
+            } else {
+                match ctx.cancel.run(one(pp, &prior, ctx, &target)).await {
+                    Some(r) => r,
+                    None => Err(PpError::Cancelled),
+                }
             };
             match done {
                 Ok(p) => {
@@ -168,6 +173,9 @@ async fn one(
         PostProcessorConfig::SsmParameter(c) => ssm_parameter::run(c, input, ctx, target).await?,
         PostProcessorConfig::AmiRetention(c) => {
             super::ami_retention::run(c, input, ctx, target).await?
+        }
+        PostProcessorConfig::BootTest(c) => {
+            super::boot_test::run::run(c, input, ctx, target).await?
         }
     }
     // All of them pass their input on and keep it, whatever the template says (Packer's

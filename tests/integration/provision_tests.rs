@@ -255,6 +255,7 @@ async fn run_with(fx: &Fx, template: Value, opts: Opts) -> Run {
         error_cleanup: p.cleanup.as_ref(),
         build_data,
         ui: &out,
+        before: None,
     };
     let (tx, rx) = imgbuild::cancel::channel();
     if let Some(after) = opts.cancel_after {
@@ -1301,6 +1302,7 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
             error_cleanup: None,
             build_data,
             ui: &out,
+            before: None,
         };
         let rx = imgbuild::cancel::Cancel::never();
         let result = tokio::time::timeout(Duration::from_secs(90), provision::run(&ctx, &rx))
