@@ -270,7 +270,7 @@ async fn post_process(
             if done.errors.is_empty() {
                 Ok(done.artifacts)
             } else {
-                *kept = (!a.null).then(|| a.id());
+                *kept = (!a.null && !done.removed).then(|| a.id());
                 Err(Failure::PostProcessing(done.errors))
             }
         }

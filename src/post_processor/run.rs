@@ -88,6 +88,9 @@ impl<A> Kept<A> {
 pub struct PostProcessed {
     pub artifacts: Vec<Artifact>,
     pub errors: Vec<String>,
+    /// A post-processor removed the build's AMIs (a failed boot test's
+    /// `deregister_on_failure`): the build keeps none.
+    pub removed: bool,
 }
 
 /// Runs every chain for the builder's artifact.
@@ -98,6 +101,7 @@ pub async fn run(
 ) -> PostProcessed {
     let mut kept = Kept::new(chains.len());
     let mut errors = Vec::new();
+    let mut removed = false;
     'chains: for chain in chains {
         let mut prior = builder.clone();
         for (i, pp) in chain.iter().enumerate() {
@@ -144,6 +148,7 @@ pub async fn run(
                     prior = p.artifact;
                 }
                 Err(e) => {
+                    removed |= matches!(e, PpError::ImageRemoved(_));
                     errors.push(format!("Post-processor failed: {}: {e}", pp.kind));
                     continue 'chains;
                 }
@@ -154,6 +159,7 @@ pub async fn run(
     PostProcessed {
         artifacts: kept.finish(builder.clone()),
         errors,
+        removed,
     }
 }
 

@@ -18,9 +18,14 @@ use crate::support::world::TestWorld;
 
 /// A template with one SSH build, one provisioner and this chain of post-processors.
 fn template_with(world: &TestWorld, chain: Value) -> String {
+    template_in(world, json!({}), chain)
+}
+
+/// [`template_with`], with `extra` builder options.
+fn template_in(world: &TestWorld, extra: Value, chain: Value) -> String {
     json!({
         "variables": {"project": "imgbuild"},
-        "builders": [ssh_world_builder(world, json!({}))],
+        "builders": [ssh_world_builder(world, extra)],
         "provisioners": [{"type": "shell", "inline": ["echo provisioned"]}],
         "post-processors": [chain]
     })
@@ -73,7 +78,9 @@ fn a_failing_check_fails_the_build_and_deregisters_the_ami_and_its_snapshots() {
         {"type": "boot-test", "inline": ["echo the-app-is-broken >&2", "exit 3"]},
         {"type": "manifest", "output": manifest.display().to_string()}
     ]);
-    let s = Scratch::new().with("t.json", &template_with(&world, chain));
+    // Copied to a second region: both AMIs go.
+    let extra = json!({"ami_regions": ["us-west-2"]});
+    let s = Scratch::new().with("t.json", &template_in(&world, extra, chain));
     let (code, out, err) = Building::start(&s, &e, None).finish();
     let all = format!("{out}\n{err}");
     assert_eq!(code, 1, "{all}");
@@ -155,4 +162,45 @@ fn kill_9_during_the_boot_test_then_cleanup_leaves_only_the_ami() {
     let after = state(&world);
     assert_eq!(instances(&after) - instances(&before), 2);
     assert_nothing_left(&before, &after, &[&ami], "after kill -9 and cleanup");
+}
+
+#[test]
+fn ctrl_c_during_the_boot_test_tears_it_down_and_keeps_the_ami() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let before = state(&world);
+    let pids = world.sandbox().join("check.pids");
+    let chain = json!([{
+        "type": "boot-test",
+        "inline": [format!("echo $$ >>{}", pids.display()), "echo boot-check-running", "exec sleep 60"]
+    }]);
+    let s = Scratch::new().with("t.json", &template_with(&world, chain));
+    let mut b = Building::start(&s, &e, None);
+    b.wait_for("boot-check-running");
+    let (code, out, err) = b.interrupt();
+    kill_pids(&pids);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    let running = line_of(&out, "Running post-processor: boot-test", 0);
+    line_of(
+        &out,
+        "(boot-test): Cleaning up: terminating instance",
+        running,
+    );
+    let after = state(&world);
+    let new: Vec<&String> = after["us-east-1"]
+        .images
+        .keys()
+        .filter(|i| !before["us-east-1"].images.contains_key(*i))
+        .collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "an interrupted boot test keeps the AMI: {new:?}"
+    );
+    assert_nothing_left(
+        &before,
+        &after,
+        &[new[0].as_str()],
+        "after Ctrl-C in the boot test",
+    );
 }

@@ -215,11 +215,17 @@ fn report(
                     d.deregistered.join(", ")
                 ),
             };
-            Err(PpError::Other(format!(
+            let text = format!(
                 "boot test of {ami} in {} failed: {}{gone}{left_text}",
                 d.region,
                 describe(&e)
-            )))
+            );
+            // Every AMI of the artifact is gone: the build keeps nothing.
+            if !d.deregistered.is_empty() && d.left.is_empty() {
+                Err(PpError::ImageRemoved(text))
+            } else {
+                Err(PpError::Other(text))
+            }
         }
     }
 }
