@@ -204,3 +204,28 @@ fn ctrl_c_during_the_boot_test_tears_it_down_and_keeps_the_ami() {
         "after Ctrl-C in the boot test",
     );
 }
+
+#[test]
+fn an_instance_that_never_lets_ssh_in_fails_the_boot_test_at_its_ssh_timeout() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let before = state(&world);
+    let chain = json!([{
+        "type": "boot-test", "ssh_username": "no-such-user", "ssh_timeout": "3s",
+        "inline": ["echo never-runs"]
+    }]);
+    let s = Scratch::new().with("t.json", &template_with(&world, chain));
+    let (code, out, err) = Building::start(&s, &e, None).finish();
+    let all = format!("{out}\n{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        all.contains("failed: the instance did not let SSH in within ssh_timeout (3s): timed out"),
+        "{all}"
+    );
+    assert!(!all.contains("never-runs\n"), "{all}");
+    assert!(
+        all.contains("deregister_on_failure: deregistered ami-"),
+        "{all}"
+    );
+    assert_nothing_left(&before, &state(&world), &[], "after SSH never came up");
+}

@@ -150,6 +150,7 @@ pub async fn run(
         deregistered,
         left,
         journal,
+        ssh_timeout: cfg.ssh.ssh_timeout,
     };
     report(result, done, ctx, target)
 }
@@ -163,6 +164,7 @@ struct Done<'a> {
     /// What teardown could not remove, with why.
     left: teardown::Failures,
     journal: Option<String>,
+    ssh_timeout: std::time::Duration,
 }
 
 /// The boot test's result as the chain sees it: passed (a line), or the error with the check's
@@ -218,7 +220,7 @@ fn report(
             let text = format!(
                 "boot test of {ami} in {} failed: {}{gone}{left_text}",
                 d.region,
-                describe(&e)
+                describe(&e, d.ssh_timeout)
             );
             // Every AMI of the artifact is gone: the build keeps nothing.
             if !d.deregistered.is_empty() && d.left.is_empty() {
@@ -255,14 +257,21 @@ fn open_ledger(ctx: &PpContext<'_>, cfg: &AmazonEbsConfig) -> Result<Mutex<Ledge
     Ok(ledger)
 }
 
-/// What failed, in the words of the boot test: a check's failure with its output.
-fn describe(e: &BuildError) -> String {
+/// What failed, in the words of the boot test: a check's failure with its output, or what the
+/// wait for the instance (bounded by `ssh_timeout`) last saw.
+fn describe(e: &BuildError, ssh_timeout: std::time::Duration) -> String {
     if let BuildError::Provision(p) = e {
         if let Some(f) = p.failure() {
             return format!("a check failed: {f}");
         }
-        if let ProvisionError::Connect(_) | ProvisionError::Before(_) = **p {
-            return format!("the instance did not come up: {p}");
+        if let ProvisionError::Connect(_) = **p {
+            return format!(
+                "the instance did not let SSH in within ssh_timeout ({}): {p}",
+                crate::duration::go(ssh_timeout)
+            );
+        }
+        if let ProvisionError::Before(_) = **p {
+            return format!("the instance did not finish first boot: {p}");
         }
     }
     e.to_string()
