@@ -135,9 +135,14 @@ async fn streamed(
 /// 3 when still held after `tries` looks. Checked without taking them (fcntl `F_GETLK` in
 /// python3, through `sudo -n` when not root), else with `fuser` or `lsof`.
 pub fn lock_script(tries: u64) -> String {
+    lock_script_for(LOCKS, tries)
+}
+
+/// [`lock_script`] for these lock files (space-separated).
+fn lock_script_for(locks: &str, tries: u64) -> String {
     format!(
         r#"command -v dpkg >/dev/null 2>&1 || exit 0
-locks="{LOCKS}"
+locks="{locks}"
 S=""
 if [ "$(id -u)" != 0 ] && sudo -n true >/dev/null 2>&1; then S="sudo -n"; fi
 held() {{
@@ -203,5 +208,39 @@ mod tests {
             .map(|st| st.success())
             .unwrap_or(true);
         assert!(ok, "sh -n rejects the lock check");
+    }
+
+    /// The check against a real lock: held by another process (python3 `lockf`, as apt holds
+    /// its locks), it gives up after its tries (exit 3); free, it passes at once (exit 0).
+    #[test]
+    fn the_lock_check_sees_a_lock_another_process_holds() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("lock-frontend");
+        std::fs::write(&lock, "").unwrap();
+        let holder = Command::new("python3")
+            .arg("-c")
+            .arg("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR)\nfcntl.lockf(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(30)")
+            .arg(&lock)
+            .stdout(Stdio::piped())
+            .spawn();
+        // python3 is a test dependency (the test world's moto needs it).
+        let mut holder = holder.expect("python3 runs");
+        let mut line = String::new();
+        let out = holder.stdout.take().unwrap();
+        BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "locked");
+        let script = lock_script_for(&lock.display().to_string(), 2);
+        let held = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert_eq!(held.status.code(), Some(3), "{held:?}");
+        assert!(
+            String::from_utf8_lossy(&held.stdout).contains("a dpkg/apt lock is held"),
+            "{held:?}"
+        );
+        let free = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert_eq!(free.status.code(), Some(0), "{free:?}");
     }
 }
