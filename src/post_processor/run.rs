@@ -4,8 +4,9 @@
 //! (`keep_input_artifact`, `packer/build.go`).
 //!
 //! A post-processor that fails ends its chain (the next chains still run) and fails the build,
-//! but never removes an AMI: where Packer would destroy an input artifact that is not kept,
-//! imgbuild only leaves it out of the artifact list.
+//! but never removes an AMI (only a failed `boot-test` does, by its `deregister_on_failure`, and
+//! says so with [`PpError::ImageRemoved`]): where Packer would destroy an input artifact that is
+//! not kept, imgbuild only leaves it out of the artifact list.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
