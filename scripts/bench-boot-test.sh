@@ -67,9 +67,9 @@ for i in $(seq "$RUNS"); do
     "$IMGBUILD_BIN" build -color=false "$WORK/$kind.json" >"$WORK/$kind.out" 2>&1 \
       || { echo "$kind build failed:" >&2; tail -20 "$WORK/$kind.out" >&2; exit 1; }
     end=$(now)
-    echo "$end - $start" | bc >>"$WORK/$kind.times"
+    awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f\n", b - a}' >>"$WORK/$kind.times"
   done
 done
 p=$(median <"$WORK/plain.times"); b=$(median <"$WORK/boot.times")
 printf 'runs: %s each\nbuild without boot-test: median %.2fs\nbuild with boot-test:    median %.2fs\nboot-test adds:          %.2fs\n' \
-  "$RUNS" "$p" "$b" "$(echo "$b - $p" | bc)"
+  "$RUNS" "$p" "$b" "$(awk -v a="$p" -v b="$b" 'BEGIN {print b - a}')"

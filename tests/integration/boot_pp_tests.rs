@@ -229,3 +229,35 @@ fn an_instance_that_never_lets_ssh_in_fails_the_boot_test_at_its_ssh_timeout() {
     );
     assert_nothing_left(&before, &state(&world), &[], "after SSH never came up");
 }
+
+#[test]
+fn a_failing_boot_test_of_a_reused_ami_keeps_it() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let flag = world.sandbox().join("broken");
+    let chain = json!([{
+        "type": "boot-test", "inline": [format!("test ! -e {}", flag.display())]
+    }]);
+    let text = template_in(&world, json!({"reuse_unchanged": true}), chain);
+    let s = Scratch::new().with("t.json", &text);
+    let (code, out, err) = Building::start(&s, &e, None).finish();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let ami = ami_from_stdout(&out, "us-east-1");
+    // The same inputs: the AMI is reused, and now its boot test fails.
+    std::fs::write(&flag, "").expect("flag");
+    let (code, out, err) = Building::start(&s, &e, None).finish();
+    let all = format!("{out}\n{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(all.contains("a check failed:"), "{all}");
+    assert!(
+        all.contains(
+            "deregister_on_failure: the AMI was reused from an earlier build, so it is kept"
+        ),
+        "{all}"
+    );
+    let after = state(&world);
+    assert!(
+        after["us-east-1"].images.contains_key(&ami),
+        "{ami} is kept"
+    );
+}

@@ -126,7 +126,14 @@ pub async fn run(
     .await;
     let failed = matches!(&result, Err(e) if !e.is_cancelled());
     let mut deregistered = Vec::new();
-    if failed && booted && c.deregister_on_failure {
+    // A reused AMI is not this build's to remove (it may be delivered already).
+    if failed && booted && c.deregister_on_failure && input.reused {
+        ctx.say(
+            target,
+            "deregister_on_failure: the AMI was reused from an earlier build, so it is kept",
+        );
+    }
+    if failed && booted && c.deregister_on_failure && !input.reused {
         for (r, id) in &input.amis {
             let undo = Undo::DeregisterImage {
                 region: r.clone(),
