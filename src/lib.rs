@@ -5,12 +5,14 @@
 //! variables, template functions through handlebars) and typed configuration of the amazon-ebs
 //! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest,
 //! shell-local, ami-outputs, cloudformation-update (the AMI handed to a stack's parameter),
-//! ssm-parameter (the AMI ID in Parameter Store) and ami-retention post-processors.
+//! ssm-parameter (the AMI ID in Parameter Store), ami-retention and boot-test (the new AMI
+//! started and checked over SSH, deregistered when a check fails) post-processors. Before the
+//! first provisioner the build waits for first boot (cloud-init, apt locks: `wait_for_boot`).
 //!
 //! The amazon-ebs build runs end to end (`orchestrator`, `builder::amazon`, `communicator::ssh`,
 //! `provisioner::runtime`), recording what it creates in a journaled `ledger` and undoing it on
 //! every path, then runs the post-processors (`post_processor`: manifest, shell-local,
-//! ami-outputs, ami-retention). Every builder runs on one orchestration path through the
+//! ami-outputs, ami-retention, boot-test). Every builder runs on one orchestration path through the
 //! `builder::Builder` trait; a run ends in a typed `error::Error` whose kind gives the exit code;
 //! one cancellation mechanism (`cancel`) reaches every wait. With `-skip-unchanged` or
 //! `reuse_unchanged` a build fingerprints its inputs (`builder::fingerprint`) and reuses an AMI

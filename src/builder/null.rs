@@ -223,6 +223,7 @@ impl<'a> NullBuild<'a> {
             build_data: self.build_data(),
             ui: self.ui,
             timeline: self.timeline,
+            before: None,
         };
         runtime::run(&ctx, cancel).await
     }

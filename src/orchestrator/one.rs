@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::outcome::{Failure, Outcome};
 use super::{Inputs, Options};
-use crate::builder::{Artifact, Build, Builder, Env, RunError};
+use crate::builder::{Artifact, Build, Builder, BuilderConfig, Env, RunError};
 use crate::cancel::{Cancel, Canceller};
 use crate::interact::{step_after, Choice, Interact, OnError};
 use crate::ledger::Undo;
@@ -309,6 +309,11 @@ async fn post_process(
                 user: run.inputs.user,
                 template_dir: run.inputs.template_dir,
                 cancel: run.cancel,
+                abort: run.abort,
+                amazon: match &b.builder {
+                    BuilderConfig::AmazonEbs(c) => Some(c.as_ref()),
+                    BuilderConfig::Null(_) => None,
+                },
                 aws: builder.aws(),
                 ami_name: builder.ami_name(),
                 timeline: run_timeline,
@@ -317,7 +322,7 @@ async fn post_process(
             if done.errors.is_empty() {
                 Ok(done.artifacts)
             } else {
-                *kept = (!a.null).then(|| a.id());
+                *kept = (!a.null && !done.removed).then(|| a.id());
                 Err(Failure::PostProcessing(done.errors))
             }
         }

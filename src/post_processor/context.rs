@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::error::PpError;
 use crate::artifact::Artifact;
 use crate::aws::Aws;
+use crate::builder::amazon::config::AmazonEbsConfig;
 use crate::cancel::Cancel;
 use crate::template::funcs::{Engine, Phase, Scope};
 use crate::ui::Ui;
@@ -24,6 +25,11 @@ pub struct PpContext<'a> {
     pub user: &'a BTreeMap<String, String>,
     pub template_dir: &'a str,
     pub cancel: &'a Cancel,
+    /// The second Ctrl-C: a boot test's teardown stops too.
+    pub abort: &'a Cancel,
+    /// The amazon-ebs builder's configuration (the boot test launches with it); `None` for the
+    /// null builder.
+    pub amazon: Option<&'a AmazonEbsConfig>,
     /// The build's AWS access (credentials, retry, endpoints), for the post-processors that
     /// call AWS; `None` for the null builder.
     pub aws: Option<&'a Aws>,

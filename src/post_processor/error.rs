@@ -36,6 +36,10 @@ pub enum PpError {
     },
     #[error("cancelled (interrupted)")]
     Cancelled,
+    /// Failed, and the build's AMIs are gone (a failed `boot-test` with
+    /// `deregister_on_failure`): the build keeps nothing.
+    #[error("{0}")]
+    ImageRemoved(String),
     #[error("{0}")]
     Other(String),
 }

@@ -1,14 +1,15 @@
 //! Post-processors: what runs after a build produced its artifact. A closed set, tagged by
 //! `"type"`: Packer's `manifest` and `shell-local`, and imgbuild's `ami-outputs` (the AMI IDs as
 //! a JSON file and as `KEY=VALUE` lines for the next stage of a pipeline), `cloudformation-update`
-//! (the AMI handed to a CloudFormation stack) and `ssm-parameter` (the AMI ID published in SSM
-//! Parameter Store). This module holds their configuration and its decoding
+//! (the AMI handed to a CloudFormation stack), `ssm-parameter` (the AMI ID published in SSM
+//! Parameter Store) and `boot-test` (an instance of the new AMI booted and checked). This module holds their configuration and its decoding
 //! ([`PreparedPostProcessor::decode`], and [`check_builds`] across the builds of a template);
 //! [`run`] runs a build's chains, each post-processor with a [`context::PpContext`] and failing
 //! with an [`error::PpError`] (both below `run` and the post-processors).
 
 pub mod ami_outputs;
 pub mod ami_retention;
+pub mod boot_test;
 pub mod cloudformation;
 pub mod context;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod ssm_parameter;
 
 pub use ami_outputs::AmiOutputsConfig;
 pub use ami_retention::AmiRetentionConfig;
+pub use boot_test::BootTestConfig;
 pub use cloudformation::CloudFormationConfig;
 pub use manifest::ManifestConfig;
 pub use ssm_parameter::SsmParameterConfig;
@@ -80,6 +82,7 @@ pub const POST_PROCESSOR_TYPES: &[&str] = &[
     "cloudformation-update",
     "ssm-parameter",
     "ami-retention",
+    "boot-test",
 ];
 
 /// One post-processor's own options (the common ones, `name`, `only`, `except`,
@@ -97,6 +100,8 @@ pub enum PostProcessorConfig {
     SsmParameter(SsmParameterConfig),
     /// imgbuild's own: deregister old AMIs of the build (and their snapshots).
     AmiRetention(AmiRetentionConfig),
+    /// imgbuild's own: boot an instance of the new AMI and run checks on it.
+    BootTest(Box<BootTestConfig>),
 }
 
 impl PostProcessorConfig {
@@ -116,6 +121,7 @@ impl PostProcessorConfig {
             "ami-retention" => {
                 PostProcessorConfig::AmiRetention(AmiRetentionConfig::decode(obj, dx))
             }
+            "boot-test" => PostProcessorConfig::BootTest(Box::new(BootTestConfig::decode(obj, dx))),
             _ => return None,
         })
     }

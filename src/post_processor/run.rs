@@ -4,8 +4,9 @@
 //! (`keep_input_artifact`, `packer/build.go`).
 //!
 //! A post-processor that fails ends its chain (the next chains still run) and fails the build,
-//! but never removes an AMI: where Packer would destroy an input artifact that is not kept,
-//! imgbuild only leaves it out of the artifact list.
+//! but never removes an AMI (only a failed `boot-test` does, by its `deregister_on_failure`, and
+//! says so with [`PpError::ImageRemoved`]): where Packer would destroy an input artifact that is
+//! not kept, imgbuild only leaves it out of the artifact list.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -88,6 +89,9 @@ impl<A> Kept<A> {
 pub struct PostProcessed {
     pub artifacts: Vec<Artifact>,
     pub errors: Vec<String>,
+    /// A post-processor removed the build's AMIs (a failed boot test's
+    /// `deregister_on_failure`): the build keeps none.
+    pub removed: bool,
 }
 
 /// Runs every chain for the builder's artifact.
@@ -98,6 +102,7 @@ pub async fn run(
 ) -> PostProcessed {
     let mut kept = Kept::new(chains.len());
     let mut errors = Vec::new();
+    let mut removed = false;
     'chains: for chain in chains {
         let mut prior = builder.clone();
         for (i, pp) in chain.iter().enumerate() {
@@ -118,9 +123,14 @@ pub async fn run(
             ));
             ctx.timeline.mark(format!("post-processor {label}"));
             let target = format!("{} ({})", ctx.build_name, pp.kind);
-            let done = match ctx.cancel.run(one(pp, &prior, ctx, &target)).await {
-                Some(r) => r,
-                None => Err(PpError::Cancelled),
+            // The boot test sees Ctrl-C itself and tears its instance down before it returns.
+            let done = if matches!(pp.config, PostProcessorConfig::BootTest(_)) {
+                one(pp, &prior, ctx, &target).await
+            } else {
+                match ctx.cancel.run(one(pp, &prior, ctx, &target)).await {
+                    Some(r) => r,
+                    None => Err(PpError::Cancelled),
+                }
             };
             match done {
                 Ok(p) => {
@@ -140,6 +150,7 @@ pub async fn run(
                     prior = p.artifact;
                 }
                 Err(e) => {
+                    removed |= matches!(e, PpError::ImageRemoved(_));
                     errors.push(format!("Post-processor failed: {}: {e}", pp.kind));
                     continue 'chains;
                 }
@@ -150,6 +161,7 @@ pub async fn run(
     PostProcessed {
         artifacts: kept.finish(builder.clone()),
         errors,
+        removed,
     }
 }
 
@@ -169,6 +181,9 @@ async fn one(
         PostProcessorConfig::SsmParameter(c) => ssm_parameter::run(c, input, ctx, target).await?,
         PostProcessorConfig::AmiRetention(c) => {
             super::ami_retention::run(c, input, ctx, target).await?
+        }
+        PostProcessorConfig::BootTest(c) => {
+            super::boot_test::run::run(c, input, ctx, target).await?
         }
     }
     // All of them pass their input on and keep it, whatever the template says (Packer's

@@ -15,7 +15,7 @@ use crate::template::decode::{Dx, Obj};
 use crate::template::diag::{closest, Diagnostic, Diagnostics, JsonPath};
 use crate::template::funcs::{Clock, Engine, Phase, Scope, PACKER_COMPAT_VERSION};
 use crate::template::variables::Variables;
-use crate::template::{NameRef, RawBuilder, RawProvisioner, Template};
+use crate::template::{NameRef, RawBuilder, RawPostProcessor, RawProvisioner, Template};
 
 /// The builder types imgbuild runs.
 pub const BUILDER_TYPES: &[&str] = &["amazon-ebs", "null"];
@@ -171,6 +171,12 @@ fn prepare_build(t: &Template, b: &RawBuilder, name: &str, dx: &mut Dx) -> Optio
         .chain(t.error_cleanup.as_ref())
         .filter(|p| applies(&p.only, &p.except, name));
     check_communicator(&builder, name, applied, dx);
+    let boot_tests = t
+        .post_processors
+        .iter()
+        .flatten()
+        .filter(|pp| pp.kind == "boot-test" && applies(&pp.only, &pp.except, name));
+    check_boot_tests(&builder, name, boot_tests, dx);
     let post_processors = t
         .post_processors
         .iter()
@@ -254,6 +260,34 @@ fn check_communicator<'p>(
         );
         d.notes.push(format!(
             "help: give build `{name}` a communicator (remove \"communicator\": \"none\"), use `shell-local`, or leave this build out with the provisioner's `except`"
+        ));
+    }
+}
+
+/// A `boot-test` post-processor needs an amazon-ebs build (an AMI to boot) that connects over
+/// SSH (its checks run over SSH).
+fn check_boot_tests<'p>(
+    builder: &BuilderConfig,
+    name: &str,
+    boot_tests: impl Iterator<Item = &'p RawPostProcessor>,
+    dx: &mut Dx,
+) {
+    let problem = match builder {
+        BuilderConfig::Null(_) => "the null builder makes no AMI to boot",
+        BuilderConfig::AmazonEbs(c) if c.ssh.communicator == Communicator::None => {
+            "its checks run over SSH, but this build has \"communicator\": \"none\""
+        }
+        BuilderConfig::AmazonEbs(_) => return,
+    };
+    for pp in boot_tests {
+        let span = pp.node.get("type").map_or(pp.node.span, |m| m.value.span);
+        let d = dx.error(
+            span,
+            &pp.path.key("type"),
+            format!("boot-test cannot run for build `{name}`: {problem}"),
+        );
+        d.notes.push(format!(
+            "help: give build `{name}` an SSH communicator, or leave it out with the post-processor's `except`"
         ));
     }
 }
@@ -455,6 +489,25 @@ mod tests {
         assert_eq!(
             amazon,
             vec!["the shell provisioner needs SSH, but this build has \"communicator\": \"none\" (build `amazon-ebs`)"]
+        );
+    }
+
+    #[test]
+    fn boot_test_needs_an_amazon_ebs_build_with_ssh() {
+        let errs = prepare_errors(
+            r#"{"builders": [{"type": "null", "communicator": "none"},
+                             {"type": "amazon-ebs", "region": "us-east-1", "source_ami": "ami-1",
+                              "instance_type": "t3.micro", "ami_name": "x-{{timestamp}}", "communicator": "none"},
+                             {"type": "amazon-ebs", "name": "ssh", "region": "us-east-1", "source_ami": "ami-1",
+                              "instance_type": "t3.micro", "ami_name": "y-{{timestamp}}", "ssh_username": "u"}],
+                "post-processors": [{"type": "boot-test", "inline": ["true"]}]}"#,
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "boot-test cannot run for build `null`: the null builder makes no AMI to boot",
+                "boot-test cannot run for build `amazon-ebs`: its checks run over SSH, but this build has \"communicator\": \"none\"",
+            ]
         );
     }
 

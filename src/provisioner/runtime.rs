@@ -21,11 +21,14 @@ pub mod remote;
 pub mod shell;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cancel::Cancel;
 use crate::communicator::ssh::{
-    Auth, BastionOptions, Communicator, ConnectOptions, SshConfig, SshError,
+    Auth, BastionOptions, Communicator, ConnectOptions, Session, SshConfig, SshError,
 };
 use crate::duration::go as format_duration;
 use crate::provisioner::PreparedProvisioner;
@@ -90,6 +93,18 @@ impl Output for Ui {
     }
 }
 
+/// What a builder runs on the build's SSH session once it is connected and before the first
+/// provisioner (amazon-ebs: the wait for first boot, `wait_for_boot`); its error text ends
+/// provisioning. Cancelling the run drops the future (closing its remote command's channel).
+pub trait BeforeProvisioning: Sync {
+    fn run<'s>(
+        &'s self,
+        session: Arc<Session>,
+        out: &'s dyn Output,
+        build: &'s str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 's>>;
+}
+
 /// Everything provisioning needs from the builder.
 pub struct ProvisionContext<'a> {
     pub build_name: &'a str,
@@ -109,6 +124,8 @@ pub struct ProvisionContext<'a> {
     pub ui: &'a dyn Output,
     /// The build's timeline: waiting for SSH and each provisioner are phases.
     pub timeline: &'a Timeline,
+    /// Run on the session after it connects, before the first provisioner.
+    pub before: Option<&'a dyn BeforeProvisioning>,
 }
 
 /// Why provisioning failed.
@@ -121,6 +138,10 @@ pub enum ProvisionError {
     /// Waiting for SSH failed (the error says the last reason and what to check).
     #[error("{0}")]
     Connect(#[source] SshError),
+    /// The work before the first provisioner failed (`wait_for_boot`: first boot did not
+    /// finish in time).
+    #[error("{0}")]
+    Before(String),
     /// Nothing to authenticate with.
     #[error("no way to log in over SSH as {user}: set ssh_private_key_file, ssh_password or ssh_agent_auth (or let imgbuild create a temporary key pair)")]
     NoAuth { user: String },
@@ -381,6 +402,17 @@ impl<'c, 'a> Runtime<'c, 'a> {
                 .connect_first(ctx.ui)
                 .await
                 .map_err(ProvisionError::Connect)?;
+            if let Some(before) = ctx.before {
+                let session = self
+                    .remote
+                    .session(ctx.ui, None)
+                    .await
+                    .map_err(ProvisionError::Connect)?;
+                before
+                    .run(session, ctx.ui, ctx.build_name)
+                    .await
+                    .map_err(ProvisionError::Before)?;
+            }
         }
         for p in ctx.provisioners {
             if let Err(e) = self.run_one(p, None).await {
@@ -525,6 +557,7 @@ mod tests {
             build_data: BTreeMap::new(),
             ui: out,
             timeline: Box::leak(Box::new(Timeline::start())),
+            before: None,
         }
     }
 

@@ -370,7 +370,7 @@ fn unsupported_types_are_named_with_the_supported_ones() {
             "error: provisioner type `shel` is not supported by imgbuild",
             "  = help: did you mean `shell`?",
             "error: post-processor type `vagrant` is not supported by imgbuild",
-            "  = help: supported post-processors: manifest, shell-local, ami-outputs, cloudformation-update, ssm-parameter, ami-retention",
+            "  = help: supported post-processors: manifest, shell-local, ami-outputs, cloudformation-update, ssm-parameter, ami-retention, boot-test",
         ]
     );
 }

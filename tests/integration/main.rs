@@ -5,6 +5,8 @@
 #[macro_use]
 mod support;
 
+mod boot_pp_tests;
+mod boot_tests;
 mod build_tests;
 mod cfn_tests;
 mod cleanup_tests;

@@ -256,6 +256,7 @@ async fn run_with(fx: &Fx, template: Value, opts: Opts) -> Run {
         build_data,
         ui: &out,
         timeline: &imgbuild::timeline::Timeline::start(),
+        before: None,
     };
     let (tx, rx) = imgbuild::cancel::channel();
     if let Some(after) = opts.cancel_after {
@@ -1303,6 +1304,7 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
             build_data,
             ui: &out,
             timeline: &imgbuild::timeline::Timeline::start(),
+            before: None,
         };
         let rx = imgbuild::cancel::Cancel::never();
         let result = tokio::time::timeout(Duration::from_secs(90), provision::run(&ctx, &rx))

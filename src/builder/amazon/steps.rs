@@ -20,6 +20,7 @@ use super::public_ip;
 use super::step::copy::{self, encrypt_in_place, remove_now};
 use super::step::create_image::create_image;
 use super::step::finish_image::finish_image;
+use super::step::first_boot::FirstBoot;
 use super::step::launch::{launch, Launch};
 use super::step::share_and_tag::{share_and_tag, Tags};
 use super::step::source_image::Existing;
@@ -33,7 +34,7 @@ use crate::communicator::ssh::Communicator;
 use crate::interact::Interact;
 use crate::ledger::lock;
 use crate::ledger::Ledger;
-use crate::provisioner::runtime::ProvisionContext;
+use crate::provisioner::runtime::{BeforeProvisioning, ProvisionContext};
 use crate::provisioner::PreparedProvisioner;
 use crate::template::funcs::{Engine, Phase, Scope};
 use crate::timeline::Timeline;
@@ -354,6 +355,9 @@ impl Ctx<'_> {
                 cfg.ssh.ssh_port
             ));
         }
+        let first_boot = FirstBoot {
+            timeout: cfg.ssh.ssh_timeout,
+        };
         let pctx = ProvisionContext {
             build_name: self.name,
             build_type: "amazon-ebs",
@@ -366,6 +370,9 @@ impl Ctx<'_> {
             build_data: data.to_map(),
             ui: self.ui,
             timeline: self.timeline,
+            before: cfg
+                .wait_for_boot
+                .then_some(&first_boot as &dyn BeforeProvisioning),
         };
         let r = step::provision::provision(env, ec2, region, id, &pctx).await;
         drop(pctx);

@@ -3,7 +3,8 @@
 //! the world and their results ([`build`]), a build the test watches and interrupts
 //! ([`building`]), the emulator's state ([`state`]), the `null` builder fixture ([`null`]),
 //! moto's CloudFormation and SSM ([`cfn`]), the fault proxy ([`faultproxy`]) and the fault
-//! tables ([`faults`]). Test modules import from here, never from each other.
+//! tables ([`faults`]), a stand-in cloud-init and the SSH builder of the boot tests
+//! ([`boot`]). Test modules import from here, never from each other.
 
 #![allow(dead_code)]
 
@@ -40,6 +41,7 @@ pub fn skip(why: &str) {
     eprintln!("skipped: {why}");
 }
 
+pub mod boot;
 pub mod build;
 pub mod building;
 pub mod cfn;

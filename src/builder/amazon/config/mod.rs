@@ -84,6 +84,10 @@ pub struct AmazonEbsConfig {
     /// everything that determines this build's image (`imgbuild:fingerprint`), launch nothing and
     /// report that AMI (the `-skip-unchanged` flag does the same for every build). Default false.
     pub reuse_unchanged: bool,
+    /// `wait_for_boot` (imgbuild): after SSH connects and before the first provisioner, wait
+    /// for first boot to finish when the instance has cloud-init (`cloud-init status --wait`,
+    /// then the dpkg/apt locks), bounded by `ssh_timeout`. Default true.
+    pub wait_for_boot: bool,
     /// The communicator options (`communicator`, `ssh_*`, `temporary_key_pair_*`).
     pub ssh: SshConfig,
     /// `ssh_interface`: which address of the instance to connect to. Default unset: the public
@@ -228,6 +232,7 @@ impl AmazonEbsConfig {
         let skip_create_ami = flag(&mut obj, dx, "skip_create_ami").unwrap_or(false);
         let build_timeout = obj.duration(dx, "build_timeout").filter(|d| !d.is_zero());
         let reuse_unchanged = flag(&mut obj, dx, "reuse_unchanged").unwrap_or(false);
+        let wait_for_boot = flag(&mut obj, dx, "wait_for_boot").unwrap_or(true);
         if reuse_unchanged && skip_create_ami {
             warning_at(
                 &mut obj,
@@ -260,6 +265,7 @@ impl AmazonEbsConfig {
             skip_create_ami,
             build_timeout,
             reuse_unchanged,
+            wait_for_boot,
             ssh,
             ssh_interface,
         }
@@ -344,6 +350,7 @@ mod tests {
         assert_eq!(c.run.tenancy, None);
         assert!(!c.skip_create_ami && !c.no_ephemeral && !c.run.ebs_optimized);
         assert_eq!(c.build_timeout, None);
+        assert!(c.wait_for_boot, "wait_for_boot is on by default");
         assert_eq!(c.access.aws_polling, None);
         assert!(c.ami.ami_regions.is_empty() && c.ami.tags.is_empty());
         assert_eq!(c.ssh.ssh_username, "ubuntu");

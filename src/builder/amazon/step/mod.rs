@@ -1,6 +1,6 @@
 //! The steps of an amazon-ebs build, one file each, in Packer's order: [`source_image`] (and
 //! the AMI name check), [`reuse_check`], [`network`], [`key_pair`], [`security_group`],
-//! [`launch`] (and the wait for running), [`host`], [`provision`], [`stop`], [`deregister`]
+//! [`launch`] (and the wait for running), [`host`], [`provision`] (after [`first_boot`]), [`stop`], [`deregister`]
 //! (`force_deregister`), [`create_image`], [`finish_image`], [`copy`] (regions and encryption),
 //! [`share_and_tag`]. Each takes typed inputs and returns a typed output; the EC2 calls go
 //! through the [`super::ec2`] seam. [`Env`] is what every step needs (output, cancellation, the
@@ -10,6 +10,7 @@ pub mod copy;
 pub mod create_image;
 pub mod deregister;
 pub mod finish_image;
+pub mod first_boot;
 pub mod host;
 pub mod key_pair;
 pub mod launch;
