@@ -101,6 +101,7 @@ pub fn run(args: Vec<String>) -> Exit {
             let sel = Selection {
                 only: a.select.only,
                 except: a.select.except,
+                strict: a.select.strict,
             };
             validate(&a.template, a.syntax_only, &var_args, &sel, ui)
         }
@@ -111,6 +112,7 @@ pub fn run(args: Vec<String>) -> Exit {
             let sel = Selection {
                 only: a.select.only,
                 except: a.select.except,
+                strict: a.select.strict,
             };
             let opts = orchestrator::Options {
                 force: a.force,
@@ -181,6 +183,7 @@ fn load_and_prepare(
     ui: &mut Ui,
     diags: &mut Diagnostics,
 ) -> Option<Loaded> {
+    diags.strict = sel.strict;
     let t = load(path, ui, diags)?;
     let clock = Clock::now();
     let engine = Engine::new(clock);

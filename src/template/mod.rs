@@ -13,6 +13,7 @@ pub mod diag;
 pub mod funcs;
 pub mod inspect;
 pub mod json;
+pub mod leniency;
 pub mod location;
 pub mod timefmt;
 pub mod variables;
@@ -86,7 +87,7 @@ pub struct RawPostProcessor {
 }
 
 /// A template after stage 1.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Template {
     pub file: Arc<SourceFile>,
     /// Absolute directory of the template (the current directory for stdin).

@@ -332,7 +332,7 @@ fn only_except_and_override_must_name_builds() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .contains("error: -only names `web`, which is not a build in this template\n"),
+            .contains("warning: -only names `web`, which is not a build in this template\n"),
         "{}",
         r.stderr
     );
