@@ -15,10 +15,13 @@
 //! the remote command's channel is closed, a transfer stops, a local process group is killed;
 //! `run` then returns [`ProvisionError::Cancelled`] at once.
 
+pub mod ansible;
+pub mod ansible_local;
 pub mod file;
 pub mod local;
 pub mod remote;
 pub mod shell;
+pub mod staged;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -445,6 +448,8 @@ impl<'c, 'a> Runtime<'c, 'a> {
             ProvisionerConfig::File(c) => file::run(self, c).await,
             ProvisionerConfig::ShellLocal(c) => local::shell_local(self, c).await,
             ProvisionerConfig::Breakpoint(c) => local::breakpoint(self, c).await,
+            ProvisionerConfig::Ansible(c) => ansible::run(self, c).await,
+            ProvisionerConfig::AnsibleLocal(c) => ansible_local::run(self, c).await,
         }
     }
 }

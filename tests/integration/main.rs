@@ -5,6 +5,7 @@
 #[macro_use]
 mod support;
 
+mod ansible_tests;
 mod build_tests;
 mod cfn_tests;
 mod cleanup_tests;

@@ -48,4 +48,5 @@ pub mod faultproxy;
 pub mod faults;
 pub mod null;
 pub mod state;
+pub mod tools;
 pub mod world;
