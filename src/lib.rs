@@ -30,9 +30,10 @@
 //! keeps values off command lines; `ssh_host_key_fingerprint` pins the host key
 //! (`communicator::ssh::hostkey`).
 //!
-//! Not yet: builders other than amazon-ebs and null, provisioners other than the four above,
-//! winrm, SSH certificates and proxies, spot instances (README "How imgbuild differs from Packer"
-//! lists every option that `validate` refuses by name).
+//! Not yet: builders other than amazon-ebs and null, provisioners other than those in
+//! `provisioner::PROVISIONER_TYPES`, winrm, SSH certificates and proxies (README "How imgbuild
+//! differs from Packer" lists every option that `validate` refuses by name). Spot instances are
+//! requested with `RunInstances` market options (`builder::amazon::config::spot`).
 //!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.

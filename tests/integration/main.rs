@@ -22,6 +22,7 @@ mod records_tests;
 mod reuse_tests;
 mod security_tests;
 mod sg_tests;
+mod spot_tests;
 mod ssh_tests;
 mod ui_tests;
 mod web_worker_tests;
