@@ -250,7 +250,13 @@ fn check_communicator<'p>(
     for p in provisioners.filter(|p| {
         matches!(
             p.kind.as_str(),
-            "shell" | "file" | "ansible" | "ansible-local"
+            "shell"
+                | "file"
+                | "ansible"
+                | "ansible-local"
+                | "puppet-masterless"
+                | "chef-solo"
+                | "salt-masterless"
         )
     }) {
         let span = p.node.get("type").map_or(p.node.span, |m| m.value.span);

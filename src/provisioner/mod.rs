@@ -5,6 +5,7 @@
 pub mod ansible;
 pub mod ansible_local;
 pub mod breakpoint;
+pub mod config_mgmt;
 pub mod file;
 pub mod runtime;
 pub mod shell;
@@ -13,6 +14,7 @@ pub mod shell_local;
 pub use ansible::AnsibleConfig;
 pub use ansible_local::AnsibleLocalConfig;
 pub use breakpoint::BreakpointConfig;
+pub use config_mgmt::{ChefConfig, PuppetConfig, SaltConfig};
 pub use file::{Direction, FileConfig};
 pub use shell::{ShellConfig, ShellSource};
 pub use shell_local::ShellLocalConfig;
@@ -108,6 +110,9 @@ pub const PROVISIONER_TYPES: &[&str] = &[
     "breakpoint",
     "ansible",
     "ansible-local",
+    "puppet-masterless",
+    "chef-solo",
+    "salt-masterless",
 ];
 
 /// One provisioner's own options (the common ones, `only`, `except`, `override`,
@@ -120,6 +125,9 @@ pub enum ProvisionerConfig {
     Breakpoint(BreakpointConfig),
     Ansible(Box<AnsibleConfig>),
     AnsibleLocal(Box<AnsibleLocalConfig>),
+    Puppet(Box<PuppetConfig>),
+    Chef(Box<ChefConfig>),
+    Salt(Box<SaltConfig>),
 }
 
 impl ProvisionerConfig {
@@ -135,6 +143,11 @@ impl ProvisionerConfig {
             "ansible-local" => {
                 ProvisionerConfig::AnsibleLocal(Box::new(AnsibleLocalConfig::decode(obj, dx)))
             }
+            "puppet-masterless" => {
+                ProvisionerConfig::Puppet(Box::new(PuppetConfig::decode(obj, dx)))
+            }
+            "chef-solo" => ProvisionerConfig::Chef(Box::new(ChefConfig::decode(obj, dx))),
+            "salt-masterless" => ProvisionerConfig::Salt(Box::new(SaltConfig::decode(obj, dx))),
             _ => return None,
         })
     }

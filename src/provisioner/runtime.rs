@@ -17,6 +17,7 @@
 
 pub mod ansible;
 pub mod ansible_local;
+pub mod config_mgmt;
 pub mod file;
 pub mod local;
 pub mod remote;
@@ -450,6 +451,9 @@ impl<'c, 'a> Runtime<'c, 'a> {
             ProvisionerConfig::Breakpoint(c) => local::breakpoint(self, c).await,
             ProvisionerConfig::Ansible(c) => ansible::run(self, c).await,
             ProvisionerConfig::AnsibleLocal(c) => ansible_local::run(self, c).await,
+            ProvisionerConfig::Puppet(c) => config_mgmt::puppet(self, c).await,
+            ProvisionerConfig::Chef(c) => config_mgmt::chef(self, c).await,
+            ProvisionerConfig::Salt(c) => config_mgmt::salt(self, c).await,
         }
     }
 }

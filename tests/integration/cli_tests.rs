@@ -366,7 +366,7 @@ fn unsupported_types_are_named_with_the_supported_ones() {
             "error: builder type `googlecompute` is not supported by imgbuild",
             "  = help: supported builders: amazon-ebs, null (amazon-ebs builds AMIs; null runs the provisioners against an existing machine)",
             "error: provisioner type `chef-client` is not supported by imgbuild",
-            "  = help: supported provisioners: shell, file, shell-local, breakpoint, ansible, ansible-local",
+            "  = help: supported provisioners: shell, file, shell-local, breakpoint, ansible, ansible-local, puppet-masterless, chef-solo, salt-masterless",
             "error: provisioner type `shel` is not supported by imgbuild",
             "  = help: did you mean `shell`?",
             "error: post-processor type `vagrant` is not supported by imgbuild",

@@ -10,6 +10,7 @@ mod build_tests;
 mod cfn_tests;
 mod cleanup_tests;
 mod cli_tests;
+mod config_mgmt_tests;
 mod fault_tests;
 mod leniency_tests;
 mod nightly_tests;
