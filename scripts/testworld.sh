@@ -196,6 +196,27 @@ missing_items() {
         [ "$(getent shadow "$ROOT_TEST_USER" | cut -d: -f2)" = '*' ] || echo test-user-password
     fi
     [ -d "$(sandbox_root)" ] || echo sandbox-root
+    [ -x "$(ansible_venv)/bin/ansible-playbook" ] || echo ansible
+    if is_root; then command -v puppet >/dev/null 2>&1 || echo puppet; fi
+}
+
+# ansible-core for the config-management tests, in a venv of its own (put on PATH by the
+# tests: $(ansible_venv)/bin).
+ANSIBLE_SPEC='ansible-core>=2.15,<2.18'
+ansible_venv() {
+    if is_root; then
+        echo /usr/local/lib/imgbuild-testworld/ansible-venv
+    else
+        echo "${XDG_DATA_HOME:-${HOME:?}/.local/share}/imgbuild-testworld/ansible-venv"
+    fi
+}
+
+install_ansible() {
+    local venv
+    venv=$(ansible_venv)
+    log "pip install $ANSIBLE_SPEC into $venv"
+    python3 -m venv "$venv" >&2 || { if is_root || can_sudo; then apt_install python3-venv; fi; python3 -m venv "$venv" >&2; }
+    timeout "$INSTALL_TIMEOUT_S" "$venv/bin/pip" install -q "$ANSIBLE_SPEC" >&2
 }
 
 # apt-get install, without letting the packages start services (an
@@ -316,6 +337,14 @@ do_install() {
 
     # 5. The directory the per-world sandboxes go in.
     install_sandbox_root
+
+    # 6. Ansible (a venv) and Puppet (Debian's package) for the config-management tests.
+    if grep -qx ansible <<<"$todo"; then
+        install_ansible || missing "ansible-core (pip install '$ANSIBLE_SPEC' failed)"
+    fi
+    if grep -qx puppet <<<"$todo"; then
+        apt_install puppet || missing "puppet (apt-get install puppet failed)"
+    fi
 
     flock -u 9
     exec 9>&-

@@ -97,6 +97,10 @@ pub struct SelectArgs {
     /// All builds except these (comma-separated build names)
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub except: Vec<String>,
+    /// What Packer 1.6.6 accepts with a warning (an undeclared variable, a -only/-except name
+    /// that is no build) is an error
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +220,7 @@ pub const PACKER_FLAGS: &[&str] = &[
     "var-file",
     "only",
     "except",
+    "strict",
     "force",
     "on-error",
     "parallel-builds",

@@ -32,9 +32,10 @@
 //! keeps values off command lines; `ssh_host_key_fingerprint` pins the host key
 //! (`communicator::ssh::hostkey`).
 //!
-//! Not yet: builders other than amazon-ebs and null, provisioners other than the four above,
-//! winrm, SSH certificates and proxies, spot instances (README "How imgbuild differs from Packer"
-//! lists every option that `validate` refuses by name).
+//! Not yet: builders other than amazon-ebs and null, provisioners other than those in
+//! `provisioner::PROVISIONER_TYPES`, winrm, SSH certificates and proxies (README "How imgbuild
+//! differs from Packer" lists every option that `validate` refuses by name). Spot instances are
+//! requested with `RunInstances` market options (`builder::amazon::config::spot`).
 //!
 //! Configuration comes from the template, `-var`/`-var-file`, and for AWS access the standard AWS
 //! chain.
@@ -111,6 +112,7 @@ pub fn run(args: Vec<String>) -> Exit {
             let sel = Selection {
                 only: a.select.only,
                 except: a.select.except,
+                strict: a.select.strict,
             };
             validate(&a.template, a.syntax_only, &var_args, &sel, ui)
         }
@@ -121,6 +123,7 @@ pub fn run(args: Vec<String>) -> Exit {
             let sel = Selection {
                 only: a.select.only,
                 except: a.select.except,
+                strict: a.select.strict,
             };
             let opts = orchestrator::Options {
                 force: a.force,
@@ -191,6 +194,7 @@ fn load_and_prepare(
     ui: &mut Ui,
     diags: &mut Diagnostics,
 ) -> Option<Loaded> {
+    diags.strict = sel.strict;
     let t = load(path, ui, diags)?;
     let clock = Clock::now();
     let engine = Engine::new(clock);

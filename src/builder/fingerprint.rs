@@ -365,6 +365,11 @@ fn files_of(c: &ProvisionerConfig) -> Result<Value, FingerprintError> {
                 }
             }
         }
+        ProvisionerConfig::Ansible(a) => {
+            for p in std::iter::once(&a.playbook_file).chain(&a.galaxy_file) {
+                out.push(Value::Array(hash_path(p)?));
+            }
+        }
         _ => {}
     }
     Ok(Value::Array(out))

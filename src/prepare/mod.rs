@@ -25,6 +25,8 @@ pub const BUILDER_TYPES: &[&str] = &["amazon-ebs", "null"];
 pub struct Selection {
     pub only: Vec<String>,
     pub except: Vec<String>,
+    /// `-strict`: Packer's leniencies are errors.
+    pub strict: bool,
 }
 
 #[derive(Debug)]
@@ -58,6 +60,8 @@ pub fn prepare(
 ) -> Prepared {
     check_min_version(t, diags);
     let user = &vars.values;
+    // Packer renders the names in only/except/override before matching them.
+    let t = &crate::template::leniency::render_name_refs(t, user, engine);
     let names = build_names(t, user, engine, diags);
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
     check_selection(selection, &all, diags);
@@ -131,19 +135,20 @@ fn build_names(
         .collect()
 }
 
-/// `-only` and `-except` name builds of the template.
+/// `-only` and `-except` name builds of the template; a name that is none is a warning (Packer
+/// accepts it), an error under `-strict`.
 fn check_selection(selection: &Selection, all: &[&str], diags: &mut Diagnostics) {
     for (flag, list) in [("-only", &selection.only), ("-except", &selection.except)] {
         for n in list {
             if !all.contains(&n.as_str()) {
-                let mut d = Diagnostic::error(format!(
+                let mut d = Diagnostic::warning(format!(
                     "{flag} names `{n}`, which is not a build in this template"
                 ));
                 d = match closest(n, all.iter().copied()) {
                     Some(c) => d.help(format!("did you mean `{c}`? Builds: {}", all.join(", "))),
                     None => d.help(format!("builds in this template: {}", all.join(", "))),
                 };
-                diags.push(d);
+                diags.lenient(d);
             }
         }
     }
@@ -248,7 +253,18 @@ fn check_communicator<'p>(
     if ssh.communicator != Communicator::None {
         return;
     }
-    for p in provisioners.filter(|p| matches!(p.kind.as_str(), "shell" | "file")) {
+    for p in provisioners.filter(|p| {
+        matches!(
+            p.kind.as_str(),
+            "shell"
+                | "file"
+                | "ansible"
+                | "ansible-local"
+                | "puppet-masterless"
+                | "chef-solo"
+                | "salt-masterless"
+        )
+    }) {
         let span = p.node.get("type").map_or(p.node.span, |m| m.value.span);
         let d = dx.error(
             span,

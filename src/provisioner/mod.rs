@@ -2,13 +2,19 @@
 //! set, tagged by `"type"`; this module holds their configuration and its decoding
 //! ([`PreparedProvisioner::decode`], with a build's `override` merged); [`runtime`] runs them.
 
+pub mod ansible;
+pub mod ansible_local;
 pub mod breakpoint;
+pub mod config_mgmt;
 pub mod file;
 pub mod runtime;
 pub mod shell;
 pub mod shell_local;
 
+pub use ansible::AnsibleConfig;
+pub use ansible_local::AnsibleLocalConfig;
 pub use breakpoint::BreakpointConfig;
+pub use config_mgmt::{ChefConfig, PuppetConfig, SaltConfig};
 pub use file::{Direction, FileConfig};
 pub use shell::{ShellConfig, ShellSource};
 pub use shell_local::ShellLocalConfig;
@@ -97,7 +103,17 @@ fn merged(p: &RawProvisioner, build: &str) -> Node {
 }
 
 /// The provisioner types imgbuild knows.
-pub const PROVISIONER_TYPES: &[&str] = &["shell", "file", "shell-local", "breakpoint"];
+pub const PROVISIONER_TYPES: &[&str] = &[
+    "shell",
+    "file",
+    "shell-local",
+    "breakpoint",
+    "ansible",
+    "ansible-local",
+    "puppet-masterless",
+    "chef-solo",
+    "salt-masterless",
+];
 
 /// One provisioner's own options (the common ones, `only`, `except`, `override`,
 /// `pause_before`, `max_retries`, `timeout`, are the caller's).
@@ -107,6 +123,11 @@ pub enum ProvisionerConfig {
     File(FileConfig),
     ShellLocal(ShellLocalConfig),
     Breakpoint(BreakpointConfig),
+    Ansible(Box<AnsibleConfig>),
+    AnsibleLocal(Box<AnsibleLocalConfig>),
+    Puppet(Box<PuppetConfig>),
+    Chef(Box<ChefConfig>),
+    Salt(Box<SaltConfig>),
 }
 
 impl ProvisionerConfig {
@@ -118,6 +139,15 @@ impl ProvisionerConfig {
             "file" => ProvisionerConfig::File(FileConfig::decode(obj, dx)),
             "shell-local" => ProvisionerConfig::ShellLocal(ShellLocalConfig::decode(obj, dx)),
             "breakpoint" => ProvisionerConfig::Breakpoint(BreakpointConfig::decode(obj, dx)),
+            "ansible" => ProvisionerConfig::Ansible(Box::new(AnsibleConfig::decode(obj, dx))),
+            "ansible-local" => {
+                ProvisionerConfig::AnsibleLocal(Box::new(AnsibleLocalConfig::decode(obj, dx)))
+            }
+            "puppet-masterless" => {
+                ProvisionerConfig::Puppet(Box::new(PuppetConfig::decode(obj, dx)))
+            }
+            "chef-solo" => ProvisionerConfig::Chef(Box::new(ChefConfig::decode(obj, dx))),
+            "salt-masterless" => ProvisionerConfig::Salt(Box::new(SaltConfig::decode(obj, dx))),
             _ => return None,
         })
     }
@@ -135,7 +165,7 @@ mod tests {
             "provisioners": [
                 {"type": "shell", "inline": ["a"], "max_retries": 2,
                  "override": {"b": {"inline": ["for b"]}}},
-                {"type": "ansible", "playbook_file": "x.yml"}
+                {"type": "chef-client", "playbook_file": "x.yml"}
             ]
         }"#;
         let ((b, c, unknown), d) = template(text, |t, dx| {
@@ -159,7 +189,7 @@ mod tests {
         assert!(unknown.is_none());
         assert_eq!(
             errors(&d),
-            vec!["provisioner type `ansible` is not supported by imgbuild"]
+            vec!["provisioner type `chef-client` is not supported by imgbuild"]
         );
         assert!(
             all_text(&d).contains("supported provisioners: shell, file"),
@@ -180,7 +210,7 @@ mod tests {
             assert!(c.is_some(), "{kind}");
         }
         let (c, d) = decode(r#"{"inline": ["true"]}"#, |o, dx| {
-            ProvisionerConfig::decode("ansible", o, dx)
+            ProvisionerConfig::decode("chef-client", o, dx)
         });
         assert!(c.is_none());
         assert!(d.items.is_empty(), "the caller reports unknown types");

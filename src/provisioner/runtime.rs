@@ -15,10 +15,14 @@
 //! the remote command's channel is closed, a transfer stops, a local process group is killed;
 //! `run` then returns [`ProvisionError::Cancelled`] at once.
 
+pub mod ansible;
+pub mod ansible_local;
+pub mod config_mgmt;
 pub mod file;
 pub mod local;
 pub mod remote;
 pub mod shell;
+pub mod staged;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -491,6 +495,11 @@ impl<'c, 'a> Runtime<'c, 'a> {
             ProvisionerConfig::File(c) => file::run(self, c).await,
             ProvisionerConfig::ShellLocal(c) => local::shell_local(self, c).await,
             ProvisionerConfig::Breakpoint(c) => local::breakpoint(self, c).await,
+            ProvisionerConfig::Ansible(c) => ansible::run(self, c).await,
+            ProvisionerConfig::AnsibleLocal(c) => ansible_local::run(self, c).await,
+            ProvisionerConfig::Puppet(c) => config_mgmt::puppet(self, c).await,
+            ProvisionerConfig::Chef(c) => config_mgmt::chef(self, c).await,
+            ProvisionerConfig::Salt(c) => config_mgmt::salt(self, c).await,
         }
     }
 }

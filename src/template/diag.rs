@@ -268,10 +268,21 @@ impl Diagnostic {
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     pub items: Vec<Diagnostic>,
+    /// `-strict`: what Packer accepts with a warning ([`Diagnostics::lenient`]) is an error.
+    pub strict: bool,
 }
 
 impl Diagnostics {
     pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    /// Something Packer 1.6.6 accepts: a warning, or an error under `-strict`.
+    pub fn lenient(&mut self, mut d: Diagnostic) {
+        if self.strict {
+            d.severity = Severity::Error;
+            d = d.note("an error because of -strict (without it, a warning: Packer accepts this)");
+        }
         self.items.push(d);
     }
 

@@ -67,6 +67,11 @@ pub struct TmplError {
 }
 
 impl TmplError {
+    /// A problem at `range` of the string, for locating it ([`super::decode::span_in_string`]).
+    pub fn at(range: Range<usize>) -> TmplError {
+        TmplError::new(range, "")
+    }
+
     fn new(range: Range<usize>, message: impl Into<String>) -> TmplError {
         TmplError {
             range,

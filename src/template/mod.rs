@@ -14,6 +14,7 @@ pub mod fix;
 pub mod funcs;
 pub mod inspect;
 pub mod json;
+pub mod leniency;
 pub mod location;
 pub mod timefmt;
 pub mod variables;
@@ -87,7 +88,7 @@ pub struct RawPostProcessor {
 }
 
 /// A template after stage 1.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Template {
     pub file: Arc<SourceFile>,
     /// Absolute directory of the template (the current directory for stdin).

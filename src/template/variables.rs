@@ -85,7 +85,17 @@ pub fn bind(t: &Template, args: &[VarArg], engine: &Engine, diags: &mut Diagnost
 
     let missing = check_required(t, &raw, diags);
     let missing_names: BTreeSet<&str> = missing.iter().map(|v| v.name.as_str()).collect();
-    let (mut rendered, failed) = render_all(t, engine, &raw, &missing_names, diags);
+    // Packer renders `{{user}}` of a variable nobody declared or set as empty text.
+    let known: BTreeSet<String> = declared
+        .iter()
+        .map(|n| n.to_string())
+        .chain(raw.keys().cloned())
+        .collect();
+    let empty: BTreeMap<String, String> = super::leniency::undeclared_user_refs(t, &known, diags)
+        .into_iter()
+        .map(|n| (n, String::new()))
+        .collect();
+    let (mut rendered, failed) = render_all(t, engine, &raw, empty, &missing_names, diags);
     for name in &out.sensitive {
         if let Some(v) = rendered.get(name) {
             out.redactor.add(v);
@@ -125,14 +135,14 @@ fn raw_values(
         match a {
             VarArg::Pair { key, value } => {
                 if !declared.contains(key.as_str()) {
-                    diags.push(undeclared(key, "-var", declared));
+                    diags.lenient(undeclared(key, "-var", declared));
                 }
                 raw.insert(key.clone(), (value.clone(), Origin::Cli));
             }
             VarArg::File(path) => {
                 for (k, v) in read_var_file(path, diags) {
                     if !declared.contains(k.as_str()) {
-                        diags.push(undeclared(
+                        diags.lenient(undeclared(
                             &k,
                             &format!("-var-file {}", path.display()),
                             declared,
@@ -172,18 +182,18 @@ fn check_required<'t>(
     missing
 }
 
-/// Renders the values in dependency order: a value is rendered once everything it refers to
-/// is. Returns the rendered values and the names that failed (their own error, or one of what
+/// Renders the values in dependency order (`rendered` starts with the undeclared variables,
+/// empty): a value is rendered once everything it refers to is. Returns the rendered values and the names that failed (their own error, or one of what
 /// they refer to failed or is missing); a cycle is reported once.
 fn render_all(
     t: &Template,
     engine: &Engine,
     raw: &RawValues,
+    mut rendered: BTreeMap<String, String>,
     missing_names: &BTreeSet<&str>,
     diags: &mut Diagnostics,
 ) -> (BTreeMap<String, String>, BTreeSet<String>) {
     let mut pending: Vec<String> = raw.keys().cloned().collect();
-    let mut rendered: BTreeMap<String, String> = BTreeMap::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     while !pending.is_empty() {
         let mut progress = false;

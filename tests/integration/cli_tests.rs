@@ -332,7 +332,7 @@ fn only_except_and_override_must_name_builds() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .contains("error: -only names `web`, which is not a build in this template\n"),
+            .contains("warning: -only names `web`, which is not a build in this template\n"),
         "{}",
         r.stderr
     );
@@ -348,7 +348,7 @@ fn only_except_and_override_must_name_builds() {
 fn unsupported_types_are_named_with_the_supported_ones() {
     let t = format!(
         r#"{{"builders": [{BUILDER}, {{"type": "googlecompute"}}],
- "provisioners": [{{"type": "ansible"}}, {{"type": "shel"}}],
+ "provisioners": [{{"type": "chef-client"}}, {{"type": "shel"}}],
  "post-processors": [{{"type": "vagrant"}}]}}"#
     );
     let r = Scratch::new()
@@ -365,8 +365,8 @@ fn unsupported_types_are_named_with_the_supported_ones() {
         vec![
             "error: builder type `googlecompute` is not supported by imgbuild",
             "  = help: supported builders: amazon-ebs, null (amazon-ebs builds AMIs; null runs the provisioners against an existing machine)",
-            "error: provisioner type `ansible` is not supported by imgbuild",
-            "  = help: supported provisioners: shell, file, shell-local, breakpoint",
+            "error: provisioner type `chef-client` is not supported by imgbuild",
+            "  = help: supported provisioners: shell, file, shell-local, breakpoint, ansible, ansible-local, puppet-masterless, chef-solo, salt-masterless",
             "error: provisioner type `shel` is not supported by imgbuild",
             "  = help: did you mean `shell`?",
             "error: post-processor type `vagrant` is not supported by imgbuild",

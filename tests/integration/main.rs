@@ -5,6 +5,7 @@
 #[macro_use]
 mod support;
 
+mod ansible_tests;
 mod boot_pp_tests;
 mod boot_tests;
 mod build_tests;
@@ -12,8 +13,10 @@ mod cfn_tests;
 mod cleanup_tests;
 mod cli_tests;
 mod completion_tests;
+mod config_mgmt_tests;
 mod fault_tests;
 mod fix_tests;
+mod leniency_tests;
 mod nightly_tests;
 mod null_tests;
 mod pp_tests;
@@ -24,6 +27,7 @@ mod records_tests;
 mod reuse_tests;
 mod security_tests;
 mod sg_tests;
+mod spot_tests;
 mod ssh_tests;
 mod timeline_tests;
 mod ui_tests;

@@ -50,4 +50,5 @@ pub mod faultproxy;
 pub mod faults;
 pub mod null;
 pub mod state;
+pub mod tools;
 pub mod world;

@@ -34,6 +34,7 @@ pub mod ami;
 pub mod block_devices;
 pub mod network;
 pub mod run;
+pub mod spot;
 pub mod tags;
 #[cfg(test)]
 mod testing;
@@ -118,14 +119,6 @@ impl SshInterface {
 /// Packer amazon-ebs options imgbuild does not implement, with what to do instead. Each is an
 /// error when set to anything but an empty value.
 pub const UNSUPPORTED: &[(&str, &str)] = &[
-    ("spot_price", "imgbuild launches on-demand instances only; remove it (an empty value is accepted)"),
-    ("spot_instance_types", "imgbuild launches on-demand instances only; set instance_type instead"),
-    ("spot_tags", "imgbuild launches on-demand instances only; use run_tags"),
-    ("spot_tag", "imgbuild launches on-demand instances only; use run_tags"),
-    ("spot_allocation_strategy", "imgbuild launches on-demand instances only; remove it"),
-    ("block_duration_minutes", "spot blocks do not exist any more and imgbuild launches on-demand instances only; remove it"),
-    ("fleet_tags", "fleets are only used for spot instances, which imgbuild does not request; use run_tags"),
-    ("fleet_tag", "fleets are only used for spot instances, which imgbuild does not request; use run_tags"),
     ("vault_aws_engine", "read the credentials from Vault before running imgbuild (e.g. `vault read aws/creds/ROLE` into AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN), or use a profile"),
     ("temporary_iam_instance_profile_policy_document", "create the instance profile before the build and name it in iam_instance_profile"),
     ("pause_before_ssm", "imgbuild does not connect through AWS Systems Manager; connect over SSH (ssh_interface, ssh_bastion_host)"),
@@ -147,8 +140,14 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
 
 /// Packer options accepted with a warning because they make no difference, with the reason.
 pub const IGNORED: &[(&str, &str)] = &[
-    ("spot_price_auto_product", "Packer deprecated it, and it only applies to spot instances, which imgbuild does not request"),
-    ("windows_password_timeout", "imgbuild does not retrieve Windows passwords: it connects over SSH only"),
+    (
+        "spot_price_auto_product",
+        "Packer deprecated it: EC2 picks the spot price of the instance's own product",
+    ),
+    (
+        "windows_password_timeout",
+        "imgbuild does not retrieve Windows passwords: it connects over SSH only",
+    ),
 ];
 
 /// Packer options renamed long ago: Packer 1.6.6 rejects them too (`packer fix` rewrites them).
@@ -496,14 +495,14 @@ mod tests {
                 r#""spot_price": "auto", "vault_aws_engine": {"name": "x"}, "deprecate_at": "2030-01-01T00:00:00Z", "fast_launch": {"enable_fast_launch": true}"#
             ),
             vec![
-                "`spot_price` of builder `b` is a Packer option imgbuild does not support",
                 "`vault_aws_engine` of builder `b` is a Packer option imgbuild does not support",
                 "`deprecate_at` of builder `b` is a Packer option imgbuild does not support",
                 "`fast_launch` of builder `b` is a Packer option imgbuild does not support",
             ]
         );
-        let (_, d) = ebs(r#""spot_price": "auto""#);
-        assert!(all_text(&d).contains("on-demand"));
+        let (c, d) = ebs(r#""spot_price": "auto""#);
+        assert!(!d.has_errors(), "{:?}", errors(&d));
+        assert_eq!(c.run.spot.price, Some(spot::SpotPrice::Auto));
         let (_, d) =
             ebs(r#""spot_price_auto_product": "Linux/UNIX", "windows_password_timeout": "10m""#);
         assert!(!d.has_errors());

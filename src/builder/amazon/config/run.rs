@@ -19,8 +19,10 @@ use super::tags::{decode_tags, Tags};
 /// The instance to launch (Packer's `RunConfig`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
-    /// `instance_type` (required).
+    /// `instance_type` (required unless `spot_instance_types` is given).
     pub instance_type: String,
+    /// Spot options (`spot_price` ...); on-demand unless `spot_price` is set.
+    pub spot: super::spot::SpotConfig,
     /// `source_ami`: the image to start from. With `source_ami_filter` as well, both apply.
     pub source_ami: Option<String>,
     /// `source_ami_filter`: find the source image (needs `owners` when `source_ami` is absent).
@@ -134,12 +136,21 @@ pub struct MetadataOptions {
 impl RunConfig {
     /// Takes the instance options from the builder object.
     pub fn decode(obj: &mut Obj, dx: &mut Dx) -> RunConfig {
-        let instance_type = required_nonempty(
-            obj,
-            dx,
-            "instance_type",
-            Some("e.g. \"instance_type\": \"t3.micro\""),
-        );
+        let instance_type = if obj.has("spot_instance_types") {
+            opt_string(obj, dx, "instance_type").unwrap_or_default()
+        } else {
+            required_nonempty(
+                obj,
+                dx,
+                "instance_type",
+                Some("e.g. \"instance_type\": \"t3.micro\""),
+            )
+        };
+        let spot = super::spot::SpotConfig::decode(obj, dx, &instance_type);
+        let instance_type = match (&spot.price, instance_type.is_empty()) {
+            (Some(_), true) => spot.instance_types.first().cloned().unwrap_or_default(),
+            _ => instance_type,
+        };
         let (source_ami, source_ami_filter) = source_image(obj, dx);
         let associate_public_ip_address = flag(obj, dx, "associate_public_ip_address");
         let availability_zone = opt_string(obj, dx, "availability_zone");
@@ -164,6 +175,7 @@ impl RunConfig {
 
         RunConfig {
             instance_type,
+            spot,
             source_ami,
             source_ami_filter,
             associate_public_ip_address,

@@ -10,16 +10,18 @@ use aws_sdk_ec2::operation::run_instances::builders::RunInstancesInputBuilder;
 use aws_sdk_ec2::operation::run_instances::RunInstancesInput;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, CreditSpecificationRequest, EbsBlockDevice, HttpTokensState,
-    IamInstanceProfileSpecification, Instance, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceMetadataTagsState,
-    InstanceNetworkInterfaceSpecification, InstanceStateName, Placement, ResourceType,
-    ShutdownBehavior as Ec2Shutdown, Tenancy as Ec2Tenancy, VolumeType,
+    IamInstanceProfileSpecification, Instance, InstanceInterruptionBehavior,
+    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceMetadataTagsState, InstanceNetworkInterfaceSpecification, InstanceStateName,
+    MarketType, Placement, ResourceType, ShutdownBehavior as Ec2Shutdown, SpotInstanceType,
+    SpotMarketOptions, Tenancy as Ec2Tenancy, VolumeType,
 };
 
 use super::network::Net;
 use super::{filter, state_reason, tag_spec, Env};
 use crate::aws::wait::{self, Probe};
 use crate::aws::ApiError;
+use crate::builder::amazon::config::spot::SpotPrice;
 use crate::builder::amazon::config::{BlockDevice, ShutdownBehavior, Tenancy};
 use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::{required, BuildError};
@@ -59,8 +61,14 @@ pub async fn launch(
     let token = uuid::Uuid::new_v4().to_string();
     let req = request(env, &l, &token);
     env.say(format!(
-        "Launching a source instance ({}) from {}...",
-        run.instance_type, l.ami
+        "Launching a source {}instance ({}) from {}...",
+        if run.spot.price.is_some() {
+            "spot "
+        } else {
+            ""
+        },
+        run.instance_type,
+        l.ami
     ));
     env.check_cancel()?;
     let intent = env.intent("RunInstances", region, &token, None)?;
@@ -176,6 +184,9 @@ fn request(env: &Env<'_>, l: &Launch<'_>, token: &str) -> RunInstancesInputBuild
     if run.ebs_optimized {
         req = req.ebs_optimized(true);
     }
+    if let Some(price) = &run.spot.price {
+        req = spot_request(req, price, &run.spot.tags);
+    }
     if let Some(u) = &l.user_data {
         req = req.user_data(aws_smithy_types::base64::encode(u));
     }
@@ -199,6 +210,33 @@ fn request(env: &Env<'_>, l: &Launch<'_>, token: &str) -> RunInstancesInputBuild
         req = req.set_block_device_mappings(Some(mappings));
     }
     placement_and_options(env, l, req)
+}
+
+/// A spot instance: a one-time spot request made by `RunInstances` itself (it closes when the
+/// instance terminates), the instance terminated if EC2 interrupts it; `auto` sends no maximum
+/// price (up to the on-demand price).
+fn spot_request(
+    req: RunInstancesInputBuilder,
+    price: &SpotPrice,
+    tags: &BTreeMap<String, String>,
+) -> RunInstancesInputBuilder {
+    let mut o = SpotMarketOptions::builder()
+        .spot_instance_type(SpotInstanceType::OneTime)
+        .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate);
+    if let SpotPrice::Max(p) = price {
+        o = o.max_price(p);
+    }
+    let req = req.instance_market_options(
+        InstanceMarketOptionsRequest::builder()
+            .market_type(MarketType::Spot)
+            .spot_options(o.build())
+            .build(),
+    );
+    if tags.is_empty() {
+        req
+    } else {
+        req.tag_specifications(tag_spec(ResourceType::SpotInstancesRequest, tags))
+    }
 }
 
 /// The placement, credits, metadata options and network interface of the request.
