@@ -96,6 +96,7 @@ impl Ctx<'_> {
             polling: self.polling,
             cancel: &self.cancel,
             interact: self.interact,
+            aws: Some(self.aws),
         }
     }
 

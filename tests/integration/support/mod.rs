@@ -2,7 +2,8 @@
 //! ([`world`]), the skip macro ([`world_or_skip!`]), running the binary ([`cli`]), builds against
 //! the world and their results ([`build`]), a build the test watches and interrupts
 //! ([`building`]), the emulator's state ([`state`]), the `null` builder fixture ([`null`]),
-//! moto's CloudFormation and SSM ([`cfn`]), the fault proxy ([`faultproxy`]) and the fault
+//! moto's CloudFormation and SSM ([`cfn`]), the fault proxy ([`faultproxy`]), the delay proxy
+//! ([`delayproxy`]) and the fault
 //! tables ([`faults`]). Test modules import from here, never from each other.
 
 #![allow(dead_code)]
@@ -41,6 +42,7 @@ pub fn skip(why: &str) {
 }
 
 pub mod build;
+pub mod delayproxy;
 pub mod building;
 pub mod cfn;
 pub mod cli;
