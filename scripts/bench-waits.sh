@@ -123,8 +123,9 @@ for line in open(sys.argv[1]):
     evs = [json.loads(l) for l in open(path)]
     begin = next(e["t"] for e in evs if e["ev"] == "begin")
     end = next(e["t"] for e in evs if e["ev"] == "end")
-    changes = {e["id"]: e for e in evs if e["ev"] == "change"}
-    noticed = {e["id"]: e for e in evs if e["ev"] == "noticed"}
+    # An instance changes three times (run, stop, terminate): by ID and kind.
+    changes = {(e["id"], e["kind"]): e for e in evs if e["ev"] == "change"}
+    noticed = {(e["id"], e["kind"]): e for e in evs if e["ev"] == "noticed"}
     calls = [e for e in evs if e["ev"] == "call"]
     t = tot[(tool, builds)]
     t["calls"] += sum(1 for c in calls if c["action"].startswith("Describe")
@@ -135,7 +136,7 @@ for line in open(sys.argv[1]):
         spans = []
         a = acc[(kind, tool, builds)]
         for i, c in changes.items():
-            if c["kind"] != kind or i not in noticed:
+            if i[1] != kind or i not in noticed:
                 continue
             a["delays"].append(noticed[i]["delay"])
             spans.append((c["t"], noticed[i]["t"]))

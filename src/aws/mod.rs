@@ -160,7 +160,12 @@ impl Aws {
     /// [`SNAPSHOT_TICK`]: their progress is for display only.
     pub fn snapshot_poller(&self, region: &str) -> Arc<Poller<Snapshot>> {
         shared(&self.account, region, "snapshot", || {
-            Poller::new("snapshot", region, SNAPSHOT_TICK, Snapshots(self.ec2(region)))
+            Poller::new(
+                "snapshot",
+                region,
+                SNAPSHOT_TICK,
+                Snapshots(self.ec2(region)),
+            )
         })
     }
 }
@@ -288,7 +293,10 @@ struct Snapshots(aws_sdk_ec2::Client);
 
 impl Source<Instance> for Instances {
     fn describe(&self, ids: Vec<String>) -> Call<Instance> {
-        let req = self.0.describe_instances().filters(id_filter("instance-id", ids));
+        let req = self
+            .0
+            .describe_instances()
+            .filters(id_filter("instance-id", ids));
         Box::pin(async move {
             let out = req.send().await.api()?;
             Ok(out
@@ -317,7 +325,10 @@ impl Source<Image> for Images {
 
 impl Source<Snapshot> for Snapshots {
     fn describe(&self, ids: Vec<String>) -> Call<Snapshot> {
-        let req = self.0.describe_snapshots().filters(id_filter("snapshot-id", ids));
+        let req = self
+            .0
+            .describe_snapshots()
+            .filters(id_filter("snapshot-id", ids));
         Box::pin(async move {
             let out = req.send().await.api()?;
             Ok(out

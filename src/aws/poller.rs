@@ -89,7 +89,8 @@ pub fn failure(e: &ApiError) -> Failure {
 /// The tick after `throttled` throttled answers not yet made up for: [`TICK`] doubled each
 /// time, at most [`MAX_TICK`] (a fixed `base` replaces [`TICK`]).
 pub fn tick_after(base: Duration, throttled: u32) -> Duration {
-    base.saturating_mul(1u32 << throttled.min(8)).min(MAX_TICK.max(base))
+    base.saturating_mul(1u32 << throttled.min(8))
+        .min(MAX_TICK.max(base))
 }
 
 struct State<T> {
@@ -197,13 +198,20 @@ impl<T: Clone + Send + Sync + 'static> Poller<T> {
                     }
                 }
             }
-            let pause = self.settle(found, failed);
+            let pause = self.settle(&ids, found, failed);
             tokio::time::sleep_until(started + pause).await;
         }
     }
 
-    /// Hands one tick's answer to the waiters; the pause before the next tick.
-    fn settle(&self, mut found: HashMap<String, T>, failed: Option<ApiError>) -> Duration {
+    /// Hands one tick's answer to the waiters of the `asked` IDs (one that came while the call
+    /// was under way waits for the next: its ID was not asked for); the pause before the next
+    /// tick.
+    fn settle(
+        &self,
+        asked: &[String],
+        mut found: HashMap<String, T>,
+        failed: Option<ApiError>,
+    ) -> Duration {
         let mut st = lock(&self.state);
         st.calls += 1;
         let tick = st.calls;
@@ -211,6 +219,9 @@ impl<T: Clone + Send + Sync + 'static> Poller<T> {
             None => {
                 st.throttled = st.throttled.saturating_sub(1);
                 for (id, tx) in st.waiters.values() {
+                    if asked.binary_search(id).is_err() {
+                        continue;
+                    }
                     let item = found.get(id).cloned();
                     tx.send_replace(Seen {
                         tick,
@@ -228,7 +239,11 @@ impl<T: Clone + Send + Sync + 'static> Poller<T> {
                 tracing::debug!(kind = self.kind, region = %self.region, error = ?failed, "describe failed; retried at the next tick");
             }
             Some(Failure::Fatal) => {
-                for (_, tx) in st.waiters.values() {
+                for (_, tx) in st
+                    .waiters
+                    .values()
+                    .filter(|(id, _)| asked.binary_search(id).is_ok())
+                {
                     tx.send_replace(Seen {
                         tick,
                         item: None,
@@ -279,7 +294,8 @@ impl<T> Drop for Watch<T> {
 }
 
 /// The process's pollers, by account (access key and endpoint), region and kind.
-type Registry = Mutex<HashMap<(String, String, &'static str), Arc<dyn std::any::Any + Send + Sync>>>;
+type Registry =
+    Mutex<HashMap<(String, String, &'static str), Arc<dyn std::any::Any + Send + Sync>>>;
 
 /// The shared poller of `kind` for `account` in `region`, made by `make` the first time.
 pub fn shared<T: Clone + Send + Sync + 'static>(
@@ -291,7 +307,10 @@ pub fn shared<T: Clone + Send + Sync + 'static>(
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     let mut reg = lock(REGISTRY.get_or_init(Default::default));
     let key = (account.to_string(), region.to_string(), kind);
-    if let Some(p) = reg.get(&key).and_then(|p| p.clone().downcast::<Poller<T>>().ok()) {
+    if let Some(p) = reg
+        .get(&key)
+        .and_then(|p| p.clone().downcast::<Poller<T>>().ok())
+    {
         return p;
     }
     let p = make();
@@ -362,11 +381,17 @@ mod tests {
     fn failures_are_sorted_and_throttling_doubles_the_tick() {
         assert_eq!(failure(&code("RequestLimitExceeded")), Failure::Throttled);
         assert_eq!(failure(&code("InternalError")), Failure::Transient);
-        assert_eq!(failure(&ApiError::msg("connection reset")), Failure::Transient);
+        assert_eq!(
+            failure(&ApiError::msg("connection reset")),
+            Failure::Transient
+        );
         assert_eq!(failure(&code("UnauthorizedOperation")), Failure::Fatal);
         let t: Vec<u64> = (0..7).map(|n| tick_after(TICK, n).as_secs()).collect();
         assert_eq!(t, vec![1, 2, 4, 8, 16, 16, 16]);
-        assert_eq!(tick_after(Duration::from_secs(30), 3), Duration::from_secs(30));
+        assert_eq!(
+            tick_after(Duration::from_secs(30), 3),
+            Duration::from_secs(30)
+        );
     }
 
     const MS: Duration = Duration::from_millis(5);
@@ -379,11 +404,17 @@ mod tests {
         let mut a = p.watch("i-1");
         let mut b = p.watch("i-2");
         let mut c = p.watch("i-1");
-        let (ra, rb, rc) = tokio::join!(until_ready(&mut a), until_ready(&mut b), until_ready(&mut c));
+        let (ra, rb, rc) = tokio::join!(
+            until_ready(&mut a),
+            until_ready(&mut b),
+            until_ready(&mut c)
+        );
         assert_eq!((ra.tick, rb.tick, rc.tick), (3, 3, 3));
         let calls = lock(&s.calls).clone();
         assert_eq!(calls.len(), 3, "{calls:?}");
-        assert!(calls.iter().all(|c| c == &vec!["i-1".to_string(), "i-2".to_string()]));
+        assert!(calls
+            .iter()
+            .all(|c| c == &vec!["i-1".to_string(), "i-2".to_string()]));
         drop((a, b, c));
         // Nobody waits: the task ends after its pause, and the next watch starts it again.
         for _ in 0..200 {
@@ -414,9 +445,29 @@ mod tests {
         assert!(seen.error.is_none());
         assert_eq!(seen.tick, 5, "four failed calls, then the answer");
         // Doubled after each throttled call, kept after the retried ones, halved by an answer.
-        let pauses: Vec<u32> = lock(&p.state).pauses.iter().map(|d| (d.as_millis() / 5) as u32).collect();
+        let pauses: Vec<u32> = lock(&p.state)
+            .pauses
+            .iter()
+            .map(|d| (d.as_millis() / 5) as u32)
+            .collect();
         assert_eq!(pauses, vec![2, 4, 4, 4, 2]);
         assert_eq!(p.stats().1, MS * 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_comes_during_a_call_is_answered_by_the_next_one() {
+        let s = Script::default();
+        let p = Poller::new("instance", "r", MS, s.clone());
+        let mut a = p.watch("i-1");
+        let mut b = p.watch("i-2");
+        // As if i-2 had come while the call for i-1 alone was under way.
+        let pause = p.settle(&["i-1".to_string()], HashMap::new(), None);
+        assert_eq!(pause, MS);
+        assert!(a.rx.has_changed().unwrap());
+        assert!(!b.rx.has_changed().unwrap(), "i-2 was not asked for");
+        let seen = a.next().await;
+        assert!(seen.item.is_none(), "i-1 was asked for and not found");
+        assert_eq!(b.next().await.item.as_deref(), Some("ready"));
     }
 
     #[tokio::test]
@@ -427,13 +478,18 @@ mod tests {
         let mut a = p.watch("snap-1");
         let mut b = p.watch("snap-2");
         let (ra, rb) = tokio::join!(a.next(), b.next());
-        assert_eq!(ra.error.unwrap().code.as_deref(), Some("UnauthorizedOperation"));
+        assert_eq!(
+            ra.error.unwrap().code.as_deref(),
+            Some("UnauthorizedOperation")
+        );
         assert!(rb.error.is_some());
     }
 
     #[test]
     fn the_registry_gives_one_poller_per_account_region_and_kind() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let made = AtomicU32::new(0);
             let mk = || {

@@ -22,5 +22,6 @@ mod security_tests;
 mod sg_tests;
 mod ssh_tests;
 mod ui_tests;
+mod waits_tests;
 mod web_worker_tests;
 mod world_tests;

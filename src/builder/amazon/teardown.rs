@@ -205,9 +205,7 @@ pub async fn undo(
         Undo::DeleteSecurityGroup { region, id } => {
             delete_security_group(&aws.ec2(region), region, id, abort).await
         }
-        Undo::TerminateInstance { region, id } => {
-            terminate_instance(aws, region, id, &waits).await
-        }
+        Undo::TerminateInstance { region, id } => terminate_instance(aws, region, id, &waits).await,
         Undo::DeleteVolume { region, id } => {
             delete_volume(&aws.ec2(region), region, id, abort).await
         }

@@ -250,7 +250,11 @@ impl Snaps {
 
 /// `"63%"` -> 63.
 fn percent(p: Option<&str>) -> Option<u8> {
-    p?.trim().trim_end_matches('%').parse::<u8>().ok().map(|v| v.min(100))
+    p?.trim()
+        .trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .map(|v| v.min(100))
 }
 
 /// "snapshot snap-1 63%, about 12s left": the time left extrapolated from the progress made
@@ -307,7 +311,10 @@ mod tests {
             .build();
         match image_state(Some(&failed)) {
             Ok(Probe::Failed { state, reason }) => {
-                assert_eq!((state.as_str(), reason.as_str()), ("failed", "the snapshot failed"))
+                assert_eq!(
+                    (state.as_str(), reason.as_str()),
+                    ("failed", "the snapshot failed")
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -319,8 +326,14 @@ mod tests {
         assert_eq!(percent(Some("")), None);
         assert_eq!(
             progress_text("snap-1", 25, Duration::from_secs(10)),
-            format!("snapshot snap-1 25%, about {} left", crate::duration::human(Duration::from_secs(30)))
+            format!(
+                "snapshot snap-1 25%, about {} left",
+                crate::duration::human(Duration::from_secs(30))
+            )
         );
-        assert_eq!(progress_text("snap-1", 0, Duration::from_secs(10)), "snapshot snap-1 0%");
+        assert_eq!(
+            progress_text("snap-1", 0, Duration::from_secs(10)),
+            "snapshot snap-1 0%"
+        );
     }
 }

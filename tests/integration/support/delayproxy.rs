@@ -69,7 +69,12 @@ impl DelayProxy {
         self.events()
             .iter()
             .filter(|e| e["ev"] == "call" && e["action"] == action)
-            .map(|e| (e["ids"].as_u64().unwrap_or(0), e["status"].as_u64().unwrap_or(0)))
+            .map(|e| {
+                (
+                    e["ids"].as_u64().unwrap_or(0),
+                    e["status"].as_u64().unwrap_or(0),
+                )
+            })
             .collect()
     }
 }

@@ -42,10 +42,10 @@ pub fn skip(why: &str) {
 }
 
 pub mod build;
-pub mod delayproxy;
 pub mod building;
 pub mod cfn;
 pub mod cli;
+pub mod delayproxy;
 pub mod faultproxy;
 pub mod faults;
 pub mod null;

@@ -9,8 +9,8 @@ use aws_sdk_ec2::operation::create_tags::CreateTagsInput;
 use super::{to_tags, Env, Made};
 use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::BuildError;
-use crate::builder::amazon::waits;
 use crate::builder::amazon::ids::{ImageId, Region, SnapshotId};
+use crate::builder::amazon::waits;
 use crate::ledger::{EntryId, Undo};
 
 /// How long an image may take to become available unless `aws_polling` says otherwise

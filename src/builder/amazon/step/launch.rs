@@ -18,11 +18,11 @@ use aws_sdk_ec2::types::{
 
 use super::network::Net;
 use super::{filter, tag_spec, Env};
-use crate::builder::amazon::waits;
 use crate::builder::amazon::config::{BlockDevice, ShutdownBehavior, Tenancy};
 use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::{required, BuildError};
 use crate::builder::amazon::ids::{ImageId, InstanceId, KeyPairName, SecurityGroupId};
+use crate::builder::amazon::waits;
 use crate::ledger::Undo;
 
 /// How long the wait for the instance to run (or stop) may take unless `aws_polling` says
@@ -130,7 +130,11 @@ async fn wait_running(
         &progress,
     );
     let instance = waits::instance(&w, ec2, region, id, |i| {
-        waits::instance_state(i, &InstanceStateName::Running, &[InstanceStateName::Pending])
+        waits::instance_state(
+            i,
+            &InstanceStateName::Running,
+            &[InstanceStateName::Pending],
+        )
     })
     .await?;
     for m in instance.block_device_mappings() {

@@ -7,10 +7,10 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, AttributeValue, InstanceStateNam
 
 use super::launch::INSTANCE_WAIT;
 use super::Env;
-use crate::builder::amazon::waits;
 use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::BuildError;
 use crate::builder::amazon::ids::InstanceId;
+use crate::builder::amazon::waits;
 
 /// Stops the instance (unless `disable_stop_instance`: the provisioners shut it down) and
 /// waits until it is stopped.
