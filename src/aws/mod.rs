@@ -9,11 +9,13 @@
 //! - [`access`]: the template's access options (Packer's `AccessConfig`);
 //! - [`error`]: [`ApiError`], what a failed call says;
 //! - [`pages`]: paginated listings;
-//! - [`wait`]: deadline-based polling.
+//! - [`wait`]: deadline-based polling;
+//! - [`poller`]: the shared pollers (one per account, region and resource kind) of the waits.
 
 pub mod access;
 pub mod error;
 pub mod pages;
+pub mod poller;
 pub mod wait;
 
 pub use access::{AccessConfig, AssumeRole, AwsPolling};
@@ -21,7 +23,7 @@ pub use error::{error_chain, Api, ApiError};
 pub use pages::pages;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[allow(deprecated)] // The replacement lives in aws-runtime, not a dependency of ours.
@@ -30,6 +32,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_sdk_ec2::config::Credentials;
+use aws_sdk_ec2::types::{Filter, Image, Instance, Snapshot};
+use poller::{shared, Call, Poller, Source, SNAPSHOT_TICK, TICK};
 
 /// Why AWS access could not be set up (before any API call).
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,9 @@ pub struct Aws {
     base: SdkConfig,
     endpoint: Option<String>,
     clients: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+    /// Whose resources the clients see (access key ID and endpoint), so that builds of one
+    /// account share their pollers ([`poller::shared`]) and other accounts' builds do not.
+    account: String,
     /// The build region.
     pub region: String,
 }
@@ -74,11 +81,16 @@ impl Aws {
         }
         // Credentials are resolved now, so that a missing one is reported before the build
         // starts rather than at its first call.
-        check_credentials(&base, access.profile.as_deref()).await?;
+        let key_id = check_credentials(&base, access.profile.as_deref()).await?;
+        let account = format!(
+            "{key_id}|{}",
+            access.custom_endpoint_ec2.as_deref().unwrap_or_default()
+        );
         Ok(Aws {
             base,
             endpoint: access.custom_endpoint_ec2.clone(),
             clients: Mutex::new(HashMap::new()),
+            account,
             region,
         })
     }
@@ -126,6 +138,35 @@ impl Aws {
                 aws_sdk_ec2::Client::from_conf(b.build())
             })
             .clone()
+    }
+}
+
+impl Aws {
+    /// The shared poller of instances in `region` (DescribeInstances).
+    pub fn instance_poller(&self, region: &str) -> Arc<Poller<Instance>> {
+        shared(&self.account, region, "instance", || {
+            Poller::new("instance", region, TICK, Instances(self.ec2(region)))
+        })
+    }
+
+    /// The shared poller of images in `region` (DescribeImages).
+    pub fn image_poller(&self, region: &str) -> Arc<Poller<Image>> {
+        shared(&self.account, region, "image", || {
+            Poller::new("image", region, TICK, Images(self.ec2(region)))
+        })
+    }
+
+    /// The shared poller of snapshots in `region` (DescribeSnapshots), every
+    /// [`SNAPSHOT_TICK`]: their progress is for display only.
+    pub fn snapshot_poller(&self, region: &str) -> Arc<Poller<Snapshot>> {
+        shared(&self.account, region, "snapshot", || {
+            Poller::new(
+                "snapshot",
+                region,
+                SNAPSHOT_TICK,
+                Snapshots(self.ec2(region)),
+            )
+        })
     }
 }
 
@@ -219,24 +260,82 @@ async fn with_role(base: SdkConfig, role: &AssumeRole, region: &str) -> SdkConfi
         .build()
 }
 
-/// Resolves the credentials once: a missing one is an error naming the profile.
-async fn check_credentials(base: &SdkConfig, profile: Option<&str>) -> Result<(), AwsError> {
+/// Resolves the credentials once: a missing one is an error naming the profile. The access
+/// key ID (not a secret) tells accounts apart.
+async fn check_credentials(base: &SdkConfig, profile: Option<&str>) -> Result<String, AwsError> {
     match base.credentials_provider() {
         Some(p) => {
             use aws_sdk_ec2::config::ProvideCredentials;
-            if let Err(e) = p.provide_credentials().await {
-                return Err(AwsError::NoCredentials {
+            match p.provide_credentials().await {
+                Ok(c) => Ok(c.access_key_id().to_string()),
+                Err(e) => Err(AwsError::NoCredentials {
                     profile: profile.map(str::to_string),
                     message: error_chain(&e),
-                });
+                }),
             }
         }
-        None => {
-            return Err(AwsError::NoCredentials {
-                profile: profile.map(str::to_string),
-                message: "no credential provider is configured".into(),
-            })
-        }
+        None => Err(AwsError::NoCredentials {
+            profile: profile.map(str::to_string),
+            message: "no credential provider is configured".into(),
+        }),
     }
-    Ok(())
+}
+
+/// A poller's `Describe*` call: a filter on the IDs, which (unlike a list of IDs) leaves out
+/// an ID that is not visible yet instead of failing the whole call.
+fn id_filter(name: &str, ids: Vec<String>) -> Filter {
+    Filter::builder().name(name).set_values(Some(ids)).build()
+}
+
+struct Instances(aws_sdk_ec2::Client);
+struct Images(aws_sdk_ec2::Client);
+struct Snapshots(aws_sdk_ec2::Client);
+
+impl Source<Instance> for Instances {
+    fn describe(&self, ids: Vec<String>) -> Call<Instance> {
+        let req = self
+            .0
+            .describe_instances()
+            .filters(id_filter("instance-id", ids));
+        Box::pin(async move {
+            let out = req.send().await.api()?;
+            Ok(out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(|i| Some((i.instance_id()?.to_string(), i.clone())))
+                .collect())
+        })
+    }
+}
+
+impl Source<Image> for Images {
+    fn describe(&self, ids: Vec<String>) -> Call<Image> {
+        let req = self.0.describe_images().filters(id_filter("image-id", ids));
+        Box::pin(async move {
+            let out = req.send().await.api()?;
+            Ok(out
+                .images()
+                .iter()
+                .filter_map(|i| Some((i.image_id()?.to_string(), i.clone())))
+                .collect())
+        })
+    }
+}
+
+impl Source<Snapshot> for Snapshots {
+    fn describe(&self, ids: Vec<String>) -> Call<Snapshot> {
+        let req = self
+            .0
+            .describe_snapshots()
+            .filters(id_filter("snapshot-id", ids));
+        Box::pin(async move {
+            let out = req.send().await.api()?;
+            Ok(out
+                .snapshots()
+                .iter()
+                .filter_map(|s| Some((s.snapshot_id()?.to_string(), s.clone())))
+                .collect())
+        })
+    }
 }

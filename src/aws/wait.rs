@@ -76,6 +76,12 @@ impl Polling {
         })
     }
 
+    /// No `aws_polling` and no environment: the waits use the shared pollers
+    /// ([`super::poller`]) instead of a schedule of their own.
+    pub fn is_default(&self) -> bool {
+        self.delay.is_none() && self.attempts.is_none()
+    }
+
     /// The schedule of one wait whose default limit is `default_limit`.
     pub fn schedule(&self, default_limit: Duration) -> Schedule {
         let origin = if self.from_env {
@@ -120,6 +126,14 @@ impl Schedule {
             }
         }
         d.min(self.cap)
+    }
+
+    /// This schedule with no pause between polls: for a probe that waits for the next answer
+    /// of a shared poller ([`super::poller::Watch::next`]), which sets the pace.
+    pub fn paced_by_poller(mut self) -> Schedule {
+        self.initial = Duration::ZERO;
+        self.cap = Duration::ZERO;
+        self
     }
 
     /// This schedule with a limit no later than `deadline` (for teardown's own deadline).

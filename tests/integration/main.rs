@@ -31,5 +31,6 @@ mod spot_tests;
 mod ssh_tests;
 mod timeline_tests;
 mod ui_tests;
+mod waits_tests;
 mod web_worker_tests;
 mod world_tests;

@@ -36,6 +36,7 @@ pub mod step;
 pub mod steps;
 pub mod sweep;
 pub mod teardown;
+pub mod waits;
 
 pub use config::AmazonEbsConfig;
 pub use error::BuildError;

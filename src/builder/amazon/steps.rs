@@ -101,6 +101,7 @@ impl Ctx<'_> {
             cancel: &self.cancel,
             interact: self.interact,
             timeline: self.timeline,
+            aws: Some(self.aws),
         }
     }
 

@@ -11,6 +11,7 @@ use aws_sdk_ec2::Client;
 
 use crate::aws::wait::{self, Polling, Probe, WaitError};
 use crate::aws::{Api, ApiError, Aws};
+use crate::builder::amazon::waits::{self, Wait};
 use crate::cancel::Cancel;
 use crate::ledger::{Entry, Ledger, Undo};
 
@@ -204,9 +205,7 @@ pub async fn undo(
         Undo::DeleteSecurityGroup { region, id } => {
             delete_security_group(&aws.ec2(region), region, id, abort).await
         }
-        Undo::TerminateInstance { region, id } => {
-            terminate_instance(&aws.ec2(region), region, id, &waits).await
-        }
+        Undo::TerminateInstance { region, id } => terminate_instance(aws, region, id, &waits).await,
         Undo::DeleteVolume { region, id } => {
             delete_volume(&aws.ec2(region), region, id, abort).await
         }
@@ -234,6 +233,18 @@ impl Waits<'_> {
         self.polling
             .schedule(Duration::from_secs(600))
             .within(self.deadline)
+    }
+
+    /// A wait on `what` until `target` (on the shared pollers with the default polling).
+    fn wait<'b>(&'b self, aws: &'b Aws, what: String, target: &'static str) -> Wait<'b> {
+        Wait {
+            what,
+            target,
+            schedule: self.schedule(),
+            cancel: self.abort,
+            progress: self.say,
+            shared: Some(aws).filter(|_| self.polling.is_default()),
+        }
     }
 }
 
@@ -279,11 +290,12 @@ async fn delete_security_group(
 /// Terminates the instance and waits until it is gone (its volumes and its security group are
 /// released only then).
 async fn terminate_instance(
-    c: &Client,
+    aws: &Aws,
     region: &str,
     id: &str,
     waits: &Waits<'_>,
 ) -> Result<(), UndoError> {
+    let c = &aws.ec2(region);
     let r = c.terminate_instances().instance_ids(id).send().await.api();
     match r {
         Err(e) if e.is_not_found() => return Ok(()),
@@ -296,33 +308,14 @@ async fn terminate_instance(
         }
         Ok(_) => {}
     }
-    let schedule = waits.schedule();
-    let what = format!("instance {id} in {region}");
-    wait::until(
-        &what,
-        "terminated",
-        &schedule,
-        waits.abort,
-        waits.say,
-        || async {
-            let out = c.describe_instances().instance_ids(id).send().await.api();
-            let out = match out {
-                Err(e) if e.is_not_found() => return Ok(Probe::Done(())),
-                r => r?,
-            };
-            let state = out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .find(|i| i.instance_id() == Some(id))
-                .and_then(|i| i.state())
-                .and_then(|s| s.name().cloned());
-            Ok(match state {
-                None | Some(InstanceStateName::Terminated) => Probe::Done(()),
-                Some(s) => Probe::Pending(s.as_str().to_string()),
-            })
-        },
-    )
+    let w = waits.wait(aws, format!("instance {id} in {region}"), "terminated");
+    waits::instance(&w, c, region, id, |i| {
+        let state = i.and_then(|i| i.state()).and_then(|s| s.name().cloned());
+        Ok(match state {
+            None | Some(InstanceStateName::Terminated) => Probe::Done(()),
+            Some(s) => Probe::Pending(s.as_str().to_string()),
+        })
+    })
     .await?;
     Ok(())
 }

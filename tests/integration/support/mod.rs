@@ -2,9 +2,9 @@
 //! ([`world`]), the skip macro ([`world_or_skip!`]), running the binary ([`cli`]), builds against
 //! the world and their results ([`build`]), a build the test watches and interrupts
 //! ([`building`]), the emulator's state ([`state`]), the `null` builder fixture ([`null`]),
-//! moto's CloudFormation and SSM ([`cfn`]), the fault proxy ([`faultproxy`]) and the fault
-//! tables ([`faults`]), a stand-in cloud-init and the SSH builder of the boot tests
-//! ([`boot`]). Test modules import from here, never from each other.
+//! moto's CloudFormation and SSM ([`cfn`]), the fault proxy ([`faultproxy`]), the delay proxy
+//! ([`delayproxy`]) and the fault tables ([`faults`]), a stand-in cloud-init and the SSH builder
+//! of the boot tests ([`boot`]). Test modules import from here, never from each other.
 
 #![allow(dead_code)]
 
@@ -46,6 +46,7 @@ pub mod build;
 pub mod building;
 pub mod cfn;
 pub mod cli;
+pub mod delayproxy;
 pub mod faultproxy;
 pub mod faults;
 pub mod null;

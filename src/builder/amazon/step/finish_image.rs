@@ -5,15 +5,12 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::operation::create_tags::CreateTagsInput;
-use aws_sdk_ec2::operation::describe_images::DescribeImagesInput;
-use aws_sdk_ec2::types::Image;
 
 use super::{to_tags, Env, Made};
-use crate::aws::wait::{self, Probe};
-use crate::aws::ApiError;
 use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::BuildError;
 use crate::builder::amazon::ids::{ImageId, Region, SnapshotId};
+use crate::builder::amazon::waits;
 use crate::ledger::{EntryId, Undo};
 
 /// How long an image may take to become available unless `aws_polling` says otherwise
@@ -31,13 +28,14 @@ pub async fn finish_image(
     env.say(format!(
         "Waiting for AMI {id} in {region} to become ready..."
     ));
-    let schedule = env.polling.schedule(IMAGE_WAIT);
-    let what = format!("AMI {id} in {region}");
     let progress = env.progress();
-    let image = wait::until(&what, "available", &schedule, env.cancel, &progress, || {
-        probe_image(ec2, &id)
-    })
-    .await?;
+    let w = env.wait(
+        format!("AMI {id} in {region}"),
+        "available",
+        IMAGE_WAIT,
+        &progress,
+    );
+    let image = waits::image(&w, ec2, region, id.as_str()).await?;
     let protected = env.protected_snapshots();
     let mut snapshots = Vec::new();
     for s in image
@@ -77,39 +75,6 @@ pub async fn finish_image(
         id,
         entry,
         snapshots,
-    })
-}
-
-/// One look at the image for the wait: done when available, pending while pending, failed in
-/// any other state (with EC2's reason).
-async fn probe_image(ec2: &impl Ec2, id: &ImageId) -> Result<Probe<Image>, ApiError> {
-    let req = DescribeImagesInput::builder().image_ids(id.as_str());
-    let out = match ec2.describe_images(req).await {
-        Err(e) if e.is_not_found() => return Ok(Probe::Pending("not visible yet".into())),
-        r => r?,
-    };
-    let Some(img) = out
-        .images()
-        .iter()
-        .find(|i| i.image_id() == Some(id.as_str()))
-    else {
-        return Ok(Probe::Pending("not visible yet".into()));
-    };
-    let state = img
-        .state()
-        .map(|s| s.as_str().to_string())
-        .ok_or_else(|| ApiError::msg("DescribeImages returned no image state"))?;
-    Ok(match state.as_str() {
-        "available" => Probe::Done(img.clone()),
-        "pending" => Probe::Pending(state),
-        _ => Probe::Failed {
-            reason: img
-                .state_reason()
-                .and_then(|r| r.message().or(r.code()))
-                .unwrap_or("EC2 gave no reason")
-                .to_string(),
-            state,
-        },
     })
 }
 

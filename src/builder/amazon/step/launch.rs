@@ -26,6 +26,7 @@ use crate::builder::amazon::config::{BlockDevice, ShutdownBehavior, Tenancy};
 use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::{required, BuildError};
 use crate::builder::amazon::ids::{ImageId, InstanceId, KeyPairName, SecurityGroupId};
+use crate::builder::amazon::waits;
 use crate::ledger::Undo;
 
 /// How long the wait for the instance to run (or stop) may take unless `aws_polling` says
@@ -132,14 +133,17 @@ async fn wait_running(
     id: &str,
 ) -> Result<Instance, BuildError> {
     env.say(format!("Waiting for instance ({id}) to become ready..."));
-    let schedule = env.polling.schedule(INSTANCE_WAIT);
-    let what = format!("instance {id} in {region}");
     let progress = env.progress();
-    let instance = wait::until(&what, "running", &schedule, env.cancel, &progress, || {
-        probe_instance(
-            ec2,
-            id,
-            InstanceStateName::Running,
+    let w = env.wait(
+        format!("instance {id} in {region}"),
+        "running",
+        INSTANCE_WAIT,
+        &progress,
+    );
+    let instance = waits::instance(&w, ec2, region, id, |i| {
+        waits::instance_state(
+            i,
+            &InstanceStateName::Running,
             &[InstanceStateName::Pending],
         )
     })
@@ -360,44 +364,6 @@ fn no_ephemeral_mappings() -> Vec<BlockDeviceMapping> {
                 .build()
         })
         .collect()
-}
-
-/// One look at the instance for a wait: done in `target`, pending in one of `pending`, failed
-/// in any other state (with EC2's reason).
-pub async fn probe_instance(
-    ec2: &impl Ec2,
-    id: &str,
-    target: InstanceStateName,
-    pending: &[InstanceStateName],
-) -> Result<Probe<Instance>, ApiError> {
-    let req = DescribeInstancesInput::builder().instance_ids(id);
-    let out = match ec2.describe_instances(req).await {
-        Err(e) if e.is_not_found() => return Ok(Probe::Pending("not visible yet".into())),
-        r => r?,
-    };
-    let Some(i) = out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .find(|i| i.instance_id() == Some(id))
-    else {
-        return Ok(Probe::Pending("not visible yet".into()));
-    };
-    let state = i
-        .state()
-        .and_then(|s| s.name())
-        .cloned()
-        .ok_or_else(|| ApiError::msg("DescribeInstances returned no instance state"))?;
-    Ok(if state == target {
-        Probe::Done(i.clone())
-    } else if pending.contains(&state) {
-        Probe::Pending(state.as_str().to_string())
-    } else {
-        Probe::Failed {
-            state: state.as_str().to_string(),
-            reason: state_reason(i),
-        }
-    })
 }
 
 /// `DescribeInstances` answers for the steps' tests.

@@ -25,13 +25,15 @@ pub mod stop;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use aws_sdk_ec2::types::{Filter, Instance, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 
 use super::config::AmazonEbsConfig;
 use super::error::BuildError;
 use super::ids::{ImageId, Region, SnapshotId};
 use super::plan::{TAG_BUILD, TAG_RUN_ID, TAG_TEMPORARY};
+use super::waits::Wait;
 use crate::aws::wait::Polling;
+use crate::aws::Aws;
 use crate::cancel::Cancel;
 use crate::interact::{self, Interact};
 use crate::ledger::lock;
@@ -53,6 +55,8 @@ pub struct Env<'a> {
     pub interact: &'a Interact,
     /// Each step marks where its phase begins.
     pub timeline: &'a Timeline,
+    /// The build's AWS access, for the shared pollers of its waits (None in unit tests).
+    pub aws: Option<&'a Aws>,
 }
 
 /// An image this build made, with its ledger entries.
@@ -73,6 +77,25 @@ impl Env<'_> {
     /// Progress of a wait, as [`Env::say`].
     pub fn progress(&self) -> impl Fn(String) + Sync + '_ {
         move |m| self.say(m)
+    }
+
+    /// A wait of this build on `what` until `target`, limited to `limit` unless `aws_polling`
+    /// says otherwise; on the shared pollers when the polling is imgbuild's default.
+    pub fn wait<'b>(
+        &'b self,
+        what: String,
+        target: &'static str,
+        limit: std::time::Duration,
+        progress: &'b (dyn Fn(String) + Sync),
+    ) -> Wait<'b> {
+        Wait {
+            what,
+            target,
+            schedule: self.polling.schedule(limit),
+            cancel: self.cancel,
+            progress,
+            shared: self.aws.filter(|_| self.polling.is_default()),
+        }
     }
 
     /// The tags every resource of this run carries (so that `imgbuild cleanup` finds them).
@@ -194,19 +217,7 @@ pub(crate) fn tag_spec(rt: ResourceType, map: &BTreeMap<String, String>) -> TagS
         .build()
 }
 
-/// Why an instance is in its state, as EC2 says it.
-pub(crate) fn state_reason(i: &Instance) -> String {
-    i.state_reason()
-        .map(|r| match (r.code(), r.message()) {
-            // EC2 often repeats the code in the message: `Client.X: Client.X: ...` says it once.
-            (Some(c), Some(m)) if !m.starts_with(c) => format!("{c}: {m}"),
-            (_, Some(m)) => m.to_string(),
-            (Some(c), None) => c.to_string(),
-            (None, None) => String::new(),
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "EC2 gave no reason".to_string())
-}
+pub(crate) use super::waits::state_reason;
 
 /// What the steps' unit tests share: an [`Env`] over a ledger without a journal, a quiet
 /// output, a cancellation that never comes.
@@ -247,6 +258,7 @@ pub(crate) mod testing {
                 cancel: &self.cancel,
                 interact: &self.interact,
                 timeline: &self.timeline,
+                aws: None,
             }
         }
 
@@ -277,7 +289,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_ec2::types::StateReason;
+    use aws_sdk_ec2::types::{Instance, StateReason};
 
     fn with_reason(code: Option<&str>, message: Option<&str>) -> Instance {
         Instance::builder()

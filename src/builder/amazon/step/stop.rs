@@ -5,12 +5,12 @@ use aws_sdk_ec2::operation::modify_instance_attribute::ModifyInstanceAttributeIn
 use aws_sdk_ec2::operation::stop_instances::StopInstancesInput;
 use aws_sdk_ec2::types::{AttributeBooleanValue, AttributeValue, InstanceStateName};
 
-use super::launch::{probe_instance, INSTANCE_WAIT};
+use super::launch::INSTANCE_WAIT;
 use super::Env;
-use crate::aws::wait;
 use crate::builder::amazon::ec2::Ec2;
 use crate::builder::amazon::error::BuildError;
 use crate::builder::amazon::ids::InstanceId;
+use crate::builder::amazon::waits;
 
 /// Stops the instance (unless `disable_stop_instance`: the provisioners shut it down) and
 /// waits until it is stopped.
@@ -37,16 +37,20 @@ pub async fn stop(
             })?;
         env.say("Waiting for the instance to stop...");
     }
-    let schedule = env.polling.schedule(INSTANCE_WAIT);
-    let what = format!("instance {id} in {region}");
     let progress = env.progress();
+    let w = env.wait(
+        format!("instance {id} in {region}"),
+        "stopped",
+        INSTANCE_WAIT,
+        &progress,
+    );
     let pending = [
         InstanceStateName::Running,
         InstanceStateName::Stopping,
         InstanceStateName::Pending,
     ];
-    wait::until(&what, "stopped", &schedule, env.cancel, &progress, || {
-        probe_instance(ec2, id.as_str(), InstanceStateName::Stopped, &pending)
+    waits::instance(&w, ec2, region, id.as_str(), |i| {
+        waits::instance_state(i, &InstanceStateName::Stopped, &pending)
     })
     .await?;
     Ok(())

@@ -1,0 +1,339 @@
+//! The builder's waits on EC2 (instance running/stopped/terminated, image or copy available):
+//! what each state means ([`instance_state`], [`image_state`]), and where the answers come
+//! from. With imgbuild's default polling the waits share the process's pollers
+//! ([`crate::aws::poller`]: one call a second per region and kind serves every build); with
+//! `aws_polling` (or `AWS_POLL_DELAY_SECONDS`/`AWS_MAX_ATTEMPTS`) each wait polls on its own
+//! fixed schedule. While an image is pending, its snapshots' `Progress` is shown on the
+//! spinner and in the 30-s progress lines, with an estimate of the time left, and each quarter
+//! reached is said once ("snapshot snap-... 50%, about 20s left").
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::operation::describe_images::DescribeImagesInput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesInput;
+use aws_sdk_ec2::types::{Image, Instance, InstanceStateName, Snapshot};
+
+use super::ec2::Ec2;
+use crate::aws::poller::{Poller, Watch};
+use crate::aws::wait::{self, Probe, Schedule, WaitError};
+use crate::aws::{ApiError, Aws};
+use crate::cancel::Cancel;
+
+/// One wait: what it waits for, until when, what stops it, where it reports, and the shared
+/// pollers when the polling is imgbuild's default (None: a fixed schedule, or no AWS).
+pub struct Wait<'a> {
+    pub what: String,
+    pub target: &'static str,
+    pub schedule: Schedule,
+    pub cancel: &'a Cancel,
+    pub progress: &'a (dyn Fn(String) + Sync),
+    pub shared: Option<&'a Aws>,
+}
+
+/// Why an instance is in its state, as EC2 says it.
+pub fn state_reason(i: &Instance) -> String {
+    i.state_reason()
+        .map(|r| match (r.code(), r.message()) {
+            // EC2 often repeats the code in the message: `Client.X: Client.X: ...` says it once.
+            (Some(c), Some(m)) if !m.starts_with(c) => format!("{c}: {m}"),
+            (_, Some(m)) => m.to_string(),
+            (Some(c), None) => c.to_string(),
+            (None, None) => String::new(),
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "EC2 gave no reason".to_string())
+}
+
+/// The instance (None: not visible) against `target`: done, pending while in `pending`,
+/// failed in any other state (with EC2's reason).
+pub fn instance_state(
+    i: Option<&Instance>,
+    target: &InstanceStateName,
+    pending: &[InstanceStateName],
+) -> Result<Probe<Instance>, ApiError> {
+    let Some(i) = i else {
+        return Ok(Probe::Pending("not visible yet".into()));
+    };
+    let state = i
+        .state()
+        .and_then(|s| s.name())
+        .cloned()
+        .ok_or_else(|| ApiError::msg("DescribeInstances returned no instance state"))?;
+    Ok(if &state == target {
+        Probe::Done(i.clone())
+    } else if pending.contains(&state) {
+        Probe::Pending(state.as_str().to_string())
+    } else {
+        Probe::Failed {
+            state: state.as_str().to_string(),
+            reason: state_reason(i),
+        }
+    })
+}
+
+/// The image (None: not visible): done when available, pending while pending, failed in any
+/// other state (with EC2's reason).
+pub fn image_state(img: Option<&Image>) -> Result<Probe<Image>, ApiError> {
+    let Some(img) = img else {
+        return Ok(Probe::Pending("not visible yet".into()));
+    };
+    let state = img
+        .state()
+        .map(|s| s.as_str().to_string())
+        .ok_or_else(|| ApiError::msg("DescribeImages returned no image state"))?;
+    Ok(match state.as_str() {
+        "available" => Probe::Done(img.clone()),
+        "pending" => Probe::Pending(state),
+        _ => Probe::Failed {
+            reason: img
+                .state_reason()
+                .and_then(|r| r.message().or(r.code()))
+                .unwrap_or("EC2 gave no reason")
+                .to_string(),
+            state,
+        },
+    })
+}
+
+/// Waits on the instance `id` in `region` until `judge` says done or failed.
+pub async fn instance<R>(
+    w: &Wait<'_>,
+    ec2: &impl Ec2,
+    region: &str,
+    id: &str,
+    judge: impl Fn(Option<&Instance>) -> Result<Probe<R>, ApiError> + Sync,
+) -> Result<R, WaitError> {
+    if let Some(aws) = w.shared {
+        return shared(w, aws.instance_poller(region), id, &judge).await;
+    }
+    let judge = &judge;
+    wait::until(
+        &w.what,
+        w.target,
+        &w.schedule,
+        w.cancel,
+        w.progress,
+        || async move {
+            let req = DescribeInstancesInput::builder().instance_ids(id);
+            let out = match ec2.describe_instances(req).await {
+                Err(e) if e.is_not_found() => return judge(None),
+                r => r?,
+            };
+            let i = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find(|i| i.instance_id() == Some(id));
+            judge(i)
+        },
+    )
+    .await
+}
+
+/// Waits for the image `id` in `region` to be available, showing its snapshots' progress.
+pub async fn image(
+    w: &Wait<'_>,
+    ec2: &impl Ec2,
+    region: &str,
+    id: &str,
+) -> Result<Image, WaitError> {
+    if let Some(aws) = w.shared {
+        let snaps = Mutex::new(Snaps {
+            start: Instant::now(),
+            poller: aws.snapshot_poller(region),
+            watches: Vec::new(),
+            said: HashMap::new(),
+        });
+        let judge = |img: Option<&Image>| {
+            let p = image_state(img)?;
+            let (Probe::Pending(state), Some(img)) = (&p, img) else {
+                return Ok(p);
+            };
+            let mut s = match snaps.lock() {
+                Ok(s) => s,
+                Err(e) => e.into_inner(),
+            };
+            Ok(match s.look(img, w.progress) {
+                Some(text) => Probe::Pending(format!("{state}; {text}")),
+                None => p,
+            })
+        };
+        return shared(w, aws.image_poller(region), id, &judge).await;
+    }
+    wait::until(
+        &w.what,
+        w.target,
+        &w.schedule,
+        w.cancel,
+        w.progress,
+        || async move {
+            let req = DescribeImagesInput::builder().image_ids(id);
+            let out = match ec2.describe_images(req).await {
+                Err(e) if e.is_not_found() => return image_state(None),
+                r => r?,
+            };
+            image_state(out.images().iter().find(|i| i.image_id() == Some(id)))
+        },
+    )
+    .await
+}
+
+/// [`wait::until`] on the answers of a shared poller (which sets the pace).
+async fn shared<T, R>(
+    w: &Wait<'_>,
+    poller: Arc<Poller<T>>,
+    id: &str,
+    judge: &(impl Fn(Option<&T>) -> Result<Probe<R>, ApiError> + Sync),
+) -> Result<R, WaitError>
+where
+    T: Clone + Send + Sync + 'static,
+{
+    let watch = Arc::new(tokio::sync::Mutex::new(poller.watch(id)));
+    let deadline = tokio::time::Instant::now() + w.schedule.limit;
+    let schedule = w.schedule.paced_by_poller();
+    wait::until(&w.what, w.target, &schedule, w.cancel, w.progress, || {
+        let watch = watch.clone();
+        async move {
+            let next = async { watch.lock().await.next().await };
+            let Ok(seen) = tokio::time::timeout_at(deadline, next).await else {
+                return Ok(Probe::Pending("no answer from EC2 yet".into()));
+            };
+            if let Some(e) = seen.error {
+                return Err(e);
+            }
+            judge(seen.item.as_ref())
+        }
+    })
+    .await
+}
+
+/// The snapshots of a pending image, watched for their progress.
+struct Snaps {
+    start: Instant,
+    poller: Arc<Poller<Snapshot>>,
+    watches: Vec<(String, Watch<Snapshot>)>,
+    /// The last quarter said of each snapshot.
+    said: HashMap<String, u8>,
+}
+
+impl Snaps {
+    /// The progress text of the image's snapshots (watching new ones); says each quarter.
+    fn look(&mut self, img: &Image, say: &(dyn Fn(String) + Sync)) -> Option<String> {
+        for s in img
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+        {
+            if !self.watches.iter().any(|(id, _)| id == s) {
+                self.watches.push((s.to_string(), self.poller.watch(s)));
+            }
+        }
+        let elapsed = self.start.elapsed();
+        let mut parts = Vec::new();
+        for (id, w) in &self.watches {
+            let Some(pct) = w.latest().and_then(|s| percent(s.progress())) else {
+                continue;
+            };
+            let text = progress_text(id, pct, elapsed);
+            let quarter = pct / 25;
+            if quarter > 0 && quarter < 4 && self.said.get(id) != Some(&quarter) {
+                self.said.insert(id.clone(), quarter);
+                say(text.clone());
+            }
+            parts.push(text);
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
+/// `"63%"` -> 63.
+fn percent(p: Option<&str>) -> Option<u8> {
+    p?.trim()
+        .trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .map(|v| v.min(100))
+}
+
+/// "snapshot snap-1 63%, about 12s left": the time left extrapolated from the progress made
+/// since the wait began.
+pub fn progress_text(id: &str, pct: u8, elapsed: Duration) -> String {
+    if pct == 0 || pct >= 100 {
+        return format!("snapshot {id} {pct}%");
+    }
+    let left = elapsed.mul_f64(f64::from(100 - pct) / f64::from(pct));
+    let left = Duration::from_secs(left.as_secs().max(1));
+    format!(
+        "snapshot {id} {pct}%, about {} left",
+        crate::duration::human(left)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::{ImageState, InstanceState, StateReason};
+
+    fn inst(state: InstanceStateName) -> Instance {
+        Instance::builder()
+            .instance_id("i-1")
+            .state(InstanceState::builder().name(state).build())
+            .build()
+    }
+
+    #[test]
+    fn states_are_judged_against_the_target() {
+        let pending = [InstanceStateName::Pending];
+        let t = InstanceStateName::Running;
+        assert!(matches!(
+            instance_state(Some(&inst(InstanceStateName::Running)), &t, &pending),
+            Ok(Probe::Done(_))
+        ));
+        assert!(matches!(
+            instance_state(None, &t, &pending),
+            Ok(Probe::Pending(s)) if s == "not visible yet"
+        ));
+        assert!(matches!(
+            instance_state(Some(&inst(InstanceStateName::Terminated)), &t, &pending),
+            Ok(Probe::Failed { state, .. }) if state == "terminated"
+        ));
+        let failed = Image::builder()
+            .image_id("ami-1")
+            .state(ImageState::Failed)
+            .state_reason(
+                StateReason::builder()
+                    .code("Client.SnapshotFailed")
+                    .message("the snapshot failed")
+                    .build(),
+            )
+            .build();
+        match image_state(Some(&failed)) {
+            Ok(Probe::Failed { state, reason }) => {
+                assert_eq!(
+                    (state.as_str(), reason.as_str()),
+                    ("failed", "the snapshot failed")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn progress_says_the_percentage_and_estimates_the_rest() {
+        assert_eq!(percent(Some("63%")), Some(63));
+        assert_eq!(percent(Some("")), None);
+        assert_eq!(
+            progress_text("snap-1", 25, Duration::from_secs(10)),
+            format!(
+                "snapshot snap-1 25%, about {} left",
+                crate::duration::human(Duration::from_secs(30))
+            )
+        );
+        assert_eq!(
+            progress_text("snap-1", 0, Duration::from_secs(10)),
+            "snapshot snap-1 0%"
+        );
+    }
+}
