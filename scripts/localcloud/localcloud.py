@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 CACHE_DIR = os.environ.get("IMGBUILD_LOCALCLOUD_CACHE", "/var/cache/imgbuild-localcloud")
 SUITE = "bookworm"
@@ -117,6 +118,24 @@ WantedBy=sysinit.target
 """
 
 CONFIG_VERSION = "3"
+
+
+def discard(path):
+    """Removes a directory tree. Deleting a gigabyte of small files takes minutes on a disk that
+    discards on unlink, so the tree is first moved out of the way (a rename: instant) into
+    CACHE_DIR/trash, and deleted there by a detached `rm` (also what a later call finds left)."""
+    if not os.path.lexists(path):
+        return
+    trash = os.path.join(CACHE_DIR, "trash")
+    os.makedirs(trash, exist_ok=True)
+    target = os.path.join(trash, "%d-%d-%s" % (os.getpid(), time.monotonic_ns(), os.path.basename(path)))
+    try:
+        os.rename(path, target)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    subprocess.Popen(["rm", "-rf", "--one-file-system", "--", target], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def log(msg):
@@ -287,6 +306,10 @@ class Cloud:
         write(merged + "/etc/localcloud/meta.env",
               "LC_INSTANCE_ID='%s'\nLC_IP='%s'\nLC_HOSTNAME='%s'\nLC_USER='%s'\nLC_PUBLIC_KEY='%s'\n"
               % (m["id"], m["ip"], m["hostname"], m["user"], m["public_key"].replace("'", "")))
+        # A machine-id of its own (an empty one would make systemd derive the same from the host).
+        with open(merged + "/etc/machine-id") as f:
+            if not f.read().strip():
+                write(merged + "/etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
         for f in ["stop-requested", "nspawn.pid"]:
             if os.path.exists(d + "/" + f):
                 os.unlink(d + "/" + f)
@@ -374,7 +397,7 @@ class Cloud:
         if not os.path.exists(self.idir(iid) + "/instance.json"):
             return
         self.stop(iid, force=True)
-        shutil.rmtree(self.idir(iid), ignore_errors=True)
+        discard(self.idir(iid))
 
     def create_image(self, iid, image_id):
         """Freezes the instance's disk as it is now into an image layer; returns the layer list."""
@@ -396,7 +419,7 @@ class Cloud:
         return [layer] + m["layers"][:-1]
 
     def delete_image(self, image_id):
-        shutil.rmtree(os.path.join(self.dir, "images", image_id), ignore_errors=True)
+        discard(os.path.join(self.dir, "images", image_id))
 
     def instances(self):
         return sorted(os.listdir(self.dir + "/instances"))
@@ -406,8 +429,9 @@ class Cloud:
             if os.path.exists(self.idir(iid) + "/instance.json"):
                 self.stop(iid, force=True)
         for iid in self.instances():
-            shutil.rmtree(self.idir(iid), ignore_errors=True)
-        shutil.rmtree(self.dir + "/images", ignore_errors=True)
+            if not self.mounted(self.idir(iid) + "/merged"):
+                discard(self.idir(iid))
+        discard(self.dir + "/images")
 
 
 # --------------------------------------------------------------------------------------- supervisor ---
@@ -424,11 +448,17 @@ def supervise(state_dir, iid):
     d, m = cloud.idir(iid), cloud.meta(iid)
     enter_cgroups(cloud, iid)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    extra = []
+    apt_cache = os.environ.get("IMGBUILD_LOCALCLOUD_APT_CACHE")
+    if apt_cache:
+        # Downloaded .debs kept between runs on this machine (never part of an instance's disk or image).
+        os.makedirs(apt_cache, exist_ok=True)
+        extra.append("--bind=%s:/var/cache/apt/archives" % apt_cache)
     for _ in range(100):
         p = subprocess.Popen(["systemd-nspawn", "--quiet", "--boot", "--directory=" + d + "/merged",
                               "--machine=" + m["machine"], "--register=no", "--keep-unit",
                               "--console=read-only", "--link-journal=no", "--resolv-conf=copy-host",
-                              "--timezone=off"], stdin=subprocess.DEVNULL)
+                              "--timezone=off"] + extra, stdin=subprocess.DEVNULL)
         write(d + "/nspawn.pid", str(p.pid))
         rc = p.wait()
         print("localcloud: nspawn exited %d" % rc, flush=True)

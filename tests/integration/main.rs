@@ -9,6 +9,7 @@ mod build_tests;
 mod cfn_tests;
 mod cleanup_tests;
 mod cli_tests;
+mod cloud_tests;
 mod fault_tests;
 mod nightly_tests;
 mod null_tests;

@@ -44,6 +44,7 @@ pub mod build;
 pub mod building;
 pub mod cfn;
 pub mod cli;
+pub mod cloud;
 pub mod faultproxy;
 pub mod faults;
 pub mod null;
