@@ -134,8 +134,22 @@ def discard(path):
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
         return
-    subprocess.Popen(["rm", "-rf", "--one-file-system", "--", target], stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    delete_in_background(target)
+
+
+def delete_in_background(path):
+    # Through a shell that exits at once, so that `rm` is no descendant of a process that a stop
+    # kills with its descendants (the EC2 server, testworld.sh's watchdog).
+    subprocess.run(["sh", "-c", 'rm -rf --one-file-system -- "$1" </dev/null >/dev/null 2>&1 &', "sh", path],
+                   start_new_session=True, check=False)
+
+
+def sweep_trash():
+    """Deletes what an earlier run left in the trash (its `rm` killed, the machine rebooted)."""
+    trash = os.path.join(CACHE_DIR, "trash")
+    if os.path.isdir(trash):
+        for name in os.listdir(trash):
+            delete_in_background(os.path.join(trash, name))
 
 
 def log(msg):
@@ -473,6 +487,7 @@ def supervise(state_dir, iid):
 def main(argv):
     if len(argv) >= 1 and argv[0] == "base":
         print(build_base())
+        sweep_trash()
     elif len(argv) == 2 and argv[0] == "teardown":
         if os.path.isdir(argv[1]):
             Cloud(argv[1]).teardown()
