@@ -122,6 +122,33 @@ fn cloud_stop_start_and_images_keep_the_disk() {
     .expect("after start");
     assert_eq!(out, "kept\n/run/marker-ran\n");
 
+    // A reboot from inside boots the machine again (/run is emptied, enabled units start).
+    let _ = ssh_ok(
+        &ip,
+        "ubuntu",
+        &key,
+        "sudo touch /run/before-reboot; sudo systemctl reboot",
+    );
+    let mut rebooted = false;
+    for _ in 0..100 {
+        let out = ssh_ok(
+            &ip,
+            "ubuntu",
+            &key,
+            "ls /run/before-reboot /run/marker-ran 2>/dev/null; true",
+        );
+        if out.as_deref() == Ok("/run/marker-ran\n") {
+            rebooted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert!(
+        rebooted,
+        "the instance came back from an in-guest reboot\n{}",
+        world.logs()
+    );
+
     instance_action(&world, &id, "stop");
     let (ami, snapshot) = create_image(&world, &id, "disk-test");
     instance_action(&world, &id, "terminate");
