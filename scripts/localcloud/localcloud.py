@@ -465,9 +465,16 @@ def supervise(state_dir, iid):
     extra = []
     apt_cache = os.environ.get("IMGBUILD_LOCALCLOUD_APT_CACHE")
     if apt_cache:
-        # Downloaded .debs kept between runs on this machine (never part of an instance's disk or image).
+        # Downloaded .debs kept between runs on this machine (never part of an instance's disk or
+        # image). One running instance at a time has it: apt refuses to run while another apt
+        # holds the archives' lock, so a second instance downloads on its own instead.
         os.makedirs(apt_cache, exist_ok=True)
-        extra.append("--bind=%s:/var/cache/apt/archives" % apt_cache)
+        cache_lock = open(apt_cache.rstrip("/") + ".lock", "w")
+        try:
+            fcntl.flock(cache_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            extra.append("--bind=%s:/var/cache/apt/archives" % apt_cache)
+        except OSError:
+            cache_lock.close()
     for _ in range(100):
         p = subprocess.Popen(["systemd-nspawn", "--quiet", "--boot", "--directory=" + d + "/merged",
                               "--machine=" + m["machine"], "--register=no", "--keep-unit",

@@ -68,7 +68,18 @@ fn cloud_instances_are_real_machines_any_ec2_client_can_log_in_to() {
     );
     assert!(!instances.join(&id1).exists());
 
-    // The other instance is still running when the cloud stops.
+    // The other instance is still running when the cloud stops, and its EC2 server was killed
+    // (kill -9): the stop still finds and removes the machine.
+    let server = world
+        .pids()
+        .into_iter()
+        .find(|(name, _)| name == "moto")
+        .expect("the EC2 server")
+        .1;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.to_string()])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill -9 {server}");
     let state_dir = world.state_dir().to_path_buf();
     world.stop().expect("the cloud stops");
     assert_eq!(leftovers(&state_dir, &[id1, id2]), Vec::<String>::new());
