@@ -15,10 +15,15 @@
 #
 # Usage:
 #   scripts/testworld.sh install                 install what is missing (idempotent)
-#   scripts/testworld.sh start [STATE_DIR] [--owner-pid PID]
+#   scripts/testworld.sh start [STATE_DIR] [--owner-pid PID] [--real-instances]
 #                                                start a world; prints its env file
 #   scripts/testworld.sh stop [STATE_DIR]        stop it, remove STATE_DIR and its sandbox
 #   scripts/testworld.sh status [STATE_DIR]      show its env and whether it runs
+#
+# --real-instances (root only): the local cloud (scripts/localcloud/): the EC2 endpoint is moto
+# with hooks, and every instance launched through it is a real Debian root booted by
+# systemd-nspawn on its own loopback address (127.A.B.x, sshd on port 22). `stop` stops and
+# removes every instance, mount and process it made.
 #
 # STATE_DIR defaults to ${TMPDIR:-/tmp}/imgbuild-testworld. After `start`, use it
 # from a shell with:  set -a; . "$STATE_DIR/env"; set +a
@@ -77,6 +82,8 @@ MAX_LIFETIME_S=${IMGBUILD_TESTWORLD_MAX_LIFETIME:-10800}
 INSTALL_TIMEOUT_S=900
 
 EXIT_MISSING_DEP=3
+LOCALCLOUD_DIR="$SCRIPT_DIR/localcloud"
+REAL_INSTANCES=0
 
 log() { echo "testworld: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -219,6 +226,21 @@ install_ansible() {
     timeout "$INSTALL_TIMEOUT_S" "$venv/bin/pip" install -q "$ANSIBLE_SPEC" >&2
 }
 
+# What the local cloud (--real-instances) needs beyond the sandbox world; one item a line.
+real_missing_items() {
+    PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null 2>&1 || echo debootstrap
+    command -v systemd-nspawn >/dev/null 2>&1 || echo systemd-nspawn
+}
+
+# A python3 that can import moto (the local cloud runs moto in-process).
+moto_python() {
+    if python3 -c 'import moto' >/dev/null 2>&1; then command -v python3; return 0; fi
+    local py
+    py="$(moto_venv)/bin/python3"
+    if [ -x "$py" ] && "$py" -c 'import moto' >/dev/null 2>&1; then echo "$py"; return 0; fi
+    return 1
+}
+
 # apt-get install, without letting the packages start services (an
 # openssh-server postinst would otherwise start the system sshd on port 22).
 apt_install() {
@@ -321,6 +343,18 @@ do_install() {
         fi
     fi
 
+    # 1b. The local cloud's tools (root only): debootstrap and systemd-nspawn.
+    if is_root; then
+        local real
+        real=$(real_missing_items)
+        if [ -n "$real" ]; then
+            local rpkgs=()
+            grep -qx debootstrap <<<"$real" && rpkgs+=(debootstrap)
+            grep -qx systemd-nspawn <<<"$real" && rpkgs+=(systemd-container)
+            apt_install "${rpkgs[@]}" || missing "apt-get install ${rpkgs[*]} failed"
+        fi
+    fi
+
     # 2. moto's server mode, from PyPI.
     if ! find_moto_server >/dev/null; then
         install_moto || missing "moto_server (pip install '$MOTO_SPEC' failed)"
@@ -350,6 +384,10 @@ do_install() {
     exec 9>&-
     todo=$(missing_items)
     [ -z "$todo" ] || missing "still missing after install: ${todo//$'\n'/ }"
+    if is_root; then
+        todo=$(real_missing_items)
+        [ -z "$todo" ] || missing "still missing after install: ${todo//$'\n'/ }"
+    fi
     log "install complete"
 }
 
@@ -380,7 +418,12 @@ start_moto() {
         port=$(free_port)
         # setsid: own session, so a terminal's ^C reaches only the test process;
         # the watchdog (or `stop`) cleans up. fd 9 (a lock) must not leak into it.
-        setsid "$moto" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 9>&- &
+        if [ "$REAL_INSTANCES" = 1 ]; then
+            setsid "$(moto_python)" "$LOCALCLOUD_DIR/localcloud_ec2.py" -H 127.0.0.1 -p "$port" --state "$dir/cloud" \
+                </dev/null >"$dir/moto.log" 2>&1 9>&- &
+        else
+            setsid "$moto" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 9>&- &
+        fi
         pid=$!
         echo "moto $pid" >>"$dir/pids"
         echo "$port" >"$dir/moto.port"
@@ -547,6 +590,7 @@ IMGBUILD_TEST_SANDBOX=$sandbox
 IMGBUILD_TEST_STATE_DIR=$dir
 IMGBUILD_PUBLIC_IP_URL=http://127.0.0.1:$IPSERVER_PORT/ip
 IMGBUILD_TEST_PUBLIC_IP=$TEST_PUBLIC_IP
+IMGBUILD_TEST_REAL_INSTANCES=$REAL_INSTANCES
 AWS_ACCESS_KEY_ID=testing
 AWS_SECRET_ACCESS_KEY=testing
 AWS_DEFAULT_REGION=$REGION
@@ -568,6 +612,7 @@ do_start() {
     while [ $# -gt 0 ]; do
         case "$1" in
             --owner-pid) owner=${2:?--owner-pid needs a PID}; shift 2 ;;
+            --real-instances) REAL_INSTANCES=1; shift ;;
             -*) usage ;;
             *) dir=$1; shift ;;
         esac
@@ -576,6 +621,13 @@ do_start() {
 
     # 1. Install whatever is missing (quick no-op when everything is there).
     if [ -n "$(missing_items)" ]; then do_install; fi
+    if [ "$REAL_INSTANCES" = 1 ]; then
+        # Real apt downloads kept between runs on this machine (set it empty to turn that off).
+        export IMGBUILD_LOCALCLOUD_APT_CACHE=${IMGBUILD_LOCALCLOUD_APT_CACHE-/var/cache/imgbuild-localcloud/apt-archives}
+        is_root || missing "root (the local cloud mounts overlays and runs systemd-nspawn; run as root)"
+        if [ -n "$(real_missing_items)" ]; then do_install; fi
+        moto_python >/dev/null || missing "a python3 that can import moto"
+    fi
 
     # 2. The state directory: absolute, no whitespace (it goes into sshd_config),
     #    empty or new, private, and marked as ours so `stop` may remove it.
@@ -592,6 +644,12 @@ do_start() {
     # 3. The watchdog for an owner process comes first, so that whatever is
     #    started below is stopped even if this script is killed half-way.
     if [ -n "$owner" ]; then start_watchdog "$dir" "$owner"; fi
+
+    # 3b. The local cloud's base root: built once (debootstrap, about a minute), then cached.
+    if [ "$REAL_INSTANCES" = 1 ]; then
+        timeout 1800 python3 "$LOCALCLOUD_DIR/localcloud.py" base >/dev/null \
+            || die "could not build the local cloud's base root (see above)"
+    fi
 
     # 4. sshd's own host key, in the state directory.
     ssh-keygen -q -t ed25519 -N '' -C imgbuild-testworld -f "$dir/ssh_host_ed25519_key"
@@ -645,6 +703,12 @@ do_stop() {
     dir=$(cd -- "$dir" && pwd -P)
     [ -f "$dir/.imgbuild-testworld" ] || die "$dir is not a test world state directory"
 
+    # 0. The local cloud's instances (machines, mounts, cgroups), before their supervisors go.
+    if [ -d "$dir/cloud" ]; then
+        timeout 120 python3 "$LOCALCLOUD_DIR/localcloud.py" teardown "$dir/cloud" \
+            || log "warning: local cloud teardown failed"
+    fi
+
     # 1. Our recorded processes (still ours by their command line) and their
     #    descendants (e.g. sshd's per-connection processes). Never this process:
     #    the watchdog execs into `stop`.
@@ -694,8 +758,13 @@ do_stop() {
         rm -rf -- "$sandbox" || log "warning: could not remove $sandbox"
     fi
 
-    # 4. The state directory itself.
-    rm -rf -- "$dir" || true
+    # 4. The state directory itself (the local cloud again first: an instance launched while
+    #    the processes were stopping).
+    if [ -d "$dir/cloud" ]; then
+        timeout 120 python3 "$LOCALCLOUD_DIR/localcloud.py" teardown "$dir/cloud" \
+            || log "warning: local cloud teardown failed"
+    fi
+    rm -rf --one-file-system -- "$dir" || true
     log "world in $dir stopped"
 }
 

@@ -47,6 +47,7 @@ pub mod building;
 pub mod cfn;
 pub mod cli;
 pub mod delayproxy;
+pub mod cloud;
 pub mod faultproxy;
 pub mod faults;
 pub mod null;

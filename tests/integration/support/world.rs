@@ -80,7 +80,7 @@ impl TestWorld {
     /// Starts a world of this test's own; `None` (after printing `skipped: ...`)
     /// when a dependency is missing outside CI. Panics on any other failure.
     pub fn start() -> Option<TestWorld> {
-        match Self::try_start() {
+        match Self::try_start(&[]) {
             Ok(world) => Some(world),
             Err(StartError::Missing(why)) => skip_or_panic(&why),
             Err(StartError::Failed(why)) => panic!("test world failed to start: {why}"),
@@ -91,7 +91,7 @@ impl TestWorld {
     /// use, stopped by the watchdog when the process exits).
     pub fn shared() -> Option<&'static TestWorld> {
         static SHARED: OnceLock<Result<TestWorld, String>> = OnceLock::new();
-        let world = SHARED.get_or_init(|| match Self::try_start() {
+        let world = SHARED.get_or_init(|| match Self::try_start(&[]) {
             Ok(world) => Ok(world),
             Err(StartError::Missing(why)) => {
                 panic_if_ci(&why);
@@ -108,7 +108,17 @@ impl TestWorld {
         }
     }
 
-    fn try_start() -> Result<TestWorld, StartError> {
+    /// A world of this test's own whose instances are real Debian roots (the local cloud,
+    /// `start --real-instances`; root only: otherwise skipped, or failed with `CI=true`).
+    pub fn start_real_instances() -> Option<TestWorld> {
+        match Self::try_start(&["--real-instances"]) {
+            Ok(world) => Some(world),
+            Err(StartError::Missing(why)) => skip_or_panic(&why),
+            Err(StartError::Failed(why)) => panic!("local cloud failed to start: {why}"),
+        }
+    }
+
+    fn try_start(extra: &[&str]) -> Result<TestWorld, StartError> {
         let script = script_path();
         let state_dir = std::env::temp_dir().join(unique_name("imgbuild-testworld"));
         let mut cmd = Command::new("bash");
@@ -116,7 +126,8 @@ impl TestWorld {
             .arg("start")
             .arg(&state_dir)
             .arg("--owner-pid")
-            .arg(std::process::id().to_string());
+            .arg(std::process::id().to_string())
+            .args(extra);
         let out = match run_bounded(&mut cmd, START_TIMEOUT) {
             Ok(out) => out,
             Err(RunError::Spawn(e)) => {

@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""localcloud_ec2.py: the local cloud's EC2 endpoint: moto's server, in-process, whose instances are real.
+
+    localcloud_ec2.py -H 127.0.0.1 -p PORT --state STATE_DIR
+
+moto answers the EC2 API; hooks on RunInstances, StopInstances, StartInstances, RebootInstances,
+TerminateInstances, CreateImage, DeregisterImage and DeleteSnapshot make each one a real machine action
+(localcloud.py): an instance is a Debian root booted by systemd-nspawn on its own loopback address, which
+DescribeInstances reports as both its public and private IP.
+
+Source images answer the filters real templates use (Ubuntu 22.04/24.04 owned by Canonical 099720109477,
+Debian 12 owned by 136693071363, Amazon Linux 2 / 2023 owned by 137112412989); all are the one Debian base
+root, with the image's usual login user (ubuntu, admin, ec2-user). CreateImage freezes the instance's disk
+(a copy of its upper layer) and RunInstances from that AMI boots it; the copy is deleted once the AMI is
+deregistered and its snapshot deleted. SIGTERM stops and removes every instance before the server exits.
+"""
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import sys
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import localcloud  # noqa: E402
+
+SOURCE_IMAGES = [
+    ("ami-0lc0ubuntu2204", "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20240301",
+     "099720109477", "ubuntu", "Canonical, Ubuntu, 22.04 LTS, amd64 jammy image (local cloud: Debian 12 root)"),
+    ("ami-0lc0ubuntu2404", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20240423",
+     "099720109477", "ubuntu", "Canonical, Ubuntu, 24.04 LTS, amd64 noble image (local cloud: Debian 12 root)"),
+    ("ami-0lc0debian12", "debian-12-amd64-20240201-1645",
+     "136693071363", "admin", "Debian 12 (20240201-1645) (local cloud)"),
+    ("ami-0lc0al2023", "al2023-ami-2023.3.20240219.0-kernel-6.1-x86_64",
+     "137112412989", "ec2-user", "Amazon Linux 2023 AMI (local cloud: Debian 12 root)"),
+    ("ami-0lc0amzn2", "amzn2-ami-hvm-2.0.20240223.0-x86_64-gp2",
+     "137112412989", "ec2-user", "Amazon Linux 2 AMI (local cloud: Debian 12 root)"),
+]
+
+NETS_DIR = os.path.join(localcloud.CACHE_DIR, "nets")
+
+
+def write_amis_file(path):
+    # No creation_date: moto parses it in place, once per region, and fails on the second region.
+    amis = [{
+        "ami_id": ami_id, "name": name, "description": desc, "owner_id": owner, "public": True,
+        "virtualization_type": "hvm", "architecture": "x86_64", "state": "available",
+        "root_device_type": "ebs", "root_device_name": "/dev/sda1", "hypervisor": "xen",
+        "image_type": "machine", "platform": None,
+        "boot_mode": "legacy-bios",
+    } for ami_id, name, owner, _user, desc in SOURCE_IMAGES]
+    with open(path, "w") as f:
+        json.dump(amis, f)
+
+
+def claim_net(state_dir):
+    """A 127.A.B.0/24 of this cloud's own (released when its state dir is gone)."""
+    os.makedirs(NETS_DIR, exist_ok=True)
+    with open(os.path.join(localcloud.CACHE_DIR, "nets.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for a in range(100, 200):
+            for b in range(0, 256):
+                p = os.path.join(NETS_DIR, "127.%d.%d" % (a, b))
+                try:
+                    with open(p) as f:
+                        owner = f.read().strip()
+                    if os.path.isdir(owner) and owner != state_dir:
+                        continue
+                except OSError:
+                    pass
+                with open(p, "w") as f:
+                    f.write(state_dir)
+                return "127.%d.%d" % (a, b)
+    raise SystemExit("localcloud: no free 127.A.B.0/24 left in " + NETS_DIR)
+
+
+class Hooks:
+    def __init__(self, state_dir):
+        self.cloud = localcloud.Cloud(state_dir)
+        self.lock = threading.RLock()
+        self.net = claim_net(self.cloud.dir)
+        self.next_host = 10
+        self.ips = {}  # instance id -> address
+        # AMI id -> {"layers": [...], "user": str, "snapshot": id or None, "deregistered": bool}
+        self.images = {ami_id: {"layers": [], "user": user, "snapshot": None, "deregistered": False}
+                       for ami_id, _n, _o, user, _d in SOURCE_IMAGES}
+        self.snapshots_deleted = set()
+
+    def allocate_ip(self):
+        used = set(self.ips.values())
+        for _ in range(245):
+            ip = "%s.%d" % (self.net, self.next_host)
+            self.next_host = 10 + (self.next_host - 9) % 245
+            if ip not in used:
+                return ip
+        raise RuntimeError("the local cloud has no free address left in %s.0/24" % self.net)
+
+    def launched(self, instance):
+        with self.lock:
+            image = self.images.get(instance.image_id) or self.images["ami-0lc0ubuntu2204"]
+            ip = self.allocate_ip()
+            self.ips[instance.id] = ip
+            key = ""
+            if instance.key_name:
+                kp = instance.ec2_backend.key_pairs.get(instance.key_name)
+                key = kp.public_key if kp else ""
+            hostname = "ip-" + ip.replace(".", "-")
+            self.cloud.create(instance.id, ip, list(image["layers"]), image["user"], key, hostname)
+            self.images_user = image["user"]
+            set_addresses(instance, ip)
+            self.cloud.start(instance.id)
+
+    def image_created(self, ami, instance_id):
+        with self.lock:
+            layers = self.cloud.create_image(instance_id, ami.id)
+            user = self.cloud.meta(instance_id)["user"]
+            snap = getattr(getattr(ami, "ebs_snapshot", None), "id", None)
+            self.images[ami.id] = {"layers": layers, "user": user, "snapshot": snap, "deregistered": False}
+
+    def maybe_free(self, ami_id):
+        img = self.images.get(ami_id)
+        if img and img["deregistered"] and (img["snapshot"] is None or img["snapshot"] in self.snapshots_deleted):
+            self.cloud.delete_image(ami_id)
+            del self.images[ami_id]
+
+    def teardown(self):
+        with self.lock:
+            self.cloud.teardown()
+
+
+def set_addresses(instance, ip):
+    for nic in instance.nics.values():
+        nic.private_ip_address = ip
+        if getattr(nic, "private_ip_addresses", None):
+            nic.private_ip_addresses[0]["PrivateIpAddress"] = ip
+        nic.public_ip = ip if instance._state.name in ("pending", "running") else None
+
+
+def install_hooks(hooks):
+    from moto.ec2.models import amis, elastic_block_store, instances
+
+    ib = instances.InstanceBackend
+    orig = {name: getattr(ib, name) for name in
+            ["run_instances", "stop_instances", "start_instances", "terminate_instances", "reboot_instances"]}
+
+    def run_instances(self, *args, **kwargs):
+        reservation = orig["run_instances"](self, *args, **kwargs)
+        for instance in reservation.instances:
+            hooks.launched(instance)
+        return reservation
+
+    def stop_instances(self, instance_ids):
+        result = orig["stop_instances"](self, instance_ids)
+        for instance, _prev in result:
+            hooks.cloud.stop(instance.id)
+            set_addresses(instance, hooks.ips.get(instance.id))
+        return result
+
+    def start_instances(self, instance_ids):
+        result = orig["start_instances"](self, instance_ids)
+        for instance, _prev in result:
+            set_addresses(instance, hooks.ips.get(instance.id))
+            hooks.cloud.start(instance.id)
+        return result
+
+    def reboot_instances(self, instance_ids):
+        result = orig["reboot_instances"](self, instance_ids)
+        for instance in result:
+            hooks.cloud.stop(instance.id)
+            hooks.cloud.start(instance.id)
+        return result
+
+    def terminate_instances(self, instance_ids):
+        result = orig["terminate_instances"](self, instance_ids)
+        for instance, _prev in result:
+            with hooks.lock:
+                hooks.cloud.terminate(instance.id)
+                hooks.ips.pop(instance.id, None)
+        return result
+
+    for name, fn in [("run_instances", run_instances), ("stop_instances", stop_instances),
+                     ("start_instances", start_instances), ("reboot_instances", reboot_instances),
+                     ("terminate_instances", terminate_instances)]:
+        setattr(ib, name, fn)
+
+    ab = amis.AmiBackend
+    orig_create, orig_dereg = ab.create_image, ab.deregister_image
+
+    def create_image(self, instance_id, *args, **kwargs):
+        ami = orig_create(self, instance_id, *args, **kwargs)
+        hooks.image_created(ami, instance_id)
+        return ami
+
+    def deregister_image(self, ami_id):
+        orig_dereg(self, ami_id)
+        with hooks.lock:
+            if ami_id in hooks.images and hooks.images[ami_id]["layers"]:
+                hooks.images[ami_id]["deregistered"] = True
+                hooks.maybe_free(ami_id)
+
+    ab.create_image, ab.deregister_image = create_image, deregister_image
+
+    eb = elastic_block_store.EBSBackend
+    orig_del_snap = eb.delete_snapshot
+
+    def delete_snapshot(self, snapshot_id):
+        result = orig_del_snap(self, snapshot_id)
+        with hooks.lock:
+            hooks.snapshots_deleted.add(snapshot_id)
+            for ami_id in [a for a, img in hooks.images.items() if img["snapshot"] == snapshot_id]:
+                hooks.maybe_free(ami_id)
+        return result
+
+    eb.delete_snapshot = delete_snapshot
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("--state", required=True, help="the cloud's state directory")
+    args = parser.parse_args()
+    state = os.path.abspath(args.state)
+    os.makedirs(state, exist_ok=True)
+    localcloud.build_base()
+    amis_path = os.path.join(state, "amis.json")
+    write_amis_file(amis_path)
+    os.environ["MOTO_AMIS_PATH"] = amis_path
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    hooks = Hooks(state)
+    install_hooks(hooks)
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(args.host, args.port, app, threaded=True)
+
+    def on_term(_sig, _frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    print("localcloud: EC2 endpoint on http://%s:%d, instances on %s.0/24, state in %s"
+          % (args.host, args.port, hooks.net, state), file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        hooks.teardown()
+        print("localcloud: every instance stopped and removed", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
