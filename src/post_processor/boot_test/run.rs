@@ -31,6 +31,7 @@ use crate::post_processor::context::PpContext;
 use crate::post_processor::error::PpError;
 use crate::provisioner::runtime::{BeforeProvisioning, ProvisionContext, ProvisionError};
 use crate::provisioner::{PreparedProvisioner, ProvisionerConfig};
+use crate::timeline::Timeline;
 
 /// The builder's configuration with the boot test's overrides.
 pub fn boot_config(builder: &AmazonEbsConfig, c: &BootTestConfig) -> AmazonEbsConfig {
@@ -99,6 +100,9 @@ pub async fn run(
     .map_err(PpError::Other)?;
     let ledger = open_ledger(ctx, &cfg)?;
     let interact = Interact::quiet(ctx.build_name);
+    // The boot test is one phase of the build's timeline (its post-processor's); the steps it
+    // reuses mark their own phases on this one, which nobody reports.
+    let timeline = Timeline::start();
     let env = Env {
         name: ctx.build_name,
         cfg: &cfg,
@@ -108,6 +112,8 @@ pub async fn run(
         polling,
         cancel: ctx.cancel,
         interact: &interact,
+        timeline: &timeline,
+        aws: Some(aws),
     };
     ctx.say(
         target,
@@ -354,6 +360,7 @@ async fn test(
         error_cleanup: None,
         build_data,
         ui: env.ui,
+        timeline: env.timeline,
         before: cfg
             .wait_for_boot
             .then_some(&first_boot as &dyn BeforeProvisioning),

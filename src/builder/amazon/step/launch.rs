@@ -18,9 +18,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::network::Net;
-use super::{filter, state_reason, tag_spec, Env};
-use crate::aws::wait::{self, Probe};
-use crate::aws::ApiError;
+use super::{filter, tag_spec, Env};
 use crate::builder::amazon::config::spot::SpotPrice;
 use crate::builder::amazon::config::{BlockDevice, ShutdownBehavior, Tenancy};
 use crate::builder::amazon::ec2::Ec2;
