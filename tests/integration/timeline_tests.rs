@@ -226,3 +226,24 @@ fn on_a_terminal_each_phase_gets_a_bar() {
         "{text}"
     );
 }
+
+#[test]
+fn a_failed_build_prints_the_phases_it_reached_and_its_on_error_time() {
+    let s = Scratch::new().with(
+        "t.json",
+        &json!({
+            "builders": [{"type": "null", "communicator": "none"}],
+            "provisioners": [
+                {"type": "shell-local", "inline": ["exit 3"]},
+                {"type": "shell-local", "inline": ["echo never"]}
+            ]
+        })
+        .to_string(),
+    );
+    let r = s.run(&["build", "-color=false", "t.json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let (phases, total) = timeline_of(&r.stdout);
+    let names: Vec<&str> = phases.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["prepare", "provisioner 1 shell-local", "on-error"]);
+    adds_up(&phases, total);
+}
