@@ -80,7 +80,8 @@ fn single_dash(shell: Shell, line: &str) -> Vec<String> {
                 out.push(line.replacen(&format!(" -l {f} "), &format!(" -o {f} "), 1));
             }
         }
-        // `[CompletionResult]::new('--var-file', 'var-file', ...)`
+        // `[CompletionResult]::new('--var-file', '--var-file', ...)`: the text inserted, and
+        // the text listed.
         Shell::Powershell => {
             if let Some(f) = line
                 .split_once("::new('--")
@@ -88,7 +89,7 @@ fn single_dash(shell: Shell, line: &str) -> Vec<String> {
                 .map(|(f, _)| f)
                 .filter(|f| PACKER_FLAGS.contains(f))
             {
-                out.push(line.replacen(&format!("'--{f}'"), &format!("'-{f}'"), 1));
+                out.push(line.replace(&format!("'--{f}'"), &format!("'-{f}'")));
             }
         }
     }

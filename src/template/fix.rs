@@ -392,3 +392,48 @@ pub fn fix(src: &str) -> Result<Fixed, SyntaxError> {
     text.push_str(&src[at..]);
     Ok(Fixed { text, applied })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(src: &str) -> (String, Vec<&'static str>) {
+        let f = fix(src).expect("JSON");
+        (f.text, f.applied.iter().map(|a| a.fixer).collect())
+    }
+
+    #[test]
+    fn amazon_fixes_leave_other_builders_alone_but_ssh_fixes_do_not() {
+        let (text, applied) = fixed(
+            r#"{"builders": [{"type": "null", "enhanced_networking": true, "ssh_key_path": "k"}]}"#,
+        );
+        assert_eq!(
+            text,
+            r#"{"builders": [{"type": "null", "enhanced_networking": true, "ssh_private_key_file": "k"}]}"#
+        );
+        assert_eq!(applied, ["sshkeypath"]);
+    }
+
+    #[test]
+    fn removing_every_member_but_one_and_runs_of_members() {
+        let src = "{\"builders\": [{\n  \"spot_price_auto_product\": \"a\",\n  \"ssh_host_port_min\": 1,\n  \"type\": \"amazon-ebs\",\n  \"ssh_host_port_max\": 2,\n  \"ssh_skip_nat_mapping\": true\n}]}";
+        let (text, applied) = fixed(src);
+        assert_eq!(text, "{\"builders\": [{\n  \"type\": \"amazon-ebs\"\n}]}");
+        assert_eq!(applied.len(), 4);
+        let (text, _) = fixed(
+            r#"{"post-processors": [{"filename": "m.json", "output": "o.json", "type": "manifest"}]}"#,
+        );
+        assert_eq!(
+            text,
+            r#"{"post-processors": [{"output": "o.json", "type": "manifest"}]}"#
+        );
+    }
+
+    #[test]
+    fn values_a_fix_cannot_decide_stay_and_bad_json_is_an_error() {
+        let src = r#"{"builders": [{"type": "amazon-ebs", "ssh_private_ip": "{{user `p`}}", "temporary_security_group_source_cidr": 7}]}"#;
+        assert_eq!(fixed(src), (src.to_string(), vec![]));
+        assert_eq!(fixed("[1, 2]"), ("[1, 2]".to_string(), vec![]));
+        assert!(fix("{\"builders\": [}").is_err());
+    }
+}

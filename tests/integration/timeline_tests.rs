@@ -175,3 +175,75 @@ fn machine_readable_timeline_records_add_up() {
     adds_up(&listed, total);
     assert!(!r.stdout.contains("Timeline (seconds)"), "no human lines");
 }
+
+#[test]
+fn on_a_terminal_each_phase_gets_a_bar() {
+    use std::process::{Command, Stdio};
+    if Command::new("script").arg("-V").output().is_err() {
+        return crate::support::skip("util-linux `script` is missing");
+    }
+    let s = Scratch::new().with(
+        "t.json",
+        &json!({
+            "builders": [{"type": "null", "communicator": "none"}],
+            "provisioners": [{"type": "shell-local", "inline": ["sleep 0.2"]}]
+        })
+        .to_string(),
+    );
+    let bin = crate::support::cli::imgbuild_bin();
+    let out = Command::new("timeout")
+        .args(["120", "script", "-qefc"])
+        .arg(format!("stty cols 120; exec '{bin}' build t.json"))
+        .arg("/dev/null")
+        .current_dir(s.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("Timeline (seconds):"))
+        .skip(1)
+        .take(3)
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let bar = ['█', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+    assert!(
+        lines[0].starts_with("    prepare ") && lines[0].contains(bar),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("    provisioner 1 shell-local ") && lines[1].contains(bar),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("    total ") && !lines[2].contains(bar),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_failed_build_prints_the_phases_it_reached_and_its_on_error_time() {
+    let s = Scratch::new().with(
+        "t.json",
+        &json!({
+            "builders": [{"type": "null", "communicator": "none"}],
+            "provisioners": [
+                {"type": "shell-local", "inline": ["exit 3"]},
+                {"type": "shell-local", "inline": ["echo never"]}
+            ]
+        })
+        .to_string(),
+    );
+    let r = s.run(&["build", "-color=false", "t.json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let (phases, total) = timeline_of(&r.stdout);
+    let names: Vec<&str> = phases.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["prepare", "provisioner 1 shell-local", "on-error"]);
+    adds_up(&phases, total);
+}
