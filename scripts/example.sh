@@ -80,7 +80,7 @@ domain=mailape.example.test
 vars=(-var django_db_password=example-db-password -var django_db_host=db.example.test
       -var django_secret=example-django-secret -var email_host=smtp.example.test
       -var "web_domain=$domain")
-(cd "$work" && "$bin" build "${vars[@]}" "$@" "$repo/images/web_worker.json")
+(cd "$work" && "$bin" build -timestamp-ui "${vars[@]}" "$@" "$repo/images/web_worker.json")
 t_build=$SECONDS
 
 artifact=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["builds"][-1]["artifact_id"])' \

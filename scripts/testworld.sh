@@ -589,8 +589,9 @@ do_start() {
     # 1. Install whatever is missing (quick no-op when everything is there).
     if [ -n "$(missing_items)" ]; then do_install; fi
     if [ "$REAL_INSTANCES" = 1 ]; then
-        # Real apt downloads kept between runs on this machine (set it empty to turn that off).
+        # Real apt and pip downloads kept between runs on this machine (set empty to turn off).
         export IMGBUILD_LOCALCLOUD_APT_CACHE=${IMGBUILD_LOCALCLOUD_APT_CACHE-/var/cache/imgbuild-localcloud/apt-archives}
+        export IMGBUILD_LOCALCLOUD_PIP_CACHE=${IMGBUILD_LOCALCLOUD_PIP_CACHE-/var/cache/imgbuild-localcloud/pip-cache}
         is_root || missing "root (the local cloud mounts overlays and runs systemd-nspawn; run as root)"
         if [ -n "$(real_missing_items)" ]; then do_install; fi
         moto_python >/dev/null || missing "a python3 that can import moto"
