@@ -298,6 +298,7 @@ install_sandbox_root() {
 do_install() {
     local todo
     todo=$(missing_items)
+    if is_root; then todo+=$(real_missing_items); fi
     [ -n "$todo" ] || { log "everything is installed"; return 0; }
     # Serialise concurrent installs (tests may start several worlds at once).
     exec 9>>"$LOCK_DIR/imgbuild-testworld.$(id -u).install.lock"
