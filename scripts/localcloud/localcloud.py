@@ -465,6 +465,10 @@ class Cloud:
         write(layer + ".json", json.dumps({"layers": image_layers}))
         return image_layers
 
+    def copy_image(self, source_id, image_id, layers):
+        """CopyImage: the copy shares the source's disk (kept while either is registered)."""
+        write(os.path.join(self.dir, "images", image_id + ".json"), json.dumps({"layers": layers}))
+
     def delete_image(self, image_id):
         """Deletes the image's disk once no instance and no other image is built on it."""
         write(os.path.join(self.dir, "images", image_id + ".deleted"), "")
@@ -482,7 +486,8 @@ class Cloud:
         for name in names:
             if name.endswith(".json") and name[:-5] + ".deleted" not in names:
                 with open(os.path.join(images, name)) as f:
-                    used.update(json.load(f)["layers"][1:])
+                    # Every layer but the image's own (a copy's first layer is its source's).
+                    used.update(l for l in json.load(f)["layers"] if l != os.path.join(images, name[:-5]))
         for name in names:
             layer = os.path.join(images, name[:-len(".deleted")])
             if name.endswith(".deleted") and layer not in used:
