@@ -16,6 +16,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use super::hostpin::{self, sh_quote};
 use super::local::{run_local, LocalError};
 use super::remote::{print_line, Line};
 use super::shell::Tail;
@@ -118,7 +119,11 @@ fn stop_masters(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    for e in entries.flatten().take(64) {
+    use std::os::unix::fs::FileTypeExt;
+    let sockets = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()));
+    for e in sockets.take(64) {
         let _ = std::process::Command::new("ssh")
             .args(["-o", &format!("ControlPath={}", e.path().display())])
             .args(["-O", "exit", "imgbuild-control"])
@@ -127,11 +132,6 @@ fn stop_masters(dir: &Path) {
             .stderr(std::process::Stdio::null())
             .status();
     }
-}
-
-/// Quotes `s` for `--ssh-extra-args`, which Ansible splits as a POSIX shell would.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The inventory file's text (Packer's format).
@@ -189,7 +189,19 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &AnsibleConfig) -> Result<(
         run_galaxy(rt, c, galaxy, &env).await?;
     }
 
-    let ssh_extra = ssh_extra_args(c, ssh, key_path.as_deref());
+    let mut ssh_extra = ssh_extra_args(c, ssh, key_path.as_deref());
+    if let (Some(want), Some(dir)) = (&ssh.ssh_host_key_fingerprint, &scratch.control_dir) {
+        let target = hostpin::Target {
+            user: &user,
+            host: &ctx.host,
+            port: ctx.port,
+            key: key_path.as_deref(),
+            extra: &ssh_extra,
+        };
+        rt.say(&format!("ansible: checking the host key against {want}"));
+        let pinned = hostpin::pin(&target, &dir.path().join("known_hosts"), want).await?;
+        ssh_extra = format!("{pinned} {ssh_extra}");
+    }
     let mut args: Vec<String> = vec![
         "-e".into(),
         format!("packer_build_name=\"{}\"", ctx.build_name),

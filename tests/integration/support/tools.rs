@@ -50,3 +50,19 @@ pub fn ansible_path() -> Option<String> {
     );
     None
 }
+
+/// The world's sshd host key fingerprint, as `ssh-keygen -lf` prints it.
+pub fn world_host_key_fingerprint(world: &super::world::TestWorld) -> String {
+    let pubkey = world.state_dir().join("ssh_host_ed25519_key.pub");
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&pubkey)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(out.status.success(), "ssh-keygen -lf {}", pubkey.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("a SHA256 fingerprint in {text:?}"))
+        .to_string()
+}
