@@ -339,3 +339,48 @@ fn ansible_with_a_pinned_host_key_checks_it_and_runs_with_strict_checking() {
         "600\n"
     );
 }
+
+#[test]
+fn ansible_goes_through_the_bastion_with_a_proxy_command() {
+    let world = world_or_skip!(shared);
+    let Some(path) = ansible_path() else { return };
+    let fx = NullFx::new(world, "ansible-bastion");
+    let Some(bastion) = crate::support::tools::ForwardingSshd::start(world, fx.scratch.dir.path())
+    else {
+        crate::support::skip("cannot start a second sshd (the bastion)");
+        return;
+    };
+    fx.write_local(
+        "b.yml",
+        &format!(
+            "- name: via bastion\n  hosts: all\n  gather_facts: false\n  tasks:\n    - name: touch\n      ansible.builtin.file:\n        path: \"{}\"\n        state: touch\n        mode: \"0640\"\n",
+            fx.r("via-bastion")
+        ),
+        0o644,
+    );
+    let key = fx.key.display().to_string();
+    let t = json!({
+        "builders": [fx.builder(json!({"name": "bst", "ssh_bastion_host": "127.0.0.1",
+            "ssh_bastion_port": bastion.port, "ssh_bastion_username": world.ssh_user(),
+            "ssh_bastion_private_key_file": key}))],
+        "provisioners": [{"type": "ansible", "playbook_file": fx.local("b.yml").display().to_string()}]
+    });
+    std::fs::write(fx.local("t.json"), t.to_string()).expect("t.json");
+    let r = run_with_path(fx.scratch.dir.path(), world.env(), &path, &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!("-p {} -W %h:%p", bastion.port)),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fx.sh(&format!("stat -c %a {}", q(&fx.r("via-bastion")))),
+        "640\n"
+    );
+    // imgbuild's own login and Ansible's went through the bastion.
+    let log = std::fs::read_to_string(&bastion.log).unwrap_or_default();
+    assert!(
+        log.matches("Accepted publickey").count() >= 2,
+        "bastion log:\n{log}"
+    );
+}
