@@ -198,11 +198,17 @@ pub(crate) fn check_program(o: &mut Obj, dx: &mut Dx, key: &'static str, program
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
+        .stderr(std::process::Stdio::piped())
+        .output();
     let why = match out {
-        Ok(s) if s.success() => return,
-        Ok(s) => format!("`{program} --version` failed ({s})"),
+        Ok(o) if o.status.success() => return,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            match err.lines().rev().find(|l| !l.trim().is_empty()) {
+                Some(l) => format!("`{program} --version` failed ({}): {}", o.status, l.trim()),
+                None => format!("`{program} --version` failed ({})", o.status),
+            }
+        }
         Err(e) => format!("`{program} --version` cannot run: {}", io_reason(&e)),
     };
     error_at(

@@ -19,6 +19,7 @@ pub mod ansible;
 pub mod ansible_local;
 pub mod config_mgmt;
 pub mod file;
+pub mod hostpin;
 pub mod local;
 pub mod remote;
 pub mod shell;

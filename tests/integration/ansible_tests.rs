@@ -296,3 +296,91 @@ fn ansible_local_stages_playbook_dir_roles_and_group_vars_and_runs_on_the_instan
         "gone\n"
     );
 }
+
+#[test]
+fn ansible_with_a_pinned_host_key_checks_it_and_runs_with_strict_checking() {
+    let world = world_or_skip!(shared);
+    let Some(path) = ansible_path() else { return };
+    let fx = NullFx::new(world, "ansible-pin");
+    fx.write_local(
+        "pin.yml",
+        &format!(
+            "- name: pinned\n  hosts: all\n  gather_facts: false\n  tasks:\n    - name: touch\n      ansible.builtin.file:\n        path: \"{}\"\n        state: touch\n        mode: \"0600\"\n",
+            fx.r("pinned")
+        ),
+        0o644,
+    );
+    let fp = crate::support::tools::world_host_key_fingerprint(world);
+    let t = json!({
+        "builders": [fx.builder(json!({"name": "pin", "ssh_host_key_fingerprint": fp}))],
+        "provisioners": [{"type": "ansible", "playbook_file": fx.local("pin.yml").display().to_string()}]
+    });
+    std::fs::write(fx.local("t.json"), t.to_string()).expect("t.json");
+    let r = run_with_path(fx.scratch.dir.path(), world.env(), &path, &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains(&format!("ansible: checking the host key against {fp}")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("-o StrictHostKeyChecking=yes"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("StrictHostKeyChecking=no"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fx.sh(&format!("stat -c %a {}", q(&fx.r("pinned")))),
+        "600\n"
+    );
+}
+
+#[test]
+fn ansible_goes_through_the_bastion_with_a_proxy_command() {
+    let world = world_or_skip!(shared);
+    let Some(path) = ansible_path() else { return };
+    let fx = NullFx::new(world, "ansible-bastion");
+    let Some(bastion) = crate::support::tools::ForwardingSshd::start(world, fx.scratch.dir.path())
+    else {
+        crate::support::skip("cannot start a second sshd (the bastion)");
+        return;
+    };
+    fx.write_local(
+        "b.yml",
+        &format!(
+            "- name: via bastion\n  hosts: all\n  gather_facts: false\n  tasks:\n    - name: touch\n      ansible.builtin.file:\n        path: \"{}\"\n        state: touch\n        mode: \"0640\"\n",
+            fx.r("via-bastion")
+        ),
+        0o644,
+    );
+    let key = fx.key.display().to_string();
+    let t = json!({
+        "builders": [fx.builder(json!({"name": "bst", "ssh_bastion_host": "127.0.0.1",
+            "ssh_bastion_port": bastion.port, "ssh_bastion_username": world.ssh_user(),
+            "ssh_bastion_private_key_file": key}))],
+        "provisioners": [{"type": "ansible", "playbook_file": fx.local("b.yml").display().to_string()}]
+    });
+    std::fs::write(fx.local("t.json"), t.to_string()).expect("t.json");
+    let r = run_with_path(fx.scratch.dir.path(), world.env(), &path, &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!("-p {} -W %h:%p", bastion.port)),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fx.sh(&format!("stat -c %a {}", q(&fx.r("via-bastion")))),
+        "640\n"
+    );
+    // imgbuild's own login and Ansible's went through the bastion.
+    let log = std::fs::read_to_string(&bastion.log).unwrap_or_default();
+    assert!(
+        log.matches("Accepted publickey").count() >= 2,
+        "bastion log:\n{log}"
+    );
+}

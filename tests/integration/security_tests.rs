@@ -7,7 +7,6 @@
 //! a build is interrupted" section runs as written.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -16,7 +15,7 @@ use crate::support::building::Building;
 use crate::support::cli::{imgbuild_env, Run, Scratch};
 use crate::support::null::{q, NullFx};
 use crate::support::state::security_groups_of;
-use crate::support::world::{unique_name, TestWorld};
+use crate::support::world::unique_name;
 
 /// What an OpenSSH private key looks like in any output: the PEM armour, and the base64 of
 /// `openssh-key-v1\0` every OpenSSH private key body starts with.
@@ -533,27 +532,11 @@ fn shell_local_keeps_secrets_out_of_process_command_lines() {
 
 // ----------------------------------------------------------- 5. host key fingerprint ---
 
-/// The world's sshd host key fingerprint, as `ssh-keygen -lf` prints it.
-fn world_host_key_fingerprint(world: &TestWorld) -> String {
-    let pubkey = world.state_dir().join("ssh_host_ed25519_key.pub");
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(&pubkey)
-        .output()
-        .expect("ssh-keygen runs");
-    assert!(out.status.success(), "ssh-keygen -lf {}", pubkey.display());
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find(|w| w.starts_with("SHA256:"))
-        .unwrap_or_else(|| panic!("a SHA256 fingerprint in {text:?}"))
-        .to_string()
-}
-
 #[test]
 fn ssh_host_key_fingerprint_connects_when_right_and_fails_fast_when_wrong() {
     let world = world_or_skip!(shared);
     let fx = NullFx::new(world, "sec-hostkey");
-    let right = world_host_key_fingerprint(world);
+    let right = crate::support::tools::world_host_key_fingerprint(world);
     let wrong = "SHA256:0IApUJSuDKlhN7kY9ALQ3PS5KJ7+CYuEVpVQ359J8nU";
     assert_ne!(right, wrong);
     let template = |fp: &str| {

@@ -23,6 +23,7 @@ use imgbuild::communicator::ssh::{
     SshError, Stream, TransferProgress, UploadSource, WaitReason,
 };
 
+use crate::support::tools::ForwardingSshd;
 use crate::support::world::{run_ok, ssh_keygen, unique_name, TestWorld};
 
 // ------------------------------------------------------------------ fixture ---
@@ -321,73 +322,6 @@ impl Drop for Listener {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// An sshd of this test's own, from the world's config but on another port and allowing TCP
-/// forwarding (the world's forbids it), to act as a bastion. Killed (by its PID) on drop.
-struct ForwardingSshd {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl ForwardingSshd {
-    fn start(world: &TestWorld, dir: &Path) -> Option<ForwardingSshd> {
-        let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())?;
-        let config = fs::read_to_string(world.state_dir().join("sshd_config")).ok()?;
-        let port = free_port();
-        let mut text: String = config
-            .lines()
-            .filter(|l| {
-                let k = l.split_whitespace().next().unwrap_or("");
-                !["Port", "PidFile", "AllowTcpForwarding"].contains(&k)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text.push_str(&format!(
-            "Port {port}\nPidFile {}\nAllowTcpForwarding yes\n",
-            dir.join("bastion-sshd.pid").display()
-        ));
-        let cfg = dir.join("bastion_sshd_config");
-        fs::write(&cfg, text).ok()?;
-        let log = dir.join("bastion-sshd.log");
-        let child = Command::new(sshd)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).ok()?)
-            .spawn()
-            .ok()?;
-        let mut me = ForwardingSshd { child, port, log };
-        // A bound on the wait (it ends as soon as the port answers), generous for a loaded machine.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(me);
-            }
-            if let Ok(Some(_)) = me.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!(
-            "bastion sshd did not start: {}",
-            fs::read_to_string(&me.log).unwrap_or_default()
-        );
-        None
-    }
-}
-
-impl Drop for ForwardingSshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

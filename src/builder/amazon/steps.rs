@@ -86,6 +86,7 @@ struct Plan {
     user_data: Option<Vec<u8>>,
     run_tags: BTreeMap<String, String>,
     volume_tags: BTreeMap<String, String>,
+    spot_tags: BTreeMap<String, String>,
 }
 
 impl Ctx<'_> {
@@ -163,6 +164,7 @@ impl Ctx<'_> {
             user_data: plan.user_data.take(),
             run_tags: &plan.run_tags,
             volume_tags: &plan.volume_tags,
+            spot_tags: &plan.spot_tags,
         };
         env.timeline.mark("launch");
         let launched = launch(&env, &ec2, &region, l).await?;
@@ -291,6 +293,8 @@ impl Ctx<'_> {
         run_tags.extend(env.run_tags());
         let mut volume_tags = self.render_tags("run_volume_tags", &cfg.run_volume_tags, &map)?;
         volume_tags.extend(env.run_tags());
+        let mut spot_tags = self.render_tags("spot_tags", &cfg.run.spot.tags, &map)?;
+        spot_tags.extend(env.run_tags());
         Ok(Plan {
             ami_name,
             ami_description,
@@ -300,6 +304,7 @@ impl Ctx<'_> {
             user_data,
             run_tags,
             volume_tags,
+            spot_tags,
         })
     }
 

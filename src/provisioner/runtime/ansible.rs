@@ -16,6 +16,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use super::hostpin::{self, sh_quote};
 use super::local::{run_local, LocalError};
 use super::remote::{print_line, Line};
 use super::shell::Tail;
@@ -113,12 +114,26 @@ impl Drop for Scratch {
     }
 }
 
+/// Where the step's private directory goes: /dev/shm (memory) when it is a writable directory,
+/// else the temp directory.
+fn private_dir_parent() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    match std::fs::metadata(shm) {
+        Ok(m) if m.is_dir() && tempfile::tempdir_in(shm).is_ok() => shm.to_path_buf(),
+        _ => std::env::temp_dir(),
+    }
+}
+
 /// Tells every SSH multiplexing master in `dir` to exit (bounded: one `ssh -O exit` each).
 fn stop_masters(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    for e in entries.flatten().take(64) {
+    use std::os::unix::fs::FileTypeExt;
+    let sockets = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()));
+    for e in sockets.take(64) {
         let _ = std::process::Command::new("ssh")
             .args(["-o", &format!("ControlPath={}", e.path().display())])
             .args(["-O", "exit", "imgbuild-control"])
@@ -127,11 +142,6 @@ fn stop_masters(dir: &Path) {
             .stderr(std::process::Stdio::null())
             .status();
     }
-}
-
-/// Quotes `s` for `--ssh-extra-args`, which Ansible splits as a POSIX shell would.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The inventory file's text (Packer's format).
@@ -177,7 +187,7 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &AnsibleConfig) -> Result<(
         control_dir: Some(
             tempfile::Builder::new()
                 .prefix("imgbuild-ansible-cp")
-                .tempdir()
+                .tempdir_in(private_dir_parent())
                 .map_err(local(
                     "cannot create Ansible's SSH control directory".into(),
                 ))?,
@@ -189,7 +199,19 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &AnsibleConfig) -> Result<(
         run_galaxy(rt, c, galaxy, &env).await?;
     }
 
-    let ssh_extra = ssh_extra_args(c, ssh, key_path.as_deref());
+    let mut ssh_extra = ssh_extra_args(c, ssh, key_path.as_deref());
+    if let (Some(want), Some(dir)) = (&ssh.ssh_host_key_fingerprint, &scratch.control_dir) {
+        let target = hostpin::Target {
+            user: &user,
+            host: &ctx.host,
+            port: ctx.port,
+            key: key_path.as_deref(),
+            extra: &ssh_extra,
+        };
+        rt.say(&format!("ansible: checking the host key against {want}"));
+        let pinned = hostpin::pin(&target, &dir.path().join("known_hosts"), want).await?;
+        ssh_extra = format!("{pinned} {ssh_extra}");
+    }
     let mut args: Vec<String> = vec![
         "-e".into(),
         format!("packer_build_name=\"{}\"", ctx.build_name),
@@ -199,7 +221,14 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &AnsibleConfig) -> Result<(
         "packer_http_addr=".into(),
         format!("--ssh-extra-args={ssh_extra}"),
     ];
-    args.extend(c.extra_arguments.iter().map(|a| rt.render_lenient(a)));
+    let rendered: Vec<String> = c
+        .extra_arguments
+        .iter()
+        .map(|a| rt.render_lenient(a))
+        .collect();
+    let dir = scratch.control_dir.as_ref().map(|d| d.path().to_path_buf());
+    let extra = secrets_off_argv(rt, rendered, dir.as_deref().unwrap_or(Path::new(".")))?;
+    args.extend(extra);
     if let Some(k) = &key_path {
         args.push("-e".into());
         args.push(format!("ansible_ssh_private_key_file={}", k.display()));
@@ -334,6 +363,107 @@ fn ssh_extra_args(
     }
 
     ssh_extra
+}
+
+/// Keeps secrets off Ansible's command line (which every local user can read in `ps`): an
+/// `-e`/`--extra-vars` value that holds a secret is handed over as `@<file>`, a 0600 file with
+/// the same variables as JSON in the step's private directory (on /dev/shm, memory, when there
+/// is one; removed when the step ends: Ansible resolves paths, so a memfd cannot be used here).
+/// Another argument with a secret stays, with a warning.
+fn secrets_off_argv(
+    rt: &Runtime<'_, '_>,
+    args: Vec<String>,
+    dir: &Path,
+) -> Result<Vec<String>, Failure> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut warned = false;
+    for a in args {
+        let secret = rt.redact(&a) != a;
+        let after_flag = matches!(out.last().map(String::as_str), Some("-e" | "--extra-vars"));
+        let (prefix, value) = match a.strip_prefix("--extra-vars=") {
+            Some(v) => ("--extra-vars=", v.to_string()),
+            None if after_flag => ("", a.clone()),
+            None => ("", String::new()),
+        };
+        if !secret || (prefix.is_empty() && !after_flag) || value.starts_with('@') {
+            if secret && !warned {
+                rt.say("ansible: an extra argument holds a secret and stays on Ansible's command line (only -e/--extra-vars values are passed as a file)");
+                warned = true;
+            }
+            out.push(a);
+            continue;
+        }
+        let json = extra_vars_json(&value);
+        let path = dir.join(format!("vars-{}.json", out.len()));
+        write_private(&path, json.as_bytes()).map_err(|source| Failure::Local {
+            what: "cannot hand the extra variables to Ansible".into(),
+            source,
+        })?;
+        out.push(format!("{prefix}@{}", path.display()));
+    }
+    Ok(out)
+}
+
+/// A new file readable by its owner only from the start.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// An `-e` value as JSON: JSON or YAML as written, `k=v k2='v 2'` as an object of strings.
+pub(crate) fn extra_vars_json(value: &str) -> String {
+    let t = value.trim_start();
+    if t.starts_with('{') || t.starts_with('[') {
+        return value.to_string();
+    }
+    let mut map = serde_json::Map::new();
+    for word in split_words(value) {
+        if let Some((k, v)) = word.split_once('=') {
+            map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+        }
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Splits at whitespace, honouring single and double quotes and backslashes (as Ansible's
+/// `parse_kv` does for the simple cases).
+fn split_words(s: &str) -> Vec<String> {
+    let (mut words, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+    let mut chars = s.chars();
+    while let Some(ch) = chars.next() {
+        match (quote, ch) {
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    words.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (None, '\'' | '"') => {
+                quote = Some(ch);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (_, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+                any = true;
+            }
+            (_, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(cur);
+    }
+    words
 }
 
 /// Ansible's environment: ours, then Packer's defaults, then `ansible_env_vars`.
@@ -474,6 +604,15 @@ mod tests {
         );
         drop(m);
         assert!(std::fs::read(&p).is_err());
+    }
+
+    #[test]
+    fn extra_vars_become_json() {
+        assert_eq!(
+            extra_vars_json("secret=s3 out='/a b' x=\"q\\\"z\""),
+            r#"{"out":"/a b","secret":"s3","x":"q\"z"}"#
+        );
+        assert_eq!(extra_vars_json(r#"{"a": 1}"#), r#"{"a": 1}"#);
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! Local tools some tests need besides the world: Ansible (`scripts/testworld.sh install` puts
-//! ansible-core in a venv of its own; tests put its `bin` first on PATH).
+//! ansible-core in a venv of its own; tests put its `bin` first on PATH), a second sshd that
+//! allows forwarding (a bastion), the world's host key fingerprint.
 
-use std::path::PathBuf;
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::world::TestWorld;
 
 /// The ansible-core venv's `bin` directory (as `scripts/testworld.sh` installs it).
 pub fn ansible_bin() -> PathBuf {
@@ -49,4 +56,90 @@ pub fn ansible_path() -> Option<String> {
         "ansible-playbook is not installed (scripts/testworld.sh install puts it in a venv)",
     );
     None
+}
+
+/// The world's sshd host key fingerprint, as `ssh-keygen -lf` prints it.
+pub fn world_host_key_fingerprint(world: &super::world::TestWorld) -> String {
+    let pubkey = world.state_dir().join("ssh_host_ed25519_key.pub");
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&pubkey)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(out.status.success(), "ssh-keygen -lf {}", pubkey.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("a SHA256 fingerprint in {text:?}"))
+        .to_string()
+}
+
+/// An sshd of this test's own, from the world's config but on another port and allowing TCP
+/// forwarding (the world's forbids it), to act as a bastion. Killed (by its PID) on drop.
+pub struct ForwardingSshd {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl ForwardingSshd {
+    pub fn start(world: &TestWorld, dir: &Path) -> Option<ForwardingSshd> {
+        let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
+        let config = fs::read_to_string(world.state_dir().join("sshd_config")).ok()?;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            l.local_addr().ok()?.port()
+        };
+        let mut text: String = config
+            .lines()
+            .filter(|l| {
+                let k = l.split_whitespace().next().unwrap_or("");
+                !["Port", "PidFile", "AllowTcpForwarding"].contains(&k)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(&format!(
+            "Port {port}\nPidFile {}\nAllowTcpForwarding yes\n",
+            dir.join("bastion-sshd.pid").display()
+        ));
+        let cfg = dir.join("bastion_sshd_config");
+        fs::write(&cfg, text).ok()?;
+        let log = dir.join("bastion-sshd.log");
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).ok()?)
+            .spawn()
+            .ok()?;
+        let mut me = ForwardingSshd { child, port, log };
+        // A bound on the wait (it ends as soon as the port answers), generous for a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(me);
+            }
+            if let Ok(Some(_)) = me.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "bastion sshd did not start: {}",
+            fs::read_to_string(&me.log).unwrap_or_default()
+        );
+        None
+    }
+}
+
+impl Drop for ForwardingSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -40,6 +40,8 @@ pub struct Launch<'a> {
     pub user_data: Option<Vec<u8>>,
     pub run_tags: &'a BTreeMap<String, String>,
     pub volume_tags: &'a BTreeMap<String, String>,
+    /// `spot_tags`, rendered, with the run's tags (only with `spot_price`).
+    pub spot_tags: &'a BTreeMap<String, String>,
 }
 
 /// The running source instance.
@@ -187,7 +189,7 @@ fn request(env: &Env<'_>, l: &Launch<'_>, token: &str) -> RunInstancesInputBuild
         req = req.ebs_optimized(true);
     }
     if let Some(price) = &run.spot.price {
-        req = spot_request(req, price, &run.spot.tags);
+        req = spot_request(req, price, l.spot_tags);
     }
     if let Some(u) = &l.user_data {
         req = req.user_data(aws_smithy_types::base64::encode(u));
@@ -414,6 +416,7 @@ mod tests {
             user_data: Some(b"#!/bin/sh".to_vec()),
             run_tags: tags,
             volume_tags: tags,
+            spot_tags: tags,
         }
     }
 
