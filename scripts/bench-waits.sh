@@ -9,8 +9,9 @@
 # of its resources waited, and those calls per waiting resource and second; then all the
 # Describe calls of the run per second.
 #
-# Usage: scripts/bench-waits.sh [-n RUNS] [-p PARALLEL] [--no-packer]
-#   -n RUNS       runs per tool and configuration (default 2)
+# Usage: scripts/bench-waits.sh [-n RUNS] [-m PRUNS] [-p PARALLEL] [--no-packer]
+#   -n RUNS       runs per tool of 1 build (default 2)
+#   -m PRUNS      runs per tool of the parallel builds (default 1: 8 builds already)
 #   -p PARALLEL   builds of the parallel configuration (default 8)
 #
 # Environment: IMGBUILD_BIN (default target/release/imgbuild), PACKER_BIN (default
@@ -24,11 +25,13 @@ export LC_ALL=C
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=2
+PRUNS=1
 PAR=8
 PACKER=1
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) RUNS=$2; shift 2 ;;
+    -m) PRUNS=$2; shift 2 ;;
     -p) PAR=$2; shift 2 ;;
     --no-packer) PACKER=0; shift ;;
     -h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -97,7 +100,8 @@ run() { # tool bin builds run# -> appends "tool builds" to the log's runs
 
 : > "$WORK/runs"
 for builds in 1 "$PAR"; do
-  for k in $(seq "$RUNS"); do
+  n=$RUNS; [ "$builds" = 1 ] || n=$PRUNS
+  for k in $(seq "$n"); do
     echo "run $k: $builds build(s): imgbuild" >&2
     run imgbuild "$IMGBUILD_BIN" "$builds" "$k"
     if [ "$PACKER" = 1 ]; then

@@ -274,6 +274,11 @@ impl<T: Clone> Watch<T> {
         self.rx.borrow().item.clone()
     }
 
+    /// The error that the last tick handed over, if any.
+    pub fn failed(&self) -> Option<ApiError> {
+        self.rx.borrow().error.clone()
+    }
+
     /// The next tick's observation of the resource.
     pub async fn next(&mut self) -> Seen<T> {
         if self.rx.changed().await.is_err() {

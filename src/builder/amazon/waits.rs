@@ -145,6 +145,7 @@ pub async fn image(
             poller: aws.snapshot_poller(region),
             watches: Vec::new(),
             said: HashMap::new(),
+            off: false,
         });
         let judge = |img: Option<&Image>| {
             let p = image_state(img)?;
@@ -216,11 +217,23 @@ struct Snaps {
     watches: Vec<(String, Watch<Snapshot>)>,
     /// The last quarter said of each snapshot.
     said: HashMap<String, u8>,
+    /// DescribeSnapshots failed for good (not allowed, say): no progress is shown.
+    off: bool,
 }
 
 impl Snaps {
     /// The progress text of the image's snapshots (watching new ones); says each quarter.
     fn look(&mut self, img: &Image, say: &(dyn Fn(String) + Sync)) -> Option<String> {
+        if let Some(e) = self.watches.iter().find_map(|(_, w)| w.failed()) {
+            // Progress is for display: a policy without ec2:DescribeSnapshots does not fail
+            // the wait, it only hides the progress.
+            tracing::debug!(error = %e, "no snapshot progress");
+            self.off = true;
+            self.watches.clear();
+        }
+        if self.off {
+            return None;
+        }
         for s in img
             .block_device_mappings()
             .iter()
