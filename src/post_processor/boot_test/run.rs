@@ -320,6 +320,7 @@ async fn test(
     let mut run_tags = env.run_tags();
     run_tags.insert("Name".into(), "imgbuild boot test".into());
     let volume_tags = env.run_tags();
+    // A spot boot-test instance (the builder's spot_price) carries the run's tags on its request.
     let l = Launch {
         ami,
         key_name: key.name.as_ref(),
@@ -328,6 +329,7 @@ async fn test(
         user_data: None,
         run_tags: &run_tags,
         volume_tags: &volume_tags,
+        spot_tags: &run_tags,
     };
     let launched = launch(env, &ec2, region, l).await?;
     *booted = true;
