@@ -508,6 +508,9 @@ fn environment(
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = std::env::vars().collect();
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
+    if let Some((k, v)) = crate::provisioner::ansible::utf8_locale() {
+        env.insert(k.into(), v.into());
+    }
     if rt.ctx.ssh.ssh_host_key_fingerprint.is_none() {
         env.insert("ANSIBLE_HOST_KEY_CHECKING".into(), "False".into());
     }
