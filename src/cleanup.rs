@@ -265,6 +265,17 @@ async fn run_async(opts: &Options, ui: &Ui) -> Exit {
             }
         });
     }
+    for p in crate::provisioner::runtime::ansible::sweep(opts.dry_run) {
+        ui.say(&format!(
+            "{} the private directory of a killed ansible step: {}",
+            if opts.dry_run {
+                "Would remove"
+            } else {
+                "Removed"
+            },
+            p.display()
+        ));
+    }
     let (journals, scope) = match read_journals(opts, ui) {
         Ok(r) => r,
         Err(exit) => return exit,

@@ -188,13 +188,31 @@ fn local_path(
     Some(path)
 }
 
+/// Ansible refuses a locale that is not UTF-8 (`LC_ALL=C` in CI images): when the environment's
+/// locale is not UTF-8, `LC_ALL=C.UTF-8` for Ansible's processes.
+pub(crate) fn utf8_locale() -> Option<(&'static str, &'static str)> {
+    let locale = ["LC_ALL", "LC_CTYPE", "LANG"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    match locale {
+        Some(l) if l.to_ascii_lowercase().replace('-', "").contains("utf8") => None,
+        // Unset: Python coerces the C locale to UTF-8 itself.
+        None => None,
+        Some(_) => Some(("LC_ALL", "C.UTF-8")),
+    }
+}
+
 /// Packer runs `<program> --version` at validate time; a program that does not run is an
 /// error that says how to install it.
 pub(crate) fn check_program(o: &mut Obj, dx: &mut Dx, key: &'static str, program: &str, pkg: &str) {
     if is_deferred(program) {
         return;
     }
-    let out = std::process::Command::new(program)
+    let mut cmd = std::process::Command::new(program);
+    if let Some((k, v)) = utf8_locale() {
+        cmd.env(k, v);
+    }
+    let out = cmd
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -384,3 +384,50 @@ fn ansible_goes_through_the_bastion_with_a_proxy_command() {
         "bastion log:\n{log}"
     );
 }
+
+#[test]
+fn ansible_local_failing_playbook_names_it_and_still_cleans_the_staging_directory() {
+    let world = world_or_skip!(shared);
+    if ansible_path().is_none() {
+        return;
+    }
+    let bin = crate::support::tools::ansible_bin();
+    let fx = NullFx::new(world, "ansible-local-fail");
+    fx.write_local(
+        "bad.yml",
+        "- name: local doomed\n  hosts: all\n  gather_facts: false\n  tasks:\n    - name: breaks here\n      ansible.builtin.command: \"false\"\n",
+        0o644,
+    );
+    let staging = fx.r("staging");
+    let t = json!({
+        "builders": [fx.builder(json!({"name": "locf"}))],
+        "provisioners": [{
+            "type": "ansible-local",
+            "playbook_file": fx.local("bad.yml").display().to_string(),
+            "staging_directory": staging,
+            "clean_staging_directory": true,
+            "command": format!("{}/ansible-playbook", bin.display())
+        }]
+    });
+    let r = fx.build(&t, &[]);
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "provisioner 1 (ansible-local) failed: ansible-playbook bad.yml exited with status 2"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("    locf: TASK [breaks here]"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fx.sh(&format!(
+            "test -e {} && echo left || echo gone",
+            q(&staging)
+        )),
+        "gone\n"
+    );
+}

@@ -114,6 +114,40 @@ impl Drop for Scratch {
     }
 }
 
+/// The name of a step's private directory starts with this and the pid of the imgbuild that
+/// made it, so that `imgbuild cleanup` can remove those of processes that died ([`sweep`]).
+pub const PRIVATE_PREFIX: &str = "imgbuild-ansible-";
+
+/// Removes the private directories (SSH control sockets, extra-vars files) that an `ansible`
+/// step of a killed imgbuild left behind: those whose imgbuild process is gone. Returns the
+/// paths removed (or, with `dry_run`, that would be).
+pub fn sweep(dry_run: bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for parent in [private_dir_parent(), std::env::temp_dir()] {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for e in entries.flatten().take(10_000) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(PRIVATE_PREFIX)
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            if alive || out.contains(&e.path()) {
+                continue;
+            }
+            if dry_run || std::fs::remove_dir_all(e.path()).is_ok() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 /// Where the step's private directory goes: /dev/shm (memory) when it is a writable directory,
 /// else the temp directory.
 fn private_dir_parent() -> PathBuf {
@@ -186,7 +220,7 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &AnsibleConfig) -> Result<(
         inventory: None,
         control_dir: Some(
             tempfile::Builder::new()
-                .prefix("imgbuild-ansible-cp")
+                .prefix(&format!("{PRIVATE_PREFIX}{}-", std::process::id()))
                 .tempdir_in(private_dir_parent())
                 .map_err(local(
                     "cannot create Ansible's SSH control directory".into(),
@@ -474,6 +508,9 @@ fn environment(
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = std::env::vars().collect();
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
+    if let Some((k, v)) = crate::provisioner::ansible::utf8_locale() {
+        env.insert(k.into(), v.into());
+    }
     if rt.ctx.ssh.ssh_host_key_fingerprint.is_none() {
         env.insert("ANSIBLE_HOST_KEY_CHECKING".into(), "False".into());
     }
@@ -604,6 +641,29 @@ mod tests {
         );
         drop(m);
         assert!(std::fs::read(&p).is_err());
+    }
+
+    #[test]
+    fn sweep_removes_the_private_directories_of_dead_processes_only() {
+        let dead = (1_000_000u32..4_000_000)
+            .step_by(7919)
+            .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+            .expect("a pid that is not running");
+        let tmp = std::env::temp_dir();
+        let gone = tmp.join(format!("{PRIVATE_PREFIX}{dead}-sweeptest"));
+        let mine = tmp.join(format!("{PRIVATE_PREFIX}{}-sweeptest", std::process::id()));
+        for d in [&gone, &mine] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+        }
+        assert!(sweep(true).contains(&gone));
+        assert!(gone.exists());
+        let removed = sweep(false);
+        assert!(
+            removed.contains(&gone) && !removed.contains(&mine),
+            "{removed:?}"
+        );
+        assert!(!gone.exists() && mine.exists());
+        std::fs::remove_dir_all(&mine).unwrap();
     }
 
     #[test]
