@@ -44,8 +44,21 @@ pub enum Command {
         after_help = "Exit codes: 0 nothing left; 2 usage; 3 something could not be removed (listed)."
     )]
     Cleanup(CleanupArgs),
+    /// Write the HCL2 twin of a JSON template (TEMPLATE.pkr.hcl next to it, or -output-file)
+    #[command(name = "hcl2_upgrade")]
+    Hcl2Upgrade(UpgradeArgs),
     /// Print the version
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Where to write the HCL2 template (default: the template's path with .json replaced by
+    /// .pkr.hcl)
+    #[arg(long = "output-file", value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// The JSON template
+    pub template: String,
 }
 
 #[derive(Debug, Args)]

@@ -94,7 +94,7 @@ pub fn run(args: Vec<String>) -> Exit {
         }
         Command::Inspect(a) => {
             let ui = Ui::new(a.output.machine_readable, a.output.color);
-            inspect(&a.template, ui)
+            inspect(&a.template, &var_args, ui)
         }
         Command::Validate(a) => {
             let ui = Ui::new(a.output.machine_readable, a.output.color);
@@ -122,6 +122,10 @@ pub fn run(args: Vec<String>) -> Exit {
             };
             build(&a.template, &var_args, &sel, &opts, ui)
         }
+        Command::Hcl2Upgrade(a) => {
+            let ui = Ui::new(false, true);
+            hcl2_upgrade(&a.template, a.output_file, &ui)
+        }
         Command::Cleanup(a) => {
             let ui = Ui::new(a.output.machine_readable, a.output.color);
             let opts = cleanup::Options {
@@ -139,7 +143,10 @@ pub fn run(args: Vec<String>) -> Exit {
 }
 
 /// Loads a template through stage 1; on failure prints the problems.
-fn load(path: &str, ui: &Ui, diags: &mut Diagnostics) -> Option<Template> {
+fn load(path: &str, var_args: &[VarArg], ui: &Ui, diags: &mut Diagnostics) -> Option<Template> {
+    if template::hcl2::is_hcl2(path) {
+        return template::hcl2::load(path, var_args, true, diags).map(|l| l.template);
+    }
     let (file, dir) = match template::read_source(path) {
         Ok(v) => v,
         Err(d) => {
@@ -181,13 +188,36 @@ fn load_and_prepare(
     ui: &mut Ui,
     diags: &mut Diagnostics,
 ) -> Option<Loaded> {
-    let t = load(path, ui, diags)?;
     let clock = Clock::now();
+    template::hcl2::funcs::set_now(clock.init);
     let engine = Engine::new(clock);
-    let vars = bind(&t, var_args, &engine, diags);
+    // An HCL2 template's variables are bound while it loads, in Packer's HCL2 precedence.
+    let (t, vars) = if template::hcl2::is_hcl2(path) {
+        let l = template::hcl2::load(path, var_args, false, diags)?;
+        let vars = template::hcl2::variables(&l);
+        (l.template, vars)
+    } else {
+        let t = load(path, var_args, ui, diags)?;
+        let vars = bind(&t, var_args, &engine, diags);
+        (t, vars)
+    };
     ui.redactor = vars.redactor.clone();
     log::set_redactor(&ui.redactor);
-    let prepared = prepare(&t, &vars, sel, &engine, clock, diags);
+    let prepared = if template::hcl2::is_hcl2(path) {
+        // HCL2 names builds TYPE.NAME in -only/-except; the model names them NAME.
+        let strip = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|n| n.split_once('.').map_or(n.as_str(), |(_, b)| b).to_string())
+                .collect()
+        };
+        let hsel = Selection {
+            only: strip(&sel.only),
+            except: strip(&sel.except),
+        };
+        prepare(&t, &vars, &hsel, &engine, clock, diags)
+    } else {
+        prepare(&t, &vars, sel, &engine, clock, diags)
+    };
     (!diags.has_errors()).then(|| Loaded {
         prepared,
         vars,
@@ -204,7 +234,7 @@ fn validate(
 ) -> Exit {
     let mut diags = Diagnostics::default();
     if syntax_only {
-        load(path, &ui, &mut diags);
+        load(path, var_args, &ui, &mut diags);
     } else {
         load_and_prepare(path, var_args, sel, &mut ui, &mut diags);
     }
@@ -219,9 +249,9 @@ fn validate(
     exit
 }
 
-fn inspect(path: &str, mut ui: Ui) -> Exit {
+fn inspect(path: &str, var_args: &[VarArg], mut ui: Ui) -> Exit {
     let mut diags = Diagnostics::default();
-    let Some(t) = load(path, &ui, &mut diags) else {
+    let Some(t) = load(path, var_args, &ui, &mut diags) else {
         return report(&ui, &diags);
     };
     if diags.has_errors() {
@@ -247,6 +277,34 @@ fn inspect(path: &str, mut ui: Ui) -> Exit {
         }
     }
     Exit::Success
+}
+
+/// `imgbuild hcl2_upgrade`: the JSON template's HCL2 twin, written next to it.
+fn hcl2_upgrade(path: &str, output: Option<std::path::PathBuf>, ui: &Ui) -> Exit {
+    let mut diags = Diagnostics::default();
+    if template::hcl2::is_hcl2(path) {
+        diags.push(Diagnostic::error(format!("`{path}` is already an HCL2 template")));
+        return report(ui, &diags);
+    }
+    let Some(t) = load(path, &[], ui, &mut diags) else {
+        return report(ui, &diags);
+    };
+    if diags.has_errors() {
+        return report(ui, &diags);
+    }
+    let out = output.unwrap_or_else(|| {
+        std::path::PathBuf::from(format!("{}.pkr.hcl", path.strip_suffix(".json").unwrap_or(path)))
+    });
+    match std::fs::write(&out, template::hcl2::upgrade::upgrade(&t)) {
+        Ok(()) => {
+            ui.say(&format!("Successfully created {}", out.display()));
+            Exit::Success
+        }
+        Err(e) => {
+            diags.push(Diagnostic::error(format!("cannot write `{}`: {e}", out.display())));
+            report(ui, &diags)
+        }
+    }
 }
 
 /// Tells, in one line, that earlier runs did not finish or left resources behind.
