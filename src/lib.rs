@@ -194,7 +194,7 @@ fn load_and_prepare(
     // An HCL2 template's variables are bound while it loads, in Packer's HCL2 precedence.
     let (t, vars) = if template::hcl2::is_hcl2(path) {
         let l = template::hcl2::load(path, var_args, false, diags)?;
-        let vars = template::hcl2::variables(&l);
+        let vars = template::hcl2::variables(&l, diags);
         (l.template, vars)
     } else {
         let t = load(path, var_args, ui, diags)?;

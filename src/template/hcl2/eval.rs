@@ -63,11 +63,12 @@ const TAG_BLOCKS: &[(&str, &str)] = &[("tag", "tags"), ("run_tag", "run_tags")];
 pub fn eval(expr: &hcl::edit::expr::Expression, ctx: &Ctx) -> Result<Value, String> {
     let mut e = Expression::from(expr.clone());
     resolve_try(&mut e, ctx);
-    e.evaluate(ctx).map_err(|e| describe(e.kind(), &e.to_string()))
+    e.evaluate(ctx)
+        .map_err(|e| describe(e.kind(), e.expr(), &e.to_string()))
 }
 
 /// The evaluator's error in the words of a template author.
-fn describe(kind: &ErrorKind, whole: &str) -> String {
+fn describe(kind: &ErrorKind, expr: Option<&Expression>, whole: &str) -> String {
     match kind {
         ErrorKind::UndefinedFunc(f) => {
             let name = f.to_string();
@@ -80,7 +81,14 @@ fn describe(kind: &ErrorKind, whole: &str) -> String {
         ErrorKind::UndefinedVar(v) => format!(
             "unknown name `{v}`: use var.NAME, local.NAME, data.TYPE.NAME, path.root, path.cwd, build.*, source.* or packer.version"
         ),
-        ErrorKind::NoSuchKey(k) => format!("no such attribute or key `{k}` ({whole})"),
+        ErrorKind::NoSuchKey(k) => match expr.map(|e| e.to_string()) {
+            Some(e) if e.starts_with("var.") => {
+                format!("`{e}`: there is no variable `{k}`; declare it with variable \"{k}\" {{ type = string }}")
+            }
+            Some(e) if e.starts_with("local.") => format!("`{e}`: there is no local `{k}`"),
+            Some(e) => format!("`{e}` has no attribute or key `{k}`"),
+            None => format!("there is no attribute or key `{k}`"),
+        },
         _ => whole.to_string(),
     }
 }

@@ -66,7 +66,7 @@ fn files(path: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>, PathBuf), Diagnostic
             return Err(Diagnostic::error(format!(
                 "the folder `{path}` has no *.pkr.hcl files"
             ))
-            .help("name a template file, or a folder that holds the template's .pkr.hcl files"));
+            .help("name a JSON template file, or a folder that holds an HCL2 template's .pkr.hcl files"));
         }
         v
     } else {
@@ -86,7 +86,7 @@ fn files(path: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>, PathBuf), Diagnostic
 
 /// The values an HCL2 template's variables were bound to while loading, as the rest of
 /// imgbuild keeps them (text, sensitive names, the redactor).
-pub fn variables(t: &Loaded) -> Variables {
+pub fn variables(t: &Loaded, diags: &mut Diagnostics) -> Variables {
     let mut out = Variables {
         values: t.values.clone(),
         sensitive: t.sensitive.iter().cloned().collect(),
@@ -95,6 +95,12 @@ pub fn variables(t: &Loaded) -> Variables {
     for name in &t.sensitive {
         if let Some(v) = t.values.get(name) {
             out.redactor.add(v);
+            let n = v.chars().count();
+            if n > 0 && n < crate::redact::MIN_SECRET_LEN {
+                diags.push(Diagnostic::warning(format!(
+                    "the sensitive variable `{name}` is only {n} character(s) long: too short to mask in output"
+                )));
+            }
         }
     }
     for key in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
@@ -150,7 +156,15 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
     if bodies.len() != parts.len() {
         return None;
     }
-    let abs = std::path::absolute(&dir).unwrap_or(dir);
+    // As the JSON front end: the absolute directory of the template (or the folder itself).
+    let abs = if Path::new(path).is_dir() {
+        std::path::absolute(path).unwrap_or(dir)
+    } else {
+        std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or(dir)
+    };
     let template_dir = abs.display().to_string();
     let mut bound = Bound::default();
     let root = model(&bodies, &auto, args, &template_dir, lenient, &mut bound, &mut cx)?;

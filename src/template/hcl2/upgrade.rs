@@ -250,6 +250,12 @@ pub fn string(s: &str) -> String {
         rest = &rest[i + j + 2..];
     }
     out.push_str(&inner(rest));
+    // A string that is one interpolation is the expression itself.
+    if let Some(e) = out.strip_prefix("${").and_then(|o| o.strip_suffix('}')) {
+        if !e.contains("${") && !e.contains('}') {
+            return e.to_string();
+        }
+    }
     format!("\"{out}\"")
 }
 
@@ -295,9 +301,11 @@ mod tests {
 
     #[test]
     fn strings_translate_what_has_a_translation_and_keep_build_data() {
-        assert_eq!(string("{{user `region`}}"), "\"${var.region}\"");
+        assert_eq!(string("{{user `region`}}"), "var.region");
+        assert_eq!(string("{{user `region`}}-x"), "\"${var.region}-x\"");
         assert_eq!(string("{{template_dir}}/a.sh"), "\"${path.root}/a.sh\"");
-        assert_eq!(string("{{ env `HOME` }}"), r#""${env("HOME")}""#);
+        assert_eq!(string("{{ env `HOME` }}"), r#"env("HOME")"#);
+        assert_eq!(string("a{{ env `HOME` }}"), r#""a${env("HOME")}""#);
         assert_eq!(string("web-{{timestamp}}"), "\"web-{{timestamp}}\"");
         assert_eq!(string("{{ .SourceAMIName }}"), "\"{{ .SourceAMIName }}\"");
         assert_eq!(string("a \"q\" ${x} %{y}"), "\"a \\\"q\\\" $${x} %%{y}\"");

@@ -1,0 +1,307 @@
+//! HCL2 templates as a user runs them: the HCL2 web worker builds the same image as the JSON one
+//! on the test world (files, modes, AMI tags, manifest); bad HCL2 gives located messages, all at
+//! once, exit 2; `hcl2_upgrade` turns every template in images/ into HCL2 that validates and
+//! inspects the same.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::support::build::env;
+use crate::support::cli::{imgbuild_env, imgbuild_in, Run, Scratch};
+use crate::support::state::state;
+
+/// What an HCL2 template whose `required_plugins` names only the amazon plugin is told, once.
+const PLUGINS_NOTE: &str =
+    "warning: `required_plugins` names only plugins imgbuild has built in: `packer init` is not needed\n";
+
+/// What the test world would provide to images/local_example.json.
+const WORLD_ENV: &[(&str, &str)] = &[
+    ("IMGBUILD_TEST_EC2_ENDPOINT", "http://127.0.0.1:9"),
+    ("IMGBUILD_TEST_SSH_HOST", "127.0.0.1"),
+    ("IMGBUILD_TEST_SSH_PORT", "2222"),
+    ("IMGBUILD_TEST_SSH_USER", "imgbuild-test"),
+    ("IMGBUILD_TEST_SANDBOX", "/tmp/imgbuild-sandbox"),
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> String {
+    repo()
+        .join("tests/fixtures/web_worker")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+const WEB_VARS: &[(&str, &str)] = &[
+    ("django_db_password", "pa$$ 'w0rd\" `id` \\x"),
+    ("django_db_host", "db.internal.example"),
+    ("django_secret", "s3cr3t-k3y;$(id)&&|*"),
+    ("email_host", "smtp.example.com"),
+    ("email_host_password", "mail-pass-9876"),
+    ("web_domain", "mailape.example.com"),
+];
+
+fn web_args(sandbox: &Path, cmd: &str, template: &str) -> Vec<String> {
+    let mut v = vec![cmd.to_string(), "-color=false".to_string()];
+    let mut vars: Vec<(String, String)> = WEB_VARS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.push(("sandbox".into(), sandbox.display().to_string()));
+    for (k, val) in vars {
+        v.push("-var".into());
+        v.push(format!("{k}={val}"));
+    }
+    v.push(template.to_string());
+    v
+}
+
+/// Every file under `root`: relative path -> (mode, bytes or link target).
+fn tree(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut guard = 0;
+    while let Some(dir) = stack.pop() {
+        guard += 1;
+        assert!(guard < 10_000, "a bounded tree");
+        for e in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).expect("under root").display().to_string();
+            let meta = std::fs::symlink_metadata(&p).expect("stat");
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).expect("link");
+                out.insert(rel, (0, t.display().to_string().into_bytes()));
+            } else if meta.is_dir() {
+                out.insert(rel, (mode, Vec::new()));
+                stack.push(p);
+            } else {
+                out.insert(rel, (mode, std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out
+}
+
+/// The manifest without what differs between two runs (ids, times).
+fn manifest(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("web-worker-manifest.json")).expect("manifest");
+    let mut m: serde_json::Value = serde_json::from_str(&text).expect("manifest JSON");
+    m["last_run_uuid"] = serde_json::Value::Null;
+    for b in m["builds"].as_array_mut().expect("builds") {
+        b["build_time"] = serde_json::Value::Null;
+        b["packer_run_uuid"] = serde_json::Value::Null;
+        b["artifact_id"] = serde_json::Value::Null;
+    }
+    m
+}
+
+#[test]
+fn hcl2_web_worker_builds_the_same_image_as_the_json_one() {
+    let world = world_or_skip!();
+    let sandbox = world.sandbox().to_path_buf();
+    let mut results = Vec::new();
+    for name in ["template.json", "template.pkr.hcl"] {
+        let e = env(&world);
+        let s = Scratch::new();
+        for entry in std::fs::read_dir(&sandbox).expect("sandbox").flatten() {
+            let p = entry.path();
+            let _ = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+        let before = state(&world);
+        let args = web_args(&sandbox, "build", &fixture(name));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let vars: Vec<(&str, &str)> = e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = imgbuild_env(s.dir.path(), &refs, None, &vars);
+        assert_eq!(r.code, 0, "{name}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        for secret in ["s3cr3t-k3y", "mail-pass-9876", "w0rd"] {
+            assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "{name} leaked {secret}");
+        }
+        let after = state(&world);
+        let mut tags = Vec::new();
+        for (region, st) in &after {
+            for (ami, (ami_name, t, _)) in &st.images {
+                if !before[region].images.contains_key(ami) {
+                    assert!(ami_name.starts_with("web-worker-"), "{ami_name}");
+                    let mut t = t.clone();
+                    // Each run has its own id; everything else must be equal.
+                    assert!(t.remove("imgbuild:run-id").is_some(), "{ami} carries its run id");
+                    tags.push((region.to_string(), t));
+                }
+            }
+        }
+        results.push((tree(&sandbox), tags, manifest(s.dir.path())));
+    }
+    let (json, hcl) = (&results[0], &results[1]);
+    assert!(json.0.len() > 20, "the JSON build delivered files: {:?}", json.0.keys());
+    assert_eq!(json.0.keys().collect::<Vec<_>>(), hcl.0.keys().collect::<Vec<_>>(), "the same files");
+    for (k, v) in &json.0 {
+        if k == ".timings" {
+            // The stand-in scripts log when they ran: compare which ran, in order.
+            let names = |b: &[u8]| -> Vec<String> {
+                String::from_utf8_lossy(b).lines().map(|l| l.split(' ').next().unwrap_or("").to_string()).collect()
+            };
+            assert_eq!(names(&v.1), names(&hcl.0[k].1), "the same scripts, in order");
+            assert_eq!(names(&v.1).len(), 5, "{:?}", names(&v.1));
+            continue;
+        }
+        assert_eq!(v, &hcl.0[k], "{k}: same mode and bytes");
+    }
+    assert_eq!(json.1.len(), 2, "an AMI in each region: {:?}", json.1);
+    assert_eq!(json.1, hcl.1, "the same AMI tags");
+    assert_eq!(json.2, hcl.2, "the same manifest");
+}
+
+/// `validate` of an HCL2 template in a scratch dir: (exit code, stderr).
+fn validate(text: &str) -> (i32, String) {
+    let s = Scratch::new().with("t.pkr.hcl", text);
+    let r = s.run(&["validate", "-color=false", "t.pkr.hcl"]);
+    (r.code, r.stderr)
+}
+
+const SOURCE: &str = r#"source "amazon-ebs" "web" {
+  region        = "us-east-1"
+  instance_type = "t3.micro"
+  source_ami    = "ami-12345678"
+  ssh_username  = "ubuntu"
+  ami_name      = "web-{{timestamp}}"
+}
+"#;
+
+#[test]
+fn a_valid_hcl2_template_validates_and_inspects() {
+    let text = format!(
+        "{SOURCE}\nvariable \"who\" {{\n  type = string\n}}\nbuild {{\n  sources = [\"source.amazon-ebs.web\"]\n  provisioner \"shell\" {{\n    inline = [\"echo ${{upper(var.who)}}\"]\n  }}\n}}\n"
+    );
+    let s = Scratch::new().with("t.pkr.hcl", &text);
+    let r = s.run(&["validate", "-color=false", "-var", "who=me", "t.pkr.hcl"]);
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "Template validated successfully.\n", ""));
+    let r = s.run(&["inspect", "-color=false", "t.pkr.hcl"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("Required variables:\n\n  who\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("  web                      amazon-ebs\n") || r.stdout.contains("web"), "{}", r.stdout);
+}
+
+/// Twelve and more kinds of bad HCL2, each with its whole message.
+#[test]
+fn bad_hcl2_gives_located_messages_all_at_once_with_exit_2() {
+    let build = "build {\n  sources = [\"source.amazon-ebs.web\"]\n}\n";
+    let cases: Vec<(String, &str)> = vec![
+        ("source \"amazon-ebs\" \"web\" {\n  region = \n}\n".into(), "SYNTAX"),
+        (format!("{SOURCE}{build}sauce \"x\" {{}}\n"), "UNKNOWN_TOP"),
+        (format!("{SOURCE}build {{\n  sources = [\"source.amazon-ebs.wbe\"]\n}}\n"), "UNKNOWN_SOURCE"),
+        (format!("{SOURCE}{build}locals {{\n  a = uper(\"x\")\n}}\n"), "UNKNOWN_FUNC"),
+        (format!("{SOURCE}{build}locals {{\n  a = var.nope\n}}\n"), "UNKNOWN_VAR"),
+        (format!("{SOURCE}{build}variable \"v\" {{\n  type = string\n}}\n"), "REQUIRED"),
+        (format!("{SOURCE}{build}variable \"n\" {{\n  type    = number\n  default = \"x\"\n}}\n"), "TYPE"),
+        (format!("{SOURCE}{build}variable \"v\" {{\n  default = \"a\"\n  validation {{\n    condition     = length(var.v) > 3\n    error_message = \"v must be longer than 3 characters.\"\n  }}\n}}\n"), "VALIDATION"),
+        (format!("{SOURCE}{build}data \"amazon-secretsmanager\" \"s\" {{\n  name = \"x\"\n}}\n"), "DATA"),
+        (format!("{SOURCE}build {{\n  sources = [\"source.amazon-ebs.web\"]\n  provisioner \"shel\" {{\n    inline = [\"true\"]\n  }}\n}}\n"), "PROVISIONER_TYPE"),
+        (SOURCE.replace("ami_name", "ami_nmae") + build, "UNKNOWN_KEY"),
+        (format!("packer {{\n  required_plugins {{\n    docker = {{\n      source  = \"github.com/hashicorp/docker\"\n      version = \">= 1\"\n    }}\n  }}\n}}\n{SOURCE}{build}"), "PLUGIN"),
+        (format!("{SOURCE}{build}locals {{\n  a = \"x\"\n}}\nlocals {{\n  a = \"y\"\n}}\n"), "LOCAL_TWICE"),
+        (format!("{SOURCE}data \"amazon-ami\" \"u\" {{\n  owners = [\"1\"]\n}}\nlocals {{\n  n = \"${{data.amazon-ami.u.name}}-x\"\n}}\nbuild {{\n  sources = [\"source.amazon-ebs.web\"]\n  provisioner \"shell\" {{\n    inline = [local.n]\n  }}\n}}\n"), "DATA_USE"),
+        ("".into(), "NO_BUILD"),
+    ];
+    let mut out = String::new();
+    for (text, label) in &cases {
+        let (code, err) = validate(text);
+        out.push_str(&format!("=== {label} (exit {code})\n{err}"));
+    }
+    let want = std::fs::read_to_string(repo().join("tests/fixtures/hcl/bad_messages.txt")).unwrap_or_default();
+    if std::env::var("IMGBUILD_BLESS").is_ok() {
+        std::fs::create_dir_all(repo().join("tests/fixtures/hcl")).expect("dir");
+        std::fs::write(repo().join("tests/fixtures/hcl/bad_messages.txt"), &out).expect("bless");
+        return;
+    }
+    assert_eq!(cases.len(), 15);
+    assert_eq!(out.matches("(exit 2)").count(), cases.len(), "{out}");
+    assert_eq!(out, want);
+}
+
+/// Every template in images/, upgraded: the HCL2 twin validates, and inspects as the JSON one.
+#[test]
+fn hcl2_upgrade_of_every_image_validates_and_inspects_the_same() {
+    let mut n = 0;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(repo().join("images"))
+        .expect("images")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    for json in names {
+        n += 1;
+        // The template next to a link to provisioners/, as in the repository.
+        let root = Scratch::new();
+        std::fs::create_dir(root.path("images")).expect("images dir");
+        std::fs::copy(&json, root.path("images/t.json")).expect("copy");
+        let s = Scratch { dir: tempfile::tempdir_in(root.path("images")).expect("scratch") };
+        std::fs::rename(root.path("images/t.json"), s.path("t.json")).expect("move");
+        std::os::unix::fs::symlink(repo().join("provisioners"), root.path("images/provisioners")).expect("link");
+        let r = s.run(&["hcl2_upgrade", "t.json"]);
+        assert_eq!(r.code, 0, "{}: {}", json.display(), r.stderr);
+        assert_eq!(r.stdout, "Successfully created t.pkr.hcl\n");
+        let inspect = |t: &str| -> Run { imgbuild_in(s.dir.path(), &["inspect", "-color=false", t], None) };
+        let (a, b) = (inspect("t.json"), inspect("t.pkr.hcl"));
+        assert_eq!((a.code, b.code), (0, 0), "{}: {}\n{}", json.display(), a.stderr, b.stderr);
+        // A default taken from the environment reads `{{env `X`}}` in JSON, `env("X")` in HCL2.
+        let json_out = a.stdout.replace("{{env `", "env(\"").replace("`}}", "\")");
+        assert_eq!(json_out, b.stdout, "{}: inspect output", json.display());
+        // Validate with a value for every required variable.
+        let mut args = vec!["validate".to_string(), "-color=false".to_string()];
+        for line in a.stdout.lines().skip_while(|l| !l.starts_with("Required variables:")).skip(2) {
+            if line.trim().is_empty() {
+                break;
+            }
+            args.push("-var".into());
+            args.push(format!("{}=203.0.113.7/32", line.trim()));
+        }
+        for t in ["t.json", "t.pkr.hcl"] {
+            let mut v = args.clone();
+            v.push(t.into());
+            let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+            let r = imgbuild_env(s.dir.path(), &refs, None, WORLD_ENV);
+            let want = if t == "t.json" { "" } else { PLUGINS_NOTE };
+            assert_eq!((r.code, r.stderr.as_str()), (0, want), "{} ({t})", json.display());
+        }
+    }
+    assert!(n >= 4, "every template in images/: {n}");
+}
+
+/// images/web_worker.pkr.hcl (upgraded, then tidied by hand) inspects as images/web_worker.json
+/// and validates with the same values.
+#[test]
+fn the_hcl2_web_worker_image_inspects_and_validates_as_the_json_one() {
+    let dir = repo();
+    let inspect = |t: &str| imgbuild_in(&dir, &["inspect", "-color=false", t], None);
+    let (a, b) = (inspect("images/web_worker.json"), inspect("images/web_worker.pkr.hcl"));
+    assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
+    assert_eq!(a.stdout, b.stdout);
+    for t in ["images/web_worker.json", "images/web_worker.pkr.hcl"] {
+        let mut args = vec!["validate", "-color=false"];
+        let vars = [
+            "django_db_password=password-1",
+            "django_db_host=db.internal",
+            "django_secret=secret-key-1",
+            "email_host=smtp.internal",
+            "web_domain=example.com",
+        ];
+        for v in &vars {
+            args.push("-var");
+            args.push(v);
+        }
+        args.push(t);
+        let r = imgbuild_in(&dir, &args, None);
+        let want = if t.ends_with(".json") { "" } else { PLUGINS_NOTE };
+        assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "Template validated successfully.\n", want), "{t}");
+    }
+}
