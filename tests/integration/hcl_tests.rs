@@ -305,3 +305,76 @@ fn the_hcl2_web_worker_image_inspects_and_validates_as_the_json_one() {
         assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "Template validated successfully.\n", want), "{t}");
     }
 }
+
+/// Packer 1.6.6 (early HCL2) and imgbuild evaluate the functions both have alike: each
+/// expression is `packer console`d and put in a build's `description` for `imgbuild inspect`.
+#[test]
+fn functions_evaluate_as_packer_1_6_6_evaluates_them() {
+    let packer = std::process::Command::new("packer").arg("version").output();
+    if !packer.as_ref().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("Packer v1.6.6")) {
+        crate::support::skip("packer 1.6.6 is not installed");
+        return;
+    }
+    let exprs = [
+        r#"lower("HELLO")"#,
+        r#"title("hello world")"#,
+        r#"trimspace("  hello\n\n")"#,
+        r#"chomp("hello\n\n")"#,
+        r#"trim("?!hello?!", "!?")"#,
+        r#"substr("hello world", 1, 4)"#,
+        r#"replace("hello world", "/w.*d/", "everybody")"#,
+        r#"regex_replace("2026-03-07T14:05:09Z", "[- TZ:]", "")"#,
+        r#"split(",", "foo,bar,baz")"#,
+        r#"join("-", ["a", "b"])"#,
+        r#"format("%5s|%-3s|%.2f|%d|%q", "ab", "c", 3.14159, 4, "x")"#,
+        r#"formatdate("EEEE, DD-MMM-YY hh:mm:ss ZZZ", "2018-01-02T23:12:01Z")"#,
+        r#"formatdate("HH:mmaa h'h'mm", "2018-01-02T23:12:01-08:00")"#,
+        r#"concat(["a", ""], ["b", "c"])"#,
+        r#"merge({a="b", c="d"}, {e="f", c="z"})"#,
+        r#"lookup({a="ay"}, "c", "what?")"#,
+        r#"element(["a", "b"], 3)"#,
+        r#"keys({b=2, a=1})"#,
+        r#"values({b=2, a=1})"#,
+        r#"length("hello")"#,
+        r#"coalesce("", "b")"#,
+        r#"distinct(["a", "b", "a"])"#,
+        r#"flatten([["a"], [], ["b", ["c"]]])"#,
+        r#"sort(["e", "d", "a"])"#,
+        r#"reverse([1, 2, 3])"#,
+        r#"max(12, 54, 3)"#,
+        r#"jsondecode("{\"a\": [1, true]}")"#,
+        r#"yamldecode("a: [1, 2]")"#,
+        r#"base64encode("Hello World")"#,
+        r#"base64decode("SGVsbG8gV29ybGQ=")"#,
+        r#"sha256("hello world")"#,
+        r#"basename("foo/bar/baz.txt")"#,
+        r#"dirname("foo/bar/baz.txt")"#,
+        r#"try(tonumber("x"), "fallback")"#,
+        r#"can(tonumber("x"))"#,
+        r#"[for s in ["a", "b"] : upper(s)]"#,
+        r#"{for k, v in {a = 1} : v => k}"#,
+        r#""%{ for x in [1, 2] }<${x}>%{ endfor }""#,
+    ];
+    let s = Scratch::new().with("c.pkr.hcl", "source \"null\" \"x\" {\n  communicator = \"none\"\n}\nbuild {\n  sources = [\"source.null.x\"]\n}\n");
+    for e in exprs {
+        let mut cmd = std::process::Command::new("packer");
+        cmd.args(["console", "c.pkr.hcl"]).current_dir(s.dir.path());
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("packer console");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            writeln!(stdin, "jsonencode({e})").expect("write");
+        }
+        let out = child.wait_with_output().expect("packer console runs");
+        let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let t = format!(
+            "source \"null\" \"x\" {{\n  communicator = \"none\"\n}}\nbuild {{\n  description = jsonencode({e})\n  sources = [\"source.null.x\"]\n}}\n"
+        );
+        std::fs::write(s.path("t.pkr.hcl"), t).expect("write");
+        let r = s.run(&["inspect", "-color=false", "t.pkr.hcl"]);
+        assert_eq!(r.code, 0, "{e}: {}", r.stderr);
+        let got = r.stdout.lines().nth(2).unwrap_or("").to_string();
+        assert_eq!(got, want, "{e}");
+    }
+}

@@ -273,13 +273,9 @@ fn substr(a: FuncArgs) -> Result<Value, String> {
     Ok(chars[off..end].iter().collect::<String>().into())
 }
 
-/// Terraform's `replace`: a `/.../` search string is a regular expression.
+/// Packer's `replace` (cty's): plain substring replacement; `regex_replace` takes patterns.
 fn replace(a: FuncArgs) -> Result<Value, String> {
     let (text, search, with) = (s(&a, 0)?, s(&a, 1)?, s(&a, 2)?);
-    if search.len() > 1 && search.starts_with('/') && search.ends_with('/') {
-        let re = compile(&search[1..search.len() - 1])?;
-        return Ok(re.replace_all(&text, go_replacement(&with)).into_owned().into());
-    }
     Ok(text.replace(&search, &with).into())
 }
 
@@ -618,7 +614,13 @@ fn can(_: FuncArgs) -> Result<Value, String> {
 
 fn jsonencode(a: FuncArgs) -> Result<Value, String> {
     let v: serde_json::Value = hcl_to_json(&a[0]);
-    Ok(serde_json::to_string(&v).unwrap_or_default().into())
+    // As Go's encoding/json (Packer's): <, > and & escaped, so the text is safe in HTML.
+    let text = serde_json::to_string(&v)
+        .unwrap_or_default()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    Ok(text.into())
 }
 
 pub fn hcl_to_json(v: &Value) -> serde_json::Value {
@@ -917,7 +919,8 @@ mod tests {
         assert_eq!(ok(r#"trimsuffix("helloworld", "world")"#), "hello");
         assert_eq!(ok(r#"substr("hello world", 1, 4)"#), "ello");
         assert_eq!(ok(r#"replace("1 + 2 + 3", "+", "-")"#), "1 - 2 - 3");
-        assert_eq!(ok(r#"replace("hello world", "/w.*d/", "everybody")"#), "hello everybody");
+        // As Packer 1.6.6: no regular expression in `replace`.
+        assert_eq!(ok(r#"replace("hello world", "/w.*d/", "everybody")"#), "hello world");
         assert_eq!(ok(r#"regex_replace("2026-03-07T14:05:09Z", "[- TZ:]", "")"#), "20260307140509");
         assert_eq!(ok(r#"regex("[a-z]+", "53453453.345345aaabbbccc23454")"#), "aaabbbccc");
         assert_eq!(ok(r#"regex("^(\\d+)-(\\d+)$", "12-34")"#), r#"["12", "34"]"#);
@@ -960,6 +963,7 @@ mod tests {
     #[test]
     fn encoding_functions_match_packers_examples() {
         assert_eq!(ok(r#"jsonencode({"hello"="world"})"#), r#"{"hello":"world"}"#);
+        assert_eq!(ok(r#"jsonencode("<a&b>")"#), r#""\u003ca\u0026b\u003e""#);
         assert_eq!(ok(r#"jsondecode("{\"hello\": \"world\"}").hello"#), "world");
         assert_eq!(ok(r#"jsondecode("true")"#), "true");
         assert_eq!(ok(r#"yamldecode("hello: world").hello"#), "world");
