@@ -145,6 +145,9 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// Variables (HCL2 templates evaluate them; a JSON template's inspect shows defaults)
+    #[command(flatten)]
+    pub vars: VarArgs,
     #[command(flatten)]
     pub output: OutputArgs,
     /// The template (a file, or - for standard input)
@@ -252,7 +255,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, clap:
     let matches = Cli::command().try_get_matches_from(argv)?;
     let cli = Cli::from_arg_matches(&matches)?;
     let var_args = match matches.subcommand() {
-        Some(("build" | "validate", sub)) => ordered_vars(sub)?,
+        Some(("build" | "validate" | "inspect", sub)) => ordered_vars(sub)?,
         _ => Vec::new(),
     };
     Ok(Invocation {

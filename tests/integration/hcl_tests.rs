@@ -310,9 +310,12 @@ fn the_hcl2_web_worker_image_inspects_and_validates_as_the_json_one() {
 /// expression is `packer console`d and put in a build's `description` for `imgbuild inspect`.
 #[test]
 fn functions_evaluate_as_packer_1_6_6_evaluates_them() {
-    let packer = std::process::Command::new("packer").arg("version").output();
-    if !packer.as_ref().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("Packer v1.6.6")) {
-        crate::support::skip("packer 1.6.6 is not installed");
+    let version = crate::support::world::run_ok(
+        std::process::Command::new("packer").arg("version"),
+        std::time::Duration::from_secs(30),
+    );
+    if !version.as_ref().is_ok_and(|v| v.starts_with("Packer v1.6.6")) {
+        crate::support::skip("packer 1.6.6 (the reference) is not installed; scripts/test.sh installs it");
         return;
     }
     let exprs = [
@@ -357,17 +360,13 @@ fn functions_evaluate_as_packer_1_6_6_evaluates_them() {
     ];
     let s = Scratch::new().with("c.pkr.hcl", "source \"null\" \"x\" {\n  communicator = \"none\"\n}\nbuild {\n  sources = [\"source.null.x\"]\n}\n");
     for e in exprs {
-        let mut cmd = std::process::Command::new("packer");
-        cmd.args(["console", "c.pkr.hcl"]).current_dir(s.dir.path());
-        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("packer console");
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("stdin");
-            writeln!(stdin, "jsonencode({e})").expect("write");
-        }
-        let out = child.wait_with_output().expect("packer console runs");
-        let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // `packer console` reads the expression on standard input; bounded in time.
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "printf '%s\\n' \"jsonencode($1)\" | packer console c.pkr.hcl", "sh", e])
+            .current_dir(s.dir.path());
+        let out = crate::support::world::run_ok(&mut cmd, std::time::Duration::from_secs(60))
+            .unwrap_or_else(|err| panic!("{e}: {err}"));
+        let want = out.trim().to_string();
         let t = format!(
             "source \"null\" \"x\" {{\n  communicator = \"none\"\n}}\nbuild {{\n  description = jsonencode({e})\n  sources = [\"source.null.x\"]\n}}\n"
         );
@@ -377,4 +376,42 @@ fn functions_evaluate_as_packer_1_6_6_evaluates_them() {
         let got = r.stdout.lines().nth(2).unwrap_or("").to_string();
         assert_eq!(got, want, "{e}");
     }
+}
+
+/// A folder is one template; variables take Packer's precedence: default < PKR_VAR_* <
+/// *.auto.pkrvars.hcl < -var-file and -var in command-line order. An error in the folder's
+/// second file names that file and counts lines in it.
+#[test]
+fn a_folder_is_one_template_and_variables_follow_packers_precedence() {
+    let vars = "variable \"a\" {\n  default = \"default\"\n}\nvariable \"b\" {\n  default = \"default\"\n}\nvariable \"c\" {\n  default = \"default\"\n}\nvariable \"d\" {\n  default = \"default\"\n}\nvariable \"n\" {\n  type    = list(number)\n  default = []\n}\n";
+    let main = "source \"null\" \"x\" {\n  communicator = \"none\"\n}\nbuild {\n  description = \"${var.a} ${var.b} ${var.c} ${var.d} ${jsonencode(var.n)}\"\n  sources     = [\"source.null.x\"]\n}\n";
+    let s = Scratch::new()
+        .with("t/a_vars.pkr.hcl", vars)
+        .with("t/b_main.pkr.hcl", main)
+        .with("t/x.auto.pkrvars.hcl", "c = \"auto\"\nd = \"auto\"\n")
+        .with("f.pkrvars.hcl", "d = \"file\"\n")
+        .with("g.json", "{\"d\": \"json-file\"}");
+    let env = [("PKR_VAR_b", "env"), ("PKR_VAR_c", "env"), ("PKR_VAR_n", "[1, 2]")];
+    let run = |args: &[&str]| imgbuild_env(s.dir.path(), args, None, &env);
+    let description = |r: &Run| r.stdout.lines().nth(2).unwrap_or("").to_string();
+    let r = run(&["inspect", "-color=false", "t"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(description(&r), "default env auto auto [1,2]");
+    let r = run(&["inspect", "-color=false", "-var", "d=flag", "-var-file=f.pkrvars.hcl", "t"]);
+    assert_eq!(description(&r), "default env auto file [1,2]");
+    let r = run(&["inspect", "-color=false", "-var-file=f.pkrvars.hcl", "-var-file=g.json", "-var", "d=flag", "-var", "n=[3]", "t"]);
+    assert_eq!(description(&r), "default env auto flag [3]");
+
+    std::fs::write(s.path("t/b_main.pkr.hcl"), main.replace("var.d", "var.e")).expect("write");
+    let r = run(&["validate", "-color=false", "t"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "error: cannot evaluate `description`: there is no variable `e`; declare it with variable \"e\" { type = string }\n \
+         --> t/b_main.pkr.hcl:5:17 at build.description\n  \
+         |\n\
+         5 |   description = \"${var.a} ${var.b} ${var.c} ${var.e} ${jsonencode(var.n)}\"\n  \
+         |                 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n\
+         imgbuild: the template is not valid: 1 error\n"
+    );
 }

@@ -150,21 +150,10 @@ struct Use<'s, 'b> {
 
 /// Reads every `build` block.
 pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut Cx, out: &mut Out) {
-    let blocks: Vec<&Block> = body.get_blocks("build").collect();
-    if blocks.is_empty() {
-        cx.error(Span::new(cx.base, cx.base), &JsonPath::root(), "the template has no `build` block")
-            .notes
-            .push("help: add build { sources = [\"source.amazon-ebs.NAME\"] }".into());
-    }
-    for b in blocks {
-        let bname = b
-            .body
-            .get_attribute("name")
-            .and_then(|a| eval(&a.value, ctx).ok())
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        if let Some(d) = b.body.get_attribute("description").and_then(|a| eval(&a.value, ctx).ok()) {
-            out.description = d.as_str().map(str::to_string);
+    for b in body.get_blocks("build") {
+        let bname = string_attr(b, "name", ctx, cx).unwrap_or_default();
+        if let Some(d) = string_attr(b, "description", ctx, cx) {
+            out.description = Some(d);
         }
         let uses = uses(b, srcs, ctx, cx);
         for u in &uses {
@@ -232,6 +221,24 @@ impl Use<'_, '_> {
     /// How `only`/`except` name this build: `TYPE.NAME`.
     fn full(&self) -> String {
         format!("{}.{}", self.src.kind, self.name)
+    }
+}
+
+/// A build block's string attribute; a bad one is reported.
+fn string_attr(b: &Block, key: &str, ctx: &Ctx, cx: &mut Cx) -> Option<String> {
+    let a = b.body.get_attribute(key)?;
+    let span = cx.span(a.value.span());
+    let path = JsonPath::root().key("build").key(key);
+    match eval(&a.value, ctx) {
+        Ok(Value::String(s)) => Some(s),
+        Ok(other) => {
+            cx.error(span, &path, format!("`{key}` must be a string, found `{other}`"));
+            None
+        }
+        Err(e) => {
+            cx.error(span, &path, format!("cannot evaluate `{key}`: {e}"));
+            None
+        }
     }
 }
 

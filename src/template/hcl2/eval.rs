@@ -81,14 +81,18 @@ fn describe(kind: &ErrorKind, expr: Option<&Expression>, whole: &str) -> String 
         ErrorKind::UndefinedVar(v) => format!(
             "unknown name `{v}`: use var.NAME, local.NAME, data.TYPE.NAME, path.root, path.cwd, build.*, source.* or packer.version"
         ),
-        ErrorKind::NoSuchKey(k) => match expr.map(|e| e.to_string()) {
-            Some(e) if e.starts_with("var.") => {
-                format!("`{e}`: there is no variable `{k}`; declare it with variable \"{k}\" {{ type = string }}")
+        ErrorKind::NoSuchKey(k) => {
+            let e = expr.map(|e| e.to_string()).unwrap_or_default();
+            if e.contains(&format!("var.{k}")) {
+                format!("there is no variable `{k}`; declare it with variable \"{k}\" {{ type = string }}")
+            } else if e.contains(&format!("local.{k}")) {
+                format!("there is no local `{k}`")
+            } else if e.is_empty() {
+                format!("there is no attribute or key `{k}`")
+            } else {
+                format!("`{e}` has no attribute or key `{k}`")
             }
-            Some(e) if e.starts_with("local.") => format!("`{e}`: there is no local `{k}`"),
-            Some(e) => format!("`{e}` has no attribute or key `{k}`"),
-            None => format!("there is no attribute or key `{k}`"),
-        },
+        }
         _ => whole.to_string(),
     }
 }

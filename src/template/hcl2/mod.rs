@@ -232,6 +232,11 @@ fn model(
         cx.base = *base;
         build::builds(body, &srcs, &data, &ctx, cx, &mut out);
     }
+    if bodies.iter().all(|(_, b)| b.get_blocks("build").next().is_none()) {
+        cx.error(Span::new(0, 0), &JsonPath::root(), "the template has no `build` block")
+            .notes
+            .push("help: add build { sources = [\"source.amazon-ebs.NAME\"] }".into());
+    }
     let span = Span::new(0, 0);
     let mut ms = Vec::new();
     let mut vars_m = Vec::new();
