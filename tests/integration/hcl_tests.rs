@@ -415,3 +415,68 @@ fn a_folder_is_one_template_and_variables_follow_packers_precedence() {
          imgbuild: the template is not valid: 1 error\n"
     );
 }
+
+/// The HCL2 twin of a two-build `null` template runs as the JSON one: the same provisioners per
+/// build (`only` by `TYPE.NAME`), `source.name` per build, the same manifest; the sensitive
+/// variable is masked in the output.
+#[test]
+fn hcl2_null_builds_run_as_their_json_twin() {
+    let secret = "hunter2-secret-value";
+    let json = r#"{
+  "variables": {"token": null},
+  "sensitive-variables": ["token"],
+  "builders": [
+    {"type": "null", "name": "a", "communicator": "none"},
+    {"type": "null", "name": "b", "communicator": "none"}
+  ],
+  "provisioners": [
+    {"type": "shell-local", "inline": ["echo \"$PACKER_BUILD_NAME {{build_name}}\" >> out-{{build_name}}.txt", "echo token={{user `token`}}"]},
+    {"type": "shell-local", "only": ["a"], "inline": ["echo only-a >> out-a.txt"]}
+  ],
+  "post-processors": [{"type": "manifest", "output": "m.json"}]
+}"#;
+    let hcl = r#"variable "token" {
+  type      = string
+  sensitive = true
+}
+source "null" "a" {
+  communicator = "none"
+}
+source "null" "b" {
+  communicator = "none"
+}
+build {
+  sources = ["source.null.a", "source.null.b"]
+  provisioner "shell-local" {
+    inline = ["echo \"$PACKER_BUILD_NAME ${source.name}\" >> out-${source.name}.txt", "echo token=${var.token}"]
+  }
+  provisioner "shell-local" {
+    only   = ["null.a"]
+    inline = ["echo only-a >> out-a.txt"]
+  }
+  post-processor "manifest" {
+    output = "m.json"
+  }
+}
+"#;
+    let mut seen = Vec::new();
+    for (name, text) in [("t.json", json), ("t.pkr.hcl", hcl)] {
+        let s = Scratch::new().with(name, text);
+        let var = format!("token={secret}");
+        let r = s.run(&["build", "-color=false", "-parallel-builds=1", "-var", &var, name]);
+        assert_eq!(r.code, 0, "{name}: {}\n{}", r.stdout, r.stderr);
+        assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "{name} leaked:\n{}", r.stdout);
+        assert_eq!(r.stdout.matches("token=<sensitive>").count(), 2, "{name}: {}", r.stdout);
+        let read = |f: &str| std::fs::read_to_string(s.path(f)).unwrap_or_else(|e| panic!("{name} {f}: {e}"));
+        let mut m: serde_json::Value = serde_json::from_str(&read("m.json")).expect("manifest");
+        m["last_run_uuid"] = serde_json::Value::Null;
+        for b in m["builds"].as_array_mut().expect("builds") {
+            b["build_time"] = serde_json::Value::Null;
+            b["packer_run_uuid"] = serde_json::Value::Null;
+        }
+        seen.push((read("out-a.txt"), read("out-b.txt"), m));
+    }
+    assert_eq!(seen[0].0, "a a\nonly-a\n");
+    assert_eq!(seen[0].1, "b b\n");
+    assert_eq!(seen[0], seen[1]);
+}
