@@ -283,7 +283,9 @@ fn inspect(path: &str, var_args: &[VarArg], mut ui: Ui) -> Exit {
 fn hcl2_upgrade(path: &str, output: Option<std::path::PathBuf>, ui: &Ui) -> Exit {
     let mut diags = Diagnostics::default();
     if template::hcl2::is_hcl2(path) {
-        diags.push(Diagnostic::error(format!("`{path}` is already an HCL2 template")));
+        diags.push(Diagnostic::error(format!(
+            "`{path}` is already an HCL2 template"
+        )));
         return report(ui, &diags);
     }
     let Some(t) = load(path, &[], ui, &mut diags) else {
@@ -293,7 +295,10 @@ fn hcl2_upgrade(path: &str, output: Option<std::path::PathBuf>, ui: &Ui) -> Exit
         return report(ui, &diags);
     }
     let out = output.unwrap_or_else(|| {
-        std::path::PathBuf::from(format!("{}.pkr.hcl", path.strip_suffix(".json").unwrap_or(path)))
+        std::path::PathBuf::from(format!(
+            "{}.pkr.hcl",
+            path.strip_suffix(".json").unwrap_or(path)
+        ))
     });
     match std::fs::write(&out, template::hcl2::upgrade::upgrade(&t)) {
         Ok(()) => {
@@ -301,7 +306,10 @@ fn hcl2_upgrade(path: &str, output: Option<std::path::PathBuf>, ui: &Ui) -> Exit
             Exit::Success
         }
         Err(e) => {
-            diags.push(Diagnostic::error(format!("cannot write `{}`: {e}", out.display())));
+            diags.push(Diagnostic::error(format!(
+                "cannot write `{}`: {e}",
+                out.display()
+            )));
             report(ui, &diags)
         }
     }

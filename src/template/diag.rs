@@ -45,7 +45,10 @@ impl SourceFile {
             parts.clear();
         }
         Arc::new(SourceFile {
-            name: files.first().map_or(name, |f| if files.len() < 2 { f.0.as_str() } else { name }).to_string(),
+            name: files
+                .first()
+                .map_or(name, |f| if files.len() < 2 { f.0.as_str() } else { name })
+                .to_string(),
             text,
             parts,
         })

@@ -70,7 +70,11 @@ fn tree(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
         assert!(guard < 10_000, "a bounded tree");
         for e in std::fs::read_dir(&dir).expect("read dir").flatten() {
             let p = e.path();
-            let rel = p.strip_prefix(root).expect("under root").display().to_string();
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .display()
+                .to_string();
             let meta = std::fs::symlink_metadata(&p).expect("stat");
             let mode = meta.permissions().mode() & 0o7777;
             if meta.file_type().is_symlink() {
@@ -119,11 +123,22 @@ fn hcl2_web_worker_builds_the_same_image_as_the_json_one() {
         let before = state(&world);
         let args = web_args(&sandbox, "build", &fixture(name));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let vars: Vec<(&str, &str)> = e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let vars: Vec<(&str, &str)> = e
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let r = imgbuild_env(s.dir.path(), &refs, None, &vars);
-        assert_eq!(r.code, 0, "{name}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "{name}: stdout:\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        );
         for secret in ["s3cr3t-k3y", "mail-pass-9876", "w0rd"] {
-            assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "{name} leaked {secret}");
+            assert!(
+                !r.stdout.contains(secret) && !r.stderr.contains(secret),
+                "{name} leaked {secret}"
+            );
         }
         let after = state(&world);
         let mut tags = Vec::new();
@@ -133,7 +148,10 @@ fn hcl2_web_worker_builds_the_same_image_as_the_json_one() {
                     assert!(ami_name.starts_with("web-worker-"), "{ami_name}");
                     let mut t = t.clone();
                     // Each run has its own id; everything else must be equal.
-                    assert!(t.remove("imgbuild:run-id").is_some(), "{ami} carries its run id");
+                    assert!(
+                        t.remove("imgbuild:run-id").is_some(),
+                        "{ami} carries its run id"
+                    );
                     tags.push((region.to_string(), t));
                 }
             }
@@ -141,15 +159,30 @@ fn hcl2_web_worker_builds_the_same_image_as_the_json_one() {
         results.push((tree(&sandbox), tags, manifest(s.dir.path())));
     }
     let (json, hcl) = (&results[0], &results[1]);
-    assert!(json.0.len() > 20, "the JSON build delivered files: {:?}", json.0.keys());
-    assert_eq!(json.0.keys().collect::<Vec<_>>(), hcl.0.keys().collect::<Vec<_>>(), "the same files");
+    assert!(
+        json.0.len() > 20,
+        "the JSON build delivered files: {:?}",
+        json.0.keys()
+    );
+    assert_eq!(
+        json.0.keys().collect::<Vec<_>>(),
+        hcl.0.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
     for (k, v) in &json.0 {
         if k == ".timings" {
             // The stand-in scripts log when they ran: compare which ran, in order.
             let names = |b: &[u8]| -> Vec<String> {
-                String::from_utf8_lossy(b).lines().map(|l| l.split(' ').next().unwrap_or("").to_string()).collect()
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .map(|l| l.split(' ').next().unwrap_or("").to_string())
+                    .collect()
             };
-            assert_eq!(names(&v.1), names(&hcl.0[k].1), "the same scripts, in order");
+            assert_eq!(
+                names(&v.1),
+                names(&hcl.0[k].1),
+                "the same scripts, in order"
+            );
             assert_eq!(names(&v.1).len(), 5, "{:?}", names(&v.1));
             continue;
         }
@@ -183,11 +216,22 @@ fn a_valid_hcl2_template_validates_and_inspects() {
     );
     let s = Scratch::new().with("t.pkr.hcl", &text);
     let r = s.run(&["validate", "-color=false", "-var", "who=me", "t.pkr.hcl"]);
-    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "Template validated successfully.\n", ""));
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "Template validated successfully.\n", "")
+    );
     let r = s.run(&["inspect", "-color=false", "t.pkr.hcl"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("Required variables:\n\n  who\n"), "{}", r.stdout);
-    assert!(r.stdout.contains("  web                      amazon-ebs\n") || r.stdout.contains("web"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Required variables:\n\n  who\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("  web                      amazon-ebs\n") || r.stdout.contains("web"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// Twelve and more kinds of bad HCL2, each with its whole message.
@@ -216,7 +260,8 @@ fn bad_hcl2_gives_located_messages_all_at_once_with_exit_2() {
         let (code, err) = validate(text);
         out.push_str(&format!("=== {label} (exit {code})\n{err}"));
     }
-    let want = std::fs::read_to_string(repo().join("tests/fixtures/hcl/bad_messages.txt")).unwrap_or_default();
+    let want = std::fs::read_to_string(repo().join("tests/fixtures/hcl/bad_messages.txt"))
+        .unwrap_or_default();
     if std::env::var("IMGBUILD_BLESS").is_ok() {
         std::fs::create_dir_all(repo().join("tests/fixtures/hcl")).expect("dir");
         std::fs::write(repo().join("tests/fixtures/hcl/bad_messages.txt"), &out).expect("bless");
@@ -244,21 +289,40 @@ fn hcl2_upgrade_of_every_image_validates_and_inspects_the_same() {
         let root = Scratch::new();
         std::fs::create_dir(root.path("images")).expect("images dir");
         std::fs::copy(&json, root.path("images/t.json")).expect("copy");
-        let s = Scratch { dir: tempfile::tempdir_in(root.path("images")).expect("scratch") };
+        let s = Scratch {
+            dir: tempfile::tempdir_in(root.path("images")).expect("scratch"),
+        };
         std::fs::rename(root.path("images/t.json"), s.path("t.json")).expect("move");
-        std::os::unix::fs::symlink(repo().join("provisioners"), root.path("images/provisioners")).expect("link");
+        std::os::unix::fs::symlink(
+            repo().join("provisioners"),
+            root.path("images/provisioners"),
+        )
+        .expect("link");
         let r = s.run(&["hcl2_upgrade", "t.json"]);
         assert_eq!(r.code, 0, "{}: {}", json.display(), r.stderr);
         assert_eq!(r.stdout, "Successfully created t.pkr.hcl\n");
-        let inspect = |t: &str| -> Run { imgbuild_in(s.dir.path(), &["inspect", "-color=false", t], None) };
+        let inspect =
+            |t: &str| -> Run { imgbuild_in(s.dir.path(), &["inspect", "-color=false", t], None) };
         let (a, b) = (inspect("t.json"), inspect("t.pkr.hcl"));
-        assert_eq!((a.code, b.code), (0, 0), "{}: {}\n{}", json.display(), a.stderr, b.stderr);
+        assert_eq!(
+            (a.code, b.code),
+            (0, 0),
+            "{}: {}\n{}",
+            json.display(),
+            a.stderr,
+            b.stderr
+        );
         // A default taken from the environment reads `{{env `X`}}` in JSON, `env("X")` in HCL2.
         let json_out = a.stdout.replace("{{env `", "env(\"").replace("`}}", "\")");
         assert_eq!(json_out, b.stdout, "{}: inspect output", json.display());
         // Validate with a value for every required variable.
         let mut args = vec!["validate".to_string(), "-color=false".to_string()];
-        for line in a.stdout.lines().skip_while(|l| !l.starts_with("Required variables:")).skip(2) {
+        for line in a
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("Required variables:"))
+            .skip(2)
+        {
             if line.trim().is_empty() {
                 break;
             }
@@ -271,7 +335,12 @@ fn hcl2_upgrade_of_every_image_validates_and_inspects_the_same() {
             let refs: Vec<&str> = v.iter().map(String::as_str).collect();
             let r = imgbuild_env(s.dir.path(), &refs, None, WORLD_ENV);
             let want = if t == "t.json" { "" } else { PLUGINS_NOTE };
-            assert_eq!((r.code, r.stderr.as_str()), (0, want), "{} ({t})", json.display());
+            assert_eq!(
+                (r.code, r.stderr.as_str()),
+                (0, want),
+                "{} ({t})",
+                json.display()
+            );
         }
     }
     assert!(n >= 4, "every template in images/: {n}");
@@ -283,7 +352,10 @@ fn hcl2_upgrade_of_every_image_validates_and_inspects_the_same() {
 fn the_hcl2_web_worker_image_inspects_and_validates_as_the_json_one() {
     let dir = repo();
     let inspect = |t: &str| imgbuild_in(&dir, &["inspect", "-color=false", t], None);
-    let (a, b) = (inspect("images/web_worker.json"), inspect("images/web_worker.pkr.hcl"));
+    let (a, b) = (
+        inspect("images/web_worker.json"),
+        inspect("images/web_worker.pkr.hcl"),
+    );
     assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
     assert_eq!(a.stdout, b.stdout);
     for t in ["images/web_worker.json", "images/web_worker.pkr.hcl"] {
@@ -301,8 +373,16 @@ fn the_hcl2_web_worker_image_inspects_and_validates_as_the_json_one() {
         }
         args.push(t);
         let r = imgbuild_in(&dir, &args, None);
-        let want = if t.ends_with(".json") { "" } else { PLUGINS_NOTE };
-        assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "Template validated successfully.\n", want), "{t}");
+        let want = if t.ends_with(".json") {
+            ""
+        } else {
+            PLUGINS_NOTE
+        };
+        assert_eq!(
+            (r.code, r.stdout.as_str(), r.stderr.as_str()),
+            (0, "Template validated successfully.\n", want),
+            "{t}"
+        );
     }
 }
 
@@ -314,8 +394,13 @@ fn functions_evaluate_as_packer_1_6_6_evaluates_them() {
         std::process::Command::new("packer").arg("version"),
         std::time::Duration::from_secs(30),
     );
-    if !version.as_ref().is_ok_and(|v| v.starts_with("Packer v1.6.6")) {
-        crate::support::skip("packer 1.6.6 (the reference) is not installed; scripts/test.sh installs it");
+    if !version
+        .as_ref()
+        .is_ok_and(|v| v.starts_with("Packer v1.6.6"))
+    {
+        crate::support::skip(
+            "packer 1.6.6 (the reference) is not installed; scripts/test.sh installs it",
+        );
         return;
     }
     let exprs = [
@@ -362,8 +447,13 @@ fn functions_evaluate_as_packer_1_6_6_evaluates_them() {
     for e in exprs {
         // `packer console` reads the expression on standard input; bounded in time.
         let mut cmd = std::process::Command::new("sh");
-        cmd.args(["-c", "printf '%s\\n' \"jsonencode($1)\" | packer console c.pkr.hcl", "sh", e])
-            .current_dir(s.dir.path());
+        cmd.args([
+            "-c",
+            "printf '%s\\n' \"jsonencode($1)\" | packer console c.pkr.hcl",
+            "sh",
+            e,
+        ])
+        .current_dir(s.dir.path());
         let out = crate::support::world::run_ok(&mut cmd, std::time::Duration::from_secs(60))
             .unwrap_or_else(|err| panic!("{e}: {err}"));
         let want = out.trim().to_string();
@@ -391,15 +481,36 @@ fn a_folder_is_one_template_and_variables_follow_packers_precedence() {
         .with("t/x.auto.pkrvars.hcl", "c = \"auto\"\nd = \"auto\"\n")
         .with("f.pkrvars.hcl", "d = \"file\"\n")
         .with("g.json", "{\"d\": \"json-file\"}");
-    let env = [("PKR_VAR_b", "env"), ("PKR_VAR_c", "env"), ("PKR_VAR_n", "[1, 2]")];
+    let env = [
+        ("PKR_VAR_b", "env"),
+        ("PKR_VAR_c", "env"),
+        ("PKR_VAR_n", "[1, 2]"),
+    ];
     let run = |args: &[&str]| imgbuild_env(s.dir.path(), args, None, &env);
     let description = |r: &Run| r.stdout.lines().nth(2).unwrap_or("").to_string();
     let r = run(&["inspect", "-color=false", "t"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(description(&r), "default env auto auto [1,2]");
-    let r = run(&["inspect", "-color=false", "-var", "d=flag", "-var-file=f.pkrvars.hcl", "t"]);
+    let r = run(&[
+        "inspect",
+        "-color=false",
+        "-var",
+        "d=flag",
+        "-var-file=f.pkrvars.hcl",
+        "t",
+    ]);
     assert_eq!(description(&r), "default env auto file [1,2]");
-    let r = run(&["inspect", "-color=false", "-var-file=f.pkrvars.hcl", "-var-file=g.json", "-var", "d=flag", "-var", "n=[3]", "t"]);
+    let r = run(&[
+        "inspect",
+        "-color=false",
+        "-var-file=f.pkrvars.hcl",
+        "-var-file=g.json",
+        "-var",
+        "d=flag",
+        "-var",
+        "n=[3]",
+        "t",
+    ]);
     assert_eq!(description(&r), "default env auto flag [3]");
 
     std::fs::write(s.path("t/b_main.pkr.hcl"), main.replace("var.d", "var.e")).expect("write");
@@ -463,11 +574,29 @@ build {
     for (name, text) in [("t.json", json), ("t.pkr.hcl", hcl)] {
         let s = Scratch::new().with(name, text);
         let var = format!("token={secret}");
-        let r = s.run(&["build", "-color=false", "-parallel-builds=1", "-var", &var, name]);
+        let r = s.run(&[
+            "build",
+            "-color=false",
+            "-parallel-builds=1",
+            "-var",
+            &var,
+            name,
+        ]);
         assert_eq!(r.code, 0, "{name}: {}\n{}", r.stdout, r.stderr);
-        assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "{name} leaked:\n{}", r.stdout);
-        assert_eq!(r.stdout.matches("token=<sensitive>").count(), 2, "{name}: {}", r.stdout);
-        let read = |f: &str| std::fs::read_to_string(s.path(f)).unwrap_or_else(|e| panic!("{name} {f}: {e}"));
+        assert!(
+            !r.stdout.contains(secret) && !r.stderr.contains(secret),
+            "{name} leaked:\n{}",
+            r.stdout
+        );
+        assert_eq!(
+            r.stdout.matches("token=<sensitive>").count(),
+            2,
+            "{name}: {}",
+            r.stdout
+        );
+        let read = |f: &str| {
+            std::fs::read_to_string(s.path(f)).unwrap_or_else(|e| panic!("{name} {f}: {e}"))
+        };
         let mut m: serde_json::Value = serde_json::from_str(&read("m.json")).expect("manifest");
         m["last_run_uuid"] = serde_json::Value::Null;
         for b in m["builds"].as_array_mut().expect("builds") {

@@ -18,9 +18,24 @@ pub const DATA_MARK: &str = "\u{1}imgbuild-data:";
 
 /// Build data Packer's HCL2 exposes as `build.X`; each is the JSON front end's `{{ build `X` }}`.
 const BUILD_KEYS: &[&str] = &[
-    "ID", "Host", "Port", "User", "Password", "ConnType", "PackerRunUUID", "PackerHTTPAddr",
-    "PackerHTTPIP", "PackerHTTPPort", "SSHPublicKey", "SSHPrivateKey", "WinRMPassword",
-    "SourceAMI", "SourceAMIName", "SourceAMIOwner", "SourceAMIOwnerName", "SourceAMICreationDate",
+    "ID",
+    "Host",
+    "Port",
+    "User",
+    "Password",
+    "ConnType",
+    "PackerRunUUID",
+    "PackerHTTPAddr",
+    "PackerHTTPIP",
+    "PackerHTTPPort",
+    "SSHPublicKey",
+    "SSHPrivateKey",
+    "WinRMPassword",
+    "SourceAMI",
+    "SourceAMIName",
+    "SourceAMIOwner",
+    "SourceAMIOwnerName",
+    "SourceAMICreationDate",
     "Region",
 ];
 
@@ -47,7 +62,11 @@ pub fn sources<'b>(body: &'b Body, cx: &mut Cx, out: &mut Vec<Source<'b>>) {
             continue;
         };
         if out.iter().any(|s| &s.kind == kind && &s.name == name) {
-            cx.error(span, &JsonPath::root().key("source"), format!("the source `{kind}.{name}` is defined twice"));
+            cx.error(
+                span,
+                &JsonPath::root().key("source"),
+                format!("the source `{kind}.{name}` is defined twice"),
+            );
             continue;
         }
         out.push(Source {
@@ -67,21 +86,35 @@ pub fn data<'b>(body: &'b Body, cx: &mut Cx, out: &mut Vec<Data<'b>>) -> Value {
         let span = cx.span(b.ident.span());
         let ls = labels(b);
         let [kind, name] = ls.as_slice() else {
-            cx.error(span, &JsonPath::root().key("data"), "a `data` block needs two labels: its type and its name");
+            cx.error(
+                span,
+                &JsonPath::root().key("data"),
+                "a `data` block needs two labels: its type and its name",
+            );
             continue;
         };
         let outputs: &[&str] = match kind.as_str() {
             "amazon-ami" => &["id", "name", "creation_date", "owner", "owner_name", "tags"],
             "amazon-parameterstore" => &["value", "version", "arn"],
             other => {
-                let d = cx.error(span, &JsonPath::root().key("data").key(other), format!("imgbuild has no data source `{other}`"));
-                d.notes.push("help: imgbuild has the data sources amazon-ami and amazon-parameterstore".into());
+                let d = cx.error(
+                    span,
+                    &JsonPath::root().key("data").key(other),
+                    format!("imgbuild has no data source `{other}`"),
+                );
+                d.notes.push(
+                    "help: imgbuild has the data sources amazon-ami and amazon-parameterstore"
+                        .into(),
+                );
                 continue;
             }
         };
         let mut o = Map::new();
         for k in outputs {
-            o.insert(k.to_string(), Value::from(format!("{DATA_MARK}{kind}.{name}.{k}\u{1}")));
+            o.insert(
+                k.to_string(),
+                Value::from(format!("{DATA_MARK}{kind}.{name}.{k}\u{1}")),
+            );
         }
         if let Value::Object(m) = by_type
             .entry(kind.clone())
@@ -199,7 +232,8 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                         }
                     }
                     "dynamic" => {
-                        for (name, n) in dynamic_components(pb, &u.full(), limit, &sctx, cx, &path) {
+                        for (name, n) in dynamic_components(pb, &u.full(), limit, &sctx, cx, &path)
+                        {
                             match name.as_str() {
                                 "provisioner" => out.provisioners.push(n),
                                 "post-processor" => out.post_processors.push(n),
@@ -232,7 +266,11 @@ fn string_attr(b: &Block, key: &str, ctx: &Ctx, cx: &mut Cx) -> Option<String> {
     match eval(&a.value, ctx) {
         Ok(Value::String(s)) => Some(s),
         Ok(other) => {
-            cx.error(span, &path, format!("`{key}` must be a string, found `{other}`"));
+            cx.error(
+                span,
+                &path,
+                format!("`{key}` must be a string, found `{other}`"),
+            );
             None
         }
         Err(e) => {
@@ -244,8 +282,16 @@ fn string_attr(b: &Block, key: &str, ctx: &Ctx, cx: &mut Cx) -> Option<String> {
 
 fn check_build_keys(b: &Block, cx: &mut Cx) {
     const KEYS: &[&str] = &[
-        "name", "description", "sources", "source", "provisioner", "error-cleanup-provisioner",
-        "post-processor", "post-processors", "hcp_packer_registry", "dynamic",
+        "name",
+        "description",
+        "sources",
+        "source",
+        "provisioner",
+        "error-cleanup-provisioner",
+        "post-processor",
+        "post-processors",
+        "hcp_packer_registry",
+        "dynamic",
     ];
     for s in b.body.iter() {
         let (key, span) = match s {
@@ -254,13 +300,20 @@ fn check_build_keys(b: &Block, cx: &mut Cx) {
         };
         if !KEYS.contains(&key) {
             let span = cx.span(span);
-            let d = cx.error(span, &JsonPath::root().key("build"), format!("unknown argument or block `{key}` in a build block"));
+            let d = cx.error(
+                span,
+                &JsonPath::root().key("build"),
+                format!("unknown argument or block `{key}` in a build block"),
+            );
             if let Some(c) = closest(key, KEYS.iter().copied()) {
                 d.notes.push(format!("help: did you mean `{c}`?"));
             }
         } else if key == "hcp_packer_registry" {
             let d = cx.error(span_of(cx, span), &JsonPath::root().key("build"), "`hcp_packer_registry` publishes to HCP Packer, a hosted service imgbuild does not talk to");
-            d.notes.push("help: remove the block; imgbuild's manifest post-processor records the AMIs".into());
+            d.notes.push(
+                "help: remove the block; imgbuild's manifest post-processor records the AMIs"
+                    .into(),
+            );
         }
     }
 }
@@ -280,13 +333,21 @@ fn uses<'s, 'b>(b: &'b Block, srcs: &'s [Source<'b>], ctx: &Ctx, cx: &mut Cx) ->
                     match i.as_str() {
                         Some(s) => refs.push((s.to_string(), span, None)),
                         None => {
-                            cx.error(span, &JsonPath::root().key("build").key("sources"), "`sources` lists names as strings, e.g. \"source.amazon-ebs.web\"");
+                            cx.error(
+                                span,
+                                &JsonPath::root().key("build").key("sources"),
+                                "`sources` lists names as strings, e.g. \"source.amazon-ebs.web\"",
+                            );
                         }
                     }
                 }
             }
             _ => {
-                cx.error(span, &JsonPath::root().key("build").key("sources"), "`sources` must be a list of names, e.g. [\"source.amazon-ebs.web\"]");
+                cx.error(
+                    span,
+                    &JsonPath::root().key("build").key("sources"),
+                    "`sources` must be a list of names, e.g. [\"source.amazon-ebs.web\"]",
+                );
             }
         }
     }
@@ -302,13 +363,24 @@ fn uses<'s, 'b>(b: &'b Block, srcs: &'s [Source<'b>], ctx: &Ctx, cx: &mut Cx) ->
     let mut out: Vec<Use> = Vec::new();
     for (r, span, over) in refs {
         let key = r.strip_prefix("source.").unwrap_or(&r);
-        let Some(src) = srcs.iter().find(|s| format!("{}.{}", s.kind, s.name) == key) else {
-            let names: Vec<String> = srcs.iter().map(|s| format!("source.{}.{}", s.kind, s.name)).collect();
-            let d = cx.error(span, &JsonPath::root().key("build").key("sources"), format!("the build uses `{r}`, but no source of that name is defined"));
+        let Some(src) = srcs
+            .iter()
+            .find(|s| format!("{}.{}", s.kind, s.name) == key)
+        else {
+            let names: Vec<String> = srcs
+                .iter()
+                .map(|s| format!("source.{}.{}", s.kind, s.name))
+                .collect();
+            let d = cx.error(
+                span,
+                &JsonPath::root().key("build").key("sources"),
+                format!("the build uses `{r}`, but no source of that name is defined"),
+            );
             if let Some(c) = closest(&r, names.iter().map(String::as_str)) {
                 d.notes.push(format!("help: did you mean `{c}`?"));
             } else {
-                d.notes.push("help: define it: source \"amazon-ebs\" \"NAME\" { ... }".into());
+                d.notes
+                    .push("help: define it: source \"amazon-ebs\" \"NAME\" { ... }".into());
             }
             continue;
         };
@@ -317,14 +389,22 @@ fn uses<'s, 'b>(b: &'b Block, srcs: &'s [Source<'b>], ctx: &Ctx, cx: &mut Cx) ->
             .and_then(|a| eval(&a.value, ctx).ok())
             .and_then(|v| v.as_str().map(str::to_string));
         let name = renamed.unwrap_or_else(|| src.name.clone());
-        out.push(Use { src, name, over, span });
+        out.push(Use {
+            src,
+            name,
+            over,
+            span,
+        });
     }
     out
 }
 
 /// One builder: the source's body, the build's overrides over it, `type` and `name`.
 fn builder(u: &Use, data: &[Data], ctx: &Ctx, cx: &mut Cx) -> Node {
-    let path = JsonPath::root().key("source").key(&u.src.kind).key(&u.src.name);
+    let path = JsonPath::root()
+        .key("source")
+        .key(&u.src.kind)
+        .key(&u.src.name);
     let mut node = body_node(&u.src.block.body, ctx, cx, &path, &[]);
     if let Some(o) = u.over {
         let over = body_node(&o.body, ctx, cx, &path, &["name"]);
@@ -338,7 +418,10 @@ fn builder(u: &Use, data: &[Data], ctx: &Ctx, cx: &mut Cx) -> Node {
     node.span = u.src.span;
     if let Kind::Object(ms) = &mut node.kind {
         ms.retain(|m| m.key != "type" && m.key != "name");
-        ms.insert(0, member("type", u.src.span, string(u.src.span, &u.src.kind)));
+        ms.insert(
+            0,
+            member("type", u.src.span, string(u.src.span, &u.src.kind)),
+        );
         ms.insert(1, member("name", u.span, string(u.span, &u.name)));
         resolve_data(ms, data, ctx, cx);
     }
@@ -351,10 +434,17 @@ fn resolve_data(ms: &mut Vec<Member>, data: &[Data], ctx: &Ctx, cx: &mut Cx) {
     let Some(i) = ms.iter().position(|m| m.key == "source_ami") else {
         return;
     };
-    let Some(s) = ms[i].value.as_str() else { return };
-    let Some(rest) = s.strip_prefix(DATA_MARK) else { return };
+    let Some(s) = ms[i].value.as_str() else {
+        return;
+    };
+    let Some(rest) = s.strip_prefix(DATA_MARK) else {
+        return;
+    };
     let rest = rest.trim_end_matches('\u{1}');
-    let Some(d) = data.iter().find(|d| rest == format!("amazon-ami.{}.id", d.name)) else {
+    let Some(d) = data
+        .iter()
+        .find(|d| rest == format!("amazon-ami.{}.id", d.name))
+    else {
         return;
     };
     let span = ms[i].value.span;
@@ -384,11 +474,25 @@ fn resolve_data(ms: &mut Vec<Member>, data: &[Data], ctx: &Ctx, cx: &mut Cx) {
 
 /// A provisioner or post-processor block: `type` from its label, its body, `only` narrowed to
 /// this build when the template has several, and nothing when its own `only`/`except` exclude it.
-fn component(b: &Block, build: &str, limit: Option<&str>, ctx: &Ctx, cx: &mut Cx, path: &JsonPath) -> Option<Node> {
+fn component(
+    b: &Block,
+    build: &str,
+    limit: Option<&str>,
+    ctx: &Ctx,
+    cx: &mut Cx,
+    path: &JsonPath,
+) -> Option<Node> {
     let span = cx.span(b.ident.span());
     let ls = labels(b);
     let [kind] = ls.as_slice() else {
-        cx.error(span, path, format!("a `{}` block needs one label: its type, e.g. \"shell\"", b.ident.as_str()));
+        cx.error(
+            span,
+            path,
+            format!(
+                "a `{}` block needs one label: its type, e.g. \"shell\"",
+                b.ident.as_str()
+            ),
+        );
         return None;
     };
     component_body(kind, &b.body, span, build, limit, ctx, cx, path)
@@ -408,14 +512,20 @@ fn component_body(
     let names = |k: &str| -> Option<Vec<String>> {
         let a = body.get_attribute(k)?;
         match eval(&a.value, ctx) {
-            Ok(Value::Array(v)) => Some(v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()),
+            Ok(Value::Array(v)) => Some(
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+            ),
             _ => None,
         }
     };
     let only = names("only");
     let except = names("except");
     if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == build))
-        || except.as_ref().is_some_and(|e| e.iter().any(|n| n == build))
+        || except
+            .as_ref()
+            .is_some_and(|e| e.iter().any(|n| n == build))
     {
         return None;
     }
@@ -424,7 +534,10 @@ fn component_body(
     if let Kind::Object(ms) = &mut node.kind {
         ms.insert(0, member("type", span, Kind::String(kind.to_string())));
         if let Some(l) = limit {
-            let item = Node { span, kind: Kind::String(l.to_string()) };
+            let item = Node {
+                span,
+                kind: Kind::String(l.to_string()),
+            };
             ms.push(member("only", span, Kind::Array(vec![item])));
         }
     }
@@ -432,11 +545,22 @@ fn component_body(
 }
 
 /// `dynamic "provisioner" { for_each = ..., labels = ["shell"], content { ... } }` in a build.
-fn dynamic_components(b: &Block, build: &str, limit: Option<&str>, ctx: &Ctx, cx: &mut Cx, path: &JsonPath) -> Vec<(String, Node)> {
+fn dynamic_components(
+    b: &Block,
+    build: &str,
+    limit: Option<&str>,
+    ctx: &Ctx,
+    cx: &mut Cx,
+    path: &JsonPath,
+) -> Vec<(String, Node)> {
     let span = cx.span(b.ident.span());
     let ls = labels(b);
     let [name] = ls.as_slice() else {
-        cx.error(span, path, "a `dynamic` block needs one label: the name of the blocks it makes");
+        cx.error(
+            span,
+            path,
+            "a `dynamic` block needs one label: the name of the blocks it makes",
+        );
         return Vec::new();
     };
     let kind = b
@@ -448,12 +572,19 @@ fn dynamic_components(b: &Block, build: &str, limit: Option<&str>, ctx: &Ctx, cx
             _ => None,
         });
     let Some(kind) = kind else {
-        cx.error(span, path, format!("the dynamic block `{name}` needs labels = [\"TYPE\"], e.g. labels = [\"shell\"]"));
+        cx.error(
+            span,
+            path,
+            format!(
+                "the dynamic block `{name}` needs labels = [\"TYPE\"], e.g. labels = [\"shell\"]"
+            ),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
     for (inner, content) in super::eval::dynamic_items(b, name, ctx, cx, path) {
-        if let Some(n) = component_body(&kind, &content.body, span, build, limit, &inner, cx, path) {
+        if let Some(n) = component_body(&kind, &content.body, span, build, limit, &inner, cx, path)
+        {
             out.push((name.clone(), n));
         }
     }
@@ -471,10 +602,18 @@ pub fn check_marks(node: &Node, path: &JsonPath, cx: &mut Cx) {
                 .and_then(|r| r.split('\u{1}').next())
                 .unwrap_or("");
             let d = cx.error(node.span, path, format!("`data.{what}` is only known when the build runs, and imgbuild uses it only as a source's `source_ami` (data.amazon-ami.NAME.id)"));
-            d.notes.push("help: set source_ami = data.amazon-ami.NAME.id, or write the value directly".into());
+            d.notes.push(
+                "help: set source_ami = data.amazon-ami.NAME.id, or write the value directly"
+                    .into(),
+            );
         }
-        Kind::Array(a) => a.iter().enumerate().for_each(|(i, n)| check_marks(n, &path.index(i), cx)),
-        Kind::Object(m) => m.iter().for_each(|m| check_marks(&m.value, &path.key(&m.key), cx)),
+        Kind::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, n)| check_marks(n, &path.index(i), cx)),
+        Kind::Object(m) => m
+            .iter()
+            .for_each(|m| check_marks(&m.value, &path.key(&m.key), cx)),
         _ => {}
     }
 }

@@ -30,7 +30,12 @@ impl Cx<'_> {
         Span::new(self.base + r.start, self.base + r.end)
     }
 
-    pub fn error(&mut self, span: Span, path: &JsonPath, msg: impl Into<String>) -> &mut Diagnostic {
+    pub fn error(
+        &mut self,
+        span: Span,
+        path: &JsonPath,
+        msg: impl Into<String>,
+    ) -> &mut Diagnostic {
         let mut d = Diagnostic::error(msg).at(self.file, span);
         if !path.is_root() {
             d = d.path(path);
@@ -268,7 +273,10 @@ fn fold_tags(
 ) {
     let mut pairs = Vec::new();
     for item in items {
-        let get = |k: &str| item.get(k).and_then(|m| m.value.as_str().map(str::to_string));
+        let get = |k: &str| {
+            item.get(k)
+                .and_then(|m| m.value.as_str().map(str::to_string))
+        };
         match (get("key"), get("value")) {
             (Some(k), Some(v)) => pairs.push(Member {
                 key: k,
@@ -279,7 +287,11 @@ fn fold_tags(
                 },
             }),
             _ => {
-                cx.error(item.span, &path.key(map_key), "a tag block needs `key` and `value` strings");
+                cx.error(
+                    item.span,
+                    &path.key(map_key),
+                    "a tag block needs `key` and `value` strings",
+                );
             }
         }
     }
@@ -305,7 +317,11 @@ pub fn dynamic(b: &Block, ctx: &Ctx, cx: &mut Cx, path: &JsonPath) -> Vec<(Strin
     let span = cx.span(b.ident.span());
     let ls = labels(b);
     let [name] = ls.as_slice() else {
-        cx.error(span, path, "a `dynamic` block needs one label: the name of the blocks it makes");
+        cx.error(
+            span,
+            path,
+            "a `dynamic` block needs one label: the name of the blocks it makes",
+        );
         return Vec::new();
     };
     let p = path.key(name);
@@ -329,21 +345,33 @@ pub fn dynamic_items<'b>(
     let p = path.key(name);
     let attr = |k: &str| b.body.get_attribute(k);
     let Some(fe) = attr("for_each") else {
-        cx.error(span, &p, format!("the dynamic block `{name}` has no `for_each`"));
+        cx.error(
+            span,
+            &p,
+            format!("the dynamic block `{name}` has no `for_each`"),
+        );
         return Vec::new();
     };
     let it = match attr("iterator") {
         Some(a) => match Expression::from(a.value.clone()) {
             Expression::Variable(v) => v.to_string(),
             _ => {
-                cx.error(cx.span(a.value.span()), &p, "`iterator` must be a bare name, e.g. iterator = disk");
+                cx.error(
+                    cx.span(a.value.span()),
+                    &p,
+                    "`iterator` must be a bare name, e.g. iterator = disk",
+                );
                 return Vec::new();
             }
         },
         None => name.to_string(),
     };
     let Some(content) = b.body.get_blocks("content").next() else {
-        cx.error(span, &p, format!("the dynamic block `{name}` has no `content` block"));
+        cx.error(
+            span,
+            &p,
+            format!("the dynamic block `{name}` has no `content` block"),
+        );
         return Vec::new();
     };
     let items: Vec<(Value, Value)> = match eval(&fe.value, ctx) {
@@ -362,7 +390,11 @@ pub fn dynamic_items<'b>(
             return Vec::new();
         }
         Err(e) => {
-            cx.error(cx.span(fe.value.span()), &p, format!("cannot evaluate `for_each`: {e}"));
+            cx.error(
+                cx.span(fe.value.span()),
+                &p,
+                format!("cannot evaluate `for_each`: {e}"),
+            );
             return Vec::new();
         }
     };

@@ -28,13 +28,61 @@ fn now() -> DateTime<Utc> {
 
 /// The functions imgbuild has, by name (for "did you mean" and the README).
 pub const NAMES: &[&str] = &[
-    "abspath", "base64decode", "base64encode", "basename", "can", "chomp", "coalesce", "compact",
-    "concat", "contains", "dirname", "distinct", "element", "env", "file", "flatten",
-    "formatdate", "format", "join", "jsondecode", "jsonencode", "keys", "legacy_isotime",
-    "legacy_strftime", "length", "lookup", "lower", "max", "merge", "min", "regex",
-    "regex_replace", "replace", "reverse", "sha256", "sort", "split", "startswith", "substr",
-    "templatefile", "timestamp", "title", "tolist", "tonumber", "toset", "tostring", "trim",
-    "trimprefix", "trimspace", "trimsuffix", "try", "upper", "uuidv4", "values", "yamldecode",
+    "abspath",
+    "base64decode",
+    "base64encode",
+    "basename",
+    "can",
+    "chomp",
+    "coalesce",
+    "compact",
+    "concat",
+    "contains",
+    "dirname",
+    "distinct",
+    "element",
+    "env",
+    "file",
+    "flatten",
+    "formatdate",
+    "format",
+    "join",
+    "jsondecode",
+    "jsonencode",
+    "keys",
+    "legacy_isotime",
+    "legacy_strftime",
+    "length",
+    "lookup",
+    "lower",
+    "max",
+    "merge",
+    "min",
+    "regex",
+    "regex_replace",
+    "replace",
+    "reverse",
+    "sha256",
+    "sort",
+    "split",
+    "startswith",
+    "substr",
+    "templatefile",
+    "timestamp",
+    "title",
+    "tolist",
+    "tonumber",
+    "toset",
+    "tostring",
+    "trim",
+    "trimprefix",
+    "trimspace",
+    "trimsuffix",
+    "try",
+    "upper",
+    "uuidv4",
+    "values",
+    "yamldecode",
 ];
 
 type F = fn(FuncArgs) -> Result<Value, String>;
@@ -294,7 +342,10 @@ fn go_replacement(with: &str) -> String {
 fn regex_replace(a: FuncArgs) -> Result<Value, String> {
     let (text, pattern, with) = (s(&a, 0)?, s(&a, 1)?, s(&a, 2)?);
     let re = compile(&pattern)?;
-    Ok(re.replace_all(&text, go_replacement(&with)).into_owned().into())
+    Ok(re
+        .replace_all(&text, go_replacement(&with))
+        .into_owned()
+        .into())
 }
 
 /// `regex(pattern, string)`: the match; the capture groups as a list, or as an object when they
@@ -454,7 +505,9 @@ fn lookup(a: FuncArgs) -> Result<Value, String> {
     match (m.get(&key), a.get(2)) {
         (Some(v), _) => Ok(v.clone()),
         (None, Some(d)) => Ok(d.clone()),
-        (None, None) => Err(format!("the map has no key `{key}` and no default was given")),
+        (None, None) => Err(format!(
+            "the map has no key `{key}` and no default was given"
+        )),
     }
 }
 
@@ -648,11 +701,9 @@ pub fn json_to_hcl(v: &serde_json::Value) -> Value {
         },
         serde_json::Value::String(s) => s.clone().into(),
         serde_json::Value::Array(a) => Value::Array(a.iter().map(json_to_hcl).collect()),
-        serde_json::Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), json_to_hcl(v)))
-                .collect(),
-        ),
+        serde_json::Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), json_to_hcl(v))).collect())
+        }
     }
 }
 
@@ -725,7 +776,9 @@ fn templatefile(a: FuncArgs) -> Result<Value, String> {
     for (k, v) in vars {
         ctx.declare_var(k, v);
     }
-    tmpl.evaluate(&ctx).map(Value::from).map_err(|e| e.to_string())
+    tmpl.evaluate(&ctx)
+        .map(Value::from)
+        .map_err(|e| e.to_string())
 }
 
 fn abspath(a: FuncArgs) -> Result<Value, String> {
@@ -807,8 +860,18 @@ fn formatdate(a: FuncArgs) -> Result<Value, String> {
 
 fn date_token(t: &DateTime<chrono::FixedOffset>, c: char, n: usize) -> Result<String, String> {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     let h12 = match t.hour() % 12 {
         0 => 12,
@@ -920,22 +983,49 @@ mod tests {
         assert_eq!(ok(r#"substr("hello world", 1, 4)"#), "ello");
         assert_eq!(ok(r#"replace("1 + 2 + 3", "+", "-")"#), "1 - 2 - 3");
         // As Packer 1.6.6: no regular expression in `replace`.
-        assert_eq!(ok(r#"replace("hello world", "/w.*d/", "everybody")"#), "hello world");
-        assert_eq!(ok(r#"regex_replace("2026-03-07T14:05:09Z", "[- TZ:]", "")"#), "20260307140509");
-        assert_eq!(ok(r#"regex("[a-z]+", "53453453.345345aaabbbccc23454")"#), "aaabbbccc");
-        assert_eq!(ok(r#"regex("^(\\d+)-(\\d+)$", "12-34")"#), r#"["12", "34"]"#);
+        assert_eq!(
+            ok(r#"replace("hello world", "/w.*d/", "everybody")"#),
+            "hello world"
+        );
+        assert_eq!(
+            ok(r#"regex_replace("2026-03-07T14:05:09Z", "[- TZ:]", "")"#),
+            "20260307140509"
+        );
+        assert_eq!(
+            ok(r#"regex("[a-z]+", "53453453.345345aaabbbccc23454")"#),
+            "aaabbbccc"
+        );
+        assert_eq!(
+            ok(r#"regex("^(\\d+)-(\\d+)$", "12-34")"#),
+            r#"["12", "34"]"#
+        );
         assert_eq!(ok(r#"join(", ", ["foo", "bar", "baz"])"#), "foo, bar, baz");
-        assert_eq!(ok(r#"split(",", "foo,bar,baz")"#), r#"["foo", "bar", "baz"]"#);
+        assert_eq!(
+            ok(r#"split(",", "foo,bar,baz")"#),
+            r#"["foo", "bar", "baz"]"#
+        );
         assert_eq!(ok(r#"format("Hello, %s!", "Ander")"#), "Hello, Ander!");
-        assert_eq!(ok(r#"format("There are %d lights", 4)"#), "There are 4 lights");
-        assert_eq!(ok(r#"format("%.2f|%5s|%-3s|%%", 3.14159, "ab", "c")"#), "3.14|   ab|c  |%");
+        assert_eq!(
+            ok(r#"format("There are %d lights", 4)"#),
+            "There are 4 lights"
+        );
+        assert_eq!(
+            ok(r#"format("%.2f|%5s|%-3s|%%", 3.14159, "ab", "c")"#),
+            "3.14|   ab|c  |%"
+        );
         assert_eq!(ok(r#"startswith("hello world", "hello")"#), "true");
     }
 
     #[test]
     fn collection_functions_match_packers_examples() {
-        assert_eq!(ok(r#"concat(["a", ""], ["b", "c"])"#), r#"["a", "", "b", "c"]"#);
-        assert_eq!(ok(r#"merge({a="b", c="d"}, {e="f", c="z"})"#), r#"{a = "b", c = "z", e = "f"}"#);
+        assert_eq!(
+            ok(r#"concat(["a", ""], ["b", "c"])"#),
+            r#"["a", "", "b", "c"]"#
+        );
+        assert_eq!(
+            ok(r#"merge({a="b", c="d"}, {e="f", c="z"})"#),
+            r#"{a = "b", c = "z", e = "f"}"#
+        );
         assert_eq!(ok(r#"lookup({a="ay", b="bee"}, "a", "what?")"#), "ay");
         assert_eq!(ok(r#"lookup({a="ay", b="bee"}, "c", "what?")"#), "what?");
         assert_eq!(ok(r#"element(["a", "b", "c"], 1)"#), "b");
@@ -949,11 +1039,23 @@ mod tests {
         assert_eq!(ok(r#"coalesce("", "b")"#), "b");
         assert_eq!(ok(r#"coalesce(1, 2)"#), "1");
         assert_eq!(ok(r#"contains(["a", "b", "c"], "a")"#), "true");
-        assert_eq!(ok(r#"distinct(["a", "b", "a", "c", "d", "b"])"#), r#"["a", "b", "c", "d"]"#);
-        assert_eq!(ok(r#"flatten([["a", "b"], [], ["c"]])"#), r#"["a", "b", "c"]"#);
-        assert_eq!(ok(r#"sort(["e", "d", "a", "x"])"#), r#"["a", "d", "e", "x"]"#);
+        assert_eq!(
+            ok(r#"distinct(["a", "b", "a", "c", "d", "b"])"#),
+            r#"["a", "b", "c", "d"]"#
+        );
+        assert_eq!(
+            ok(r#"flatten([["a", "b"], [], ["c"]])"#),
+            r#"["a", "b", "c"]"#
+        );
+        assert_eq!(
+            ok(r#"sort(["e", "d", "a", "x"])"#),
+            r#"["a", "d", "e", "x"]"#
+        );
         assert_eq!(ok(r#"reverse([1, 2, 3])"#), "[3, 2, 1]");
-        assert_eq!(ok(r#"compact(["a", "", "b", null, "c"])"#), r#"["a", "b", "c"]"#);
+        assert_eq!(
+            ok(r#"compact(["a", "", "b", null, "c"])"#),
+            r#"["a", "b", "c"]"#
+        );
         assert_eq!(ok(r#"max(12, 54, 3)"#), "54");
         assert_eq!(ok(r#"min(12, 54, 3)"#), "3");
         assert_eq!(ok(r#"tonumber("1")"#), "1");
@@ -962,7 +1064,10 @@ mod tests {
 
     #[test]
     fn encoding_functions_match_packers_examples() {
-        assert_eq!(ok(r#"jsonencode({"hello"="world"})"#), r#"{"hello":"world"}"#);
+        assert_eq!(
+            ok(r#"jsonencode({"hello"="world"})"#),
+            r#"{"hello":"world"}"#
+        );
         assert_eq!(ok(r#"jsonencode("<a&b>")"#), r#""\u003ca\u0026b\u003e""#);
         assert_eq!(ok(r#"jsondecode("{\"hello\": \"world\"}").hello"#), "world");
         assert_eq!(ok(r#"jsondecode("true")"#), "true");
@@ -980,12 +1085,30 @@ mod tests {
     #[test]
     fn time_functions_match_packers_examples() {
         assert_eq!(ok("timestamp()"), "2026-03-07T14:05:09Z");
-        assert_eq!(ok(r#"formatdate("DD MMM YYYY hh:mm ZZZ", "2018-01-02T23:12:01Z")"#), "02 Jan 2018 23:12 UTC");
-        assert_eq!(ok(r#"formatdate("EEEE, DD-MMM-YY hh:mm:ss ZZZ", "2018-01-02T23:12:01Z")"#), "Tuesday, 02-Jan-18 23:12:01 UTC");
-        assert_eq!(ok(r#"formatdate("EEE, DD MMM YYYY hh:mm:ss ZZZ", "2018-01-02T23:12:01-08:00")"#), "Tue, 02 Jan 2018 23:12:01 -0800");
-        assert_eq!(ok(r#"formatdate("MMM DD, YYYY", "2018-01-02T23:12:01Z")"#), "Jan 02, 2018");
-        assert_eq!(ok(r#"formatdate("HH:mmaa", "2018-01-02T23:12:01Z")"#), "11:12pm");
-        assert_eq!(ok(r#"formatdate("h'h'mm", "2018-01-02T23:12:01-08:00")"#), "23h12");
+        assert_eq!(
+            ok(r#"formatdate("DD MMM YYYY hh:mm ZZZ", "2018-01-02T23:12:01Z")"#),
+            "02 Jan 2018 23:12 UTC"
+        );
+        assert_eq!(
+            ok(r#"formatdate("EEEE, DD-MMM-YY hh:mm:ss ZZZ", "2018-01-02T23:12:01Z")"#),
+            "Tuesday, 02-Jan-18 23:12:01 UTC"
+        );
+        assert_eq!(
+            ok(r#"formatdate("EEE, DD MMM YYYY hh:mm:ss ZZZ", "2018-01-02T23:12:01-08:00")"#),
+            "Tue, 02 Jan 2018 23:12:01 -0800"
+        );
+        assert_eq!(
+            ok(r#"formatdate("MMM DD, YYYY", "2018-01-02T23:12:01Z")"#),
+            "Jan 02, 2018"
+        );
+        assert_eq!(
+            ok(r#"formatdate("HH:mmaa", "2018-01-02T23:12:01Z")"#),
+            "11:12pm"
+        );
+        assert_eq!(
+            ok(r#"formatdate("h'h'mm", "2018-01-02T23:12:01-08:00")"#),
+            "23h12"
+        );
         assert_eq!(ok(r#"legacy_isotime("2006-01-02")"#), "2026-03-07");
         assert_eq!(ok(r#"legacy_strftime("%Y-%m-%d")"#), "2026-03-07");
     }
@@ -1001,17 +1124,37 @@ mod tests {
         let f = dir.path().join("t.tpl");
         std::fs::write(&f, "%{ for a in list ~}\n${a}:${name}\n%{ endfor ~}\n").unwrap();
         let p = f.display().to_string();
-        assert_eq!(ok(&format!(r#"file("{p}")"#)), "%{ for a in list ~}\n${a}:${name}\n%{ endfor ~}\n");
-        assert_eq!(ok(&format!(r#"templatefile("{p}", {{list = ["x", "y"], name = "n"}})"#)), "x:n\ny:n\n");
+        assert_eq!(
+            ok(&format!(r#"file("{p}")"#)),
+            "%{ for a in list ~}\n${a}:${name}\n%{ endfor ~}\n"
+        );
+        assert_eq!(
+            ok(&format!(
+                r#"templatefile("{p}", {{list = ["x", "y"], name = "n"}})"#
+            )),
+            "x:n\ny:n\n"
+        );
     }
 
     #[test]
     fn bad_arguments_are_errors_that_say_what_is_wrong() {
-        assert!(eval(r#"element([], 0)"#).unwrap_err().contains("empty list"));
-        assert!(eval(r#"lookup({}, "k")"#).unwrap_err().contains("no key `k`"));
-        assert!(eval(r#"formatdate("YYYY", "yesterday")"#).unwrap_err().contains("not an RFC 3339 timestamp"));
-        assert!(eval(r#"regex_replace("a", "(", "")"#).unwrap_err().contains("invalid regular expression"));
-        assert!(eval(r#"base64decode("%%%")"#).unwrap_err().contains("invalid base64"));
-        assert!(eval(r#"upper([1])"#).unwrap_err().contains("must be a string, found list"));
+        assert!(eval(r#"element([], 0)"#)
+            .unwrap_err()
+            .contains("empty list"));
+        assert!(eval(r#"lookup({}, "k")"#)
+            .unwrap_err()
+            .contains("no key `k`"));
+        assert!(eval(r#"formatdate("YYYY", "yesterday")"#)
+            .unwrap_err()
+            .contains("not an RFC 3339 timestamp"));
+        assert!(eval(r#"regex_replace("a", "(", "")"#)
+            .unwrap_err()
+            .contains("invalid regular expression"));
+        assert!(eval(r#"base64decode("%%%")"#)
+            .unwrap_err()
+            .contains("invalid base64"));
+        assert!(eval(r#"upper([1])"#)
+            .unwrap_err()
+            .contains("must be a string, found list"));
     }
 }

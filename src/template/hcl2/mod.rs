@@ -31,7 +31,9 @@ pub fn is_hcl2(path: &str) -> bool {
 }
 
 /// Top-level blocks of an HCL2 template.
-const TOP: &[&str] = &["variable", "locals", "local", "packer", "source", "build", "data"];
+const TOP: &[&str] = &[
+    "variable", "locals", "local", "packer", "source", "build", "data",
+];
 
 /// Plugins whose components imgbuild has built in (`required_plugins` naming only these needs
 /// no `packer init`).
@@ -44,16 +46,21 @@ fn files(path: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>, PathBuf), Diagnostic
     let dir = if p.is_dir() {
         p.to_path_buf()
     } else {
-        p.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        p.parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     };
     let listing = |suffix: &str| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { &dir })
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.to_string_lossy().ends_with(suffix))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &dir
+        })
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.to_string_lossy().ends_with(suffix))
+                .collect()
+        })
+        .unwrap_or_default();
         v.sort();
         v
     };
@@ -78,7 +85,9 @@ fn files(path: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>, PathBuf), Diagnostic
                 "`{}` is an HCL2 template in JSON syntax, which imgbuild does not read yet",
                 f.display()
             ))
-            .help("write it in HCL native syntax (.pkr.hcl), or as a Packer JSON template (.json)"));
+            .help(
+                "write it in HCL native syntax (.pkr.hcl), or as a Packer JSON template (.json)",
+            ));
         }
     }
     Ok((main, auto, dir))
@@ -138,8 +147,19 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
     if parts.len() != main.len() {
         return None;
     }
-    let file = SourceFile::joined(if Path::new(path).is_dir() { path } else { &parts[0].0 }, &parts);
-    let mut cx = Cx { file: &file, diags, base: 0 };
+    let file = SourceFile::joined(
+        if Path::new(path).is_dir() {
+            path
+        } else {
+            &parts[0].0
+        },
+        &parts,
+    );
+    let mut cx = Cx {
+        file: &file,
+        diags,
+        base: 0,
+    };
     let mut bodies = Vec::new();
     for (i, (_, text)) in parts.iter().enumerate() {
         cx.base = file.part_start(i);
@@ -147,9 +167,13 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
             Ok(b) => bodies.push((cx.base, b)),
             Err(e) => {
                 let off = cx.base + e.location().offset();
-                cx.error(Span::new(off, off + 1), &JsonPath::root(), format!("invalid HCL: {}", e.message()))
-                    .notes
-                    .push("help: check the braces, quotes and `=` around here".into());
+                cx.error(
+                    Span::new(off, off + 1),
+                    &JsonPath::root(),
+                    format!("invalid HCL: {}", e.message()),
+                )
+                .notes
+                .push("help: check the braces, quotes and `=` around here".into());
             }
         }
     }
@@ -167,7 +191,15 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
     };
     let template_dir = abs.display().to_string();
     let mut bound = Bound::default();
-    let root = model(&bodies, &auto, args, &template_dir, lenient, &mut bound, &mut cx)?;
+    let root = model(
+        &bodies,
+        &auto,
+        args,
+        &template_dir,
+        lenient,
+        &mut bound,
+        &mut cx,
+    )?;
     let template = Template::from_root(file.clone(), template_dir, &root, diags)?;
     Some(Loaded {
         template,
@@ -232,10 +264,17 @@ fn model(
         cx.base = *base;
         build::builds(body, &srcs, &data, &ctx, cx, &mut out);
     }
-    if bodies.iter().all(|(_, b)| b.get_blocks("build").next().is_none()) {
-        cx.error(Span::new(0, 0), &JsonPath::root(), "the template has no `build` block")
-            .notes
-            .push("help: add build { sources = [\"source.amazon-ebs.NAME\"] }".into());
+    if bodies
+        .iter()
+        .all(|(_, b)| b.get_blocks("build").next().is_none())
+    {
+        cx.error(
+            Span::new(0, 0),
+            &JsonPath::root(),
+            "the template has no `build` block",
+        )
+        .notes
+        .push("help: add build { sources = [\"source.amazon-ebs.NAME\"] }".into());
     }
     let span = Span::new(0, 0);
     let mut ms = Vec::new();
@@ -253,7 +292,10 @@ fn model(
             bound.values.insert(d.name.clone(), text(v));
         }
         if d.sensitive {
-            sensitive.push(Node { span: d.span, kind: Kind::String(d.name.clone()) });
+            sensitive.push(Node {
+                span: d.span,
+                kind: Kind::String(d.name.clone()),
+            });
             bound.sensitive.push(d.name.clone());
         }
     }
@@ -273,11 +315,18 @@ fn model(
         ms.push(member("builders", span, Kind::Array(out.builders)));
     }
     ms.push(member("provisioners", span, Kind::Array(out.provisioners)));
-    ms.push(member("post-processors", span, Kind::Array(out.post_processors)));
+    ms.push(member(
+        "post-processors",
+        span,
+        Kind::Array(out.post_processors),
+    ));
     if let Some(e) = out.error_cleanup {
         ms.push(member("error-cleanup-provisioner", e.span, e.kind));
     }
-    let root = Node { span, kind: Kind::Object(ms) };
+    let root = Node {
+        span,
+        kind: Kind::Object(ms),
+    };
     build::check_marks(&root, &JsonPath::root(), cx);
     if cx.diags.has_errors() && root.get("builders").is_none() {
         return None;
@@ -286,7 +335,11 @@ fn model(
 }
 
 fn member(key: &str, span: Span, kind: Kind) -> Member {
-    Member { key: key.into(), key_span: span, value: Node { span, kind } }
+    Member {
+        key: key.into(),
+        key_span: span,
+        value: Node { span, kind },
+    }
 }
 
 /// The evaluation context: functions, `path`, `packer`.
@@ -295,11 +348,16 @@ fn context(template_dir: &str) -> Ctx {
     funcs::declare(&mut ctx);
     let mut path = Map::new();
     path.insert("root".to_string(), Value::from(template_dir));
-    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     path.insert("cwd".to_string(), Value::from(cwd));
     ctx.declare_var("path", Value::Object(path));
     let mut packer = Map::new();
-    packer.insert("version".to_string(), Value::from(super::funcs::PACKER_COMPAT_VERSION));
+    packer.insert(
+        "version".to_string(),
+        Value::from(super::funcs::PACKER_COMPAT_VERSION),
+    );
     ctx.declare_var("packer", Value::Object(packer));
     ctx
 }
@@ -316,7 +374,11 @@ fn check_top(body: &hcl::edit::structure::Body, cx: &mut Cx) {
         }
         let span = cx.span(span);
         let what = if is_block { "block" } else { "attribute" };
-        let d = cx.error(span, &JsonPath::root(), format!("unknown top-level {what} `{key}`"));
+        let d = cx.error(
+            span,
+            &JsonPath::root(),
+            format!("unknown top-level {what} `{key}`"),
+        );
         if let Some(c) = closest(key, TOP.iter().copied()) {
             d.notes.push(format!("help: did you mean `{c}`?"));
         }
@@ -333,7 +395,11 @@ fn packer_block(b: &hcl::edit::structure::Block, cx: &mut Cx) {
             let name = a.key.as_str();
             let src = eval::eval(&a.value, &Context::new())
                 .ok()
-                .and_then(|v| v.as_object().and_then(|o| o.get("source")).and_then(|s| s.as_str().map(str::to_string)))
+                .and_then(|v| {
+                    v.as_object()
+                        .and_then(|o| o.get("source"))
+                        .and_then(|s| s.as_str().map(str::to_string))
+                })
                 .unwrap_or_default();
             let src = src.trim_start_matches("https://").to_string();
             if !BUILT_IN_PLUGINS.contains(&src.as_str()) {

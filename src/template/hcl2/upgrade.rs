@@ -23,7 +23,11 @@ const LIST_BLOCKS: &[&str] = &["launch_block_device_mappings", "ami_block_device
 /// The HCL2 text for a parsed JSON template.
 pub fn upgrade(t: &Template) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# Written by `imgbuild hcl2_upgrade` from {}.", t.file.name);
+    let _ = writeln!(
+        out,
+        "# Written by `imgbuild hcl2_upgrade` from {}.",
+        t.file.name
+    );
     out.push_str("# Go-template text left in strings (e.g. {{ .SourceAMIName }}, {{timestamp}}) is build data\n");
     out.push_str("# that imgbuild (like Packer's plugins) renders when the build runs.\n\n");
     if t.builders.iter().any(|b| b.kind == "amazon-ebs") || t.min_packer_version.is_some() {
@@ -166,8 +170,11 @@ fn body(out: &mut String, node: &Node, depth: usize, skip: &[&str]) {
 
 fn key(k: &str) -> String {
     let ident = !k.is_empty()
-        && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ident {
         k.to_string()
     } else {
@@ -276,7 +283,9 @@ fn translate(call: &str) -> Option<String> {
         Some(a.to_string())
     };
     if let Some(v) = arg("user") {
-        let ident = v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let ident = v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         return Some(if ident {
             format!("var.{v}")
         } else {

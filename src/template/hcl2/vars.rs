@@ -41,7 +41,11 @@ pub fn declare(b: &Block, cx: &mut Cx, out: &mut Vec<Var>) {
     let span = cx.span(b.ident.span());
     let ls = labels(b);
     let [name] = ls.as_slice() else {
-        cx.error(span, &JsonPath::root(), "a `variable` block needs one label: its name");
+        cx.error(
+            span,
+            &JsonPath::root(),
+            "a `variable` block needs one label: its name",
+        );
         return;
     };
     let p = JsonPath::root().key("variable").key(name);
@@ -83,14 +87,22 @@ pub fn declare(b: &Block, cx: &mut Cx, out: &mut Vec<Var>) {
                     v.value = Some(x);
                 }
                 Err(e) => {
-                    cx.error(vspan, &p.key(key), format!("a variable's default must be a constant: {e}"));
+                    cx.error(
+                        vspan,
+                        &p.key(key),
+                        format!("a variable's default must be a constant: {e}"),
+                    );
                 }
             },
             "sensitive" => v.sensitive = matches!(eval(&a.value, &empty), Ok(Value::Bool(true))),
             "description" | "nullable" => {}
             other => {
                 let hint = closest(other, ["type", "default", "sensitive", "description"]);
-                let d = cx.error(cx.span(a.key.span()), &p.key(other), format!("unknown argument `{other}` in a variable block"));
+                let d = cx.error(
+                    cx.span(a.key.span()),
+                    &p.key(other),
+                    format!("unknown argument `{other}` in a variable block"),
+                );
                 if let Some(h) = hint {
                     d.notes.push(format!("help: did you mean `{h}`?"));
                 }
@@ -105,9 +117,15 @@ pub fn declare(b: &Block, cx: &mut Cx, out: &mut Vec<Var>) {
             .and_then(|a| eval(&a.value, &empty).ok())
             .and_then(|m| m.as_str().map(str::to_string));
         match (cond, msg) {
-            (Some(c), Some(m)) => v.validations.push((c.value.clone(), m, cx.span(c.value.span()))),
+            (Some(c), Some(m)) => v
+                .validations
+                .push((c.value.clone(), m, cx.span(c.value.span()))),
             _ => {
-                cx.error(cx.span(vb.ident.span()), &p.key("validation"), "a validation block needs `condition` and `error_message`");
+                cx.error(
+                    cx.span(vb.ident.span()),
+                    &p.key("validation"),
+                    "a validation block needs `condition` and `error_message`",
+                );
             }
         }
     }
@@ -118,7 +136,11 @@ pub fn declare(b: &Block, cx: &mut Cx, out: &mut Vec<Var>) {
                 v.default = Some(x);
             }
             Err(e) => {
-                cx.error(span, &p.key("default"), format!("the default of `{name}` does not match its type: {e}"));
+                cx.error(
+                    span,
+                    &p.key("default"),
+                    format!("the default of `{name}` does not match its type: {e}"),
+                );
             }
         }
     }
@@ -150,10 +172,12 @@ pub fn convert(v: Value, ty: &str) -> Result<Value, String> {
             .map_err(|_| format!("`{s}` is not a number")),
         ("bool", Value::Bool(_)) => Ok(v),
         ("bool", Value::String(s)) if s == "true" || s == "false" => Ok((s == "true").into()),
-        _ if ty.starts_with("list") || ty.starts_with("set") || ty.starts_with("tuple") => match v {
-            Value::Array(_) => Ok(v),
-            other => Err(format!("a list is required, found {}", found(&other))),
-        },
+        _ if ty.starts_with("list") || ty.starts_with("set") || ty.starts_with("tuple") => {
+            match v {
+                Value::Array(_) => Ok(v),
+                other => Err(format!("a list is required, found {}", found(&other))),
+            }
+        }
         _ if ty.starts_with("map") || ty.starts_with("object") => match v {
             Value::Object(_) => Ok(v),
             other => Err(format!("a map is required, found {}", found(&other))),
@@ -209,7 +233,9 @@ pub fn bind(vars: &mut [Var], auto_files: &[std::path::PathBuf], args: &[VarArg]
                     if let Some(c) = closest(key, names.iter().copied()) {
                         d = d.help(format!("did you mean `{c}`?"));
                     }
-                    cx.diags.push(d.help(format!("declare it: variable \"{key}\" {{ type = string }}")));
+                    cx.diags.push(d.help(format!(
+                        "declare it: variable \"{key}\" {{ type = string }}"
+                    )));
                 }
             },
             VarArg::File(p) => var_file(vars, p, cx),
@@ -288,12 +314,16 @@ pub fn object(vars: &[Var], lenient: bool, cx: &mut Cx) -> Value {
             }
             None => {
                 let p = JsonPath::root().key("variable").key(&v.name);
-                cx.error(v.span, &p, format!("the variable `{}` has no value", v.name))
-                    .notes
-                    .push(format!(
-                        "help: pass -var {0}=..., set PKR_VAR_{0}, or give it a default",
-                        v.name
-                    ));
+                cx.error(
+                    v.span,
+                    &p,
+                    format!("the variable `{}` has no value", v.name),
+                )
+                .notes
+                .push(format!(
+                    "help: pass -var {0}=..., set PKR_VAR_{0}, or give it a default",
+                    v.name
+                ));
                 m.insert(v.name.clone(), Value::Null);
             }
         }
@@ -305,11 +335,18 @@ pub fn object(vars: &[Var], lenient: bool, cx: &mut Cx) -> Value {
 pub fn validate(vars: &[Var], ctx: &Ctx, cx: &mut Cx) {
     for v in vars {
         for (cond, msg, span) in &v.validations {
-            let p = JsonPath::root().key("variable").key(&v.name).key("validation");
+            let p = JsonPath::root()
+                .key("variable")
+                .key(&v.name)
+                .key("validation");
             match eval(cond, ctx) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
-                    cx.error(*span, &p, format!("invalid value for variable `{}`: {msg}", v.name));
+                    cx.error(
+                        *span,
+                        &p,
+                        format!("invalid value for variable `{}`: {msg}", v.name),
+                    );
                 }
                 Ok(_) => {
                     cx.error(*span, &p, "a validation `condition` must be true or false");
@@ -358,7 +395,11 @@ pub fn collect_locals<'b>(body: &'b Body, cx: &mut Cx, out: &mut Vec<Local<'b>>)
                             .is_some_and(|s| s.value.to_string().trim() == "true"),
                     }),
                     _ => {
-                        cx.error(span, &JsonPath::root().key("local"), "a `local` block needs one label and an `expression`");
+                        cx.error(
+                            span,
+                            &JsonPath::root().key("local"),
+                            "a `local` block needs one label and an `expression`",
+                        );
                     }
                 }
             }
@@ -375,7 +416,11 @@ pub fn eval_locals(locals: &[Local], ctx: &mut Ctx, cx: &mut Cx) -> BTreeMap<Str
     for l in locals {
         if locals.iter().filter(|x| x.name == l.name).count() > 1 && !errors.contains_key(&l.name) {
             errors.insert(l.name.clone(), String::new());
-            cx.error(l.span, &JsonPath::root().key("local").key(&l.name), format!("the local `{}` is defined twice", l.name));
+            cx.error(
+                l.span,
+                &JsonPath::root().key("local").key(&l.name),
+                format!("the local `{}` is defined twice", l.name),
+            );
         }
     }
     for _round in 0..=locals.len() {
@@ -404,7 +449,11 @@ pub fn eval_locals(locals: &[Local], ctx: &mut Ctx, cx: &mut Cx) -> BTreeMap<Str
         if !done.contains_key(&l.name) {
             let e = errors.get(&l.name).cloned().unwrap_or_default();
             if !e.is_empty() {
-                cx.error(l.span, &JsonPath::root().key("local").key(&l.name), format!("cannot evaluate the local `{}`: {e}", l.name));
+                cx.error(
+                    l.span,
+                    &JsonPath::root().key("local").key(&l.name),
+                    format!("cannot evaluate the local `{}`: {e}", l.name),
+                );
             }
         }
     }
