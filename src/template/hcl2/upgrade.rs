@@ -162,10 +162,51 @@ fn body(out: &mut String, node: &Node, depth: usize, skip: &[&str]) {
                 }
             }
             _ => {
-                let _ = writeln!(out, "{pad}{} = {}", key(&m.key), value(&m.value, depth));
+                let v = value(&m.value, depth);
+                let kept = untranslated(&v);
+                if !kept.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "{pad}# no HCL2 translation of {}: kept as Go-template text, which imgbuild renders",
+                        kept.join(", ")
+                    );
+                }
+                let _ = writeln!(out, "{pad}{} = {v}", key(&m.key));
             }
         }
     }
+}
+
+/// Go-template functions left in `text` that are not build data or the run's time (those are
+/// rendered the same way in both languages and need no comment).
+fn untranslated(text: &str) -> Vec<String> {
+    const SAME: &[&str] = &[
+        "timestamp",
+        "isotime",
+        "strftime",
+        "build",
+        "build_name",
+        "build_type",
+        "uuid",
+        "user",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for part in text.split("{{").skip(1) {
+        let call = part.split("}}").next().unwrap_or("").trim();
+        let word = call
+            .trim_start_matches('(')
+            .split([' ', '(', '|'])
+            .next()
+            .unwrap_or("");
+        if word.is_empty() || word.starts_with('.') || SAME.contains(&word) {
+            continue;
+        }
+        let w = format!("`{word}`");
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
 }
 
 fn key(k: &str) -> String {
@@ -318,5 +359,13 @@ mod tests {
         assert_eq!(string("web-{{timestamp}}"), "\"web-{{timestamp}}\"");
         assert_eq!(string("{{ .SourceAMIName }}"), "\"{{ .SourceAMIName }}\"");
         assert_eq!(string("a \"q\" ${x} %{y}"), "\"a \\\"q\\\" $${x} %%{y}\"");
+        assert_eq!(
+            untranslated("\"{{ .SourceAMI }}-{{timestamp}}\""),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            untranslated("\"{{ clean_resource_name `a` }}-{{split (user `x`) `,` 0}}\""),
+            vec!["`clean_resource_name`".to_string(), "`split`".to_string()]
+        );
     }
 }
