@@ -528,7 +528,7 @@ fn a_folder_is_one_template_and_variables_follow_packers_precedence() {
 }
 
 /// The HCL2 twin of a two-build `null` template runs as the JSON one: the same provisioners per
-/// build (`only` by `TYPE.NAME`), `source.name` per build, the same manifest; the sensitive
+/// build (`only` and `override` by `TYPE.NAME`), `source.name` per build, the same manifest; the sensitive
 /// variable is masked in the output.
 #[test]
 fn hcl2_null_builds_run_as_their_json_twin() {
@@ -563,7 +563,12 @@ build {
   }
   provisioner "shell-local" {
     only   = ["null.a"]
-    inline = ["echo only-a >> out-a.txt"]
+    inline = ["echo not-overridden >> out-a.txt"]
+    override = {
+      "null.a" = {
+        inline = ["echo only-a >> out-a.txt"]
+      }
+    }
   }
   post-processor "manifest" {
     output = "m.json"

@@ -532,6 +532,16 @@ fn component_body(
     let mut node = body_node(body, ctx, cx, path, &["only", "except"]);
     node.span = span;
     if let Kind::Object(ms) = &mut node.kind {
+        // `override` is keyed by `TYPE.NAME` in HCL2, by build name in the model.
+        for m in ms.iter_mut().filter(|m| m.key == "override") {
+            if let Kind::Object(per) = &mut m.value.kind {
+                for o in per.iter_mut() {
+                    if let Some((_, name)) = o.key.split_once('.') {
+                        o.key = name.to_string();
+                    }
+                }
+            }
+        }
         ms.insert(0, member("type", span, Kind::String(kind.to_string())));
         if let Some(l) = limit {
             let item = Node {
