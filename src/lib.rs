@@ -254,7 +254,16 @@ fn validate(
 
 fn inspect(path: &str, var_args: &[VarArg], mut ui: Ui) -> Exit {
     let mut diags = Diagnostics::default();
-    let Some(t) = load(path, var_args, &ui, &mut diags) else {
+    let loaded = if template::hcl2::is_hcl2(path) {
+        // HCL2 evaluates its variables: their sensitive values are masked from here on.
+        template::hcl2::load(path, var_args, true, &mut diags).map(|l| {
+            ui.redactor = template::hcl2::variables(&l, &mut diags).redactor;
+            l.template
+        })
+    } else {
+        load(path, var_args, &ui, &mut diags)
+    };
+    let Some(t) = loaded else {
         return report(&ui, &diags);
     };
     if diags.has_errors() {

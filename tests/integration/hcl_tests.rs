@@ -227,6 +227,25 @@ fn a_valid_hcl2_template_validates_and_inspects() {
         "{}",
         r.stdout
     );
+    // A sensitive variable's value is masked wherever inspect shows it.
+    let masked = text
+        .replace("type = string\n", "type = string\n  sensitive = true\n")
+        .replace("build {\n", "build {\n  description = \"for ${var.who}\"\n");
+    let s = Scratch::new().with("t.pkr.hcl", &masked);
+    let r = s.run(&[
+        "inspect",
+        "-color=false",
+        "-var",
+        "who=topsecret-1",
+        "t.pkr.hcl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("Description:\n\nfor <sensitive>\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("topsecret-1"), "{}", r.stdout);
     assert!(
         r.stdout.contains("  web                      amazon-ebs\n") || r.stdout.contains("web"),
         "{}",
