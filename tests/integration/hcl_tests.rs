@@ -253,7 +253,7 @@ fn a_valid_hcl2_template_validates_and_inspects() {
     );
 }
 
-/// Twelve and more kinds of bad HCL2, each with its whole message.
+/// Sixteen kinds of bad HCL2, each with its whole message.
 #[test]
 fn bad_hcl2_gives_located_messages_all_at_once_with_exit_2() {
     let build = "build {\n  sources = [\"source.amazon-ebs.web\"]\n}\n";
@@ -273,6 +273,10 @@ fn bad_hcl2_gives_located_messages_all_at_once_with_exit_2() {
         (format!("{SOURCE}{build}locals {{\n  a = \"x\"\n}}\nlocals {{\n  a = \"y\"\n}}\n"), "LOCAL_TWICE"),
         (format!("{SOURCE}data \"amazon-ami\" \"u\" {{\n  owners = [\"1\"]\n}}\nlocals {{\n  n = \"${{data.amazon-ami.u.name}}-x\"\n}}\nbuild {{\n  sources = [\"source.amazon-ebs.web\"]\n  provisioner \"shell\" {{\n    inline = [local.n]\n  }}\n}}\n"), "DATA_USE"),
         ("".into(), "NO_BUILD"),
+        (
+            format!("{SOURCE}build {{\n  sources = [\"source.amazon-ebs.web\"]\n  provisioner \"shell\" {{\n    only   = [\"web\"]\n    inline = [\"true\"]\n  }}\n}}\n"),
+            "ONLY_NAME",
+        ),
     ];
     let mut out = String::new();
     for (text, label) in &cases {
@@ -286,7 +290,7 @@ fn bad_hcl2_gives_located_messages_all_at_once_with_exit_2() {
         std::fs::write(repo().join("tests/fixtures/hcl/bad_messages.txt"), &out).expect("bless");
         return;
     }
-    assert_eq!(cases.len(), 15);
+    assert_eq!(cases.len(), 16);
     assert_eq!(out.matches("(exit 2)").count(), cases.len(), "{out}");
     assert_eq!(out, want);
 }

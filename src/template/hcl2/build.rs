@@ -248,6 +248,7 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
             }
         }
         check_build_keys(b, cx);
+        check_only(b, srcs, ctx, cx);
     }
 }
 
@@ -255,6 +256,67 @@ impl Use<'_, '_> {
     /// How `only`/`except` name this build: `TYPE.NAME`.
     fn full(&self) -> String {
         format!("{}.{}", self.src.kind, self.name)
+    }
+}
+
+/// Names in provisioners' and post-processors' `only`/`except` must be sources (`TYPE.NAME`):
+/// a typo would otherwise silently leave the component out.
+fn check_only(b: &Block, srcs: &[Source], ctx: &Ctx, cx: &mut Cx) {
+    let known: Vec<String> = srcs
+        .iter()
+        .map(|s| format!("{}.{}", s.kind, s.name))
+        .collect();
+    let mut blocks: Vec<&Block> = Vec::new();
+    for s in b.body.iter().filter_map(|s| s.as_block()) {
+        match s.ident.as_str() {
+            "provisioner" | "post-processor" | "error-cleanup-provisioner" => blocks.push(s),
+            "post-processors" => blocks.extend(s.body.get_blocks("post-processor")),
+            _ => {}
+        }
+    }
+    for pb in blocks {
+        for key in ["only", "except"] {
+            let Some(a) = pb.body.get_attribute(key) else {
+                continue;
+            };
+            let span = cx.span(a.value.span());
+            let path = JsonPath::root()
+                .key("build")
+                .key(pb.ident.as_str())
+                .key(key);
+            let names = match eval(&a.value, ctx) {
+                Ok(Value::Array(v)) if v.iter().all(|x| x.as_str().is_some()) => v,
+                _ => {
+                    cx.error(
+                        span,
+                        &path,
+                        format!(
+                            "`{key}` must be a list of source names, e.g. [\"amazon-ebs.web\"]"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            for n in names.iter().filter_map(|x| x.as_str()) {
+                if known.iter().any(|k| k == n) {
+                    continue;
+                }
+                let d = cx.error(
+                    span,
+                    &path,
+                    format!("`{key}` names `{n}`, which is not a source of this template"),
+                );
+                match closest(n, known.iter().map(String::as_str)) {
+                    Some(c) => d.notes.push(format!(
+                        "help: did you mean `{c}`? (sources are named TYPE.NAME)"
+                    )),
+                    None => d.notes.push(format!(
+                        "help: sources are named TYPE.NAME: {}",
+                        known.join(", ")
+                    )),
+                }
+            }
+        }
     }
 }
 
