@@ -207,16 +207,7 @@ fn load_and_prepare(
     ui.redactor = vars.redactor.clone();
     log::set_redactor(&ui.redactor);
     let prepared = if template::hcl2::is_hcl2(path) {
-        // HCL2 names builds TYPE.NAME in -only/-except; the model names them NAME.
-        let strip = |v: &[String]| -> Vec<String> {
-            v.iter()
-                .map(|n| n.split_once('.').map_or(n.as_str(), |(_, b)| b).to_string())
-                .collect()
-        };
-        let hsel = Selection {
-            only: strip(&sel.only),
-            except: strip(&sel.except),
-        };
+        let hsel = hcl2_selection(&t, sel, diags)?;
         prepare(&t, &vars, &hsel, &engine, clock, diags)
     } else {
         prepare(&t, &vars, sel, &engine, clock, diags)
@@ -226,6 +217,43 @@ fn load_and_prepare(
         vars,
         template_dir: t.template_dir.clone(),
     })
+}
+
+/// HCL2 names builds `TYPE.NAME` in -only/-except (the bare NAME works too); the model names
+/// them NAME. A name that is neither is an error that lists the builds as HCL2 names them.
+fn hcl2_selection(t: &Template, sel: &Selection, diags: &mut Diagnostics) -> Option<Selection> {
+    let full: Vec<String> = t
+        .builders
+        .iter()
+        .map(|b| format!("{}.{}", b.kind, b.name))
+        .collect();
+    let mut ok = true;
+    let mut map = |flag: &str, names: &[String]| -> Vec<String> {
+        let mut out = Vec::new();
+        for n in names {
+            match t
+                .builders
+                .iter()
+                .zip(&full)
+                .find(|(b, f)| *f == n || b.name == *n)
+            {
+                Some((b, _)) => out.push(b.name.clone()),
+                None => {
+                    ok = false;
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "-{flag} names `{n}`, which is not a build in this template"
+                        ))
+                        .help(format!("builds in this template: {}", full.join(", "))),
+                    );
+                }
+            }
+        }
+        out
+    };
+    let only = map("only", &sel.only);
+    let except = map("except", &sel.except);
+    ok.then_some(Selection { only, except })
 }
 
 fn validate(

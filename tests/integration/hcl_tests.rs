@@ -227,6 +227,31 @@ fn a_valid_hcl2_template_validates_and_inspects() {
         "{}",
         r.stdout
     );
+    // -only takes TYPE.NAME (or NAME); anything else is named with the builds there are.
+    let r = s.run(&[
+        "validate",
+        "-color=false",
+        "-var",
+        "who=me",
+        "-only=amazon-ebs.web",
+        "t.pkr.hcl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = s.run(&[
+        "validate",
+        "-color=false",
+        "-var",
+        "who=me",
+        "-only=amazon-ebs.wbe",
+        "t.pkr.hcl",
+    ]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            2,
+            "error: -only names `amazon-ebs.wbe`, which is not a build in this template\n  = help: builds in this template: amazon-ebs.web\nimgbuild: the template is not valid: 1 error\n"
+        )
+    );
     // A sensitive variable's value is masked wherever inspect shows it.
     let masked = text
         .replace("type = string\n", "type = string\n  sensitive = true\n")
