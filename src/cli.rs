@@ -49,6 +49,9 @@ pub enum Command {
     Fix(FixArgs),
     /// Print a shell completion script (README "Shell completions" says how to install it)
     Completions(CompletionsArgs),
+    /// Write the HCL2 twin of a JSON template (TEMPLATE.pkr.hcl next to it, or -output-file)
+    #[command(name = "hcl2_upgrade")]
+    Hcl2Upgrade(UpgradeArgs),
     /// Print the version
     Version,
 }
@@ -60,6 +63,16 @@ pub struct FixArgs {
     pub write: bool,
     /// The template (a file, or - for standard input)
     #[arg(value_hint = clap::ValueHint::FilePath)]
+    pub template: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Where to write the HCL2 template (default: the template's path with .json replaced by
+    /// .pkr.hcl)
+    #[arg(long = "output-file", value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// The JSON template
     pub template: String,
 }
 
@@ -169,6 +182,9 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// Variables (HCL2 templates evaluate them; a JSON template's inspect shows defaults)
+    #[command(flatten)]
+    pub vars: VarArgs,
     #[command(flatten)]
     pub output: OutputArgs,
     /// The template (a file, or - for standard input)
@@ -278,7 +294,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, clap:
     let matches = Cli::command().try_get_matches_from(argv)?;
     let cli = Cli::from_arg_matches(&matches)?;
     let var_args = match matches.subcommand() {
-        Some(("build" | "validate", sub)) => ordered_vars(sub)?,
+        Some(("build" | "validate" | "inspect", sub)) => ordered_vars(sub)?,
         _ => Vec::new(),
     };
     Ok(Invocation {

@@ -7,7 +7,9 @@
 //! shell-local, ami-outputs, cloudformation-update (the AMI handed to a stack's parameter),
 //! ssm-parameter (the AMI ID in Parameter Store), ami-retention and boot-test (the new AMI
 //! started and checked over SSH, deregistered when a check fails) post-processors. Before the
-//! first provisioner the build waits for first boot (cloud-init, apt locks: `wait_for_boot`).
+//! first provisioner the build waits for first boot (cloud-init, apt locks: `wait_for_boot`). HCL2
+//! templates (`.pkr.hcl`, a folder of them; `template::hcl2`) are read into the same model, so
+//! one decoder per component serves both languages; `hcl2_upgrade` writes a JSON template's twin.
 //!
 //! The amazon-ebs build runs end to end (`orchestrator`, `builder::amazon`, `communicator::ssh`,
 //! `provisioner::runtime`), recording what it creates in a journaled `ledger` and undoing it on
@@ -32,7 +34,8 @@
 //! keeps values off command lines; `ssh_host_key_fingerprint` pins the host key
 //! (`communicator::ssh::hostkey`).
 //!
-//! Not yet: builders other than amazon-ebs and null, provisioners other than those in
+//! Not yet: HCL2 in JSON syntax (`.pkr.json`), data sources other than amazon-ami (as
+//! `source_ami`), builders other than amazon-ebs and null, provisioners other than those in
 //! `provisioner::PROVISIONER_TYPES`, winrm, SSH certificates and proxies (README "How imgbuild
 //! differs from Packer" lists every option that `validate` refuses by name). Spot instances are
 //! requested with `RunInstances` market options (`builder::amazon::config::spot`).
@@ -105,7 +108,7 @@ pub fn run(args: Vec<String>) -> Exit {
         Command::Fix(a) => fix::run(&a.template, a.write, &Ui::new(false, true)),
         Command::Inspect(a) => {
             let ui = Ui::new(a.output.machine_readable, a.output.color);
-            inspect(&a.template, ui)
+            inspect(&a.template, &var_args, ui)
         }
         Command::Validate(a) => {
             let ui = Ui::new(a.output.machine_readable, a.output.color);
@@ -135,6 +138,10 @@ pub fn run(args: Vec<String>) -> Exit {
             };
             build(&a.template, &var_args, &sel, &opts, ui)
         }
+        Command::Hcl2Upgrade(a) => {
+            let ui = Ui::new(false, true);
+            hcl2_upgrade(&a.template, a.output_file, &ui)
+        }
         Command::Cleanup(a) => {
             let ui = Ui::new(a.output.machine_readable, a.output.color);
             let opts = cleanup::Options {
@@ -152,7 +159,10 @@ pub fn run(args: Vec<String>) -> Exit {
 }
 
 /// Loads a template through stage 1; on failure prints the problems.
-fn load(path: &str, ui: &Ui, diags: &mut Diagnostics) -> Option<Template> {
+fn load(path: &str, var_args: &[VarArg], ui: &Ui, diags: &mut Diagnostics) -> Option<Template> {
+    if template::hcl2::is_hcl2(path) {
+        return template::hcl2::load(path, var_args, true, diags).map(|l| l.template);
+    }
     let (file, dir) = match template::read_source(path) {
         Ok(v) => v,
         Err(d) => {
@@ -195,17 +205,72 @@ fn load_and_prepare(
     diags: &mut Diagnostics,
 ) -> Option<Loaded> {
     diags.strict = sel.strict;
-    let t = load(path, ui, diags)?;
     let clock = Clock::now();
+    template::hcl2::funcs::set_now(clock.init);
     let engine = Engine::new(clock);
-    let vars = bind(&t, var_args, &engine, diags);
+    // An HCL2 template's variables are bound while it loads, in Packer's HCL2 precedence.
+    let (t, vars) = if template::hcl2::is_hcl2(path) {
+        let l = template::hcl2::load(path, var_args, false, diags)?;
+        let vars = template::hcl2::variables(&l, diags);
+        (l.template, vars)
+    } else {
+        let t = load(path, var_args, ui, diags)?;
+        let vars = bind(&t, var_args, &engine, diags);
+        (t, vars)
+    };
     ui.redactor = vars.redactor.clone();
     log::set_redactor(&ui.redactor);
-    let prepared = prepare(&t, &vars, sel, &engine, clock, diags);
+    let prepared = if template::hcl2::is_hcl2(path) {
+        let hsel = hcl2_selection(&t, sel, diags)?;
+        prepare(&t, &vars, &hsel, &engine, clock, diags)
+    } else {
+        prepare(&t, &vars, sel, &engine, clock, diags)
+    };
     (!diags.has_errors()).then(|| Loaded {
         prepared,
         vars,
         template_dir: t.template_dir.clone(),
+    })
+}
+
+/// HCL2 names builds `TYPE.NAME` in -only/-except (the bare NAME works too); the model names
+/// them NAME. A name that is neither is an error that lists the builds as HCL2 names them.
+fn hcl2_selection(t: &Template, sel: &Selection, diags: &mut Diagnostics) -> Option<Selection> {
+    let full: Vec<String> = t
+        .builders
+        .iter()
+        .map(|b| format!("{}.{}", b.kind, b.name))
+        .collect();
+    let mut ok = true;
+    let mut map = |flag: &str, names: &[String]| -> Vec<String> {
+        let mut out = Vec::new();
+        for n in names {
+            match t
+                .builders
+                .iter()
+                .zip(&full)
+                .find(|(b, f)| *f == n || b.name == *n)
+            {
+                Some((b, _)) => out.push(b.name.clone()),
+                None => {
+                    ok = false;
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "-{flag} names `{n}`, which is not a build in this template"
+                        ))
+                        .help(format!("builds in this template: {}", full.join(", "))),
+                    );
+                }
+            }
+        }
+        out
+    };
+    let only = map("only", &sel.only);
+    let except = map("except", &sel.except);
+    ok.then_some(Selection {
+        only,
+        except,
+        strict: sel.strict,
     })
 }
 
@@ -218,7 +283,7 @@ fn validate(
 ) -> Exit {
     let mut diags = Diagnostics::default();
     if syntax_only {
-        load(path, &ui, &mut diags);
+        load(path, var_args, &ui, &mut diags);
     } else {
         load_and_prepare(path, var_args, sel, &mut ui, &mut diags);
     }
@@ -233,9 +298,18 @@ fn validate(
     exit
 }
 
-fn inspect(path: &str, mut ui: Ui) -> Exit {
+fn inspect(path: &str, var_args: &[VarArg], mut ui: Ui) -> Exit {
     let mut diags = Diagnostics::default();
-    let Some(t) = load(path, &ui, &mut diags) else {
+    let loaded = if template::hcl2::is_hcl2(path) {
+        // HCL2 evaluates its variables: their sensitive values are masked from here on.
+        template::hcl2::load(path, var_args, true, &mut diags).map(|l| {
+            ui.redactor = template::hcl2::variables(&l, &mut diags).redactor;
+            l.template
+        })
+    } else {
+        load(path, var_args, &ui, &mut diags)
+    };
+    let Some(t) = loaded else {
         return report(&ui, &diags);
     };
     if diags.has_errors() {
@@ -261,6 +335,42 @@ fn inspect(path: &str, mut ui: Ui) -> Exit {
         }
     }
     Exit::Success
+}
+
+/// `imgbuild hcl2_upgrade`: the JSON template's HCL2 twin, written next to it.
+fn hcl2_upgrade(path: &str, output: Option<std::path::PathBuf>, ui: &Ui) -> Exit {
+    let mut diags = Diagnostics::default();
+    if template::hcl2::is_hcl2(path) {
+        diags.push(Diagnostic::error(format!(
+            "`{path}` is already an HCL2 template"
+        )));
+        return report(ui, &diags);
+    }
+    let Some(t) = load(path, &[], ui, &mut diags) else {
+        return report(ui, &diags);
+    };
+    if diags.has_errors() {
+        return report(ui, &diags);
+    }
+    let out = output.unwrap_or_else(|| {
+        std::path::PathBuf::from(format!(
+            "{}.pkr.hcl",
+            path.strip_suffix(".json").unwrap_or(path)
+        ))
+    });
+    match std::fs::write(&out, template::hcl2::upgrade::upgrade(&t)) {
+        Ok(()) => {
+            ui.say(&format!("Successfully created {}", out.display()));
+            Exit::Success
+        }
+        Err(e) => {
+            diags.push(Diagnostic::error(format!(
+                "cannot write `{}`: {e}",
+                out.display()
+            )));
+            report(ui, &diags)
+        }
+    }
 }
 
 /// Tells, in one line, that earlier runs did not finish or left resources behind.

@@ -17,6 +17,9 @@ pub struct SourceFile {
     /// The name as the user gave it (relative paths stay relative), or `<stdin>`.
     pub name: String,
     pub text: String,
+    /// For several files read as one template (an HCL2 folder): where each starts in `text`
+    /// and its name. Empty for one file.
+    pub parts: Vec<(usize, String)>,
 }
 
 impl SourceFile {
@@ -24,7 +27,44 @@ impl SourceFile {
         Arc::new(SourceFile {
             name: name.into(),
             text: text.into(),
+            parts: Vec::new(),
         })
+    }
+
+    /// Several files as one source (joined with a newline); diagnostics name the file a span
+    /// is in and count lines within it.
+    pub fn joined(name: &str, files: &[(String, String)]) -> Arc<SourceFile> {
+        let mut text = String::new();
+        let mut parts = Vec::new();
+        for (n, t) in files {
+            parts.push((text.len(), n.clone()));
+            text.push_str(t);
+            text.push('\n');
+        }
+        if files.len() < 2 {
+            parts.clear();
+        }
+        Arc::new(SourceFile {
+            name: files
+                .first()
+                .map_or(name, |f| if files.len() < 2 { f.0.as_str() } else { name })
+                .to_string(),
+            text,
+            parts,
+        })
+    }
+
+    /// Where the `i`th joined file starts.
+    pub fn part_start(&self, i: usize) -> usize {
+        self.parts.get(i).map_or(0, |p| p.0)
+    }
+
+    /// The file name and line to show for an offset at absolute line `line`.
+    pub fn shown(&self, offset: usize, line: usize) -> (&str, usize) {
+        match self.parts.iter().rev().find(|p| p.0 <= offset) {
+            Some((start, name)) => (name, line - self.line_col(*start).0 + 1),
+            None => (&self.name, line),
+        }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -171,12 +211,12 @@ impl Diagnostic {
         match (&self.file, self.span) {
             (Some(file), Some(span)) => {
                 let (line, col) = file.line_col(span.start);
-                gutter = line.to_string().len();
+                let (name, shown_line) = file.shown(span.start, line);
+                gutter = shown_line.to_string().len();
                 let pad = " ".repeat(gutter);
                 out.push_str(&format!(
-                    "{pad}{} {}:{line}:{col}",
+                    "{pad}{} {name}:{shown_line}:{col}",
                     paint("1;34", "-->"),
-                    file.name
                 ));
                 if let Some(p) = &self.path {
                     out.push_str(&format!(" at {p}"));
@@ -219,7 +259,7 @@ impl Diagnostic {
                     out.push_str(&format!("{pad} {}\n", paint("1;34", "|")));
                     out.push_str(&format!(
                         "{} {} {excerpt}\n",
-                        paint("1;34", &line.to_string()),
+                        paint("1;34", &shown_line.to_string()),
                         paint("1;34", "|")
                     ));
                     out.push_str(&format!(
@@ -234,7 +274,7 @@ impl Diagnostic {
                     out.push_str(&format!("{pad} {}\n", paint("1;34", "|")));
                     out.push_str(&format!(
                         "{} {} {excerpt}\n",
-                        paint("1;34", &line.to_string()),
+                        paint("1;34", &shown_line.to_string()),
                         paint("1;34", "|")
                     ));
                 }

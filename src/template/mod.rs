@@ -12,6 +12,7 @@ pub mod decode;
 pub mod diag;
 pub mod fix;
 pub mod funcs;
+pub mod hcl2;
 pub mod inspect;
 pub mod json;
 pub mod leniency;
@@ -233,6 +234,17 @@ impl Template {
         diags: &mut Diagnostics,
     ) -> Option<Template> {
         let root = parse_json(&file, diags)?;
+        Template::from_root(file, template_dir, &root, diags)
+    }
+
+    /// Stage 1 from a JSON tree: the JSON front end's parse, and the HCL2 front end's template
+    /// turned into the same model (`hcl2`), so both go through one set of decoders.
+    pub fn from_root(
+        file: Arc<SourceFile>,
+        template_dir: String,
+        root: &Node,
+        diags: &mut Diagnostics,
+    ) -> Option<Template> {
         let engine = Engine::new(Clock::now());
         let user = BTreeMap::new();
         let mut dx = Dx {
@@ -254,7 +266,7 @@ impl Template {
             .push("help: start from {\"builders\": [{\"type\": \"amazon-ebs\", ...}]}".into());
             return None;
         }
-        let mut obj = Obj::new(&root, JsonPath::root(), "the template", &mut dx)?;
+        let mut obj = Obj::new(root, JsonPath::root(), "the template", &mut dx)?;
         for m in root.as_object().unwrap_or(&[]) {
             if m.key.starts_with('_') && m.value.as_str().is_none() {
                 dx.error(

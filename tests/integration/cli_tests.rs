@@ -150,7 +150,7 @@ fn bad_template_files_are_named() {
     assert_eq!(r.code, 2);
     assert_eq!(
         r.stderr,
-        "error: the template `dir` is a directory, not a file\n  = help: name the JSON file itself, e.g. images/web_worker.json\nimgbuild: the template is not valid: 1 error\n"
+        "error: the folder `dir` has no *.pkr.hcl files\n  = help: name a JSON template file, or a folder that holds an HCL2 template's .pkr.hcl files\nimgbuild: the template is not valid: 1 error\n"
     );
     let r = s.run(&["inspect", "missing.json"]);
     assert_eq!(r.code, 2);
