@@ -80,7 +80,7 @@ domain=mailape.example.test
 vars=(-var django_db_password=example-db-password -var django_db_host=db.example.test
       -var django_secret=example-django-secret -var email_host=smtp.example.test
       -var "web_domain=$domain")
-(cd "$work" && "$bin" build "${vars[@]}" "$@" "$repo/images/web_worker.json")
+(cd "$work" && "$bin" build -timestamp-ui "${vars[@]}" "$@" "$repo/images/web_worker.json")
 t_build=$SECONDS
 
 artifact=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["builds"][-1]["artifact_id"])' \
@@ -102,7 +102,8 @@ cat <<EOF
     what ran for real: imgbuild's whole amazon-ebs build of images/web_worker.json (unchanged) through the AWS SDK
       against an EC2 emulator (moto); a real Debian 12 root booted by systemd (systemd-nspawn) as the source instance,
       reached over SSH on port 22 at the address DescribeInstances gave; the template's provisioners ran as written:
-      apt-get from Debian's archive, virtualenv and pip from PyPI (psycopg2 and pycurl compiled), Apache's site,
+      apt-get from Debian's archive, virtualenv and pip from PyPI (psycopg2 built from source; the .debs and wheels
+      are cached between runs on this machine), Apache's site,
       the Celery unit enabled with systemctl; CreateImage froze the instance's disk, and a new instance booted from it.
     emulated: the EC2 API itself (moto), Ubuntu 22.04 (the root is Debian 12), EBS, security groups.
     time: world start $((t_world - t0)) s, build $((t_build - t_world)) s, boot check $((t_check - t_build)) s, total $((t_check - t0)) s

@@ -323,6 +323,7 @@ do_install() {
         apt_install zsh || log "zsh was not installed; the zsh completion test will skip"
     fi
     todo=$(missing_items)
+    if is_root; then todo+=$(real_missing_items); fi
     [ -n "$todo" ] || { log "everything is installed"; return 0; }
     # Serialise concurrent installs (tests may start several worlds at once).
     exec 9>>"$LOCK_DIR/imgbuild-testworld.$(id -u).install.lock"
@@ -622,8 +623,9 @@ do_start() {
     # 1. Install whatever is missing (quick no-op when everything is there).
     if [ -n "$(missing_items)" ]; then do_install; fi
     if [ "$REAL_INSTANCES" = 1 ]; then
-        # Real apt downloads kept between runs on this machine (set it empty to turn that off).
+        # Real apt and pip downloads kept between runs on this machine (set empty to turn off).
         export IMGBUILD_LOCALCLOUD_APT_CACHE=${IMGBUILD_LOCALCLOUD_APT_CACHE-/var/cache/imgbuild-localcloud/apt-archives}
+        export IMGBUILD_LOCALCLOUD_PIP_CACHE=${IMGBUILD_LOCALCLOUD_PIP_CACHE-/var/cache/imgbuild-localcloud/pip-cache}
         is_root || missing "root (the local cloud mounts overlays and runs systemd-nspawn; run as root)"
         if [ -n "$(real_missing_items)" ]; then do_install; fi
         moto_python >/dev/null || missing "a python3 that can import moto"

@@ -117,7 +117,8 @@ ExecStart=/usr/local/sbin/localcloud-init
 WantedBy=sysinit.target
 """
 
-CONFIG_VERSION = "3"
+CONFIG_VERSION = "5"
+PIP_CACHE = "/var/cache/localcloud-pip"
 
 
 def discard(path):
@@ -211,11 +212,17 @@ def configure_base(root):
     write(root + "/etc/apt/sources.list",
           "deb %s %s main\ndeb %s %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n"
           % (MIRROR, SUITE, MIRROR, SUITE, SUITE))
+    # No fsync per unpacked file (as Debian's container images do): the disk is a throwaway layer,
+    # and fsyncs on a loaded machine made apt-get install of the web worker's packages take minutes.
+    write(root + "/etc/dpkg/dpkg.cfg.d/localcloud-unsafe-io", "force-unsafe-io\n")
     # The host's extra CAs (an egress proxy's), for apt and pip in the guest.
     for name, text in host_ca_certs():
         write(root + "/usr/local/share/ca-certificates/" + name, text)
     chroot("update-ca-certificates")
-    write(root + "/etc/pip.conf", "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+    # pip's cache in a directory every user may write, where the host binds its shared cache.
+    write(root + "/etc/pip.conf", "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\ncache-dir = %s\n" % PIP_CACHE)
+    os.makedirs(root + PIP_CACHE, exist_ok=True)
+    os.chmod(root + PIP_CACHE, 0o1777)
     # cloud-init's job at first boot, and its status command.
     write(root + "/usr/local/sbin/localcloud-init", FIRSTBOOT_SH, 0o755)
     write(root + "/usr/bin/cloud-init", CLOUD_INIT_SH, 0o755)
@@ -229,6 +236,16 @@ def configure_base(root):
             os.symlink("/dev/null", p)
     write(root + "/etc/hostname", "localhost\n")
     run(["chroot", root, "apt-get", "clean"], stdout=subprocess.DEVNULL)
+
+
+def prune_old_bases(current):
+    """Deletes base roots of an older configuration that no mounted instance uses."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    for name in os.listdir(CACHE_DIR):
+        path = os.path.join(CACHE_DIR, name)
+        if name.startswith("base-") and path != current and path + "/root" not in mounts:
+            discard(path)
 
 
 def build_base():
@@ -260,6 +277,7 @@ def build_base():
                                               "configure_s": round(t2 - t1, 1), "size_mb": int(size)}) + "\n")
         os.rename(tmp, final)
         log("base root built: debootstrap %.1f s, configuration %.1f s, %s MB" % (t1 - t0, t2 - t1, size))
+        prune_old_bases(final)
     return final + "/root"
 
 
@@ -412,28 +430,71 @@ class Cloud:
             return
         self.stop(iid, force=True)
         discard(self.idir(iid))
+        self.collect()
 
     def create_image(self, iid, image_id):
-        """Freezes the instance's disk as it is now into an image layer; returns the layer list."""
-        m = self.meta(iid)
-        layer = os.path.join(self.dir, "images", image_id)
-        tmp = layer + ".tmp"
+        """Freezes the instance's disk as it is now into an image layer; returns the image's layer
+        list (topmost first, without the base). A running instance's disk is copied; a stopped
+        one's becomes the layer as it is (a rename), and the instance goes on over a fresh upper
+        layer on top of it, with its own identity (machine-id, host keys) copied into that."""
+        m, d = self.meta(iid), self.idir(iid)
+        image_layers = [os.path.join(self.dir, "images", image_id)] + m["layers"][:-1]
+        layer, tmp = image_layers[0], image_layers[0] + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        run(["cp", "-a", self.idir(iid) + "/upper", tmp])
+        if self.supervisor_alive(iid) or self.mounted(d + "/merged"):
+            run(["cp", "-a", d + "/upper", tmp])
+        else:
+            os.rename(d + "/upper", tmp)
+            os.makedirs(d + "/upper")
+            shutil.rmtree(d + "/work", ignore_errors=True)
+            os.makedirs(d + "/work")
+            for rel in identity_files(tmp):
+                dst = os.path.join(d, "upper", rel)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy2(os.path.join(tmp, rel), dst)
+                st = os.lstat(os.path.join(tmp, rel))
+                os.chown(dst, st.st_uid, st.st_gid)
+            m["layers"] = [layer] + m["layers"]
+            write(d + "/instance.json", json.dumps(m))
         # Identity is per instance (as cloud-init's instance-id and ssh_deletekeys do on EC2).
-        for rel in ["etc/localcloud/meta.env", "var/lib/localcloud/instance-id"]:
+        for rel in identity_files(tmp) + ["etc/localcloud/meta.env"]:
             if os.path.lexists(os.path.join(tmp, rel)):
                 os.unlink(os.path.join(tmp, rel))
-        if os.path.isdir(tmp + "/etc/ssh"):
-            for name in os.listdir(tmp + "/etc/ssh"):
-                if name.startswith("ssh_host_"):
-                    os.unlink(tmp + "/etc/ssh/" + name)
         write(tmp + "/etc/machine-id", "")
         os.rename(tmp, layer)
-        return [layer] + m["layers"][:-1]
+        write(layer + ".json", json.dumps({"layers": image_layers}))
+        return image_layers
+
+    def copy_image(self, source_id, image_id, layers):
+        """CopyImage: the copy shares the source's disk (kept while either is registered)."""
+        write(os.path.join(self.dir, "images", image_id + ".json"), json.dumps({"layers": layers}))
 
     def delete_image(self, image_id):
-        discard(os.path.join(self.dir, "images", image_id))
+        """Deletes the image's disk once no instance and no other image is built on it."""
+        write(os.path.join(self.dir, "images", image_id + ".deleted"), "")
+        self.collect()
+
+    def collect(self):
+        images = os.path.join(self.dir, "images")
+        names = os.listdir(images)
+        used = set()
+        for iid in self.instances():
+            try:
+                used.update(self.meta(iid)["layers"])
+            except (OSError, ValueError):
+                pass
+        for name in names:
+            if name.endswith(".json") and name[:-5] + ".deleted" not in names:
+                with open(os.path.join(images, name)) as f:
+                    # Every layer but the image's own (a copy's first layer is its source's).
+                    used.update(l for l in json.load(f)["layers"] if l != os.path.join(images, name[:-5]))
+        for name in names:
+            layer = os.path.join(images, name[:-len(".deleted")])
+            if name.endswith(".deleted") and layer not in used:
+                discard(layer)
+                for suffix in [".json", ".deleted"]:
+                    if os.path.exists(layer + suffix):
+                        os.unlink(layer + suffix)
 
     def instances(self):
         return sorted(os.listdir(self.dir + "/instances"))
@@ -446,6 +507,14 @@ class Cloud:
             if not self.mounted(self.idir(iid) + "/merged"):
                 discard(self.idir(iid))
         discard(self.dir + "/images")
+
+
+def identity_files(root):
+    """What makes a disk one machine: its machine-id, host keys and cloud-init instance-id."""
+    rels = ["etc/machine-id", "var/lib/localcloud/instance-id"]
+    if os.path.isdir(root + "/etc/ssh"):
+        rels += ["etc/ssh/" + n for n in sorted(os.listdir(root + "/etc/ssh")) if n.startswith("ssh_host_")]
+    return [r for r in rels if os.path.isfile(os.path.join(root, r))]
 
 
 # --------------------------------------------------------------------------------------- supervisor ---
@@ -475,6 +544,13 @@ def supervise(state_dir, iid):
             extra.append("--bind=%s:/var/cache/apt/archives" % apt_cache)
         except OSError:
             cache_lock.close()
+    pip_cache = os.environ.get("IMGBUILD_LOCALCLOUD_PIP_CACHE")
+    if pip_cache:
+        # pip's downloads and built wheels (psycopg2, pycurl) kept between runs; pip's cache is
+        # safe to share between concurrent installs.
+        os.makedirs(pip_cache, exist_ok=True)
+        os.chmod(pip_cache, 0o1777)
+        extra.append("--bind=%s:%s" % (pip_cache, PIP_CACHE))
     for _ in range(100):
         p = subprocess.Popen(["systemd-nspawn", "--quiet", "--boot", "--directory=" + d + "/merged",
                               "--machine=" + m["machine"], "--register=no", "--keep-unit",

@@ -4,7 +4,7 @@
     localcloud_ec2.py -H 127.0.0.1 -p PORT --state STATE_DIR
 
 moto answers the EC2 API; hooks on RunInstances, StopInstances, StartInstances, RebootInstances,
-TerminateInstances, CreateImage, DeregisterImage and DeleteSnapshot make each one a real machine action
+TerminateInstances, CreateImage, CopyImage, DeregisterImage and DeleteSnapshot make each one a real machine action
 (localcloud.py): an instance is a Debian root booted by systemd-nspawn on its own loopback address, which
 DescribeInstances reports as both its public and private IP.
 
@@ -187,7 +187,19 @@ def install_hooks(hooks):
         setattr(ib, name, fn)
 
     ab = amis.AmiBackend
-    orig_create, orig_dereg = ab.create_image, ab.deregister_image
+    orig_create, orig_dereg, orig_copy = ab.create_image, ab.deregister_image, ab.copy_image
+
+    def copy_image(self, source_image_id, *args, **kwargs):
+        ami = orig_copy(self, source_image_id, *args, **kwargs)
+        with hooks.lock:
+            src = hooks.images.get(source_image_id)
+            if src is not None:
+                snap = getattr(getattr(ami, "ebs_snapshot", None), "id", None)
+                hooks.images[ami.id] = {"layers": list(src["layers"]), "user": src["user"], "snapshot": snap,
+                                        "deregistered": False}
+                if src["layers"]:
+                    hooks.cloud.copy_image(source_image_id, ami.id, src["layers"])
+        return ami
 
     def create_image(self, instance_id, *args, **kwargs):
         ami = orig_create(self, instance_id, *args, **kwargs)
@@ -201,7 +213,7 @@ def install_hooks(hooks):
                 hooks.images[ami_id]["deregistered"] = True
                 hooks.maybe_free(ami_id)
 
-    ab.create_image, ab.deregister_image = create_image, deregister_image
+    ab.create_image, ab.deregister_image, ab.copy_image = create_image, deregister_image, copy_image
 
     eb = elastic_block_store.EBSBackend
     orig_del_snap = eb.delete_snapshot

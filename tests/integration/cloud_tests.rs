@@ -162,6 +162,16 @@ fn cloud_stop_start_and_images_keep_the_disk() {
 
     instance_action(&world, &id, "stop");
     let (ami, snapshot) = create_image(&world, &id, "disk-test");
+    // The source instance goes on with its own disk and identity.
+    instance_action(&world, &id, "start");
+    let out = ssh_ok(
+        &ip,
+        "ubuntu",
+        &key,
+        "cat /etc/imgbuild-marker /etc/machine-id",
+    )
+    .expect("restarted");
+    assert_eq!(out, format!("kept\n{}\n", machine_id.trim()));
     instance_action(&world, &id, "terminate");
     let (id2, ip2) = launch(&world, &ami, "second");
     assert_ne!(id2, id);
@@ -186,11 +196,17 @@ fn cloud_stop_start_and_images_keep_the_disk() {
         layer.is_dir(),
         "the image's disk is kept while the AMI exists"
     );
-    instance_action(&world, &id2, "terminate");
     delete_image(&world, &ami, &snapshot);
     assert!(
+        layer.is_dir(),
+        "kept while an instance launched from it exists"
+    );
+    let out = ssh_ok(&ip2, "ubuntu", &second, "cat /etc/imgbuild-marker").expect("still works");
+    assert_eq!(out, "kept\n");
+    instance_action(&world, &id2, "terminate");
+    assert!(
         !layer.exists(),
-        "deregistered and its snapshot deleted: the disk is gone"
+        "deregistered, its snapshot deleted, its last instance gone: the disk is gone"
     );
     let state_dir = world.state_dir().to_path_buf();
     world.stop().expect("the cloud stops");
