@@ -268,33 +268,55 @@ fn cloud_real_web_worker_image_serves_django_through_apache() {
         "secrets never in output"
     );
     let ami = build::ami_from_stdout(&run.stdout, "us-east-1");
-
-    let dir = tempfile::tempdir().expect("dir");
-    let key = world
-        .create_key_pair(dir.path(), "check")
-        .expect("key pair");
-    let (id, ip) = launch(&world, &ami, "check");
-    let check = format!(
-        "cloud-init status --wait >/dev/null; systemctl is-enabled celery.service; systemctl is-active apache2; \
-         curl -sS -D - -H 'Host: mailape.example.test' http://{ip}/health/"
-    );
-    let out =
-        ssh_ok(&ip, "ubuntu", &key, &check).unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
-    let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("enabled"), "{out}");
-    assert_eq!(lines.next(), Some("active"), "{out}");
+    // wait_for_boot for real: the build and the boot test each waited for the local cloud's
+    // first boot (its `cloud-init status --wait`) before their first command.
     assert_eq!(
-        lines.next().map(str::trim),
-        Some("HTTP/1.1 200 OK"),
-        "{out}"
+        run.stdout.matches("First boot finished").count(),
+        2,
+        "{}",
+        run.stdout
     );
-    assert!(out.contains("Server: Apache"), "served by Apache:\n{out}");
-    assert!(
-        out.trim_end().ends_with(r#"{"status": "ok"}"#),
-        "rendered by Django:\n{out}"
-    );
+    // The template's own boot test (first in its one chain) launched an instance from the new
+    // AMI and checked it from inside: celery.service enabled, Django's /health/ answered
+    // through Apache and mod_wsgi at the instance's own address.
+    let boot = run
+        .stdout
+        .find(&format!("booting {ami} in us-east-1"))
+        .unwrap_or_else(|| panic!("the boot test ran on the new AMI:\n{}", run.stdout));
+    let checks = &run.stdout[boot..];
+    let order = [
+        "enabled",
+        "HTTP/1.1 200 OK",
+        "Server: Apache",
+        r#"{"status": "ok"}"#,
+        "boot test passed: celery.service enabled; Django answered /health/ through Apache and mod_wsgi",
+        "post-processor manifest",
+    ];
+    let mut at = 0;
+    for want in order {
+        let i = checks[at..]
+            .find(want)
+            .unwrap_or_else(|| panic!("`{want}` after the earlier checks:\n{checks}"));
+        at += i + want.len();
+    }
+    // The chain went on after the boot test: the AMI is kept and written out.
+    let outputs = std::fs::read_to_string(s.path("web-worker-amis.env")).expect("ami-outputs ran");
+    assert!(outputs.contains(&ami), "{outputs}");
+    assert!(s.path("web-worker-manifest.json").exists(), "manifest ran");
+    // Both instances (the build's and the boot test's) are gone.
+    let ids: Vec<String> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("Instance ID: ").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 2, "{}", run.stdout);
+    for id in &ids {
+        assert_eq!(state_of(&world, id), "terminated", "{id}");
+    }
 
     let state_dir = world.state_dir().to_path_buf();
     world.stop().expect("the cloud stops");
-    assert_eq!(leftovers(&state_dir, &[id]), Vec::<String>::new());
+    assert_eq!(leftovers(&state_dir, &ids), Vec::<String>::new());
 }
