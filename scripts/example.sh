@@ -92,13 +92,15 @@ log=$work/build.log
 booted=$(grep -o 'booting ami-[0-9a-f]* in [a-z0-9-]*' "$log" | tail -n 1 || true)
 ami=$(echo "$booted" | awk '{print $2}')
 region=$(echo "$booted" | awk '{print $4}')
-phase() { # seconds of a phase in the build's timeline (the last one printed), or "?"
+phase() { # seconds of a phase in the build's timeline ("    SSH 1.00", or with a bar), or "?"
     local s
-    s=$(grep -E "^.* $1 +[0-9.]+s" "$log" | tail -n 1 | grep -oE '[0-9.]+s' | tail -n 1 || true)
-    echo "${s:-?}"
+    s=$(sed -nE "s/.*: +$1 +([0-9]+\.[0-9]+)s?( .*)?$/\1/p" "$log" | tail -n 1)
+    echo "${s:-?} s"
 }
-if [ "$build_rc" = 0 ] && grep -q 'boot test passed' "$log"; then
-    result="PASSED: $(grep -o 'boot test passed: .*' "$log" | tail -n 1 | sed 's/^boot test passed: //')"
+if [ "$build_rc" = 0 ] && grep -q 'boot test passed: ami-' "$log"; then
+    result="PASSED ($(grep -o 'boot test passed: ami-.*' "$log" | tail -n 1 | sed 's/^boot test passed: //'))
+      $(grep -o 'web worker checks passed: .*' "$log" | tail -n 1)
+      the instance answered: $(grep -A3 'GET http://' "$log" | tail -n 3 | sed 's/.*web_worker: //' | paste -sd '|' | sed 's/|/, /g')"
 else
     result="FAILED (exit $build_rc): see the boot test's output above; a failed boot test deregisters the AMI"
 fi
