@@ -52,6 +52,21 @@ fn cloud_instances_are_real_machines_any_ec2_client_can_log_in_to() {
     assert!(["running", "degraded"].contains(&lines[1]), "{out}");
     assert_eq!(lines[2..5], ["ubuntu", "root", "systemd"], "{out}");
     assert_eq!(lines[5], format!("ip-{}", ip1.replace('.', "-")), "{out}");
+    // `cloud-init status --wait` blocks while first boot is unfinished (the first-boot unit's
+    // mark held back for 2 s) and ends with "done" once it is finished.
+    let held = "sudo mv /run/localcloud/boot-finished /run/localcloud/held && \
+        { (sleep 2; sudo mv /run/localcloud/held /run/localcloud/boot-finished) >/dev/null 2>&1 & } ; \
+        cloud-init status; cloud-init status --wait";
+    let out =
+        ssh_ok(&ip1, "ubuntu", &key, held).unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "status: running", "{out}");
+    assert!(
+        lines[1].len() >= 2 && lines[1].chars().all(|c| c == '.'),
+        "status --wait waited (a dot per half second): {out}"
+    );
+    assert_eq!(lines[2], "status: done", "{out}");
     let out = ssh_ok(&ip2, "admin", &key, "id -un").expect("Debian's user logs in");
     assert_eq!(out.trim(), "admin");
 
