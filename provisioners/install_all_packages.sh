@@ -5,11 +5,8 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-# A fresh Ubuntu instance is still running cloud-init (and its apt runs) when
-# the first provisioner starts; wait for it so apt does not fail on its lock.
-if command -v cloud-init >/dev/null 2>&1; then
-    sudo cloud-init status --wait >/dev/null || true
-fi
+# No wait for cloud-init here: the builder's wait_for_boot (on by default) waits
+# for first boot and the dpkg/apt locks before the first provisioner runs.
 
 # Package names only: skip comments and blank lines.
 mapfile -t packages < <(grep -i '^[a-z]' /mailape/ubuntu/packages.txt)

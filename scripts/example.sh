@@ -8,9 +8,10 @@
 # Without AWS credentials (a newcomer's laptop, this sandbox), as root, it builds the same
 # images/web_worker.json for real against the local cloud (scripts/testworld.sh --real-instances:
 # an EC2 emulator whose instances are real Debian roots booted by systemd-nspawn on 127.0.0.0/8),
-# with dummy values for the template's database and mail variables, then launches an instance from
-# the new AMI and checks it: Django answers through Apache and mod_wsgi, the Celery unit is enabled.
-# It prints the AMI ID and what ran for real, and stops the local cloud on exit.
+# with dummy values for the template's database and mail variables; the template's own boot-test
+# post-processor launches an instance from the new AMI and checks it: Django answers through Apache
+# and mod_wsgi, the Celery unit is enabled. It prints the AMI ID, the boot test's result and what
+# ran for real, and stops the local cloud on exit (no process, mount or instance is left).
 #
 #     scripts/example.sh --quick     the quick one: images/local_example.json against the sandbox
 #                                    test world (a motd written into a sandbox directory; no root)
@@ -80,32 +81,45 @@ domain=mailape.example.test
 vars=(-var django_db_password=example-db-password -var django_db_host=db.example.test
       -var django_secret=example-django-secret -var email_host=smtp.example.test
       -var "web_domain=$domain")
-(cd "$work" && "$bin" build -timestamp-ui "${vars[@]}" "$@" "$repo/images/web_worker.json")
+# The template's own boot-test post-processor (first in its chain) launches an instance from the
+# new AMI and checks it from inside; a failure deregisters the AMI and fails the build.
+build_rc=0
+(cd "$work" && "$bin" build -timestamp-ui "${vars[@]}" "$@" "$repo/images/web_worker.json") 2>&1 \
+    | tee "$work/build.log" || build_rc=$?
 t_build=$SECONDS
 
-artifact=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["builds"][-1]["artifact_id"])' \
-    "$work/web-worker-manifest.json")
-region=${artifact%%:*}
-ami=${artifact#*:}
-ami=${ami%%,*}
-echo "==> built $ami in $region; launching an instance from it to check it"
-check_rc=0
-AWS_REGION=$region python3 scripts/localcloud/check_instance.py --image "$ami" --user ubuntu \
-    --check "curl -sS -D - -H 'Host: $domain' http://\$LC_IP/health/ | tee /dev/stderr | grep -q '\"status\": \"ok\"'" \
-    --check "systemctl is-enabled celery.service" || check_rc=$?
-t_check=$SECONDS
+log=$work/build.log
+booted=$(grep -o 'booting ami-[0-9a-f]* in [a-z0-9-]*' "$log" | tail -n 1 || true)
+ami=$(echo "$booted" | awk '{print $2}')
+region=$(echo "$booted" | awk '{print $4}')
+phase() { # seconds of a phase in the build's timeline ("    SSH 1.00", or with a bar), or "?"
+    local s
+    s=$(sed -nE "s/.*: +$1 +([0-9]+\.[0-9]+)s?( .*)?$/\1/p" "$log" | tail -n 1)
+    echo "${s:-?} s"
+}
+if [ "$build_rc" = 0 ] && grep -q 'boot test passed: ami-' "$log"; then
+    result="PASSED ($(grep -o 'boot test passed: ami-.*' "$log" | tail -n 1 | sed 's/^boot test passed: //'))
+      $(grep -o 'web worker checks passed: .*' "$log" | tail -n 1)
+      the instance answered: $(grep -A3 'GET http://' "$log" | tail -n 3 | sed 's/.*web_worker: //' | paste -sd '|' | sed 's/|/, /g')"
+else
+    result="FAILED (exit $build_rc): see the boot test's output above; a failed boot test deregisters the AMI"
+fi
 
 cat <<EOF
 
-==> AMI: $ami ($region)
-    boot check: $([ "$check_rc" = 0 ] && echo "PASSED: Django answered /health/ through Apache and mod_wsgi, celery.service enabled" || echo FAILED)
+==> AMI: ${ami:-none} (${region:-?})
+    boot test: $result
     what ran for real: imgbuild's whole amazon-ebs build of images/web_worker.json (unchanged) through the AWS SDK
       against an EC2 emulator (moto); a real Debian 12 root booted by systemd (systemd-nspawn) as the source instance,
-      reached over SSH on port 22 at the address DescribeInstances gave; the template's provisioners ran as written:
-      apt-get from Debian's archive, virtualenv and pip from PyPI (psycopg2 built from source; the .debs and wheels
-      are cached between runs on this machine), Apache's site,
-      the Celery unit enabled with systemctl; CreateImage froze the instance's disk, and a new instance booted from it.
+      reached over SSH on port 22 at the address DescribeInstances gave; the wait for first boot (wait_for_boot:
+      the local cloud's first-boot unit and its cloud-init status --wait); the template's provisioners as written:
+      apt-get from Debian's archive, virtualenv and pip from PyPI (the .debs and wheels are cached between runs on
+      this machine), Apache's site, the Celery unit enabled with systemctl; CreateImage froze the instance's disk;
+      the template's boot-test post-processor booted a new instance from the AMI, curled Django's /health/ through
+      Apache and mod_wsgi at the instance's own address and checked celery.service is enabled, then tore it down;
+      the manifest and ami-outputs post-processors wrote their files.
     emulated: the EC2 API itself (moto), Ubuntu 22.04 (the root is Debian 12), EBS, security groups.
-    time: world start $((t_world - t0)) s, build $((t_build - t_world)) s, boot check $((t_check - t_build)) s, total $((t_check - t0)) s
+    time: world start $((t_world - t0)) s, build with boot test $((t_build - t_world)) s (instance to first SSH $(phase SSH),
+      first boot wait $(phase 'first boot'), boot test $(phase 'post-processor boot-test')), total $((t_build - t0)) s
 EOF
-exit "$check_rc"
+exit "$build_rc"

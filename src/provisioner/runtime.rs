@@ -408,6 +408,7 @@ impl<'c, 'a> Runtime<'c, 'a> {
                 .await
                 .map_err(ProvisionError::Connect)?;
             if let Some(before) = ctx.before {
+                ctx.timeline.mark("first boot");
                 let session = self
                     .remote
                     .session(ctx.ui, None)

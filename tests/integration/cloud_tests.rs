@@ -4,15 +4,20 @@
 //! `images/web_worker.json` builds against it and its image serves Django through Apache.
 //! Root only: skipped outside CI without it, failed with `CI=true`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::support::build;
+use serde_json::{json, Value};
+
+use crate::support::build::{self, cleanup};
+use crate::support::building::Building;
 use crate::support::cli::{imgbuild_env, Scratch};
 use crate::support::cloud::{
     create_image, delete_image, find_image, instance_action, launch, leftovers, login_refused,
     public_ip, ssh_ok, state_of, CANONICAL, UBUNTU_JAMMY,
 };
-use crate::support::world::TestWorld;
+use crate::support::state::{assert_nothing_left, state, Region};
+use crate::support::world::{unique_name, TestWorld};
 
 /// Any EC2 client (here the AWS SDK and OpenSSH, nothing of imgbuild): an instance launched from
 /// a source image with a key pair of its own is a booted systemd machine at the address
@@ -47,6 +52,21 @@ fn cloud_instances_are_real_machines_any_ec2_client_can_log_in_to() {
     assert!(["running", "degraded"].contains(&lines[1]), "{out}");
     assert_eq!(lines[2..5], ["ubuntu", "root", "systemd"], "{out}");
     assert_eq!(lines[5], format!("ip-{}", ip1.replace('.', "-")), "{out}");
+    // `cloud-init status --wait` blocks while first boot is unfinished (the first-boot unit's
+    // mark held back for 2 s) and ends with "done" once it is finished.
+    let held = "sudo mv /run/localcloud/boot-finished /run/localcloud/held && \
+        { (sleep 2; sudo mv /run/localcloud/held /run/localcloud/boot-finished) >/dev/null 2>&1 & } ; \
+        cloud-init status; cloud-init status --wait";
+    let out =
+        ssh_ok(&ip1, "ubuntu", &key, held).unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "status: running", "{out}");
+    assert!(
+        lines[1].len() >= 2 && lines[1].chars().all(|c| c == '.'),
+        "status --wait waited (a dot per half second): {out}"
+    );
+    assert_eq!(lines[2], "status: done", "{out}");
     let out = ssh_ok(&ip2, "admin", &key, "id -un").expect("Debian's user logs in");
     assert_eq!(out.trim(), "admin");
 
@@ -268,33 +288,274 @@ fn cloud_real_web_worker_image_serves_django_through_apache() {
         "secrets never in output"
     );
     let ami = build::ami_from_stdout(&run.stdout, "us-east-1");
-
-    let dir = tempfile::tempdir().expect("dir");
-    let key = world
-        .create_key_pair(dir.path(), "check")
-        .expect("key pair");
-    let (id, ip) = launch(&world, &ami, "check");
-    let check = format!(
-        "cloud-init status --wait >/dev/null; systemctl is-enabled celery.service; systemctl is-active apache2; \
-         curl -sS -D - -H 'Host: mailape.example.test' http://{ip}/health/"
-    );
-    let out =
-        ssh_ok(&ip, "ubuntu", &key, &check).unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
-    let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("enabled"), "{out}");
-    assert_eq!(lines.next(), Some("active"), "{out}");
+    // wait_for_boot for real: the build and the boot test each waited for the local cloud's
+    // first boot (its `cloud-init status --wait`) before their first command.
     assert_eq!(
-        lines.next().map(str::trim),
-        Some("HTTP/1.1 200 OK"),
-        "{out}"
+        run.stdout.matches("First boot finished").count(),
+        2,
+        "{}",
+        run.stdout
     );
-    assert!(out.contains("Server: Apache"), "served by Apache:\n{out}");
-    assert!(
-        out.trim_end().ends_with(r#"{"status": "ok"}"#),
-        "rendered by Django:\n{out}"
-    );
+    // The template's own boot test (first in its one chain) launched an instance from the new
+    // AMI and checked it from inside: celery.service enabled, Django's /health/ answered
+    // through Apache and mod_wsgi at the instance's own address.
+    let boot = run
+        .stdout
+        .find(&format!("booting {ami} in us-east-1"))
+        .unwrap_or_else(|| panic!("the boot test ran on the new AMI:\n{}", run.stdout));
+    let checks = &run.stdout[boot..];
+    let order = [
+        "enabled",
+        "HTTP/1.1 200 OK",
+        "Server: Apache",
+        r#"{"status": "ok"}"#,
+        "web worker checks passed: celery.service enabled; Django answered /health/ through Apache and mod_wsgi",
+        "post-processor manifest",
+    ];
+    let mut at = 0;
+    for want in order {
+        let i = checks[at..]
+            .find(want)
+            .unwrap_or_else(|| panic!("`{want}` after the earlier checks:\n{checks}"));
+        at += i + want.len();
+    }
+    // The chain went on after the boot test: the AMI is kept and written out.
+    let outputs = std::fs::read_to_string(s.path("web-worker-amis.env")).expect("ami-outputs ran");
+    assert!(outputs.contains(&ami), "{outputs}");
+    assert!(s.path("web-worker-manifest.json").exists(), "manifest ran");
+    // Both instances (the build's and the boot test's) are gone.
+    let ids: Vec<String> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("Instance ID: ").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 2, "{}", run.stdout);
+    for id in &ids {
+        assert_eq!(state_of(&world, id), "terminated", "{id}");
+    }
 
     let state_dir = world.state_dir().to_path_buf();
     world.stop().expect("the cloud stops");
-    assert_eq!(leftovers(&state_dir, &[id]), Vec::<String>::new());
+    assert_eq!(leftovers(&state_dir, &ids), Vec::<String>::new());
+}
+
+/// A small template for the local cloud: the web worker's source image filter and user, one
+/// provisioner, `extra` merged into the builder, and this chain of post-processors.
+fn small_template(world: &TestWorld, extra: Value, chain: Value) -> String {
+    let mut b = json!({
+        "type": "amazon-ebs",
+        "name": "small",
+        "region": world.region(),
+        "instance_type": "t3.micro",
+        "source_ami_filter": {"filters": {"name": UBUNTU_JAMMY}, "owners": [CANONICAL], "most_recent": true},
+        "ssh_username": "ubuntu",
+        "ssh_timeout": "5m",
+        "ami_name": "small-{{timestamp}}"
+    });
+    if let (Some(b), Value::Object(x)) = (b.as_object_mut(), extra) {
+        b.extend(x);
+    }
+    json!({
+        "builders": [b],
+        "provisioners": [{"type": "shell", "inline": ["echo provisioned on $(hostname)"]}],
+        "post-processors": [chain]
+    })
+    .to_string()
+}
+
+/// The build environment for the local cloud: the world's, a journal of the test's own, and
+/// `AWS_ENDPOINT_URL` (the template names no endpoint, as on AWS).
+fn cloud_env(world: &TestWorld) -> build::Env {
+    let mut e = build::env(world);
+    e.vars
+        .push(("AWS_ENDPOINT_URL".into(), world.ec2_endpoint().to_string()));
+    e
+}
+
+/// What is left of these instances while the cloud still runs: their mounts, cgroups and
+/// machine processes (the world's own server processes are not counted).
+fn machines_left(world: &TestWorld, ids: &[String]) -> Vec<String> {
+    leftovers(world.state_dir(), ids)
+        .into_iter()
+        .filter(|l| !l.starts_with("process ") || l.contains("lc-") || l.contains("nspawn"))
+        .collect()
+}
+
+/// The instances in the world's region that `before` did not have.
+fn new_instances(world: &TestWorld, before: &BTreeMap<&str, Region>) -> Vec<String> {
+    let r = world.region().to_string();
+    let now = state(world);
+    let (b, a) = (&before[r.as_str()].instances, &now[r.as_str()].instances);
+    a.keys().filter(|k| !b.contains_key(*k)).cloned().collect()
+}
+
+/// A boot test whose check fails on the instance booted from the new AMI (a unit that is not
+/// enabled) fails the build, and deregister_on_failure deregisters the AMI and deletes its
+/// snapshot: nothing of the build or the boot test is left, in EC2 or on this machine.
+#[test]
+fn cloud_a_failing_boot_test_deregisters_the_ami_and_deletes_its_snapshots() {
+    let Some(world) = TestWorld::start_real_instances() else {
+        return;
+    };
+    let e = cloud_env(&world);
+    let before = state(&world);
+    let chain = json!([
+        {"type": "boot-test", "timeout": "2m", "inline": ["systemctl is-enabled no-such-unit.service"]},
+        {"type": "manifest", "output": "manifest.json"}
+    ]);
+    let s = Scratch::new().with("t.json", &small_template(&world, json!({}), chain));
+    let (code, out, err) = Building::start(&s, &e, None).finish();
+    let all = format!("{out}\n{err}");
+    assert_eq!(code, 1, "{all}\n{}", world.logs());
+    assert_eq!(out.matches("First boot finished").count(), 2, "{all}");
+    assert!(all.contains("a check failed:"), "{all}");
+    assert!(
+        all.contains("deregister_on_failure: deregistered ami-"),
+        "{all}"
+    );
+    assert!(!s.path("manifest.json").exists(), "the chain stopped");
+    let ids = new_instances(&world, &before);
+    assert_eq!(ids.len(), 2, "the build's instance and the boot test's");
+    assert_nothing_left(&before, &state(&world), &[], "after a failed boot test");
+    assert_eq!(
+        machines_left(&world, &ids),
+        Vec::<String>::new(),
+        "no machine or mount of either instance"
+    );
+    let state_dir = world.state_dir().to_path_buf();
+    world.stop().expect("the cloud stops");
+    assert_eq!(leftovers(&state_dir, &ids), Vec::<String>::new());
+}
+
+/// `kill -9` of imgbuild while the boot test's check runs on its instance, then `imgbuild
+/// cleanup`: the boot test's instance, key pair and group are gone, its machine stopped and
+/// unmounted; only the delivered AMI is left.
+#[test]
+fn cloud_kill_9_during_the_boot_test_then_cleanup_leaves_nothing() {
+    let Some(world) = TestWorld::start_real_instances() else {
+        return;
+    };
+    let e = cloud_env(&world);
+    let before = state(&world);
+    let chain = json!([{
+        "type": "boot-test", "timeout": "15m",
+        "inline": ["echo boot-check-running", "exec sleep 900"]
+    }]);
+    let s = Scratch::new().with("t.json", &small_template(&world, json!({}), chain));
+    let mut b = Building::start(&s, &e, None);
+    b.wait_for("boot-check-running");
+    b.kill9();
+    let region = world.region().to_string();
+    let mid = state(&world);
+    let new: Vec<&String> = mid[region.as_str()]
+        .images
+        .keys()
+        .filter(|i| !before[region.as_str()].images.contains_key(*i))
+        .collect();
+    assert_eq!(new.len(), 1, "the build delivered its AMI: {new:?}");
+    let ami = new[0].clone();
+    let ids = new_instances(&world, &before);
+    let running: Vec<&String> = ids
+        .iter()
+        .filter(|id| mid[region.as_str()].instances[*id] == "running")
+        .collect();
+    assert_eq!(running.len(), 1, "the boot test's instance runs: {ids:?}");
+    let r = cleanup(&e, &[]);
+    assert_eq!(r.code, 0, "cleanup:\n{}\n{}", r.stdout, r.stderr);
+    assert_nothing_left(
+        &before,
+        &state(&world),
+        &[&ami],
+        "after kill -9 and cleanup",
+    );
+    assert_eq!(
+        machines_left(&world, &ids),
+        Vec::<String>::new(),
+        "no machine or mount of either instance"
+    );
+    let state_dir = world.state_dir().to_path_buf();
+    world.stop().expect("the cloud stops");
+    assert_eq!(leftovers(&state_dir, &ids), Vec::<String>::new());
+}
+
+/// A unit that holds dpkg's lock for 15 minutes from boot, as apt or unattended-upgrades does
+/// on a fresh Ubuntu instance: a first boot that stays unfinished until the test ends it.
+const SLOW_FIRST_BOOT_UNIT: &str = "[Unit]
+Description=apt at first boot (the test's stand-in for unattended-upgrades)
+[Service]
+ExecStart=/usr/bin/python3 -c \"import fcntl, time; f = open('/var/lib/dpkg/lock-frontend', 'w'); fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(900)\"
+[Install]
+WantedBy=multi-user.target
+";
+
+/// An AMI whose instances' first boot is slow: the source image plus [`SLOW_FIRST_BOOT_UNIT`]
+/// enabled; returns (AMI, snapshot).
+fn slow_first_boot_image(world: &TestWorld) -> (String, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = world.create_key_pair(dir.path(), "prep").expect("key pair");
+    let source = find_image(world, CANONICAL, UBUNTU_JAMMY);
+    let (id, ip) = launch(world, &source, "prep");
+    let octal: String = SLOW_FIRST_BOOT_UNIT
+        .bytes()
+        .map(|b| format!("\\{b:03o}"))
+        .collect();
+    let install = format!(
+        "printf '{octal}' | sudo tee /etc/systemd/system/first-boot-apt.service >/dev/null && \
+         sudo systemctl enable first-boot-apt.service 2>&1"
+    );
+    ssh_ok(&ip, "ubuntu", &key, &install).unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
+    instance_action(world, &id, "stop");
+    let image = create_image(world, &id, &unique_name("slow-first-boot"));
+    instance_action(world, &id, "terminate");
+    world.delete_key_pair("prep").expect("delete key pair");
+    image
+}
+
+/// Ctrl-C while the build waits for first boot (dpkg's lock held by the image's first-boot
+/// apt): the build stops waiting, terminates its instance and removes its key pair and group;
+/// no AMI is made and no machine or mount is left.
+#[test]
+fn cloud_ctrl_c_during_the_first_boot_wait_cleans_up() {
+    let Some(world) = TestWorld::start_real_instances() else {
+        return;
+    };
+    let (ami, snap) = slow_first_boot_image(&world);
+    let e = cloud_env(&world);
+    let before = state(&world);
+    let extra = json!({"source_ami": ami, "source_ami_filter": null});
+    let mut t: Value =
+        serde_json::from_str(&small_template(&world, extra, json!([]))).expect("json");
+    t["builders"][0]
+        .as_object_mut()
+        .expect("builder")
+        .remove("source_ami_filter");
+    t.as_object_mut()
+        .expect("template")
+        .remove("post-processors");
+    let s = Scratch::new().with("t.json", &t.to_string());
+    let mut b = Building::start(&s, &e, None);
+    b.wait_for("a dpkg/apt lock is held (apt or unattended-upgrades runs): waiting for it");
+    let (code, out, err) = b.interrupt();
+    let all = format!("{out}\n{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        !out.contains("provisioned on"),
+        "no provisioner ran:\n{all}"
+    );
+    assert!(!out.contains("First boot finished"), "{all}");
+    let ids = new_instances(&world, &before);
+    assert_eq!(ids.len(), 1, "the build's instance: {ids:?}");
+    assert_nothing_left(
+        &before,
+        &state(&world),
+        &[],
+        "after Ctrl-C in the first boot wait",
+    );
+    assert_eq!(machines_left(&world, &ids), Vec::<String>::new());
+    delete_image(&world, &ami, &snap);
+    let state_dir = world.state_dir().to_path_buf();
+    world.stop().expect("the cloud stops");
+    assert_eq!(leftovers(&state_dir, &ids), Vec::<String>::new());
 }

@@ -1021,7 +1021,9 @@ fn pp_the_web_worker_image_writes_deploy_ready_outputs() {
     );
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     let t: Value = serde_json::from_str(&read(&repo.join("images/web_worker.json"))).expect("json");
-    let pps = t["post-processors"].as_array().expect("post-processors");
+    // One chain: the boot test first, then the manifest and the outputs.
+    let pps = t["post-processors"][0].as_array().expect("a chain");
+    assert_eq!(pps[0]["type"], "boot-test", "{pps:?}");
     assert!(
         pps.iter().any(|p| p["type"] == "ami-outputs"
             && p["env_output"] == "web-worker-amis.env"

@@ -47,6 +47,10 @@ fn web_worker_copy(world: &TestWorld, name: &str, extra: Value) -> Value {
         b.extend(x);
     }
     t["provisioners"] = json!([{"type": "shell", "inline": ["echo provisioned as $(id -un)"]}]);
+    // Its boot test checks the real Django and Celery, which the sandbox world does not have.
+    if let Some(chain) = t["post-processors"][0].as_array_mut() {
+        chain.retain(|p| p["type"] != "boot-test");
+    }
     t
 }
 
