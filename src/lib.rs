@@ -33,7 +33,7 @@
 //! (`communicator::ssh::hostkey`).
 //!
 //! Not yet: HCL2 in JSON syntax (`.pkr.json`), data sources other than amazon-ami (as
-//! `source_ami`), builders other than amazon-ebs and null, provisioners other than the four above,
+//! `source_ami`) and amazon-parameterstore (`datasource`), builders other than amazon-ebs and null, provisioners other than the four above,
 //! winrm, SSH certificates and proxies, spot instances (README "How imgbuild differs from Packer"
 //! lists every option that `validate` refuses by name).
 //!
@@ -48,6 +48,7 @@ pub(crate) mod checks;
 pub mod cleanup;
 pub mod cli;
 pub mod communicator;
+pub mod datasource;
 pub mod duration;
 pub mod error;
 pub mod interact;
@@ -367,6 +368,43 @@ fn note_unfinished_runs(ui: &Ui) {
     }
 }
 
+/// HCL2 `amazon-parameterstore` data sources: a first load finds the parameters and the
+/// builder's AWS access, they are fetched, and the build's own load puts their values in place.
+fn fetch_parameters(
+    path: &str,
+    var_args: &[VarArg],
+    sel: &Selection,
+    ui: &mut Ui,
+) -> Result<(), Exit> {
+    if !template::hcl2::is_hcl2(path) {
+        return Ok(());
+    }
+    let mut diags = Diagnostics::default();
+    let Some(l) = template::hcl2::load(path, var_args, false, &mut diags) else {
+        return Err(report(ui, &diags));
+    };
+    if l.params.is_empty() {
+        return Ok(());
+    }
+    let Some(first) = load_and_prepare(path, var_args, sel, ui, &mut diags) else {
+        return Err(report(ui, &diags));
+    };
+    let access = first.prepared.builds.iter().find_map(|b| match &b.builder {
+        builder::BuilderConfig::AmazonEbs(c) => Some(c.access.clone()),
+        _ => None,
+    });
+    match datasource::fetch(&l.params, access.as_ref()) {
+        Ok(v) => {
+            template::hcl2::params::set_fetched(v);
+            Ok(())
+        }
+        Err(d) => {
+            ui.error(&d.render(&ui.redactor, ui.color));
+            Err(Exit::BuildFailed)
+        }
+    }
+}
+
 fn build(
     path: &str,
     var_args: &[VarArg],
@@ -374,6 +412,9 @@ fn build(
     opts: &orchestrator::Options,
     mut ui: Ui,
 ) -> Exit {
+    if let Err(exit) = fetch_parameters(path, var_args, sel, &mut ui) {
+        return exit;
+    }
     let mut diags = Diagnostics::default();
     let Some(loaded) = load_and_prepare(path, var_args, sel, &mut ui, &mut diags) else {
         return report(&ui, &diags);

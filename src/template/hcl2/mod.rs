@@ -9,6 +9,7 @@
 pub mod build;
 pub mod eval;
 pub mod funcs;
+pub mod params;
 pub mod upgrade;
 pub mod vars;
 
@@ -112,6 +113,9 @@ pub fn variables(t: &Loaded, diags: &mut Diagnostics) -> Variables {
             }
         }
     }
+    for v in params::secrets() {
+        out.redactor.add(&v);
+    }
     for key in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
         if let Ok(v) = std::env::var(key) {
             out.redactor.add(&v);
@@ -125,6 +129,8 @@ pub struct Loaded {
     pub template: Template,
     pub values: BTreeMap<String, String>,
     pub sensitive: Vec<String>,
+    /// The `amazon-parameterstore` data sources' parameters (fetched by `build` only).
+    pub params: Vec<params::Request>,
 }
 
 /// Loads an HCL2 template with its variables bound (`lenient`: required variables may lack a
@@ -205,6 +211,7 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
         template,
         values: bound.values,
         sensitive: bound.sensitive,
+        params: bound.params,
     })
 }
 
@@ -212,6 +219,7 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
 struct Bound {
     values: BTreeMap<String, String>,
     sensitive: Vec<String>,
+    params: Vec<params::Request>,
 }
 
 /// A value as variable text: strings as they are, anything else as JSON.
@@ -256,6 +264,8 @@ fn model(
     let var_obj = vars::object(&decls, lenient, cx);
     let mut ctx = context(template_dir);
     ctx.declare_var("var", var_obj.clone());
+    bound.params = params::requests(&data, &ctx, cx);
+    params::apply(&mut data_obj);
     ctx.declare_var("data", Value::Object(data_obj));
     vars::validate(&decls, &ctx, cx);
     let local_values = vars::eval_locals(&locals, &mut ctx, cx);
