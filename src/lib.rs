@@ -6,7 +6,7 @@
 //! builder, the shell, file, shell-local and breakpoint provisioners, and the manifest,
 //! shell-local, ami-outputs, cloudformation-update (the AMI handed to a stack's parameter),
 //! ssm-parameter (the AMI ID in Parameter Store) and ami-retention post-processors. HCL2
-//! templates (`.pkr.hcl`, a folder of them; `template::hcl2`) are read into the same model, so
+//! templates (`.pkr.hcl`, `.pkr.json`, a folder of them; `template::hcl2`) are read into the same model, so
 //! one decoder per component serves both languages; `hcl2_upgrade` writes a JSON template's twin.
 //!
 //! The amazon-ebs build runs end to end (`orchestrator`, `builder::amazon`, `communicator::ssh`,
@@ -32,8 +32,8 @@
 //! keeps values off command lines; `ssh_host_key_fingerprint` pins the host key
 //! (`communicator::ssh::hostkey`).
 //!
-//! Not yet: HCL2 in JSON syntax (`.pkr.json`), data sources other than amazon-ami (as
-//! `source_ami`) and amazon-parameterstore (`datasource`), builders other than amazon-ebs and null, provisioners other than the four above,
+//! Not yet: data sources other than amazon-ami (as `source_ami`) and amazon-parameterstore
+//! (`datasource`), builders other than amazon-ebs and null, provisioners other than the four above,
 //! winrm, SSH certificates and proxies, spot instances (README "How imgbuild differs from Packer"
 //! lists every option that `validate` refuses by name).
 //!

@@ -10,6 +10,7 @@ mod cfn_tests;
 mod cleanup_tests;
 mod cli_tests;
 mod fault_tests;
+mod hcl_json_tests;
 mod hcl_params_tests;
 mod hcl_tests;
 mod nightly_tests;

@@ -1,4 +1,5 @@
-//! Packer HCL2 templates (`*.pkr.hcl`, or a folder of them): parsed with spans (hcl-edit),
+//! Packer HCL2 templates (`*.pkr.hcl`, `*.pkr.json` through `json_syntax`, or a folder of
+//! them): parsed with spans (hcl-edit),
 //! evaluated (hcl-rs with Packer's function library, `funcs`), and turned into the JSON model
 //! the JSON front end produces, so one decoder per component reads both languages (`build`,
 //! `eval`). Variables follow Packer's precedence (`vars`).
@@ -9,6 +10,7 @@
 pub mod build;
 pub mod eval;
 pub mod funcs;
+pub mod json_syntax;
 pub mod params;
 pub mod upgrade;
 pub mod vars;
@@ -80,17 +82,6 @@ fn files(path: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>, PathBuf), Diagnostic
     } else {
         vec![p.to_path_buf()]
     };
-    for f in &main {
-        if f.to_string_lossy().ends_with(".pkr.json") {
-            return Err(Diagnostic::error(format!(
-                "`{}` is an HCL2 template in JSON syntax, which imgbuild does not read yet",
-                f.display()
-            ))
-            .help(
-                "write it in HCL native syntax (.pkr.hcl), or as a Packer JSON template (.json)",
-            ));
-        }
-    }
     Ok((main, auto, dir))
 }
 
@@ -165,16 +156,36 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
         file: &file,
         diags,
         base: 0,
+        maps: BTreeMap::new(),
     };
     let mut bodies = Vec::new();
     for (i, (_, text)) in parts.iter().enumerate() {
         cx.base = file.part_start(i);
+        let native;
+        let text = if parts[i].0.ends_with(".pkr.json") {
+            match json_syntax::to_native(text) {
+                Ok((t, map)) => {
+                    cx.maps.insert(cx.base, map);
+                    native = t;
+                    &native
+                }
+                Err(problems) => {
+                    for (s, m) in problems {
+                        let span = Span::new(cx.base + s.start, cx.base + s.end);
+                        cx.error(span, &JsonPath::root(), m);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            text
+        };
         match hcl::edit::parser::parse_body(text) {
             Ok(b) => bodies.push((cx.base, b)),
             Err(e) => {
-                let off = cx.base + e.location().offset();
+                let off = e.location().offset();
                 cx.error(
-                    Span::new(off, off + 1),
+                    cx.span(Some(off..off + 1)),
                     &JsonPath::root(),
                     format!("invalid HCL: {}", e.message()),
                 )
