@@ -1,12 +1,13 @@
 //! HCL2 `data "amazon-parameterstore"` against the test world's moto SSM: the build reads the
 //! parameters (plain and SecureString, endpoint from `custom_endpoint_ssm` and from
 //! AWS_ENDPOINT_URL) and uses their outputs in locals and provisioners, the SecureString masked;
-//! validate makes no AWS call; a missing parameter is a message naming it.
+//! validate makes no AWS call; a missing parameter is a message naming it; an amazon-ebs build
+//! (in `.pkr.json`) takes its `source_ami` and tags from a parameter.
 
 use aws_sdk_ssm::types::ParameterType;
 
-use crate::support::build::{build, env};
-use crate::support::cfn::{block, ssm};
+use crate::support::build::{ami_from_stdout, build, builder, env, SOURCE_AMI};
+use crate::support::cfn::{block, ec2, ssm};
 use crate::support::cli::{imgbuild_in, Scratch};
 
 const TEMPLATE: &str = r#"variable "prefix" {
@@ -108,4 +109,66 @@ fn parameterstore_values_arrive_in_the_build_and_secure_strings_are_masked() {
         r.stderr
     );
     assert!(!s2.path("out.txt").exists());
+}
+
+/// An amazon-ebs build (`.pkr.json`) on the world whose `source_ami` and tags come from a
+/// parameter, reached through `custom_endpoint_ssm` alone.
+#[test]
+fn an_amazon_ebs_build_takes_its_source_ami_and_tags_from_a_parameter() {
+    let world = world_or_skip!(shared);
+    let name = format!("/imgbuild-test/hcl-params-{}/ami", std::process::id());
+    block(
+        ssm(world, "us-east-1")
+            .put_parameter()
+            .name(&name)
+            .value(SOURCE_AMI)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send(),
+    )
+    .expect("put_parameter");
+    let mut b = builder(
+        world,
+        serde_json::json!({
+            "source_ami_filter": null,
+            "snapshot_tags": null,
+            "source_ami": "${data.amazon-parameterstore.ami.value}",
+            "tags": {"FromParam": "${data.amazon-parameterstore.ami.value}",
+                     "ParamVersion": "${data.amazon-parameterstore.ami.version}"}
+        }),
+    );
+    b.as_object_mut().expect("object").remove("type");
+    let t = serde_json::json!({
+        "data": {"amazon-parameterstore": {"ami": {"name": name, "custom_endpoint_ssm": world.ec2_endpoint()}}},
+        "source": {"amazon-ebs": {"w": b}},
+        "build": {"sources": ["source.amazon-ebs.w"]}
+    });
+    let s = Scratch::new().with("t.pkr.json", &t.to_string());
+    let e = env(world);
+    let r = build(&s, &e, &["t.pkr.json"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ami = ami_from_stdout(&r.stdout, "us-east-1");
+    let out = block(ec2(world).describe_images().image_ids(&ami).send()).expect("describe");
+    let image = &out.images()[0];
+    assert_eq!(
+        image.description(),
+        Some(format!("built from {SOURCE_AMI}").as_str())
+    );
+    let mut tags: Vec<(String, String)> = image
+        .tags()
+        .iter()
+        .filter(|t| {
+            t.key()
+                .is_some_and(|k| k.starts_with("FromParam") || k == "ParamVersion")
+        })
+        .map(|t| (t.key().unwrap_or("").into(), t.value().unwrap_or("").into()))
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        vec![
+            ("FromParam".into(), SOURCE_AMI.into()),
+            ("ParamVersion".into(), "1".into())
+        ]
+    );
 }
