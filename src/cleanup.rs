@@ -210,7 +210,7 @@ pub fn unfinished_runs(dir: &Path) -> usize {
 
 // ------------------------------------------------------------------------- running ---
 
-fn access(endpoint: Option<String>, region: Option<String>) -> AccessConfig {
+pub(crate) fn access(endpoint: Option<String>, region: Option<String>) -> AccessConfig {
     AccessConfig {
         access_key: None,
         secret_key: None,

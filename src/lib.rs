@@ -8,7 +8,7 @@
 //! ssm-parameter (the AMI ID in Parameter Store), ami-retention and boot-test (the new AMI
 //! started and checked over SSH, deregistered when a check fails) post-processors. Before the
 //! first provisioner the build waits for first boot (cloud-init, apt locks: `wait_for_boot`). HCL2
-//! templates (`.pkr.hcl`, a folder of them; `template::hcl2`) are read into the same model, so
+//! templates (`.pkr.hcl`, `.pkr.json`, a folder of them; `template::hcl2`) are read into the same model, so
 //! one decoder per component serves both languages; `hcl2_upgrade` writes a JSON template's twin.
 //!
 //! The amazon-ebs build runs end to end (`orchestrator`, `builder::amazon`, `communicator::ssh`,
@@ -34,8 +34,8 @@
 //! keeps values off command lines; `ssh_host_key_fingerprint` pins the host key
 //! (`communicator::ssh::hostkey`).
 //!
-//! Not yet: HCL2 in JSON syntax (`.pkr.json`), data sources other than amazon-ami (as
-//! `source_ami`), builders other than amazon-ebs and null, provisioners other than those in
+//! Not yet: data sources other than amazon-ami (as `source_ami`) and amazon-parameterstore
+//! (`datasource`), builders other than amazon-ebs and null, provisioners other than those in
 //! `provisioner::PROVISIONER_TYPES`, winrm, SSH certificates and proxies (README "How imgbuild
 //! differs from Packer" lists every option that `validate` refuses by name). Spot instances are
 //! requested with `RunInstances` market options (`builder::amazon::config::spot`).
@@ -52,6 +52,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod communicator;
 pub mod completions;
+pub mod datasource;
 pub mod duration;
 pub mod error;
 pub mod fix;
@@ -385,6 +386,43 @@ fn note_unfinished_runs(ui: &Ui) {
     }
 }
 
+/// HCL2 `amazon-parameterstore` data sources: a first load finds the parameters and the
+/// builder's AWS access, they are fetched, and the build's own load puts their values in place.
+fn fetch_parameters(
+    path: &str,
+    var_args: &[VarArg],
+    sel: &Selection,
+    ui: &mut Ui,
+) -> Result<(), Exit> {
+    if !template::hcl2::is_hcl2(path) {
+        return Ok(());
+    }
+    let mut diags = Diagnostics::default();
+    let Some(l) = template::hcl2::load(path, var_args, false, &mut diags) else {
+        return Err(report(ui, &diags));
+    };
+    if l.params.is_empty() {
+        return Ok(());
+    }
+    let Some(first) = load_and_prepare(path, var_args, sel, ui, &mut diags) else {
+        return Err(report(ui, &diags));
+    };
+    let access = first.prepared.builds.iter().find_map(|b| match &b.builder {
+        builder::BuilderConfig::AmazonEbs(c) => Some(c.access.clone()),
+        _ => None,
+    });
+    match datasource::fetch(&l.params, access.as_ref()) {
+        Ok(v) => {
+            template::hcl2::params::set_fetched(v);
+            Ok(())
+        }
+        Err(d) => {
+            ui.error(&d.render(&ui.redactor, ui.color));
+            Err(Exit::BuildFailed)
+        }
+    }
+}
+
 fn build(
     path: &str,
     var_args: &[VarArg],
@@ -392,6 +430,9 @@ fn build(
     opts: &orchestrator::Options,
     mut ui: Ui,
 ) -> Exit {
+    if let Err(exit) = fetch_parameters(path, var_args, sel, &mut ui) {
+        return exit;
+    }
     let mut diags = Diagnostics::default();
     let Some(loaded) = load_and_prepare(path, var_args, sel, &mut ui, &mut diags) else {
         return report(&ui, &diags);

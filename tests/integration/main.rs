@@ -17,6 +17,8 @@ mod completion_tests;
 mod config_mgmt_tests;
 mod fault_tests;
 mod fix_tests;
+mod hcl_json_tests;
+mod hcl_params_tests;
 mod hcl_tests;
 mod leniency_tests;
 mod nightly_tests;

@@ -667,10 +667,17 @@ fn dynamic_components(
 /// when the build runs.
 pub fn check_marks(node: &Node, path: &JsonPath, cx: &mut Cx) {
     match &node.kind {
-        Kind::String(s) if s.contains(DATA_MARK) => {
+        // A parameter's outputs are fetched when the build runs and may be used anywhere.
+        Kind::String(s)
+            if s.contains(DATA_MARK)
+                && s.split(DATA_MARK)
+                    .skip(1)
+                    .any(|r| !r.starts_with("amazon-parameterstore.")) =>
+        {
             let what = s
                 .split(DATA_MARK)
-                .nth(1)
+                .skip(1)
+                .find(|r| !r.starts_with("amazon-parameterstore."))
                 .and_then(|r| r.split('\u{1}').next())
                 .unwrap_or("");
             let d = cx.error(node.span, path, format!("`data.{what}` is only known when the build runs, and imgbuild uses it only as a source's `source_ami` (data.amazon-ami.NAME.id)"));

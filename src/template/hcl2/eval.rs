@@ -22,11 +22,17 @@ pub struct Cx<'a> {
     pub diags: &'a mut Diagnostics,
     /// Byte offset of the current file within `file` (a folder's files are joined).
     pub base: usize,
+    /// For a `.pkr.json` file (by its `base`): native-text positions back to its JSON text.
+    pub maps: std::collections::BTreeMap<usize, super::json_syntax::SpanMap>,
 }
 
 impl Cx<'_> {
     pub fn span(&self, r: Option<std::ops::Range<usize>>) -> Span {
         let r = r.unwrap_or(0..0);
+        if let Some(m) = self.maps.get(&self.base) {
+            let s = m.map(r.start);
+            return Span::new(self.base + s.start, self.base + s.end);
+        }
         Span::new(self.base + r.start, self.base + r.end)
     }
 

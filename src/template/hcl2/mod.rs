@@ -1,4 +1,5 @@
-//! Packer HCL2 templates (`*.pkr.hcl`, or a folder of them): parsed with spans (hcl-edit),
+//! Packer HCL2 templates (`*.pkr.hcl`, `*.pkr.json` through `json_syntax`, or a folder of
+//! them): parsed with spans (hcl-edit),
 //! evaluated (hcl-rs with Packer's function library, `funcs`), and turned into the JSON model
 //! the JSON front end produces, so one decoder per component reads both languages (`build`,
 //! `eval`). Variables follow Packer's precedence (`vars`).
@@ -9,6 +10,8 @@
 pub mod build;
 pub mod eval;
 pub mod funcs;
+pub mod json_syntax;
+pub mod params;
 pub mod upgrade;
 pub mod vars;
 
@@ -79,17 +82,6 @@ fn files(path: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>, PathBuf), Diagnostic
     } else {
         vec![p.to_path_buf()]
     };
-    for f in &main {
-        if f.to_string_lossy().ends_with(".pkr.json") {
-            return Err(Diagnostic::error(format!(
-                "`{}` is an HCL2 template in JSON syntax, which imgbuild does not read yet",
-                f.display()
-            ))
-            .help(
-                "write it in HCL native syntax (.pkr.hcl), or as a Packer JSON template (.json)",
-            ));
-        }
-    }
     Ok((main, auto, dir))
 }
 
@@ -112,6 +104,9 @@ pub fn variables(t: &Loaded, diags: &mut Diagnostics) -> Variables {
             }
         }
     }
+    for v in params::secrets() {
+        out.redactor.add(&v);
+    }
     for key in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
         if let Ok(v) = std::env::var(key) {
             out.redactor.add(&v);
@@ -125,6 +120,8 @@ pub struct Loaded {
     pub template: Template,
     pub values: BTreeMap<String, String>,
     pub sensitive: Vec<String>,
+    /// The `amazon-parameterstore` data sources' parameters (fetched by `build` only).
+    pub params: Vec<params::Request>,
 }
 
 /// Loads an HCL2 template with its variables bound (`lenient`: required variables may lack a
@@ -159,16 +156,36 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
         file: &file,
         diags,
         base: 0,
+        maps: BTreeMap::new(),
     };
     let mut bodies = Vec::new();
     for (i, (_, text)) in parts.iter().enumerate() {
         cx.base = file.part_start(i);
+        let native;
+        let text = if parts[i].0.ends_with(".pkr.json") {
+            match json_syntax::to_native(text) {
+                Ok((t, map)) => {
+                    cx.maps.insert(cx.base, map);
+                    native = t;
+                    &native
+                }
+                Err(problems) => {
+                    for (s, m) in problems {
+                        let span = Span::new(cx.base + s.start, cx.base + s.end);
+                        cx.error(span, &JsonPath::root(), m);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            text
+        };
         match hcl::edit::parser::parse_body(text) {
             Ok(b) => bodies.push((cx.base, b)),
             Err(e) => {
-                let off = cx.base + e.location().offset();
+                let off = e.location().offset();
                 cx.error(
-                    Span::new(off, off + 1),
+                    cx.span(Some(off..off + 1)),
                     &JsonPath::root(),
                     format!("invalid HCL: {}", e.message()),
                 )
@@ -205,6 +222,7 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
         template,
         values: bound.values,
         sensitive: bound.sensitive,
+        params: bound.params,
     })
 }
 
@@ -212,6 +230,7 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
 struct Bound {
     values: BTreeMap<String, String>,
     sensitive: Vec<String>,
+    params: Vec<params::Request>,
 }
 
 /// A value as variable text: strings as they are, anything else as JSON.
@@ -256,6 +275,8 @@ fn model(
     let var_obj = vars::object(&decls, lenient, cx);
     let mut ctx = context(template_dir);
     ctx.declare_var("var", var_obj.clone());
+    bound.params = params::requests(&data, &ctx, cx);
+    params::apply(&mut data_obj);
     ctx.declare_var("data", Value::Object(data_obj));
     vars::validate(&decls, &ctx, cx);
     let local_values = vars::eval_locals(&locals, &mut ctx, cx);
