@@ -160,18 +160,37 @@ build {
     ]
   }
 
-  post-processor "manifest" {
-    output     = "web-worker-manifest.json"
-    strip_path = true
-    custom_data = {
-      project    = "mailape"
-      role       = "web_worker"
-      web_domain = var.web_domain
+  # One chain: the new AMI is booted and checked before anything records or hands it on; a failed
+  # check deregisters it (deregister_on_failure), so the manifest and the outputs never name it.
+  post-processors {
+    post-processor "boot-test" {
+      timeout          = "5m"
+      environment_vars = ["WEB_DOMAIN=${var.web_domain}"]
+      inline = [
+        "systemctl is-enabled celery.service",
+        "test -e /etc/apache2/mods-enabled/wsgi.load",
+        "addr=$(getent hosts \"$(hostname)\" | awk '{print $1; exit}')",
+        "curl -fsS -D /tmp/boot-test.headers -o /tmp/boot-test.body -H \"Host: $WEB_DOMAIN\" \"http://$${addr:-127.0.0.1}/health/\"",
+        "echo \"GET http://$${addr:-127.0.0.1}/health/ (Host: $WEB_DOMAIN):\"; head -n 1 /tmp/boot-test.headers; grep -i '^Server:' /tmp/boot-test.headers; cat /tmp/boot-test.body; echo",
+        "grep -qi '^Server: Apache' /tmp/boot-test.headers",
+        "grep -qx '{\"status\": \"ok\"}' /tmp/boot-test.body",
+        "echo 'web worker checks passed: celery.service enabled; Django answered /health/ through Apache and mod_wsgi'",
+      ]
     }
-  }
 
-  post-processor "ami-outputs" {
-    json_output = "web-worker-amis.json"
-    env_output  = "web-worker-amis.env"
+    post-processor "manifest" {
+      output     = "web-worker-manifest.json"
+      strip_path = true
+      custom_data = {
+        project    = "mailape"
+        role       = "web_worker"
+        web_domain = var.web_domain
+      }
+    }
+
+    post-processor "ami-outputs" {
+      json_output = "web-worker-amis.json"
+      env_output  = "web-worker-amis.env"
+    }
   }
 }

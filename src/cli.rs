@@ -254,6 +254,7 @@ pub const PACKER_FLAGS: &[&str] = &[
     "older-than",
     "dry-run",
     "endpoint-url",
+    "output-file",
 ];
 
 /// Rewrites `-var` to `--var`, `-only=a` to `--only=a`, and so on. `-` alone (stdin) and
