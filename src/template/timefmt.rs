@@ -7,7 +7,8 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 /// Go's default for `isotime` without a layout: RFC 3339.
 pub const RFC3339: &str = "2006-01-02T15:04:05Z07:00";
 
-const MONTHS: [&str; 12] = [
+/// Month names as Go and Packer's HCL2 `formatdate` spell them.
+pub(crate) const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",

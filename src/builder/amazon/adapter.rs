@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::config::AmazonEbsConfig;
+use super::step::start_ledger;
 use super::steps::protected_snapshots;
 use super::teardown;
 use super::{BuildError, Ctx};
@@ -122,17 +123,7 @@ impl Builder for AmazonEbs<'_> {
         let journal = Journal::create(&dir, &journal_name(self.env.run_id, self.env.name))
             .map_err(|source| SetupError::CreateJournal { dir, source })?;
         self.journal = Some(journal.path().to_path_buf());
-        let ledger = Mutex::new(Ledger::new(Some(journal)));
-        let started = Event::Started {
-            run_id: self.env.run_id.to_string(),
-            build: self.env.name.to_string(),
-            pid: std::process::id(),
-            at: chrono::Utc::now().timestamp(),
-            endpoint: cfg.access.custom_endpoint_ec2.clone(),
-            protected_snapshots: protected_snapshots(cfg),
-        };
-        lock(&ledger)
-            .note(&started)
+        let ledger = start_ledger(journal, self.env.run_id, self.env.name, cfg)
             .map_err(SetupError::WriteJournal)?;
         let aws = match cancel.run(Aws::connect(&cfg.access)).await {
             Some(Ok(a)) => a,

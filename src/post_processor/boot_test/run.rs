@@ -22,11 +22,11 @@ use crate::builder::amazon::plan::{self, Ingress};
 use crate::builder::amazon::public_ip;
 use crate::builder::amazon::step::first_boot::FirstBoot;
 use crate::builder::amazon::step::launch::{launch, Launch};
-use crate::builder::amazon::step::{self, protected_snapshots, Env};
+use crate::builder::amazon::step::{self, protected_snapshots, start_ledger, Env};
 use crate::builder::amazon::{teardown, BuildError};
 use crate::communicator::ssh::Communicator;
 use crate::interact::Interact;
-use crate::ledger::{default_journal_dir, lock, Event, Journal, Ledger, Undo};
+use crate::ledger::{default_journal_dir, lock, Journal, Ledger, Undo};
 use crate::post_processor::context::PpContext;
 use crate::post_processor::error::PpError;
 use crate::provisioner::runtime::{BeforeProvisioning, ProvisionContext, ProvisionError};
@@ -255,19 +255,8 @@ fn open_ledger(ctx: &PpContext<'_>, cfg: &AmazonEbsConfig) -> Result<Mutex<Ledge
             dir.display()
         ))
     })?;
-    let ledger = Mutex::new(Ledger::new(Some(journal)));
-    let started = Event::Started {
-        run_id: ctx.run_id.to_string(),
-        build: ctx.build_name.to_string(),
-        pid: std::process::id(),
-        at: chrono::Utc::now().timestamp(),
-        endpoint: cfg.access.custom_endpoint_ec2.clone(),
-        protected_snapshots: protected_snapshots(cfg),
-    };
-    lock(&ledger)
-        .note(&started)
-        .map_err(|e| PpError::Other(format!("writing the boot test's journal: {e}")))?;
-    Ok(ledger)
+    start_ledger(journal, ctx.run_id, ctx.build_name, cfg)
+        .map_err(|e| PpError::Other(format!("writing the boot test's journal: {e}")))
 }
 
 /// What failed, in the words of the boot test: a check's failure with its output, or what the

@@ -65,7 +65,8 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &FileConfig) -> Result<(), 
     Ok(())
 }
 
-async fn session(
+/// A live session, or the reason there is none (the staged provisioners use it too).
+pub(super) async fn session(
     rt: &mut Runtime<'_, '_>,
 ) -> Result<std::sync::Arc<crate::communicator::ssh::Session>, Failure> {
     let ctx = rt.ctx;

@@ -5,14 +5,14 @@
 //! streamed under the build's prefix, and the staging directory is removed when asked to.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::sync::mpsc::unbounded_channel;
 
+use super::file::session;
 use super::remote::{with_lines, Line};
 use super::shell::{check_outcome, Tail};
 use super::{Failure, Runtime};
-use crate::communicator::ssh::{shell_quote, ExecOptions, ExitOutcome, Session, Stream};
+use crate::communicator::ssh::{shell_quote, ExecOptions, ExitOutcome, Stream};
 
 /// A local tree laid out as the staging directory will be on the instance. Removed on drop.
 pub(crate) struct Stage {
@@ -91,18 +91,6 @@ fn copy_tree(src: &Path, dst: &Path, budget: &mut usize) -> std::io::Result<()> 
         std::fs::copy(src, dst)?;
     }
     Ok(())
-}
-
-/// A live session, or the reason there is none.
-async fn session(rt: &mut Runtime<'_, '_>) -> Result<Arc<Session>, Failure> {
-    let ctx = rt.ctx;
-    rt.remote
-        .session(ctx.ui, None)
-        .await
-        .map_err(|source| Failure::Ssh {
-            what: "cannot reach the instance".into(),
-            source: Box::new(source),
-        })
 }
 
 /// `mkdir -p` the remote staging directory and uploads the stage's contents into it, as one

@@ -12,6 +12,7 @@ use hcl::eval::{Context, FuncArgs, FuncDef, ParamType};
 use hcl::{Map, Value};
 
 use crate::template::timefmt;
+use crate::template::timefmt::MONTHS;
 
 thread_local! {
     static NOW: RefCell<Option<DateTime<Utc>>> = const { RefCell::new(None) };
@@ -859,20 +860,6 @@ fn formatdate(a: FuncArgs) -> Result<Value, String> {
 }
 
 fn date_token(t: &DateTime<chrono::FixedOffset>, c: char, n: usize) -> Result<String, String> {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
     let h12 = match t.hour() % 12 {
         0 => 12,
         h => h,

@@ -37,7 +37,7 @@ use crate::aws::Aws;
 use crate::cancel::Cancel;
 use crate::interact::{self, Interact};
 use crate::ledger::lock;
-use crate::ledger::{EntryId, Ledger, Undo};
+use crate::ledger::{EntryId, Event, Journal, Ledger, Undo};
 use crate::timeline::Timeline;
 use crate::ui::Ui;
 
@@ -192,6 +192,28 @@ pub fn protected_snapshots(cfg: &AmazonEbsConfig) -> Vec<String> {
         .chain(&cfg.launch_block_device_mappings)
         .filter_map(|d| d.snapshot_id.clone())
         .collect()
+}
+
+/// A build's ledger over its new journal, which begins with the `Started` event (who runs it,
+/// where, and the user's snapshots that cleanup must never delete). The builder and the boot
+/// test each keep one.
+pub fn start_ledger(
+    journal: Journal,
+    run_id: &str,
+    build: &str,
+    cfg: &AmazonEbsConfig,
+) -> std::io::Result<Mutex<Ledger>> {
+    let ledger = Mutex::new(Ledger::new(Some(journal)));
+    let started = Event::Started {
+        run_id: run_id.to_string(),
+        build: build.to_string(),
+        pid: std::process::id(),
+        at: chrono::Utc::now().timestamp(),
+        endpoint: cfg.access.custom_endpoint_ec2.clone(),
+        protected_snapshots: protected_snapshots(cfg),
+    };
+    lock(&ledger).note(&started)?;
+    Ok(ledger)
 }
 
 pub(crate) fn filters(map: &BTreeMap<String, String>) -> Vec<Filter> {
