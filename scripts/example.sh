@@ -102,7 +102,18 @@ if [ "$build_rc" = 0 ] && grep -q 'boot test passed: ami-' "$log"; then
       $(grep -o 'web worker checks passed: .*' "$log" | tail -n 1)
       the instance answered: $(grep -A3 'GET http://' "$log" | tail -n 3 | sed 's/.*web_worker: //' | paste -sd '|' | sed 's/|/, /g')"
 else
-    result="FAILED (exit $build_rc): see the boot test's output above; a failed boot test deregisters the AMI"
+    # Nothing below is claimed for a build that did not finish: say where to look, and stop.
+    if grep -q 'booting ami-' "$log"; then
+        where="the boot test failed: see its output above (a failed boot test deregisters the AMI)"
+    else
+        where="the build stopped before the boot test: see its output above (the outcome table names the step)"
+    fi
+    cat <<EOF
+
+==> FAILED (exit $build_rc): $where
+    time: world start $((t_world - t0)) s, build $((t_build - t_world)) s, total $((t_build - t0)) s
+EOF
+    exit "$build_rc"
 fi
 
 cat <<EOF
