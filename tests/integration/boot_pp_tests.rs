@@ -6,6 +6,7 @@
 //! nothing but the delivered AMI.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -35,6 +36,29 @@ fn template_in(world: &TestWorld, extra: Value, chain: Value) -> String {
 /// The number of instances in us-east-1.
 fn instances(s: &BTreeMap<&str, Region>) -> usize {
     s["us-east-1"].instances.len()
+}
+
+/// The AMIs in us-east-1 in `now` that were not in `before`.
+fn new_images(before: &BTreeMap<&str, Region>, now: &BTreeMap<&str, Region>) -> Vec<String> {
+    now["us-east-1"]
+        .images
+        .keys()
+        .filter(|i| !before["us-east-1"].images.contains_key(*i))
+        .cloned()
+        .collect()
+}
+
+/// A boot test (with these `options`) whose check writes its PID to `pids` (for `kill_pids`),
+/// prints `marker`, then sleeps `secs` seconds.
+fn hanging_check(pids: &Path, marker: &str, secs: u32, options: Value) -> Value {
+    let mut pp = json!({
+        "type": "boot-test",
+        "inline": [format!("echo $$ >>{}", pids.display()), format!("echo {marker}"), format!("exec sleep {secs}")]
+    });
+    for (k, v) in options.as_object().expect("options are an object") {
+        pp[k] = v.clone();
+    }
+    json!([pp])
 }
 
 #[test]
@@ -104,10 +128,8 @@ fn a_hanging_check_is_killed_at_its_timeout() {
     let e = env(&world);
     let before = state(&world);
     let pids = world.sandbox().join("hang.pids");
-    let chain = json!([{
-        "type": "boot-test", "timeout": "2s", "deregister_on_failure": false,
-        "inline": [format!("echo $$ >>{}", pids.display()), "echo check-hangs", "exec sleep 30"]
-    }]);
+    let options = json!({"timeout": "2s", "deregister_on_failure": false});
+    let chain = hanging_check(&pids, "check-hangs", 30, options);
     let s = Scratch::new().with("t.json", &template_with(&world, chain));
     let (code, out, err) = Building::start(&s, &e, None).finish();
     kill_pids(&pids);
@@ -116,11 +138,7 @@ fn a_hanging_check_is_killed_at_its_timeout() {
     assert!(all.contains("check-hangs"), "{all}");
     assert!(all.contains("timed out after 2s"), "{all}");
     let after = state(&world);
-    let new: Vec<&String> = after["us-east-1"]
-        .images
-        .keys()
-        .filter(|i| !before["us-east-1"].images.contains_key(*i))
-        .collect();
+    let new = new_images(&before, &after);
     assert_eq!(
         new.len(),
         1,
@@ -135,21 +153,14 @@ fn kill_9_during_the_boot_test_then_cleanup_leaves_only_the_ami() {
     let e = env(&world);
     let before = state(&world);
     let pids = world.sandbox().join("check.pids");
-    let chain = json!([{
-        "type": "boot-test",
-        "inline": [format!("echo $$ >>{}", pids.display()), "echo boot-check-running", "exec sleep 60"]
-    }]);
+    let chain = hanging_check(&pids, "boot-check-running", 60, json!({}));
     let s = Scratch::new().with("t.json", &template_with(&world, chain));
     let mut b = Building::start(&s, &e, None);
     b.wait_for("boot-check-running");
     b.kill9();
     kill_pids(&pids);
     let mid = state(&world);
-    let new: Vec<&String> = mid["us-east-1"]
-        .images
-        .keys()
-        .filter(|i| !before["us-east-1"].images.contains_key(*i))
-        .collect();
+    let new = new_images(&before, &mid);
     assert_eq!(new.len(), 1, "the build delivered its AMI: {new:?}");
     let ami = new[0].clone();
     assert!(
@@ -170,10 +181,7 @@ fn ctrl_c_during_the_boot_test_tears_it_down_and_keeps_the_ami() {
     let e = env(&world);
     let before = state(&world);
     let pids = world.sandbox().join("check.pids");
-    let chain = json!([{
-        "type": "boot-test",
-        "inline": [format!("echo $$ >>{}", pids.display()), "echo boot-check-running", "exec sleep 60"]
-    }]);
+    let chain = hanging_check(&pids, "boot-check-running", 60, json!({}));
     let s = Scratch::new().with("t.json", &template_with(&world, chain));
     let mut b = Building::start(&s, &e, None);
     b.wait_for("boot-check-running");
@@ -187,11 +195,7 @@ fn ctrl_c_during_the_boot_test_tears_it_down_and_keeps_the_ami() {
         running,
     );
     let after = state(&world);
-    let new: Vec<&String> = after["us-east-1"]
-        .images
-        .keys()
-        .filter(|i| !before["us-east-1"].images.contains_key(*i))
-        .collect();
+    let new = new_images(&before, &after);
     assert_eq!(
         new.len(),
         1,
