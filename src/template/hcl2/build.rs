@@ -9,7 +9,7 @@ use hcl::edit::Span as _;
 
 use hcl::{Map, Value};
 
-use super::eval::{body_node, eval, labels, Ctx, Cx};
+use super::eval::{body_node, dynamic_name, eval, labels, Ctx, Cx};
 use crate::template::diag::{closest, JsonPath};
 use crate::template::json::{Kind, Member, Node, Span};
 
@@ -626,15 +626,10 @@ fn dynamic_components(
     path: &JsonPath,
 ) -> Vec<(String, Node)> {
     let span = cx.span(b.ident.span());
-    let ls = labels(b);
-    let [name] = ls.as_slice() else {
-        cx.error(
-            span,
-            path,
-            "a `dynamic` block needs one label: the name of the blocks it makes",
-        );
+    let Some(name) = dynamic_name(b, cx, path) else {
         return Vec::new();
     };
+    let name = &name;
     let kind = b
         .body
         .get_attribute("labels")

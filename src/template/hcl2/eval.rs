@@ -318,18 +318,30 @@ fn fold_tags(
     }
 }
 
+/// The one label of a `dynamic` block (the name of the blocks it makes), or a located error.
+pub fn dynamic_name(b: &Block, cx: &mut Cx, path: &JsonPath) -> Option<String> {
+    let ls = labels(b);
+    match <[String; 1]>::try_from(ls) {
+        Ok([name]) => Some(name),
+        Err(_) => {
+            let span = cx.span(b.ident.span());
+            cx.error(
+                span,
+                path,
+                "a `dynamic` block needs one label: the name of the blocks it makes",
+            );
+            None
+        }
+    }
+}
+
 /// Expands `dynamic "NAME" { for_each = ..., iterator = IT, content { ... } }` into NAME blocks.
 pub fn dynamic(b: &Block, ctx: &Ctx, cx: &mut Cx, path: &JsonPath) -> Vec<(String, Node)> {
     let span = cx.span(b.ident.span());
-    let ls = labels(b);
-    let [name] = ls.as_slice() else {
-        cx.error(
-            span,
-            path,
-            "a `dynamic` block needs one label: the name of the blocks it makes",
-        );
+    let Some(name) = dynamic_name(b, cx, path) else {
         return Vec::new();
     };
+    let name = &name;
     let p = path.key(name);
     let mut out = Vec::new();
     for (inner, content) in dynamic_items(b, name, ctx, cx, path) {
