@@ -120,9 +120,10 @@ fn an_amazon_build_prints_its_timeline_and_the_manifest_records_it() {
         (sum - seconds).abs() <= seconds * 0.01 + 0.001 * 14.0,
         "{tl}"
     );
+    // The printed total is rounded to hundredths, the manifest's figure to thousandths.
     assert!(
-        seconds <= total,
-        "the manifest is written before the build ends"
+        seconds <= total + 0.005,
+        "the manifest is written before the build ends: {seconds} > {total}"
     );
 }
 
