@@ -19,11 +19,16 @@ how many IDs it named, "status"}), every change made to lag ({"ev": "change", "i
 "delay": seconds between the change's time and that answer}).
 
 Faults for the tests: --throttle N answers the first N Describe calls after the first change
-with RequestLimitExceeded (HTTP 503); --fail-images makes every AMI end `failed` with a reason.
+with RequestLimitExceeded (HTTP 503); --fail-images makes every AMI end `failed` with a reason;
+--refuse TYPE=CODE (repeatable) answers every RunInstances of instance type TYPE with EC2's error
+CODE, without forwarding it (InsufficientInstanceCapacity and InsufficientCapacity with HTTP 500,
+as EC2's server errors; SpotMaxPriceTooLow, MaxSpotInstanceCountExceeded, Unsupported, ... with
+400). RunInstances calls are logged with their "type".
 
 Usage: delayproxy.py --upstream http://127.0.0.1:PORT --port-file FILE --log FILE
                      [--start 9] [--stop 11] [--terminate 7] [--ami 23] [--copy 23]
                      [--jitter 15] [--seed N] [--throttle N] [--fail-images]
+                     [--refuse TYPE=CODE ...]
 Standard library only. Stops on SIGTERM/SIGINT.
 """
 
@@ -181,6 +186,22 @@ THROTTLED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>
              b'<RequestID>delayproxy</RequestID></Response>')
 
 
+SERVER_CODES = ("InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity")
+
+
+def refusal(code, instance_type):
+    """(HTTP status, body) of EC2's error `code` for a RunInstances of `instance_type`."""
+    if code == "SpotMaxPriceTooLow":
+        msg = f"Your Spot request price is lower than the minimum required Spot request fulfillment price for {instance_type}."
+    elif code == "Unsupported":
+        msg = f"Your requested instance type ({instance_type}) is not supported in your requested Availability Zone."
+    else:
+        msg = f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you requested."
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>' + code + '</Code><Message>'
+            + msg + '</Message></Error></Errors><RequestID>delayproxy</RequestID></Response>')
+    return (500 if code in SERVER_CODES else 400), body.encode("utf-8")
+
+
 def make_handler(world, upstream):
     up = urllib.parse.urlparse(upstream)
 
@@ -219,6 +240,13 @@ def make_handler(world, upstream):
                 world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), status=503)
                 self.answer(503, [("Content-Type", "text/xml")], THROTTLED)
                 return
+            itype = (form.get("InstanceType") or [""])[0]
+            refuse = dict(r.split("=", 1) for r in world.args.refuse)
+            if action == "RunInstances" and itype in refuse:
+                status, data = refusal(refuse[itype], itype)
+                world.log(ev="call", t=time.time(), action=action, ids=0, status=status, type=itype)
+                self.answer(status, [("Content-Type", "text/xml")], data)
+                return
             status, headers, data = self.forward(body)
             text = data.decode("utf-8", "replace")
             a = world.args
@@ -242,7 +270,8 @@ def make_handler(world, upstream):
                     text = rewrite_images(world, text)
                 elif action == "DescribeSnapshots":
                     text = rewrite_snapshots(world, text)
-            world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), status=status)
+            extra = {"type": itype} if action == "RunInstances" else {}
+            world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), status=status, **extra)
             self.answer(status, headers, text.encode("utf-8"))
 
         def do_POST(self):
@@ -268,6 +297,7 @@ def main():
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--throttle", type=int, default=0)
     p.add_argument("--fail-images", action="store_true")
+    p.add_argument("--refuse", action="append", default=[], metavar="TYPE=CODE")
     args = p.parse_args()
     world = World(args)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(world, args.upstream))

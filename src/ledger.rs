@@ -105,6 +105,10 @@ pub enum Event {
         #[serde(flatten)]
         undo: Undo,
     },
+    /// EC2 refused the `Intent`'s call (an error answer): it created nothing.
+    Refused {
+        intent: u64,
+    },
     Kept {
         seq: u64,
     },
@@ -365,6 +369,13 @@ impl Ledger {
         (id, r)
     }
 
+    /// Notes that EC2 refused the call of `intent` (an error answer, so nothing was created): the
+    /// intent no longer keeps the journal from being archived.
+    pub fn refused(&mut self, intent: u64) -> std::io::Result<()> {
+        self.unanswered.retain(|i| *i != intent);
+        self.write(&Event::Refused { intent })
+    }
+
     /// Marks an entry as part of the result (not undone on success).
     pub fn keep(&mut self, id: EntryId) -> std::io::Result<()> {
         self.set(id, State::Kept)?;
@@ -574,6 +585,7 @@ pub fn replay(events: &[Event]) -> Replay {
                 intents.retain(|i| Some(i.seq) != *intent);
                 live.push((*seq, undo.clone(), State::Created));
             }
+            Event::Refused { intent } => intents.retain(|i| i.seq != *intent),
             Event::Kept { seq } | Event::Undone { seq } => {
                 let state = if matches!(e, Event::Kept { .. }) {
                     State::Kept
@@ -680,6 +692,28 @@ mod tests {
         assert_eq!(mode(j.path()), 0o600);
         assert_eq!(mode(&jdir), 0o700);
         assert_eq!(mode(&dir.path().join("state")), 0o700);
+    }
+
+    #[test]
+    fn a_refused_intent_is_resolved_and_lets_the_journal_be_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::create(dir.path(), "run-r").unwrap();
+        let path = j.path().to_path_buf();
+        let mut l = Ledger::new(Some(j));
+        let first = l
+            .intent("RunInstances", "us-east-1", "tok-1", None)
+            .unwrap();
+        let second = l
+            .intent("RunInstances", "us-east-1", "tok-2", None)
+            .unwrap();
+        l.refused(first).unwrap();
+        let rp = replay(&Journal::read(&path).unwrap());
+        let left: Vec<u64> = rp.unresolved_intents.iter().map(|i| i.seq).collect();
+        assert_eq!(left, vec![second]);
+        let (id, r) = l.record(sg("i-1"), Some(second));
+        r.unwrap();
+        l.undone(id).unwrap();
+        assert!(l.finish(true, true).unwrap().is_some(), "archived");
     }
 
     #[test]

@@ -83,6 +83,12 @@ pub enum BuildError {
         instance_type: String,
         source: ApiError,
     },
+    #[error("RunInstances in {region} (source AMI {ami}): EC2 refused every one of spot_instance_types: {each}; list more types, another subnet or availability zone, or a higher spot_price")]
+    SpotTypesRefused {
+        region: String,
+        ami: String,
+        each: String,
+    },
     #[error("DescribeInstances {id} in {region}: {source}")]
     DescribeInstances {
         region: String,

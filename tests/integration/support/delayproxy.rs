@@ -77,6 +77,20 @@ impl DelayProxy {
             })
             .collect()
     }
+
+    /// The RunInstances calls logged so far: (instance type, HTTP status), in order.
+    pub fn run_instances(&self) -> Vec<(String, u64)> {
+        self.events()
+            .iter()
+            .filter(|e| e["ev"] == "call" && e["action"] == "RunInstances")
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or("").to_string(),
+                    e["status"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
 }
 
 impl Drop for DelayProxy {

@@ -5,7 +5,8 @@
 //! request that closes when the instance terminates), so the only thing created is the
 //! instance, which the ledger and the journal already know; Packer's launch template and
 //! instant fleet (known to leak) are not created, so `spot_allocation_strategy` and
-//! `fleet_tags` make no difference.
+//! `fleet_tags` make no difference; `spot_instance_types` are tried in order instead
+//! (`step/launch.rs`).
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,7 @@ pub enum SpotPrice {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpotConfig {
     pub price: Option<SpotPrice>,
-    /// `spot_instance_types`: imgbuild requests the first (when `instance_type` is empty).
+    /// `spot_instance_types`: tried in order (the next when EC2 refuses one for capacity or price).
     pub instance_types: Vec<String>,
     /// `spot_tags` / `spot_tag`: tags of the spot request.
     pub tags: BTreeMap<String, String>,
@@ -85,14 +86,12 @@ impl SpotConfig {
                 "Only one of instance_type or spot_instance_types may be specified",
                 None,
             );
-        } else if instance_types.len() > 1 {
-            warning_at(obj, dx, "spot_instance_types", format!("imgbuild requests the first of spot_instance_types ({}) with RunInstances: the others are not tried", instance_types[0]), Some("Packer creates a fleet that may pick any of them; imgbuild creates no fleet (a fleet is one more thing to leak)"));
         }
         if !fleet_tags.is_empty() {
             warning_at(obj, dx, "fleet_tags", "fleet_tags make no difference: imgbuild creates no fleet (the spot instance is requested with RunInstances)", None);
         }
         if strategy.is_some() {
-            warning_at(obj, dx, "spot_allocation_strategy", "spot_allocation_strategy makes no difference: imgbuild requests one instance type with RunInstances, not a fleet", None);
+            warning_at(obj, dx, "spot_allocation_strategy", "spot_allocation_strategy makes no difference: imgbuild creates no fleet; it tries spot_instance_types in the order written, one RunInstances each", None);
         }
         SpotConfig {
             price,
@@ -130,7 +129,8 @@ mod tests {
         );
         assert!(errors(&d).is_empty(), "{d:?}");
         assert_eq!(c.price, Some(SpotPrice::Max("0.05".into())));
-        assert_eq!(warnings(&d).len(), 3, "{d:?}");
+        assert_eq!(warnings(&d).len(), 2, "{d:?}");
+        assert_eq!(c.instance_types, ["t3.small", "t3.micro"]);
         let (c, d) = spot(r#"{"spot_price": ""}"#, "t3.micro");
         assert!(d.items.is_empty() && c.price.is_none());
         let (_, d) = spot(

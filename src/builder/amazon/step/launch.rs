@@ -19,6 +19,7 @@ use aws_sdk_ec2::types::{
 
 use super::network::Net;
 use super::{filter, tag_spec, Env};
+use crate::aws::ApiError;
 use crate::builder::amazon::config::spot::SpotPrice;
 use crate::builder::amazon::config::{BlockDevice, ShutdownBehavior, Tenancy};
 use crate::builder::amazon::ec2::Ec2;
@@ -51,7 +52,31 @@ pub struct Launched {
     pub instance: Instance,
 }
 
-/// Launches the source instance and waits for it to run.
+/// EC2's answers to `RunInstances` that are about the instance type (no capacity for it, a
+/// maximum price below its spot price, its spot limit, not offered in the zone): with
+/// `spot_instance_types` the next type is tried.
+const TRY_NEXT_TYPE: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "UnfulfillableCapacity",
+    "SpotMaxPriceTooLow",
+    "MaxSpotInstanceCountExceeded",
+    "Unsupported",
+];
+
+/// The instance types to try, in order: `spot_instance_types` for a spot build that lists
+/// them, else `instance_type`.
+fn types_to_try(run: &crate::builder::amazon::config::RunConfig) -> Vec<String> {
+    if run.spot.price.is_some() && !run.spot.instance_types.is_empty() {
+        run.spot.instance_types.clone()
+    } else {
+        vec![run.instance_type.clone()]
+    }
+}
+
+/// Launches the source instance and waits for it to run. With `spot_instance_types`, the types
+/// are tried in order, once each, while EC2 refuses them for a reason of the type
+/// ([`TRY_NEXT_TYPE`]).
 pub async fn launch(
     env: &Env<'_>,
     ec2: &impl Ec2,
@@ -59,8 +84,7 @@ pub async fn launch(
     l: Launch<'_>,
 ) -> Result<Launched, BuildError> {
     let run = &env.cfg.run;
-    let token = uuid::Uuid::new_v4().to_string();
-    let req = request(env, &l, &token);
+    let types = types_to_try(run);
     env.say(format!(
         "Launching a source {}instance ({}) from {}...",
         if run.spot.price.is_some() {
@@ -68,15 +92,82 @@ pub async fn launch(
         } else {
             ""
         },
-        run.instance_type,
+        types[0],
         l.ami
     ));
+    let mut refused: Vec<(String, ApiError)> = Vec::new();
+    let mut id = None;
+    for (n, t) in types.iter().enumerate() {
+        match run_one(env, ec2, region, &l, t).await? {
+            Ok(i) => {
+                id = Some(i);
+                break;
+            }
+            Err(e) => {
+                if let Some(next) = types.get(n + 1) {
+                    env.say(format!("{t} refused ({e}); trying {next}..."));
+                }
+                refused.push((t.clone(), e));
+            }
+        }
+    }
+    let Some(id) = id else {
+        return Err(all_refused(region, &l, refused));
+    };
+    env.say(format!("Instance ID: {id}"));
+    env.timeline.mark("wait running");
+    let instance = wait_running(env, ec2, region, &id).await?;
+    Ok(Launched {
+        id: InstanceId(id),
+        instance,
+    })
+}
+
+/// The error when every type was refused: EC2's one error for one type, else each type's.
+fn all_refused(region: &str, l: &Launch<'_>, mut refused: Vec<(String, ApiError)>) -> BuildError {
+    if refused.len() == 1 {
+        let (instance_type, source) = refused.remove(0);
+        return BuildError::RunInstances {
+            region: region.to_string(),
+            ami: l.ami.to_string(),
+            instance_type,
+            source,
+        };
+    }
+    let each: Vec<String> = refused.iter().map(|(t, e)| format!("{t}: {e}")).collect();
+    BuildError::SpotTypesRefused {
+        region: region.to_string(),
+        ami: l.ami.to_string(),
+        each: each.join("; "),
+    }
+}
+
+/// One `RunInstances` of type `instance_type`: the instance ID (recorded), or EC2's refusal when
+/// it is one for the type ([`TRY_NEXT_TYPE`]); any other failure is the build's error.
+async fn run_one(
+    env: &Env<'_>,
+    ec2: &impl Ec2,
+    region: &str,
+    l: &Launch<'_>,
+    instance_type: &str,
+) -> Result<Result<String, ApiError>, BuildError> {
+    let token = uuid::Uuid::new_v4().to_string();
+    let req = request(env, l, &token, instance_type);
     env.check_cancel()?;
     let intent = env.intent("RunInstances", region, &token, None)?;
     let sent = ec2.run_instances(req).await;
     env.test_hold("sent_run_instances").await;
     let out = match sent {
         Ok(o) => o,
+        Err(source)
+            if source
+                .code
+                .as_deref()
+                .is_some_and(|c| TRY_NEXT_TYPE.contains(&c)) =>
+        {
+            env.refused(intent)?;
+            return Ok(Err(source));
+        }
         Err(source) => {
             // The call may have created the instance even though its answer was lost: look
             // it up by its client token, so that teardown finds it.
@@ -97,7 +188,7 @@ pub async fn launch(
             return Err(BuildError::RunInstances {
                 region: region.to_string(),
                 ami: l.ami.to_string(),
-                instance_type: run.instance_type.clone(),
+                instance_type: instance_type.to_string(),
                 source,
             });
         }
@@ -115,13 +206,7 @@ pub async fn launch(
         },
         Some(intent),
     )?;
-    env.say(format!("Instance ID: {id}"));
-    env.timeline.mark("wait running");
-    let instance = wait_running(env, ec2, region, &id).await?;
-    Ok(Launched {
-        id: InstanceId(id),
-        instance,
-    })
+    Ok(Ok(id))
 }
 
 /// Waits for the instance to run; records its volumes that outlive it (`delete_on_termination`
@@ -166,15 +251,18 @@ async fn wait_running(
     Ok(instance)
 }
 
-/// The `RunInstances` request of the build (one instance, with `token`).
-fn request(env: &Env<'_>, l: &Launch<'_>, token: &str) -> RunInstancesInputBuilder {
+/// The `RunInstances` request of the build (one instance of `instance_type`, with `token`).
+fn request(
+    env: &Env<'_>,
+    l: &Launch<'_>,
+    token: &str,
+    instance_type: &str,
+) -> RunInstancesInputBuilder {
     let cfg = env.cfg;
     let run = &cfg.run;
     let mut req = RunInstancesInput::builder()
         .image_id(l.ami.as_str())
-        .instance_type(aws_sdk_ec2::types::InstanceType::from(
-            run.instance_type.as_str(),
-        ))
+        .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
         .min_count(1)
         .max_count(1)
         .client_token(token)
@@ -526,6 +614,86 @@ mod tests {
         assert_eq!(f.name(), Some("client-token"));
         assert_eq!(f.values(), [token]);
         assert_eq!(w.undos(), vec![terminate("i-lost")]);
+    }
+
+    /// A spot world whose `spot_instance_types` are `types`.
+    fn spot_world(types: &[&str]) -> World {
+        let mut w = World::with(r#""spot_price": "auto""#);
+        w.cfg.run.spot.instance_types = types.iter().map(|t| t.to_string()).collect();
+        w
+    }
+
+    fn types_sent(ec2: &Fake) -> Vec<String> {
+        ec2.sent::<RunInstancesInputBuilder>("run_instances")
+            .iter()
+            .map(|r| r.get_instance_type().as_ref().unwrap().as_str().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn spot_types_are_tried_in_order_while_ec2_refuses_them_for_capacity() {
+        let w = spot_world(&["t3.small", "t3.medium", "t3.micro"]);
+        let ec2 = Fake::new("us-east-1");
+        let (ami, key, net) = (
+            ImageId::from("ami-src"),
+            KeyPairName::from("kp"),
+            Net::default(),
+        );
+        let tags = BTreeMap::new();
+        ec2.fail("run_instances", "InsufficientInstanceCapacity");
+        ec2.fail("run_instances", "SpotMaxPriceTooLow");
+        ec2.answer(
+            "run_instances",
+            Ok(RunInstancesOutput::builder()
+                .instances(Instance::builder().instance_id("i-3").build())
+                .build()),
+        );
+        ec2.answer(
+            "describe_instances",
+            Ok(instance("i-3", InstanceStateName::Running, |b| b)),
+        );
+        let l = inputs(&ami, &key, &[], &net, &tags);
+        let got = launch(&w.env(), &ec2, "us-east-1", l).await.unwrap();
+        assert_eq!(got.id, InstanceId::from("i-3"));
+        assert_eq!(types_sent(&ec2), ["t3.small", "t3.medium", "t3.micro"]);
+        // Refusals are not lost answers: no lookup by client token, one DescribeInstances (the
+        // wait) only.
+        assert_eq!(
+            ec2.sent::<aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesInputBuilder>("describe_instances").len(),
+            1
+        );
+        assert_eq!(w.undos(), vec![terminate("i-3")]);
+    }
+
+    #[tokio::test]
+    async fn every_spot_type_refused_names_each_with_its_reason_and_other_errors_stop_at_once() {
+        let w = spot_world(&["t3.small", "t3.micro"]);
+        let ec2 = Fake::new("us-east-1");
+        let (ami, key, net) = (
+            ImageId::from("ami-src"),
+            KeyPairName::from("kp"),
+            Net::default(),
+        );
+        let tags = BTreeMap::new();
+        ec2.fail("run_instances", "InsufficientInstanceCapacity");
+        ec2.fail("run_instances", "Unsupported");
+        let l = inputs(&ami, &key, &[], &net, &tags);
+        let e = launch(&w.env(), &ec2, "us-east-1", l).await.err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "RunInstances in us-east-1 (source AMI ami-src): EC2 refused every one of spot_instance_types: \
+             t3.small: InsufficientInstanceCapacity: InsufficientInstanceCapacity (scripted); \
+             t3.micro: Unsupported: Unsupported (scripted); list more types, another subnet or \
+             availability zone, or a higher spot_price"
+        );
+        assert!(w.undos().is_empty());
+        // An error that is not about the type is the build's error: the next type is not tried.
+        let ec2 = Fake::new("us-east-1");
+        ec2.fail("run_instances", "InvalidAMIID.NotFound");
+        let l = inputs(&ami, &key, &[], &net, &tags);
+        let e = launch(&w.env(), &ec2, "us-east-1", l).await.err().unwrap();
+        assert!(matches!(e, BuildError::RunInstances { .. }), "{e}");
+        assert_eq!(types_sent(&ec2), ["t3.small"]);
     }
 
     #[tokio::test]

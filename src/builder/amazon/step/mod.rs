@@ -149,6 +149,13 @@ impl Env<'_> {
             .map_err(BuildError::Journal)
     }
 
+    /// Journals that EC2 refused the call of `intent` (it created nothing).
+    pub fn refused(&self, intent: u64) -> Result<(), BuildError> {
+        lock(self.ledger)
+            .refused(intent)
+            .map_err(BuildError::Journal)
+    }
+
     /// Test hook (`testhook::pause_at`): holds the build after a create call returned
     /// and before its result is recorded (a kill now loses the ID, as a kill mid-call would).
     /// Not interrupted by Ctrl-C: the result is recorded after the pause in any case.
