@@ -29,7 +29,7 @@ fn write_playbook(fx: &NullFx) -> String {
     );
     fx.write_local(
         "pb/roles/web/templates/app.conf.j2",
-        "secret={{ secret }}\nbuild={{ packer_build_name }} type={{ packer_builder_type }}\nuser={{ ansible_facts['user_id'] }}\n",
+        "secret={{ secret }}\nbuild={{ packer_build_name }} type={{ packer_builder_type }}\nuser={{ ansible_facts['user_id'] }}\nhttp={{ packer_http_addr | default('undefined') }}\n",
         0o644,
     );
     fx.write_local(
@@ -110,7 +110,8 @@ fn assert_instance_side(fx: &NullFx, build: &str, kind: &str) {
     assert_eq!(
         fx.sh(&format!("cat {}", q(&fx.r("out/app.conf")))),
         format!(
-            "secret={SECRET}\nbuild={build} type={kind}\nuser={}\n",
+            // No builder serves HTTP: Packer passes no packer_http_addr then.
+            "secret={SECRET}\nbuild={build} type={kind}\nuser={}\nhttp=undefined\n",
             fx.world.ssh_user()
         )
     );

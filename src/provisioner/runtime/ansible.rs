@@ -251,8 +251,8 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &AnsibleConfig) -> Result<(
         format!("packer_build_name=\"{}\"", ctx.build_name),
         "-e".into(),
         format!("packer_builder_type={}", ctx.build_type),
-        "-e".into(),
-        "packer_http_addr=".into(),
+        // No `packer_http_addr`: no builder of imgbuild serves HTTP (`http_directory` is not an
+        // amazon-ebs or null key), and Packer passes it only when a builder does.
         format!("--ssh-extra-args={ssh_extra}"),
     ];
     let rendered: Vec<String> = c

@@ -9,6 +9,10 @@ use super::{Failure, Runtime};
 use crate::communicator::ssh::shell_quote;
 use crate::provisioner::ansible_local::{AnsibleLocalConfig, DEFAULT_STAGING_PARENT};
 
+/// `packer_http_addr` when the builder serves no HTTP, as Packer 1.6.6 hands it to ansible-local
+/// (its `PackerHTTPAddr` placeholder): no builder of imgbuild serves HTTP.
+const HTTP_ADDR_NOT_IMPLEMENTED: &str = "ERR_HTTP_ADDR_NOT_IMPLEMENTED_BY_BUILDER";
+
 /// The name of a local path's last component.
 fn base(p: &Path) -> String {
     p.file_name()
@@ -44,7 +48,7 @@ pub(crate) fn playbook_command(
         env.push_str(&format!("ANSIBLE_COLLECTIONS_PATHS={p} "));
     }
     let mut extra = format!(
-        " --extra-vars \"packer_build_name={build_name} packer_builder_type={build_type} packer_http_addr= -o IdentitiesOnly=yes\" "
+        " --extra-vars \"packer_build_name={build_name} packer_builder_type={build_type} packer_http_addr={HTTP_ADDR_NOT_IMPLEMENTED} -o IdentitiesOnly=yes\" "
     );
     extra.push_str(&c.extra_arguments.join(" "));
     format!(
@@ -216,7 +220,7 @@ mod tests {
         };
         assert_eq!(
             playbook_command(&c, "/tmp/s", "site.yml", "inv", "web", "amazon-ebs"),
-            "cd /tmp/s && ANSIBLE_ROLES_PATH=/tmp/s/galaxy_roles ANSIBLE_FORCE_COLOR=1 PYTHONUNBUFFERED=1 ansible-playbook site.yml --extra-vars \"packer_build_name=web packer_builder_type=amazon-ebs packer_http_addr= -o IdentitiesOnly=yes\" -v --tags=web -c local -i inv"
+            "cd /tmp/s && ANSIBLE_ROLES_PATH=/tmp/s/galaxy_roles ANSIBLE_FORCE_COLOR=1 PYTHONUNBUFFERED=1 ansible-playbook site.yml --extra-vars \"packer_build_name=web packer_builder_type=amazon-ebs packer_http_addr=ERR_HTTP_ADDR_NOT_IMPLEMENTED_BY_BUILDER -o IdentitiesOnly=yes\" -v --tags=web -c local -i inv"
         );
     }
 }
