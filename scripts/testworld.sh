@@ -69,6 +69,9 @@ AUTHKEYS_CMD="$LIBEXEC_DIR/authorized-keys"
 SYSTEM_PYTHON=/usr/bin/python3
 
 ROOT_TEST_USER=imgbuild-test
+# Root only: a user for the password-login test (`ansible` with `ssh_password`). Its password
+# is `*` (none) except while that test runs, which sets a random one and resets it.
+ROOT_PW_USER=imgbuild-pw
 MOTO_SPEC='moto[server]>=5.1,<6'
 DEFAULT_STATE_DIR="${TMPDIR:-/tmp}/imgbuild-testworld"
 # Lock files (per user: another user cannot open ours).
@@ -205,6 +208,8 @@ missing_items() {
     [ -d "$(sandbox_root)" ] || echo sandbox-root
     [ -x "$(ansible_venv)/bin/ansible-playbook" ] || echo ansible
     if is_root; then command -v puppet >/dev/null 2>&1 || echo puppet; fi
+    if is_root; then id "$ROOT_PW_USER" >/dev/null 2>&1 || echo pw-user; fi
+    command -v sshpass >/dev/null 2>&1 || echo sshpass
 }
 
 # ansible-core for the config-management tests, in a venv of its own (put on PATH by the
@@ -336,6 +341,7 @@ do_install() {
     grep -qxE 'ssh|ssh-keygen' <<<"$todo" && pkgs+=(openssh-client)
     grep -qx sudo <<<"$todo" && pkgs+=(sudo)
     grep -qxE 'python3|system-python' <<<"$todo" && pkgs+=(python3)
+    grep -qx sshpass <<<"$todo" && pkgs+=(sshpass)
     if [ "${#pkgs[@]}" -gt 0 ]; then
         if is_root || can_sudo; then
             apt_install "${pkgs[@]}" || missing "apt-get install ${pkgs[*]} failed"
@@ -369,6 +375,12 @@ do_install() {
 
     # 4. The test user (root only; otherwise the current user is the test user).
     if is_root; then install_test_user; fi
+    if is_root && ! id "$ROOT_PW_USER" >/dev/null 2>&1; then
+        log "creating user $ROOT_PW_USER (password logins test; no password until a test sets one)"
+        useradd --create-home --user-group --shell /bin/bash --password '*' \
+            --comment "imgbuild test world, password logins" "$ROOT_PW_USER" \
+            || missing "user $ROOT_PW_USER (useradd failed)"
+    fi
 
     # 5. The directory the per-world sandboxes go in.
     install_sandbox_root

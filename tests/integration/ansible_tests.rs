@@ -432,3 +432,124 @@ fn ansible_local_failing_playbook_names_it_and_still_cleans_the_staging_director
         "gone\n"
     );
 }
+
+/// The root-only user of password logins (scripts/testworld.sh install makes it, without a
+/// password) with a random password for this test, reset to none (`*`) when dropped; the test's
+/// own world's sshd takes passwords from it.
+struct PasswordUser {
+    name: &'static str,
+    password: String,
+}
+
+impl PasswordUser {
+    fn enable(world: &crate::support::world::TestWorld) -> Option<PasswordUser> {
+        let name = "imgbuild-pw";
+        let uid = std::process::Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            crate::support::skip("password logins need root (a password on the imgbuild-pw user)");
+            return None;
+        }
+        let exists = std::process::Command::new("id").arg(name).output().ok()?;
+        if !exists.status.success() {
+            crate::support::skip("no imgbuild-pw user: run scripts/testworld.sh install");
+            return None;
+        }
+        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        let mut child = std::process::Command::new("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("chpasswd");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{name}:{password}\n").as_bytes())
+            .expect("write to chpasswd");
+        assert!(child.wait().expect("chpasswd").success());
+        let user = PasswordUser { name, password };
+        let conf = world.state_dir().join("sshd_config");
+        let text = std::fs::read_to_string(&conf).expect("sshd_config");
+        let allow = format!("AllowUsers {}", world.ssh_user());
+        assert!(text.contains(&allow) && text.contains("PasswordAuthentication no\n"));
+        let text = text.replace(&allow, &format!("{allow} {name}")).replace(
+            "PasswordAuthentication no\n",
+            "PasswordAuthentication yes\n",
+        );
+        std::fs::write(&conf, text).expect("write sshd_config");
+        crate::support::boot::reload_sshd(world);
+        Some(user)
+    }
+}
+
+impl Drop for PasswordUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("usermod")
+            .args(["-p", "*", self.name])
+            .status();
+    }
+}
+
+/// The `login.json` files of `ansible` steps' private directories that hold `password`.
+fn password_files_left(password: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for parent in [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for e in entries.flatten().take(10_000) {
+            if !e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("imgbuild-ansible-")
+            {
+                continue;
+            }
+            let f = e.path().join("login.json");
+            if std::fs::read_to_string(&f).is_ok_and(|t| t.contains(password)) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn ansible_logs_in_with_ssh_password_through_sshpass_and_leaves_no_password_file() {
+    let Some(path) = ansible_path() else { return };
+    let world = world_or_skip!();
+    let Some(user) = PasswordUser::enable(&world) else {
+        return;
+    };
+    let out = format!("/home/{}/ansible-pw-{}", user.name, std::process::id());
+    let s = crate::support::cli::Scratch::new();
+    let pb = s.dir.path().join("site.yml");
+    std::fs::write(
+        &pb,
+        format!("- name: password login\n  hosts: all\n  tasks:\n    - name: write who I am\n      ansible.builtin.copy:\n        content: \"{{{{ ansible_facts['user_id'] }}}}\\n\"\n        dest: {out}\n        mode: \"0600\"\n"),
+    )
+    .expect("site.yml");
+    let t = json!({
+        "builders": [{"type": "null", "ssh_host": world.ssh_host(), "ssh_port": world.ssh_port(),
+                      "ssh_username": user.name, "ssh_password": user.password, "ssh_timeout": "30s"}],
+        "provisioners": [{"type": "ansible", "playbook_file": pb.display().to_string()}]
+    });
+    std::fs::write(s.dir.path().join("t.json"), t.to_string()).expect("t.json");
+    let r = run_with_path(s.dir.path(), world.env(), &path, &[]);
+    let written = std::fs::read_to_string(&out);
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(written.expect("the playbook's file"), "imgbuild-pw\n");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(!all.contains(&user.password), "the password leaked:\n{all}");
+    let exec: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("Executing Ansible:"))
+        .collect();
+    assert_eq!(exec.len(), 1, "{all}");
+    assert!(exec[0].contains("/login.json"), "{}", exec[0]);
+    assert_eq!(
+        password_files_left(&user.password),
+        Vec::<std::path::PathBuf>::new()
+    );
+}

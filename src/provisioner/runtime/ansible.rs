@@ -6,6 +6,9 @@
 //!   anonymous memory file (`memfd_create`, mode 0600) that Ansible's ssh opens as
 //!   `/proc/<imgbuild's pid>/fd/<n>`; it is gone when imgbuild closes it or dies, `kill -9`
 //!   included.
+//! * `ssh_password` reaches Ansible as `ansible_password` in a 0600 extra-vars file in the step's
+//!   private directory (on /dev/shm when there is one), removed when the step ends and by
+//!   `imgbuild cleanup` after `kill -9`; Ansible passes it to `sshpass` on a pipe.
 //! * Ansible's SSH multiplexing masters (`ControlPersist`) live in a control directory of this
 //!   run and are told to exit when the playbook ends, so no ssh process outlives the step.
 //! * Output is streamed line by line with the build's prefix, through the redactor; a failing
@@ -261,8 +264,10 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &AnsibleConfig) -> Result<(
         .map(|a| rt.render_lenient(a))
         .collect();
     let dir = scratch.control_dir.as_ref().map(|d| d.path().to_path_buf());
+    let login = password_for_ansible(rt, &rendered, &env, dir.as_deref())?;
     let extra = secrets_off_argv(rt, rendered, dir.as_deref().unwrap_or(Path::new(".")))?;
     args.extend(extra);
+    args.extend(login);
     if let Some(k) = &key_path {
         args.push("-e".into());
         args.push(format!("ansible_ssh_private_key_file={}", k.display()));
@@ -320,13 +325,54 @@ fn key_for_ansible(rt: &Runtime<'_, '_>) -> Result<(Option<MemFile>, Option<Path
         })?;
         let p = m.path();
         Ok((Some(m), Some(p)))
-    } else if ssh.ssh_agent_auth {
+    } else if ssh.ssh_agent_auth || ssh.ssh_password.is_some() {
         Ok((None, None))
     } else {
         Err(Failure::Other(
-            "the ansible provisioner logs in with a key: set ssh_private_key_file or ssh_agent_auth, or let imgbuild create a temporary key pair (password login is not passed to Ansible)".into(),
+            "the ansible provisioner logs in with a key or a password: set ssh_private_key_file, ssh_agent_auth or ssh_password, or let imgbuild create a temporary key pair".into(),
         ))
     }
+}
+
+/// `ssh_password` logins (no key, no agent): Ansible gets `ansible_password` from a 0600
+/// extra-vars file in the step's private directory (removed with it; never on the command line),
+/// unless the template's own extra arguments set `ansible_password` (as Packer). Ansible hands it
+/// to `sshpass` on a pipe, so `sshpass` must be on the PATH. Returns the `-e @file` arguments.
+fn password_for_ansible(
+    rt: &Runtime<'_, '_>,
+    extra: &[String],
+    env: &BTreeMap<String, String>,
+    dir: Option<&Path>,
+) -> Result<Vec<String>, Failure> {
+    let ssh = rt.ctx.ssh;
+    let Some(pw) = ssh.ssh_password.as_deref() else {
+        return Ok(Vec::new());
+    };
+    if ssh.ssh_agent_auth
+        || ssh.ssh_private_key_file.is_some()
+        || rt.ctx.private_key.is_some()
+        || extra.iter().any(|a| a.contains("ansible_password"))
+    {
+        return Ok(Vec::new());
+    }
+    let path = env.get("PATH").map(String::as_str).unwrap_or("");
+    if !std::env::split_paths(path).any(|d| d.join("sshpass").is_file()) {
+        return Err(Failure::Other(
+            "the ansible provisioner logs in with ssh_password through sshpass (Ansible hands it the password on a pipe), which is not on the PATH: install it (Debian/Ubuntu: apt-get install sshpass) or log in with a key".into(),
+        ));
+    }
+    let Some(dir) = dir else {
+        return Err(Failure::Other(
+            "no private directory to hand ssh_password to Ansible".into(),
+        ));
+    };
+    let file = dir.join("login.json");
+    let json = serde_json::json!({ "ansible_password": pw }).to_string();
+    write_private(&file, json.as_bytes()).map_err(|source| Failure::Local {
+        what: "cannot hand ssh_password to Ansible".into(),
+        source,
+    })?;
+    Ok(vec!["-e".into(), format!("@{}", file.display())])
 }
 
 /// `inventory_file`, or a generated inventory in `inventory_directory` (removed with `scratch`

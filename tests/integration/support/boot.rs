@@ -97,7 +97,7 @@ fn chmod(p: &Path, mode: u32) {
 
 /// SIGHUP to the world's sshd (it re-executes itself with the new configuration, same PID), then
 /// waits (bounded) until its log says it listens again.
-fn reload_sshd(world: &TestWorld) {
+pub fn reload_sshd(world: &TestWorld) {
     let log = world.state_dir().join("sshd.log");
     let listening = || {
         std::fs::read_to_string(&log)
