@@ -46,8 +46,10 @@ pub struct ChefConfig {
     /// Default `accept-silent`.
     pub chef_license: String,
     pub run_list: Vec<String>,
-    /// `json`: merged into node.json with `run_list`.
+    /// `json`, with `json_string`'s keys over it: node.json with `run_list`.
     pub json: serde_json::Map<String, serde_json::Value>,
+    /// `json_string` when it holds a template rendered at build time (else merged into `json`).
+    pub json_string: Option<String>,
     pub config_template: Option<PathBuf>,
     pub execute_command: Option<String>,
     pub install_command: Option<String>,
@@ -80,6 +82,59 @@ pub struct SaltConfig {
     pub log_level: String,
     pub salt_call_args: String,
     pub salt_bin_dir: Option<String>,
+    /// `formulas`: git repositories' formula directories, added to the state tree.
+    pub formulas: Vec<Formula>,
+}
+
+/// One `formulas` entry (`<repository>.git//<directory>[?ref=<ref>]`, as Packer requires).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Formula {
+    /// As written.
+    pub url: String,
+    /// What `git clone` gets: `git::` dropped, `github.com/...` as `https://github.com/...`.
+    pub repo: String,
+    /// The formula's directory in the repository, and its name in the state tree.
+    pub dir: String,
+    /// `?ref=`: a branch or tag.
+    pub git_ref: Option<String>,
+}
+
+impl Formula {
+    /// Packer's check (`^(.*).git//[a-zA-Z0-9-_]+(\?.*)?$`), then the parts; `None` when it fails.
+    pub fn parse(url: &str) -> Option<Formula> {
+        let at = url.rfind("git//")?;
+        if at < 1 {
+            return None;
+        }
+        let (dir, query) = match url[at + 5..].split_once('?') {
+            Some((d, q)) => (d, Some(q)),
+            None => (&url[at + 5..], None),
+        };
+        let name_ok = |d: &str| {
+            !d.is_empty()
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !name_ok(dir) {
+            return None;
+        }
+        let git_ref = query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("ref=").map(str::to_string))
+        });
+        let repo = url[..at + 3].trim_start_matches("git::");
+        let repo = if repo.starts_with("github.com/") {
+            format!("https://{repo}")
+        } else {
+            repo.to_string()
+        };
+        Some(Formula {
+            url: url.to_string(),
+            repo,
+            dir: dir.to_string(),
+            git_ref,
+        })
+    }
 }
 
 fn guest_os(o: &mut Obj, dx: &mut Dx) {
@@ -206,7 +261,7 @@ impl ChefConfig {
             },
             None => serde_json::Map::new(),
         };
-        let c = ChefConfig {
+        let mut c = ChefConfig {
             cookbook_paths: paths(o, dx, "cookbook_paths", true),
             remote_cookbook_paths: o.strings(dx, "remote_cookbook_paths").unwrap_or_default(),
             roles_path: local_dir(o, dx, "roles_path"),
@@ -223,6 +278,7 @@ impl ChefConfig {
                 .unwrap_or_else(|| "accept-silent".into()),
             run_list: o.strings(dx, "run_list").unwrap_or_default(),
             json,
+            json_string: None,
             config_template: local_file(o, dx, "config_template", false),
             execute_command: opt_string(o, dx, "execute_command"),
             install_command: opt_string(o, dx, "install_command"),
@@ -232,12 +288,21 @@ impl ChefConfig {
                 .unwrap_or_else(|| "/tmp/packer-chef-solo".into()),
             version: opt_string(o, dx, "version"),
         };
-        if c.json.is_empty() && o.has("json_string") {
-            o.unsupported(
-                dx,
-                "json_string",
-                "write the node attributes as a JSON object in \"json\"",
-            );
+        if let Some(js) = opt_string(o, dx, "json_string") {
+            if crate::checks::is_deferred(&js) {
+                c.json_string = Some(js);
+            } else {
+                match merge_json_string(&mut c.json, &js) {
+                    Ok(()) => {}
+                    Err(e) => error_at(
+                        o,
+                        dx,
+                        "json_string",
+                        e,
+                        Some("write the node attributes as a JSON object, e.g. \"{\\\"nginx\\\": {\\\"port\\\": 80}}\""),
+                    ),
+                }
+            }
         }
         if c.environments_path.is_some() && c.chef_environment.is_none() {
             error_at(
@@ -314,13 +379,16 @@ impl ChefConfig {
         s
     }
 
-    /// node.json: `json` with `run_list`.
-    pub fn node_json(&self) -> String {
+    /// node.json: `json` (with `json_string`, `rendered` when it was a template) and `run_list`.
+    pub fn node_json(&self, rendered: Option<&str>) -> Result<String, String> {
         let mut m = self.json.clone();
+        if let Some(js) = rendered {
+            merge_json_string(&mut m, js)?;
+        }
         if !self.run_list.is_empty() {
             m.insert("run_list".into(), serde_json::json!(self.run_list));
         }
-        serde_json::Value::Object(m).to_string()
+        Ok(serde_json::Value::Object(m).to_string())
     }
 
     /// Packer's default execute_command, filled in.
@@ -336,7 +404,7 @@ impl ChefConfig {
 impl SaltConfig {
     pub fn decode(mut obj: Obj, dx: &mut Dx) -> SaltConfig {
         let o = &mut obj;
-        let c = SaltConfig {
+        let mut c = SaltConfig {
             local_state_tree: local_dir(o, dx, "local_state_tree"),
             local_pillar_roots: local_dir(o, dx, "local_pillar_roots"),
             remote_state_tree: opt_string(o, dx, "remote_state_tree")
@@ -355,6 +423,7 @@ impl SaltConfig {
             log_level: opt_string(o, dx, "log_level").unwrap_or_else(|| "info".into()),
             salt_call_args: opt_string(o, dx, "salt_call_args").unwrap_or_default(),
             salt_bin_dir: opt_string(o, dx, "salt_bin_dir"),
+            formulas: Vec::new(),
         };
         if c.local_state_tree.is_none() && c.minion_config.is_none() {
             error_at(
@@ -365,11 +434,23 @@ impl SaltConfig {
                 None,
             );
         }
-        if o.has("formulas") {
-            o.unsupported(
+        let formulas = o.strings(dx, "formulas").unwrap_or_default();
+        c.formulas = formulas.iter().filter_map(|f| Formula::parse(f)).collect();
+        if c.formulas.len() < formulas.len() {
+            error_at(
+                o,
                 dx,
                 "formulas",
-                "fetch the formulas into local_state_tree before the build",
+                "Invalid formula URL. Please verify the git URLs also contain a '//' subdir",
+                Some("write <repository>.git//<formula directory>[?ref=<tag>], e.g. git::https://github.com/saltstack-formulas/nginx-formula.git//nginx?ref=v2.8.1"),
+            );
+        } else if !c.formulas.is_empty() && c.local_state_tree.is_none() {
+            error_at(
+                o,
+                dx,
+                "formulas",
+                "formulas need local_state_tree: they are added to it",
+                None,
             );
         }
         guest_os(o, dx);
@@ -459,6 +540,22 @@ impl SaltConfig {
     }
 }
 
+/// `json_string` over `json` as Packer does it (`json.Unmarshal` into the `json` map): its
+/// top-level keys replace `json`'s, the others stay.
+fn merge_json_string(
+    json: &mut serde_json::Map<String, serde_json::Value>,
+    text: &str,
+) -> Result<(), String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => {
+            json.extend(m);
+            Ok(())
+        }
+        Ok(_) => Err("Failed to unmarshal 'json_string': it is not a JSON object".into()),
+        Err(e) => Err(format!("Failed to unmarshal 'json_string': {e}")),
+    }
+}
+
 pub(crate) fn base(p: &std::path::Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -494,7 +591,32 @@ mod tests {
         );
         assert!(d.items.is_empty(), "{d:?}");
         assert_eq!(c.command(), "sudo chef-solo --no-color -c /tmp/packer-chef-solo/solo.rb -j /tmp/packer-chef-solo/node.json");
-        assert_eq!(c.node_json(), r#"{"port":80,"run_list":["recipe[web]"]}"#);
+        assert_eq!(
+            c.node_json(None).unwrap(),
+            r#"{"port":80,"run_list":["recipe[web]"]}"#
+        );
+        // json_string's keys replace json's; the others stay.
+        let (c, d) = decode(
+            r#"{"json": {"port": 80, "user": "www"}, "json_string": "{\"port\": 8080, \"tls\": {\"on\": true}}"}"#,
+            ChefConfig::decode,
+        );
+        assert!(d.items.is_empty(), "{d:?}");
+        assert_eq!(
+            c.node_json(None).unwrap(),
+            r#"{"port":8080,"tls":{"on":true},"user":"www"}"#
+        );
+        let (_, d) = decode(r#"{"json_string": "[1, 2]"}"#, ChefConfig::decode);
+        assert_eq!(
+            errors(&d),
+            vec!["Failed to unmarshal 'json_string': it is not a JSON object"]
+        );
+        let (c, d) = decode(r#"{"json_string": "{{ .Foo }}"}"#, ChefConfig::decode);
+        assert!(d.items.is_empty(), "{d:?}");
+        assert_eq!(c.node_json(Some(r#"{"a": 1}"#)).unwrap(), r#"{"a":1}"#);
+        assert!(c
+            .node_json(Some("nope"))
+            .unwrap_err()
+            .starts_with("Failed to unmarshal 'json_string': "));
         assert_eq!(
             c.solo_rb(),
             "cookbook_path \t[]\nchef_license \"accept-silent\"\n"
@@ -512,6 +634,49 @@ mod tests {
         );
         assert!(d.items.is_empty(), "{d:?}");
         assert_eq!(s.command(), "sudo salt-call --local state.highstate --file-root=/srv/salt --pillar-root=/srv/pillar --retcode-passthrough -l info");
+        let (s, d) = decode(
+            &format!(
+                r#"{{"local_state_tree": {}, "formulas": ["github.com/saltstack-formulas/nginx-formula.git//nginx?ref=v2.8.1", "git::file:///r/users.git//users"]}}"#,
+                js(dir.path().display().to_string())
+            ),
+            SaltConfig::decode,
+        );
+        assert!(d.items.is_empty(), "{d:?}");
+        let parts: Vec<(&str, &str, Option<&str>)> = s
+            .formulas
+            .iter()
+            .map(|f| (f.repo.as_str(), f.dir.as_str(), f.git_ref.as_deref()))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (
+                    "https://github.com/saltstack-formulas/nginx-formula.git",
+                    "nginx",
+                    Some("v2.8.1")
+                ),
+                ("file:///r/users.git", "users", None)
+            ]
+        );
+        for bad in [
+            "https://example.com/f.git",
+            "https://example.com/f//nginx",
+            "git//x",
+            "x.git//a/b",
+        ] {
+            assert_eq!(Formula::parse(bad), None, "{bad}");
+        }
+        let (_, d) = decode(
+            &format!(
+                r#"{{"local_state_tree": {}, "formulas": ["https://example.com/f"]}}"#,
+                js(dir.path().display().to_string())
+            ),
+            SaltConfig::decode,
+        );
+        assert_eq!(
+            errors(&d),
+            vec!["Invalid formula URL. Please verify the git URLs also contain a '//' subdir"]
+        );
         let (_, d) = decode("{}", SaltConfig::decode);
         assert_eq!(
             errors(&d),

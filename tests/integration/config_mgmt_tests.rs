@@ -82,7 +82,8 @@ fn chef_solo_stages_cookbooks_solo_rb_and_node_json_and_runs_packers_command() {
             "cookbook_paths": [fx.local("cookbooks").display().to_string()],
             "roles_path": fx.local("roles").display().to_string(),
             "run_list": ["recipe[web]"],
-            "json": {"port": 8080},
+            "json": {"port": 8080, "user": "www"},
+            "json_string": "{\"port\": 9090, \"tls\": {\"on\": true}}",
             "skip_install": true,
             "prevent_sudo": true,
             "staging_directory": staging
@@ -105,7 +106,7 @@ fn chef_solo_stages_cookbooks_solo_rb_and_node_json_and_runs_packers_command() {
     assert_eq!(
         fx.sh(&format!("cd {} && find . -type f | sort && cat solo.rb node.json", q(&staging))),
         format!(
-            "./cookbooks-0/web/recipes/default.rb\n./node.json\n./roles/web.json\n./solo.rb\ncookbook_path \t[\"{staging}/cookbooks-0\"]\nrole_path \"{staging}/roles\"\nchef_license \"accept-silent\"\n{{\"port\":8080,\"run_list\":[\"recipe[web]\"]}}"
+            "./cookbooks-0/web/recipes/default.rb\n./node.json\n./roles/web.json\n./solo.rb\ncookbook_path \t[\"{staging}/cookbooks-0\"]\nrole_path \"{staging}/roles\"\nchef_license \"accept-silent\"\n{{\"port\":9090,\"run_list\":[\"recipe[web]\"],\"tls\":{{\"on\":true}},\"user\":\"www\"}}"
         )
     );
 }
@@ -151,4 +152,108 @@ fn salt_masterless_moves_the_state_tree_into_place_and_runs_salt_call() {
         )),
         "./top.sls\n./web.sls\ntmp-gone\n"
     );
+}
+
+/// A git repository (bare, `<name>.git`) in `dir` holding `files` (path, text), tagged `v1`.
+fn git_repo(dir: &std::path::Path, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let work = dir.join(format!("{name}-work"));
+    for (p, text) in files {
+        let f = work.join(p);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&f, text).expect("write");
+    }
+    let git = |args: &[&str], cwd: &std::path::Path| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"], &work);
+    git(&["add", "."], &work);
+    git(&["commit", "-q", "-m", "formula"], &work);
+    git(&["tag", "v1"], &work);
+    let bare = dir.join(format!("{name}.git"));
+    git(
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &work.display().to_string(),
+            &bare.display().to_string(),
+        ],
+        dir,
+    );
+    bare
+}
+
+#[test]
+fn salt_masterless_adds_git_formulas_to_the_state_tree_and_keeps_existing_ones() {
+    let world = world_or_skip!(shared);
+    let fx = NullFx::new(world, "saltf");
+    fx.write_local("salt/top.sls", "base:\n  '*':\n    - nginx\n", 0o644);
+    fx.write_local("salt/users/init.sls", "# ours\n", 0o644);
+    let repo = git_repo(
+        fx.scratch.dir.path(),
+        "nginx-formula",
+        &[
+            ("nginx/init.sls", "nginx: pkg.installed\n"),
+            ("nginx/map.jinja", "{}\n"),
+            ("README.md", "x\n"),
+        ],
+    );
+    let users = git_repo(
+        fx.scratch.dir.path(),
+        "users-formula",
+        &[("users/init.sls", "# theirs\n")],
+    );
+    let (tmp, states) = (fx.r("salt-tmp"), fx.r("srv/salt"));
+    let nginx_url = format!("git::file://{}//nginx?ref=v1", repo.display());
+    let users_url = format!("git::file://{}//users", users.display());
+    let t = json!({
+        "builders": [fx.builder(json!({"name": "sltf"}))],
+        "provisioners": [{
+            "type": "salt-masterless",
+            "local_state_tree": fx.local("salt").display().to_string(),
+            "formulas": [nginx_url, users_url],
+            "remote_state_tree": states,
+            "remote_pillar_roots": fx.r("srv/pillar"),
+            "temp_config_dir": tmp,
+            "skip_bootstrap": true,
+            "disable_sudo": true
+        }]
+    });
+    let r = fx.build(&t, &[]);
+    // salt-call is not installed: the run fails after the state tree is in place.
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let local = fx.local("salt");
+    assert!(
+        r.stdout
+            .contains(&format!("{nginx_url} => {}", local.join("nginx").display())),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "Found existing formula at: {}",
+            local.join("users").display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fx.sh(&format!(
+            "cd {} && find . -type f | sort && cat users/init.sls",
+            q(&states)
+        )),
+        "./nginx/init.sls\n./nginx/map.jinja\n./top.sls\n./users/init.sls\n# ours\n"
+    );
+    // The local state tree is as it was: the formula went into the stage only.
+    assert!(!local.join("nginx").exists());
 }

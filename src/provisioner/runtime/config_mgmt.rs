@@ -2,6 +2,9 @@
 //! runtime ([`super::staged`]): their files laid out locally, uploaded as one tar stream, then
 //! Packer's commands run on the instance.
 
+use std::path::Path;
+use std::time::Duration;
+
 use super::staged::{self, Stage};
 use super::{Failure, Runtime};
 use crate::communicator::ssh::shell_quote;
@@ -80,7 +83,9 @@ pub(crate) async fn chef(rt: &mut Runtime<'_, '_>, c: &ChefConfig) -> Result<(),
         None => c.solo_rb(),
     };
     stage.write("solo.rb", solo.as_bytes(), 0o644)?;
-    stage.write("node.json", c.node_json().as_bytes(), 0o644)?;
+    let rendered = c.json_string.as_deref().map(|t| rt.render_lenient(t));
+    let node = c.node_json(rendered.as_deref()).map_err(Failure::Other)?;
+    stage.write("node.json", node.as_bytes(), 0o644)?;
     staged::upload(rt, &stage, &c.staging_directory).await?;
     drop(stage);
     let cmd = match &c.execute_command {
@@ -109,6 +114,7 @@ pub(crate) async fn salt(rt: &mut Runtime<'_, '_>, c: &SaltConfig) -> Result<(),
             stage.add(p, rel)?;
         }
     }
+    formulas(rt, c, &stage).await?;
     staged::upload(rt, &stage, &c.temp_config_dir).await?;
     drop(stage);
     for mv in c.move_into_place() {
@@ -121,6 +127,77 @@ pub(crate) async fn salt(rt: &mut Runtime<'_, '_>, c: &SaltConfig) -> Result<(),
     let cleaned = staged::exec(rt, "removing the Salt staging directory", &rm, &[0]).await;
     r?;
     cleaned.map(|_| ())
+}
+
+/// How long one formula's `git clone` may take.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `formulas`: each formula directory goes into the staged state tree as `<dir>` (Packer's
+/// `local_state_tree/<dir>`), cloned with git unless the state tree has it already ("Found
+/// existing formula", as Packer). The clone and the stage are temporary: `local_state_tree`
+/// itself is not written to.
+async fn formulas(rt: &Runtime<'_, '_>, c: &SaltConfig, stage: &Stage) -> Result<(), Failure> {
+    if c.formulas.is_empty() {
+        return Ok(());
+    }
+    rt.say("Downloading Salt formulas...");
+    let tree = c.local_state_tree.as_deref().unwrap_or(Path::new("."));
+    for f in &c.formulas {
+        if stage.root().join("states").join(&f.dir).exists() {
+            rt.say(&format!(
+                "Found existing formula at: {}",
+                tree.join(&f.dir).display()
+            ));
+            continue;
+        }
+        rt.say(&format!("{} => {}", f.url, tree.join(&f.dir).display()));
+        let tmp = tempfile::Builder::new()
+            .prefix("imgbuild-formula")
+            .tempdir()
+            .map_err(|source| Failure::Local {
+                what: "cannot create a directory for a formula".into(),
+                source,
+            })?;
+        let dest = tmp.path().join("repo");
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.args(["clone", "--quiet", "--depth", "1"]);
+        if let Some(r) = &f.git_ref {
+            cmd.args(["--branch", r]);
+        }
+        cmd.arg("--").arg(&f.repo).arg(&dest);
+        cmd.env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let failed = |why: String| {
+            Failure::Other(format!(
+                "Unable to download Salt formula from {}: {why}",
+                f.url
+            ))
+        };
+        let out = match tokio::time::timeout(CLONE_TIMEOUT, cmd.output()).await {
+            Err(_) => {
+                return Err(failed(format!(
+                    "git clone took longer than {}s",
+                    CLONE_TIMEOUT.as_secs()
+                )))
+            }
+            Ok(Err(e)) => return Err(failed(format!("cannot run git ({e}); install git"))),
+            Ok(Ok(o)) => o,
+        };
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(failed(format!("git clone failed: {}", err.trim())));
+        }
+        let dir = dest.join(&f.dir);
+        if !dir.is_dir() {
+            return Err(failed(format!(
+                "the repository has no directory `{}`",
+                f.dir
+            )));
+        }
+        stage.add(&dir, &format!("states/{}", f.dir))?;
+    }
+    Ok(())
 }
 
 fn need_ssh(rt: &Runtime<'_, '_>, kind: &str) -> Result<(), Failure> {
