@@ -210,6 +210,7 @@ missing_items() {
     if is_root; then command -v puppet >/dev/null 2>&1 || echo puppet; fi
     if is_root; then id "$ROOT_PW_USER" >/dev/null 2>&1 || echo pw-user; fi
     command -v sshpass >/dev/null 2>&1 || echo sshpass
+    command -v git >/dev/null 2>&1 || echo git
 }
 
 # ansible-core for the config-management tests, in a venv of its own (put on PATH by the
@@ -342,6 +343,7 @@ do_install() {
     grep -qx sudo <<<"$todo" && pkgs+=(sudo)
     grep -qxE 'python3|system-python' <<<"$todo" && pkgs+=(python3)
     grep -qx sshpass <<<"$todo" && pkgs+=(sshpass)
+    grep -qx git <<<"$todo" && pkgs+=(git)
     if [ "${#pkgs[@]}" -gt 0 ]; then
         if is_root || can_sudo; then
             apt_install "${pkgs[@]}" || missing "apt-get install ${pkgs[*]} failed"
