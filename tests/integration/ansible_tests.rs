@@ -552,4 +552,17 @@ fn ansible_logs_in_with_ssh_password_through_sshpass_and_leaves_no_password_file
         password_files_left(&user.password),
         Vec::<std::path::PathBuf>::new()
     );
+    // A pinned host key cannot be checked with a password login: a clear failure.
+    let mut t = t;
+    t["builders"][0]["ssh_host_key_fingerprint"] =
+        json!(crate::support::tools::world_host_key_fingerprint(&world));
+    std::fs::write(s.dir.path().join("t.json"), t.to_string()).expect("t.json");
+    let r = run_with_path(s.dir.path(), world.env(), &path, &[]);
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot check ssh_host_key_fingerprint with an ssh_password login"),
+        "{}",
+        r.stderr
+    );
 }

@@ -219,6 +219,11 @@ pub(crate) async fn run(rt: &mut Runtime<'_, '_>, c: &AnsibleConfig) -> Result<(
     let local = |what: String| move |source| Failure::Local { what, source };
 
     let (key_mem, key_path) = key_for_ansible(rt)?;
+    if key_path.is_none() && !ssh.ssh_agent_auth && ssh.ssh_host_key_fingerprint.is_some() {
+        return Err(Failure::Other(
+            "the ansible provisioner cannot check ssh_host_key_fingerprint with an ssh_password login (its check logs in with a key): log in with a key, or remove ssh_host_key_fingerprint".into(),
+        ));
+    }
     let mut scratch = Scratch {
         inventory: None,
         control_dir: Some(
