@@ -728,7 +728,11 @@ async fn prov_cancel_stops_a_running_script_at_once() {
         "{:?}",
         r.err()
     );
-    assert!(r.has_line(&format!("    {BUILD}: sleeping")), "{}", r.text());
+    assert!(
+        r.has_line(&format!("    {BUILD}: sleeping")),
+        "{}",
+        r.text()
+    );
     // The script sleeps longer than a provisioning run may take here (120 s): that the run
     // ended at all shows the cancel stopped it.
 }
@@ -1218,7 +1222,10 @@ impl Outage {
         if down {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !self.closed.load(Ordering::SeqCst) {
-                assert!(Instant::now() < deadline, "the forwarder never closed its port");
+                assert!(
+                    Instant::now() < deadline,
+                    "the forwarder never closed its port"
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
