@@ -508,7 +508,10 @@ fn cleanup_leaves_a_running_build_alone() {
     let s = Scratch::new().with("t.json", &template(builder(&world, json!({})), json!([])));
     let e = env(&world);
     let before = state(&world);
-    let mut b = Building::start(&s, &e, Some("launch:120"));
+    // Held for an hour (the interrupt at the end cuts the hold short): with a shorter hold, two
+    // cleanups on a loaded machine could outlast it and the build would go on and change the
+    // state this test compares.
+    let mut b = Building::start(&s, &e, Some("launch:3600"));
     b.wait_for("test hook: pausing");
     let running = state(&world);
     assert!(!leaks(&before, &running, &[]).is_empty());
