@@ -189,9 +189,10 @@ fn build_filter_matching_nothing_or_an_open_port_is_refused_before_anything_is_c
     let mut b = b;
     b.as_object_mut().expect("object").remove("ssh_host");
     let s = Scratch::new().with("t.json", &template(b, json!([])));
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/ip", closed.local_addr().expect("addr"));
-    drop(closed);
+    let url = format!(
+        "http://127.0.0.1:{}/ip",
+        crate::support::tools::closed_port()
+    );
     let r = build(&s, &e, &["t.json"], &[("IMGBUILD_PUBLIC_IP_URL", &url)]);
     assert_eq!(r.code, 1);
     assert!(

@@ -651,10 +651,7 @@ fn cleanup_by_tags_alone_removes_undelivered_images_but_never_a_product() {
 #[test]
 fn cleanup_that_cannot_reach_ec2_exits_3_and_keeps_the_journal() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = crate::support::tools::closed_port();
     let journal = dir
         .path()
         .join("0190c4a2-7b3e-7cc0-8000-000000000001.b.jsonl");

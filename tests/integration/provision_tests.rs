@@ -742,10 +742,7 @@ async fn prov_wait_for_ssh_says_why_and_times_out() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-wait");
     // A port nothing listens on (bound, then released).
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = crate::support::tools::closed_port();
     let mut template = fx.template(json!([]), None);
     template["builders"][0]["ssh_timeout"] = json!("2s");
     let r = run_with(
@@ -1173,14 +1170,23 @@ impl Outage {
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (d, s, n, c) = (down.clone(), stop.clone(), accepted.clone(), closed.clone());
         let thread = std::thread::spawn(move || {
+            use crate::support::tools::ClosedPort;
             let mut listener = Some(first);
+            // While down the port stays bound without listening (refused, and nobody else's to
+            // take: another test could otherwise get it and answer in our place).
+            let mut reserved: Option<ClosedPort> = None;
             while !s.load(Ordering::SeqCst) {
                 if d.load(Ordering::SeqCst) {
-                    listener = None;
+                    if listener.take().is_some() {
+                        reserved = ClosedPort::again(port).ok();
+                    }
                     c.store(true, Ordering::SeqCst);
                 } else if listener.is_none() {
                     c.store(false, Ordering::SeqCst);
-                    listener = TcpListener::bind(("127.0.0.1", port)).ok();
+                    listener = match reserved.take() {
+                        Some(r) => Some(r.open()),
+                        None => TcpListener::bind(("127.0.0.1", port)).ok(),
+                    };
                 }
                 let Some(l) = &listener else {
                     std::thread::sleep(Duration::from_millis(10));

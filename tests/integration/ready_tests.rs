@@ -61,10 +61,7 @@ fn world_env_file_sends_cleanup_to_the_emulator_so_a_cleanup_with_nothing_left_e
 
 #[test]
 fn cleanup_whose_search_fails_but_knows_of_nothing_left_exits_1_not_3() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = crate::support::tools::closed_port();
     let journal = tempfile::tempdir().expect("journal dir");
     let vars: Vec<(String, String)> = [
         ("AWS_ACCESS_KEY_ID", "testing"),

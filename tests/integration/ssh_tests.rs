@@ -264,12 +264,6 @@ impl Drop for Proxy {
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn world_addr(world: &TestWorld) -> SocketAddr {
     format!("{}:{}", world.ssh_host(), world.ssh_port())
         .parse()
@@ -400,9 +394,10 @@ async fn ssh_connects_and_runs_a_command() {
 async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-late");
-    let port = free_port();
+    // Bound but not listening (refused) until the test opens it; no one else can take it.
+    let closed = crate::support::tools::ClosedPort::new();
     let mut opts = fx.opts();
-    opts.port = port;
+    opts.port = closed.port;
     let (events, sink) = events_sink();
     let connect = tokio::spawn(Session::connect(opts.clone(), Cancel::never(), sink));
     // Until two attempts were refused (not a fixed sleep: a loaded machine may not get to the
@@ -416,7 +411,7 @@ async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval(
     })
     .await;
     let attempts_before = attempts(&events);
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+    let listener = closed.open();
     let _proxy = Proxy::start(listener, world_addr(world));
     let session = connect
         .await
@@ -463,7 +458,7 @@ async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-timeout");
     let mut opts = fx.opts();
-    opts.port = free_port();
+    opts.port = crate::support::tools::closed_port();
     // Several attempts before the deadline even when a loaded machine delays each retry by a
     // second or more: a short schedule (3 s with the default one would allow only 5 attempts,
     // and 1.5 s only 4, when every wake-up is on time).

@@ -331,10 +331,7 @@ fn build_web_worker_sigint_while_waiting_for_ssh_uploading_or_running_a_script_l
     std::fs::File::create(&big)
         .and_then(|f| f.set_len(1 << 30))
         .expect("big file");
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let closed_port = crate::support::tools::closed_port();
     let remote_big = sandbox.join("big.bin");
     let cases: Vec<(&str, Value, Vec<String>, &str, Duration)> = vec![
         (
