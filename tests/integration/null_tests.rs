@@ -232,7 +232,7 @@ fn null_build_sigint_while_a_script_runs_stops_at_once_and_exits_1() {
     let t = json!({
         "builders": [fx.builder(json!({}))],
         "provisioners": [{"type": "shell", "remote_folder": fx.remote,
-            "inline": ["echo sleeping now", "sleep 240"]}]
+            "inline": ["echo sleeping now", "sleep 1200"]}]
     });
     std::fs::write(fx.local("t.json"), t.to_string()).expect("write");
     let (code, out, err) = interrupt_at(
@@ -243,7 +243,7 @@ fn null_build_sigint_while_a_script_runs_stops_at_once_and_exits_1() {
         Duration::from_millis(200),
     );
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
-    // The script would take four minutes, longer than the build may take in all (the bound of
+    // The script would take twenty minutes, longer than the build may take in all (the bound of
     // `interrupt_at`): that the build exited at all shows the interrupt stopped the script.
     assert!(
         err.contains("==> Interrupt received: cancelling the builds"),

@@ -351,7 +351,7 @@ fn build_web_worker_sigint_while_waiting_for_ssh_uploading_or_running_a_script_l
         (
             "running a script",
             json!([{"type": "shell", "remote_folder": sandbox.display().to_string(),
-                    "inline": ["echo script is sleeping", "sleep 240"]}]),
+                    "inline": ["echo script is sleeping", "sleep 1200"]}]),
             vec![],
             "web_worker: script is sleeping",
             Duration::from_millis(200),
