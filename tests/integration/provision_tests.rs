@@ -986,9 +986,12 @@ async fn prov_shell_local_timeout_kills_the_process_group() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "prov-local-timeout");
     let pidfile = fx.local("sleep.pid").display().to_string();
+    // 3 s: on a loaded machine starting the shell and its `sleep` can take a good part of a
+    // second, and the pid file must be written before the timeout strikes. The `sleep` lasts
+    // far longer than the wait below, so only the group kill can end it in time.
     let template = fx.template(
-        json!([{"type": "shell-local", "timeout": "1s", "inline": [
-            format!("sleep 30 & echo $! > {}", q(&pidfile)),
+        json!([{"type": "shell-local", "timeout": "3s", "inline": [
+            format!("sleep 600 & echo $! > {}", q(&pidfile)),
             "echo started",
             "wait"
         ]}]),
@@ -1004,7 +1007,7 @@ async fn prov_shell_local_timeout_kills_the_process_group() {
     let pid = std::fs::read_to_string(&pidfile).expect("pid file");
     let stat = format!("/proc/{}/stat", pid.trim());
     // A bound on the wait, not a measure: it ends as soon as the process is gone.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     // Gone, or a zombie waiting for a reaper: either way no longer running.
     let dead = || match std::fs::read_to_string(&stat) {
         Err(_) => true,
@@ -1016,7 +1019,17 @@ async fn prov_shell_local_timeout_kills_the_process_group() {
     while !dead() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(dead(), "the background sleep {} still runs", pid.trim());
+    let alive = !dead();
+    if alive {
+        // Not left running for ten minutes after a failure: the `sleep` this test started.
+        if let Ok(p) = pid.trim().parse::<i32>() {
+            // SAFETY: kill(2) on a process this test's script started.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+    }
+    assert!(!alive, "the background sleep {} still runs", pid.trim());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
