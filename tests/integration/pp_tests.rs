@@ -1043,7 +1043,7 @@ fn pp_interrupting_a_shell_local_post_processor_kills_its_processes_and_keeps_th
         &world,
         json!({"name": "web"}),
         json!([{"type": "shell-local", "inline": [
-            "sleep 60 &",
+            "sleep 600 &",
             "echo $! > sleep.pid",
             "echo started",
             "wait"
@@ -1051,7 +1051,8 @@ fn pp_interrupting_a_shell_local_post_processor_kills_its_processes_and_keeps_th
     );
     let s = Scratch::new().with("t.json", &t);
     let before = state(&world);
-    // The script waits for a minute-long `sleep`: the interrupt must stop it, and its child.
+    // The script waits for a ten-minute `sleep` (longer than the wait for it to go below, so it
+    // cannot end by itself in time): the interrupt must stop it, and its child.
     let (code, out, err) = interrupt(&s, &e, "none:0", "    web (shell-local): started", false);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
