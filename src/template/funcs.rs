@@ -752,14 +752,14 @@ mod tests {
     #[test]
     fn env_only_in_variable_defaults() {
         let v = vars();
-        std::env::set_var("IMGBUILD_FUNCS_TEST", "from-env");
+        // A variable the process already has: `std::env::set_var` here would race with the
+        // other unit tests reading the environment on their threads (undefined behaviour).
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert!(!path.is_empty(), "the test process has a PATH");
         let e = engine();
         let mut s = scope(Phase::Variables, &v);
         s.build_name = None;
-        assert_eq!(
-            e.render("{{env `IMGBUILD_FUNCS_TEST`}}", &s).unwrap(),
-            "from-env"
-        );
+        assert_eq!(e.render("{{env `PATH`}}", &s).unwrap(), path);
         let err = e
             .render("x {{env `HOME`}}", &scope(Phase::Prepare, &v))
             .unwrap_err();

@@ -63,13 +63,16 @@ fn the_first_boot_wait_ends_at_ssh_timeout_and_at_ctrl_c_leaving_nothing() {
     let e = env(&world);
     let before = state(&world);
 
-    let b = ssh_world_builder(&world, json!({"ssh_timeout": "3s"}));
+    // ssh_timeout also bounds the SSH login before the wait: 3 s was too short for a login on a
+    // loaded machine (sshd asks the emulator for the keys), which then failed as "timed out
+    // waiting for SSH" instead of at the first-boot wait.
+    let b = ssh_world_builder(&world, json!({"ssh_timeout": "10s"}));
     let s = Scratch::new().with("t.json", &template(b, provisioners()));
     let (code, out, err) = Building::start(&s, &e, None).finish();
     let all = format!("{out}\n{err}");
     assert_eq!(code, 1, "{all}");
     assert!(
-        all.contains("first boot did not finish within ssh_timeout (3s): still waiting for cloud-init status --wait; raise ssh_timeout, or set \"wait_for_boot\": false"),
+        all.contains("first boot did not finish within ssh_timeout (10s): still waiting for cloud-init status --wait; raise ssh_timeout, or set \"wait_for_boot\": false"),
         "{all}"
     );
     assert!(!all.contains("provisioner-ran"), "{all}");

@@ -3,8 +3,6 @@
 //! with a snapshot taken before the build (by ID: moto has ~1100 default snapshots and AMIs).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -12,8 +10,8 @@ use crate::support::build::{
     ami_from_stdout, amis_of, build, builder, cleanup, env, journal_events, journals, ssh_builder,
     template, Env,
 };
-use crate::support::building::{Building, MARKER_TIMEOUT, RUN_TIMEOUT};
-use crate::support::cli::{imgbuild_bin, imgbuild_env, Scratch};
+use crate::support::building::{Building, MARKER_TIMEOUT};
+use crate::support::cli::{imgbuild_env, Scratch};
 use crate::support::faults::rounds;
 use crate::support::faults::{print_table, Tally};
 use crate::support::state::{leaks, state, Region};
@@ -510,7 +508,10 @@ fn cleanup_leaves_a_running_build_alone() {
     let s = Scratch::new().with("t.json", &template(builder(&world, json!({})), json!([])));
     let e = env(&world);
     let before = state(&world);
-    let mut b = Building::start(&s, &e, Some("launch:120"));
+    // Held for an hour (the interrupt at the end cuts the hold short): with a shorter hold, two
+    // cleanups on a loaded machine could outlast it and the build would go on and change the
+    // state this test compares.
+    let mut b = Building::start(&s, &e, Some("launch:3600"));
     b.wait_for("test hook: pausing");
     let running = state(&world);
     assert!(!leaks(&before, &running, &[]).is_empty());
@@ -563,42 +564,26 @@ fn two_cleanups_at_once_both_succeed_and_leave_nothing() {
     let world = world_or_skip!();
     let (e, before) = killed_build(&world, json!({"ami_regions": ["us-west-2"]}), "copy");
     assert!(leaks(&before, &state(&world), &[]).len() >= 5);
-    let spawn = || {
-        let mut cmd = Command::new(imgbuild_bin());
-        cmd.args(["cleanup", "-color=false"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", std::env::var("HOME").unwrap_or_default())
-            .envs(e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cleanup starts")
-    };
-    let children = [spawn(), spawn()];
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    for c in children {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let waited = std::thread::scope(|sc| {
-            let h = sc.spawn(|| c.wait_with_output());
-            let t0 = Instant::now();
-            while !h.is_finished() && t0.elapsed() < left {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            h.is_finished().then(|| h.join())
-        });
-        let out = match waited {
-            Some(Ok(Ok(o))) => o,
-            _ => panic!("a cleanup did not finish within {RUN_TIMEOUT:?}"),
-        };
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    // Both at once, each bounded (`imgbuild_env` kills its child past its bound and fails). The
+    // earlier bounded wait here could not end: a scoped thread is joined at the end of its
+    // scope, so a hanging cleanup hung the test instead of failing it.
+    let vars: Vec<(&str, &str)> = e
+        .vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let runs: Vec<_> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                sc.spawn(|| imgbuild_env(dir.path(), &["cleanup", "-color=false"], None, &vars))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    for r in runs {
+        let r = r.unwrap_or_else(|_| panic!("a cleanup run failed (see its panic above)"));
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     }
     let left = leaks(&before, &state(&world), &[]);
     assert!(left.is_empty(), "{left:?}");
@@ -666,10 +651,7 @@ fn cleanup_by_tags_alone_removes_undelivered_images_but_never_a_product() {
 #[test]
 fn cleanup_that_cannot_reach_ec2_exits_3_and_keeps_the_journal() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = crate::support::tools::closed_port();
     let journal = dir
         .path()
         .join("0190c4a2-7b3e-7cc0-8000-000000000001.b.jsonl");

@@ -165,7 +165,10 @@ fn null_build_with_a_key_the_machine_does_not_accept_says_why() {
     let t = json!({
         "builders": [fx.builder(json!({
             "ssh_private_key_file": other.display().to_string(),
-            "ssh_timeout": "3s", "ssh_handshake_attempts": 2
+            // Long: the build ends after its 2 refused logins, and a login on a loaded machine
+            // (sshd asks the emulator for the keys) can take seconds, so 3 s could end in a
+            // timeout before the second refusal.
+            "ssh_timeout": "120s", "ssh_handshake_attempts": 2
         }))],
         "provisioners": [{"type": "shell", "remote_folder": fx.remote, "inline": ["true"]}]
     });
@@ -229,7 +232,7 @@ fn null_build_sigint_while_a_script_runs_stops_at_once_and_exits_1() {
     let t = json!({
         "builders": [fx.builder(json!({}))],
         "provisioners": [{"type": "shell", "remote_folder": fx.remote,
-            "inline": ["echo sleeping now", "sleep 240"]}]
+            "inline": ["echo sleeping now", "sleep 1200"]}]
     });
     std::fs::write(fx.local("t.json"), t.to_string()).expect("write");
     let (code, out, err) = interrupt_at(
@@ -240,7 +243,7 @@ fn null_build_sigint_while_a_script_runs_stops_at_once_and_exits_1() {
         Duration::from_millis(200),
     );
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
-    // The script would take four minutes, longer than the build may take in all (the bound of
+    // The script would take twenty minutes, longer than the build may take in all (the bound of
     // `interrupt_at`): that the build exited at all shows the interrupt stopped the script.
     assert!(
         err.contains("==> Interrupt received: cancelling the builds"),
@@ -344,22 +347,24 @@ fn null_build_applies_ssh_ciphers() {
     let world = world_or_skip!(shared);
     let fx = NullFx::new(world, "null-ciphers");
     let marker = fx.r("ran");
-    let template = |ciphers: Value| {
+    // `ssh_timeout`: long where the login must work (a login on a loaded machine can take
+    // seconds), short where it cannot (the build waits for it to pass).
+    let template = |ciphers: Value, ssh_timeout: &str| {
         json!({
-            "builders": [fx.builder(json!({"ssh_ciphers": ciphers, "ssh_timeout": "5s"}))],
+            "builders": [fx.builder(json!({"ssh_ciphers": ciphers, "ssh_timeout": ssh_timeout}))],
             "provisioners": [{"type": "shell", "remote_folder": fx.remote,
                               "inline": [format!("touch {}", q(&marker))]}]
         })
     };
     // A cipher both sides have: it works.
-    let r = fx.build(&template(json!(["aes256-ctr"])), &[]);
+    let r = fx.build(&template(json!(["aes256-ctr"]), "120s"), &[]);
     assert_ok(&r);
     assert_eq!(
         fx.sh(&format!("test -e {} && echo yes", q(&marker))),
         "yes\n"
     );
     // Names the SSH library does not know at all: refused at once, with what it knows.
-    let r = fx.build(&template(json!(["no-such-cipher"])), &[]);
+    let r = fx.build(&template(json!(["no-such-cipher"]), "120s"), &[]);
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains(
@@ -372,6 +377,6 @@ fn null_build_applies_ssh_ciphers() {
     // Not retried: a retry would say "Still waiting for SSH ... (attempt N)" first.
     assert!(!r.stdout.contains("Still waiting for SSH"), "{}", r.stdout);
     // Only a cipher this OpenSSH no longer accepts: the list is what is offered, so no login.
-    let r = fx.build(&template(json!(["3des-cbc"])), &[]);
+    let r = fx.build(&template(json!(["3des-cbc"]), "5s"), &[]);
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
 }

@@ -61,10 +61,7 @@ fn world_env_file_sends_cleanup_to_the_emulator_so_a_cleanup_with_nothing_left_e
 
 #[test]
 fn cleanup_whose_search_fails_but_knows_of_nothing_left_exits_1_not_3() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = crate::support::tools::closed_port();
     let journal = tempfile::tempdir().expect("journal dir");
     let vars: Vec<(String, String)> = [
         ("AWS_ACCESS_KEY_ID", "testing"),
@@ -454,10 +451,18 @@ impl IamMoto {
             admin: (String::new(), String::new()),
             dir,
         };
-        let up = (0..300).any(|_| {
+        // A bound on the start, not a measure: moto imports for seconds when idle, and many
+        // times that on a loaded machine (2 cores, load 14), so 30 s was too short.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        let up = loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            if std::time::Instant::now() > deadline || !matches!(moto.child.try_wait(), Ok(None)) {
+                break false;
+            }
             std::thread::sleep(std::time::Duration::from_millis(100));
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        };
         assert!(up, "moto did not listen: {}", moto.log());
         let admin = moto.dir.path().join("admin.json");
         std::fs::write(

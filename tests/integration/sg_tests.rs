@@ -132,9 +132,10 @@ fn an_address_that_cannot_be_found_fails_the_build_before_anything_is_created() 
         let _ = c.read(&mut buf);
         let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n<html>hi</html>\r\n");
     });
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let closed_url = format!("http://{}/ip", closed.local_addr().expect("addr"));
-    drop(closed);
+    let closed_url = format!(
+        "http://127.0.0.1:{}/ip",
+        crate::support::tools::closed_port()
+    );
     for (url, problem) in [
         (
             &garbage_url,

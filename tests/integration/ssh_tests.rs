@@ -264,12 +264,6 @@ impl Drop for Proxy {
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn world_addr(world: &TestWorld) -> SocketAddr {
     format!("{}:{}", world.ssh_host(), world.ssh_port())
         .parse()
@@ -336,6 +330,17 @@ fn events_sink() -> (
     })
 }
 
+/// Waits until `done()` holds, polling every 20 ms; panics naming `what` after a minute. A bound
+/// on a hanging test, not a measure: on a loaded machine (2 cores, load 14) a thread can wait
+/// seconds for a core, so the tests wait for what they need instead of sleeping a fixed time.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// How many connection attempts `events` records so far.
 fn attempts(events: &Mutex<Vec<ConnectEvent>>) -> usize {
     events
@@ -389,14 +394,24 @@ async fn ssh_connects_and_runs_a_command() {
 async fn ssh_connect_waits_for_a_port_that_opens_late_within_the_retry_interval() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-late");
-    let port = free_port();
+    // Bound but not listening (refused) until the test opens it; no one else can take it.
+    let closed = crate::support::tools::ClosedPort::new();
     let mut opts = fx.opts();
-    opts.port = port;
+    opts.port = closed.port;
     let (events, sink) = events_sink();
     let connect = tokio::spawn(Session::connect(opts.clone(), Cancel::never(), sink));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Until two attempts were refused (not a fixed sleep: a loaded machine may not get to the
+    // first attempt for a while).
+    wait_until("two refused attempts", || {
+        reasons(&events)
+            .iter()
+            .filter(|r| matches!(r, WaitReason::Refused { .. }))
+            .count()
+            >= 2
+    })
+    .await;
     let attempts_before = attempts(&events);
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+    let listener = closed.open();
     let _proxy = Proxy::start(listener, world_addr(world));
     let session = connect
         .await
@@ -443,8 +458,16 @@ async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-timeout");
     let mut opts = fx.opts();
-    opts.port = free_port();
-    opts.timeout = Duration::from_millis(1500);
+    opts.port = crate::support::tools::closed_port();
+    // Several attempts before the deadline even when a loaded machine delays each retry by a
+    // second or more: a short schedule (3 s with the default one would allow only 5 attempts,
+    // and 1.5 s only 4, when every wake-up is on time).
+    opts.timeout = Duration::from_secs(3);
+    opts.retry = imgbuild::communicator::ssh::RetrySchedule {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(100),
+        factor: 1.5,
+    };
     // Gives up by itself (a bound on the test, not a measure: it ends when connect returns).
     let err = tokio::time::timeout(
         Duration::from_secs(60),
@@ -460,7 +483,7 @@ async fn ssh_connect_timeout_names_the_last_reason_and_what_to_check() {
             attempts,
             ..
         } if matches!(**last_reason, WaitReason::Refused { .. }) => {
-            assert!(*attempts >= 3, "only {attempts} attempts in 1.5 s")
+            assert!(*attempts >= 3, "only {attempts} attempts in 3 s")
         }
         other => panic!("unexpected error: {other:?}"),
     }
@@ -503,7 +526,11 @@ async fn ssh_connect_cancel_interrupts_a_hanging_handshake_at_once() {
     let world = world_or_skip!(shared);
     let fx = Fx::new(world, "ssh-cancel");
     // Accepts TCP and says nothing: the handshake blocks waiting for the banner.
-    let silent = Listener::start(true, |_s| {});
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let silent = Listener::start(true, move |_s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
     let mut opts = fx.opts();
     opts.port = silent.port;
     // Nothing but the cancel can end it: every timeout is an hour.
@@ -512,7 +539,12 @@ async fn ssh_connect_cancel_interrupts_a_hanging_handshake_at_once() {
     let (cancel, rx) = imgbuild::cancel::channel();
     let (events, sink) = events_sink();
     let task = tokio::spawn(Session::connect(opts, rx, sink));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Cancel once the first attempt hangs in its handshake (its TCP connection accepted), not
+    // after a fixed sleep: on a loaded machine the attempt may not have begun by then.
+    wait_until("the first attempt's connection accepted", || {
+        accepted.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     cancel.cancel();
     // A bound on the test, not a measure: the handshake would otherwise wait an hour.
     let result = tokio::time::timeout(Duration::from_secs(60), task)
@@ -663,7 +695,9 @@ async fn ssh_bastion_tunnels_to_the_target() {
 
     // The world's own sshd forbids forwarding: the reason says so, with what to check.
     let mut opts = fx.opts();
-    opts.timeout = Duration::from_secs(4);
+    // Long enough that an attempt finishes (and is refused forwarding) before the deadline on a
+    // loaded machine: an attempt cut short by the deadline would name an I/O timeout instead.
+    opts.timeout = Duration::from_secs(10);
     opts.bastion = Some(BastionOptions {
         host: world.ssh_host().into(),
         port: world.ssh_port(),
@@ -905,7 +939,8 @@ async fn ssh_exec_reports_a_dropped_connection_as_disconnected() {
         )
         .await
     });
-    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+    // A bound on the test, not a measure (a loaded machine can take seconds to run `echo`).
+    let first = tokio::time::timeout(Duration::from_secs(60), rx.recv())
         .await
         .expect("first line in time");
     assert_eq!(first.as_deref(), Some("started"));
@@ -944,7 +979,18 @@ async fn ssh_keepalives_flow_while_idle_and_not_when_disabled() {
             .await
             .expect("exec");
         assert!(o.success());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Until the exec's last packets (channel close, window adjust) have passed: no byte for
+        // half a second (below the 1-s keep-alive interval). A fixed 300 ms was too short on a
+        // loaded machine, where those packets came later and counted as "sent while idle".
+        let mut last = (proxy.upstream_bytes.load(Ordering::SeqCst), Instant::now());
+        wait_until("the connection quiet after exec", || {
+            let now = proxy.upstream_bytes.load(Ordering::SeqCst);
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            last.1.elapsed() >= Duration::from_millis(500)
+        })
+        .await;
         let before = proxy.upstream_bytes.load(Ordering::SeqCst);
         if interval.is_zero() {
             // Off: nothing at all in an idle while (longer than the interval above).

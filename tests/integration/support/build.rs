@@ -65,12 +65,11 @@ pub fn template(builder: Value, provisioners: Value) -> String {
     .to_string()
 }
 
-/// An SSH builder that cannot get further than provisioning: a port nothing listens on.
+/// An SSH builder that cannot get further than provisioning: a port nothing listens on (see
+/// [`super::tools::closed_port`]).
 pub fn ssh_builder(world: &TestWorld, extra: Value) -> Value {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // Refuses connections for the whole test run (a port merely freed could be taken).
+    let port = super::tools::closed_port();
     let mut b = builder(
         world,
         json!({"communicator": "ssh", "ssh_host": "127.0.0.1", "ssh_port": port,

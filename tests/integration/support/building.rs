@@ -6,22 +6,27 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::build::Env;
 use super::cli::{imgbuild_bin, Scratch};
 
-/// How long a build may take to reach its pause point.
-pub const MARKER_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long a build or a cleanup may take in all.
-pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a build may take to reach its pause point. Only a bound on a hanging test, sized for
+/// a loaded machine (2 cores at load 14 run a build ten times slower than idle).
+pub const MARKER_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a build or a cleanup may take in all (as [`super::cli::RUN_BOUND`]). Tests that must
+/// show that something was cut short make it last longer than this (a 20-minute `sleep`, an
+/// hour-long pause).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A running `imgbuild build`, its stdout lines as they come. Dropping it kills it (by its PID)
 /// if it still runs.
 pub struct Building {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Stderr so far (the reader thread appends as it reads).
+    stderr_so_far: Arc<Mutex<String>>,
     out: Option<std::thread::JoinHandle<String>>,
     err: Option<std::thread::JoinHandle<String>>,
 }
@@ -71,10 +76,23 @@ impl Building {
             }
             all
         });
-        let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        let stderr_so_far: Arc<Mutex<String>> = Arc::default();
+        let so_far = stderr_so_far.clone();
+        let err = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut s = so_far.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
         Building {
             child,
             lines,
+            stderr_so_far,
             out: Some(out),
             err: Some(err),
         }
@@ -112,6 +130,28 @@ impl Building {
                     panic!("`{marker}`{times} never appeared.\nstdout:\n{out}\nstderr:\n{err}");
                 }
             }
+        }
+    }
+
+    /// Waits (bounded, [`MARKER_TIMEOUT`]) until stderr contains `marker`.
+    pub fn wait_for_stderr(&mut self, marker: &str) {
+        let deadline = Instant::now() + MARKER_TIMEOUT;
+        loop {
+            let seen = self
+                .stderr_so_far
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(marker);
+            if seen {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let (out, err) = self.output();
+                panic!("`{marker}` never appeared on stderr.\nstdout:\n{out}\nstderr:\n{err}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -176,7 +216,8 @@ impl Drop for Building {
 
 /// Starts `imgbuild build -color=false t.json` in `s` held at `pause` (`IMGBUILD_TEST_PAUSE`,
 /// e.g. `launch:3600`), waits for a stdout line containing `marker`, sends SIGINT (`twice`: a
-/// second one 300 ms later) and waits for it to exit; its exit code, stdout and stderr.
+/// second one once the build has said it received the first) and waits for it to exit; its exit
+/// code, stdout and stderr.
 ///
 /// A pause longer than [`RUN_TIMEOUT`] makes "the interrupt cut the pause short" part of the
 /// result: a build that slept through it would not exit in time and the test would fail.
@@ -191,7 +232,10 @@ pub fn interrupt(
     b.wait_for(marker);
     b.sigint();
     if twice {
-        std::thread::sleep(Duration::from_millis(300));
+        // Not after a fixed delay: two SIGINTs that arrive before the build's signal task runs
+        // count as one (tokio coalesces them), and on a loaded machine that task can wait
+        // longer than any fixed delay.
+        b.wait_for_stderr("==> Interrupt received");
         b.sigint();
     }
     b.finish()

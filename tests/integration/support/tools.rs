@@ -1,6 +1,7 @@
 //! Local tools some tests need besides the world: Ansible (`scripts/testworld.sh install` puts
 //! ansible-core in a venv of its own; tests put its `bin` first on PATH), a second sshd that
-//! allows forwarding (a bastion), the world's host key fingerprint.
+//! allows forwarding (a bastion), the world's host key fingerprint, and ports that refuse
+//! connections ([`closed_port`], [`ClosedPort`]).
 
 use std::fs;
 use std::net::TcpStream;
@@ -142,4 +143,56 @@ impl Drop for ForwardingSshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port on 127.0.0.1 that refuses connections: bound by a socket that never listens. While it
+/// is held no other socket can take the port (neither `bind` to port 0 nor an outgoing
+/// connection picks a bound port), unlike a port found with `bind(0)` and released, which
+/// another test running in parallel can get (its listener would then answer where the test
+/// expects "connection refused"). [`ClosedPort::open`] starts listening on it.
+pub struct ClosedPort {
+    socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    /// A new closed port (the kernel's choice).
+    pub fn new() -> ClosedPort {
+        ClosedPort::bind(0, false).expect("bind a closed port")
+    }
+
+    /// `port` (one this test had and let go, e.g. a listener it closed), closed again;
+    /// `SO_REUSEADDR`, so that its last connections (TIME_WAIT) do not stand in the way.
+    pub fn again(port: u16) -> std::io::Result<ClosedPort> {
+        ClosedPort::bind(port, true)
+    }
+
+    fn bind(port: u16, reuse: bool) -> std::io::Result<ClosedPort> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.set_reuse_address(reuse)?;
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        socket.bind(&addr.into())?;
+        let port = socket
+            .local_addr()?
+            .as_socket()
+            .map(|a| a.port())
+            .ok_or_else(|| std::io::Error::other("not an IP socket"))?;
+        Ok(ClosedPort { socket, port })
+    }
+
+    /// Starts listening: the port answers from now on.
+    pub fn open(self) -> std::net::TcpListener {
+        self.socket.listen(128).expect("listen on the closed port");
+        self.socket.into()
+    }
+}
+
+/// A port on 127.0.0.1 that refuses connections until this test process exits (its socket is
+/// kept open on purpose, one file descriptor per call). See [`ClosedPort`].
+pub fn closed_port() -> u16 {
+    let p = ClosedPort::new();
+    let port = p.port;
+    std::mem::forget(p);
+    port
 }
