@@ -20,6 +20,9 @@ pub struct SourceFile {
     /// For several files read as one template (an HCL2 folder): where each starts in `text`
     /// and its name. Empty for one file.
     pub parts: Vec<(usize, String)>,
+    /// For an HCL2 template: how the JSON model's paths read in HCL terms (model prefix, HCL
+    /// prefix), set once the model is built. Unset for a JSON template.
+    pub hcl_paths: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 impl SourceFile {
@@ -28,6 +31,7 @@ impl SourceFile {
             name: name.into(),
             text: text.into(),
             parts: Vec::new(),
+            hcl_paths: std::sync::OnceLock::new(),
         })
     }
 
@@ -51,7 +55,44 @@ impl SourceFile {
                 .to_string(),
             text,
             parts,
+            hcl_paths: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether the source is an HCL2 template (its paths read in HCL terms; its values are
+    /// typed strictly, as Packer's HCL2 decoder types them).
+    pub fn is_hcl(&self) -> bool {
+        self.hcl_paths.get().is_some()
+    }
+
+    /// A path as the user reads it: a JSON path for a JSON template; for an HCL2 template, the
+    /// block path (`source.amazon-ebs.web.ami_name`, `build.provisioner[1].inline`).
+    pub fn shown_path(&self, path: &JsonPath) -> String {
+        let s = path.to_string();
+        let Some(table) = self.hcl_paths.get() else {
+            return s;
+        };
+        let best = table
+            .iter()
+            .filter(|(model, _)| {
+                s.strip_prefix(model.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
+            .max_by_key(|(model, _)| model.len());
+        match best {
+            Some((model, hcl)) => format!("{hcl}{}", &s[model.len()..]),
+            None => s,
+        }
+    }
+
+    /// A decoder's message as the user reads it: HCL2 has arguments where JSON has keys.
+    pub fn shown_message(&self, message: &str) -> String {
+        if !self.is_hcl() {
+            return message.to_string();
+        }
+        message
+            .replace("the required key `", "the required argument `")
+            .replace("unknown key `", "unknown argument `")
     }
 
     /// Where the `i`th joined file starts.
@@ -205,7 +246,11 @@ impl Diagnostic {
         let mut out = String::new();
         out.push_str(&paint(code, label));
         out.push_str(": ");
-        out.push_str(&redactor.redact(&self.message));
+        let message = match &self.file {
+            Some(f) => f.shown_message(&self.message),
+            None => self.message.clone(),
+        };
+        out.push_str(&redactor.redact(&message));
         out.push('\n');
         let mut gutter = 1;
         match (&self.file, self.span) {
@@ -219,7 +264,7 @@ impl Diagnostic {
                     paint("1;34", "-->"),
                 ));
                 if let Some(p) = &self.path {
-                    out.push_str(&format!(" at {p}"));
+                    out.push_str(&format!(" at {}", file.shown_path(p)));
                 }
                 out.push('\n');
                 let text = file.line_text(line);
@@ -282,7 +327,7 @@ impl Diagnostic {
             (Some(file), None) => {
                 out.push_str(&format!(" {} {}", paint("1;34", "-->"), file.name));
                 if let Some(p) = &self.path {
-                    out.push_str(&format!(" at {p}"));
+                    out.push_str(&format!(" at {}", file.shown_path(p)));
                 }
                 out.push('\n');
             }
@@ -293,6 +338,10 @@ impl Diagnostic {
             }
         }
         for n in &self.notes {
+            // An HCL2 block's type is its label, never an argument to suggest.
+            if n == "help: did you mean `type`?" && self.file.as_ref().is_some_and(|f| f.is_hcl()) {
+                continue;
+            }
             out.push_str(&format!(
                 "{} {} {}\n",
                 " ".repeat(gutter),

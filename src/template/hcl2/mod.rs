@@ -217,6 +217,8 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
         &mut bound,
         &mut cx,
     )?;
+    // From here on, paths read in HCL terms and values are typed as HCL2 types them.
+    let _ = file.hcl_paths.set(std::mem::take(&mut bound.paths));
     let template = Template::from_root(file.clone(), template_dir, &root, diags)?;
     Some(Loaded {
         template,
@@ -231,6 +233,8 @@ struct Bound {
     values: BTreeMap<String, String>,
     sensitive: Vec<String>,
     params: Vec<params::Request>,
+    /// The model's paths in HCL terms.
+    paths: Vec<(String, String)>,
 }
 
 /// A value as variable text: strings as they are, anything else as JSON.
@@ -280,7 +284,7 @@ fn model(
     ctx.declare_var("data", Value::Object(data_obj));
     vars::validate(&decls, &ctx, cx);
     let local_values = vars::eval_locals(&locals, &mut ctx, cx);
-    let mut out = build::Out::default();
+    let mut out = build::Out::new(bodies.iter().map(|(_, b)| b));
     for (base, body) in bodies {
         cx.base = *base;
         build::builds(body, &srcs, &data, &ctx, cx, &mut out);
@@ -297,6 +301,7 @@ fn model(
         .notes
         .push("help: add build { sources = [\"source.amazon-ebs.NAME\"] }".into());
     }
+    bound.paths = out.take_paths();
     let span = Span::new(0, 0);
     let mut ms = Vec::new();
     let mut vars_m = Vec::new();

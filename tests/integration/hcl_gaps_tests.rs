@@ -1,0 +1,114 @@
+//! HCL2 gaps closed after issue 15: diagnostics name HCL block paths (JSON templates keep JSON
+//! paths), variable values are type-checked deeply as cty converts them, `try` works inside
+//! `${ }`, component fields are typed as strictly as Packer's HCL2 decoder types them, and data
+//! sources may use `local.*` as Packer 1.12+ allows.
+
+use crate::support::cli::Scratch;
+
+/// `validate` of one file in a scratch dir: (exit code, stderr).
+fn validate(name: &str, text: &str, args: &[&str]) -> (i32, String) {
+    let s = Scratch::new().with(name, text);
+    let mut argv = vec!["validate", "-color=false"];
+    argv.extend_from_slice(args);
+    argv.push(name);
+    let r = s.run(&argv);
+    (r.code, r.stderr)
+}
+
+const SOURCE: &str = r#"source "amazon-ebs" "x" {
+  region        = "us-east-1"
+  instance_type = "t3.micro"
+  source_ami    = "ami-12345678"
+  ssh_username  = "ubuntu"
+  ami_name      = "x-{{timestamp}}"
+"#;
+
+/// A decoder's errors in an HCL2 template name the block path (source, build, the nth
+/// provisioner, a chain's nth post-processor, a nested block), say "argument", and never suggest
+/// `type` (a label); the same mistakes in JSON keep their JSON paths.
+#[test]
+fn decoder_errors_in_hcl2_name_block_paths_and_json_keeps_json_paths() {
+    let hcl = format!(
+        "{SOURCE}  launch_block_device_mappings {{
+    device_name = \"/dev/sda1\"
+    volume_size = \"big\"
+  }}
+}}
+source \"null\" \"y\" {{
+  communicator = \"none\"
+}}
+build {{
+  sources = [\"source.amazon-ebs.x\"]
+  provisioner \"shell\" {{
+    inline = [\"true\"]
+  }}
+  provisioner \"shell\" {{
+    inline = [\"true\"]
+    nope   = 1
+  }}
+  post-processors {{
+    post-processor \"manifest\" {{
+      output = \"m.json\"
+    }}
+    post-processor \"manifest\" {{
+      bogus = true
+    }}
+  }}
+}}
+build {{
+  sources = [\"source.null.y\"]
+  provisioner \"shel\" {{
+    inline = [\"true\"]
+  }}
+}}
+"
+    );
+    let (code, err) = validate("t.pkr.hcl", &hcl, &[]);
+    assert_eq!(code, 2, "{err}");
+    let want = "error: `volume_size` must be a whole number, found big
+ --> t.pkr.hcl:9:19 at source.amazon-ebs.x.launch_block_device_mappings[0].volume_size
+  |
+9 |     volume_size = \"big\"
+  |                   ^^^^^
+error: unknown argument `nope` in provisioner 2 (shell)
+  --> t.pkr.hcl:22:5 at build[0].provisioner[1].nope
+   |
+22 |     nope   = 1
+   |     ^^^^
+error: unknown argument `bogus` in post-processor `manifest`
+  --> t.pkr.hcl:29:7 at build[0].post-processors[0].post-processor[1].bogus
+   |
+29 |       bogus = true
+   |       ^^^^^
+   = help: see the template reference in README.md for the keys imgbuild knows
+error: provisioner type `shel` is not supported by imgbuild
+  --> t.pkr.hcl:35:3 at build[1].provisioner[0]
+   |
+35 |   provisioner \"shel\" {
+   |   ^^^^^^^^^^^
+   = help: did you mean `shell`?
+imgbuild: the template is not valid: 4 errors
+";
+    assert_eq!(err, want);
+
+    let json = r#"{"builders": [{"type": "amazon-ebs", "region": "us-east-1", "instance_type": "t3.micro",
+  "source_ami": "ami-12345678", "ssh_username": "ubuntu", "ami_name": "x-{{timestamp}}",
+  "launch_block_device_mappings": [{"device_name": "/dev/sda1", "volume_size": "big"}]}],
+ "provisioners": [{"type": "shell", "inline": ["true"]}, {"type": "shell", "inline": ["true"], "nope": 1}]}
+"#;
+    let (code, err) = validate("t.json", json, &[]);
+    assert_eq!(code, 2, "{err}");
+    let at: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split_once(" at ").map(|x| x.1))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "builders[0].launch_block_device_mappings[0].volume_size",
+            "provisioners[1].nope"
+        ],
+        "{err}"
+    );
+    assert!(err.contains("unknown key `nope`"), "{err}");
+}
