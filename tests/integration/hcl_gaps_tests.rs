@@ -112,3 +112,62 @@ imgbuild: the template is not valid: 4 errors
     );
     assert!(err.contains("unknown key `nope`"), "{err}");
 }
+
+/// Data sources may use `local.*` (Packer 1.12+ evaluates locals and data sources as one
+/// graph); a data source whose argument is another data source's output (through a local) is
+/// refused, saying why.
+#[test]
+fn data_sources_may_use_locals_but_not_other_data_sources_outputs() {
+    let ok = r#"locals {
+  owners  = ["099720109477"]
+  pattern = "ubuntu/images/*"
+  pname   = "/base/ami"
+}
+data "amazon-ami" "u" {
+  owners      = local.owners
+  most_recent = true
+  filters = {
+    name = local.pattern
+  }
+}
+data "amazon-parameterstore" "p" {
+  name = local.pname
+}
+source "amazon-ebs" "x" {
+  region        = "us-east-1"
+  instance_type = "t3.micro"
+  source_ami    = data.amazon-ami.u.id
+  ssh_username  = "ubuntu"
+  ami_name      = "x-{{timestamp}}"
+  tags = {
+    Base = data.amazon-parameterstore.p.value
+  }
+}
+build {
+  sources = ["source.amazon-ebs.x"]
+}
+"#;
+    let (code, err) = validate("t.pkr.hcl", ok, &[]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let s = Scratch::new().with("t.pkr.hcl", ok);
+    let r = s.run(&["inspect", "-color=false", "t.pkr.hcl"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let chained = ok.replace(
+        "  pname   = \"/base/ami\"\n",
+        "  pname   = \"/base/ami\"\n  next    = \"${data.amazon-parameterstore.p.value}/next\"\n}\ndata \"amazon-parameterstore\" \"q\" {\n  name = local.next\n",
+    );
+    let (code, err) = validate("t.pkr.hcl", &chained, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        "error: `name` uses `data.amazon-parameterstore.p.value`, another data source's output: imgbuild reads every parameter before the build starts, so one data source cannot depend on another
+ --> t.pkr.hcl:8:10 at data.amazon-parameterstore.q.name
+  |
+8 |   name = local.next
+  |          ^^^^^^^^^^
+  = help: write the value directly, or pass it in a variable (-var, -var-file)
+imgbuild: the template is not valid: 1 error
+"
+    );
+}

@@ -279,11 +279,12 @@ fn model(
     let var_obj = vars::object(&decls, lenient, cx);
     let mut ctx = context(template_dir);
     ctx.declare_var("var", var_obj.clone());
-    bound.params = params::requests(&data, &ctx, cx);
     params::apply(&mut data_obj);
     ctx.declare_var("data", Value::Object(data_obj));
     vars::validate(&decls, &ctx, cx);
     let local_values = vars::eval_locals(&locals, &mut ctx, cx);
+    // As Packer 1.12+ (one dependency graph): data sources may use locals.
+    bound.params = params::requests(&data, &ctx, cx);
     let mut out = build::Out::new(bodies.iter().map(|(_, b)| b));
     for (base, body) in bodies {
         cx.base = *base;
