@@ -171,3 +171,61 @@ imgbuild: the template is not valid: 1 error
 "
     );
 }
+
+/// Component fields are typed as Packer's HCL2 decoder (cty) types them: no single string for a
+/// list of strings, no single number for a list of numbers, no number for a bool, and only
+/// "true"/"false"/"1"/"0" as text for a bool; the same values in JSON are accepted weakly, as
+/// Packer's JSON decoder accepts them.
+#[test]
+fn hcl2_component_fields_are_typed_strictly_as_packer_types_them() {
+    let hcl = format!(
+        "{SOURCE}  ebs_optimized = 1
+  encrypt_boot  = \"1\"
+}}
+build {{
+  sources = [\"source.amazon-ebs.x\"]
+  provisioner \"shell\" {{
+    inline            = \"echo hi\"
+    valid_exit_codes  = 0
+    expect_disconnect = \"True\"
+  }}
+}}
+"
+    );
+    let (code, err) = validate("t.pkr.hcl", &hcl, &[]);
+    assert_eq!(code, 2, "{err}");
+    let want = "error: `ebs_optimized` must be true or false, found a number
+ --> t.pkr.hcl:7:19 at source.amazon-ebs.x.ebs_optimized
+  |
+7 |   ebs_optimized = 1
+  |                   ^
+error: `inline` must be a list of strings, found a string
+  --> t.pkr.hcl:13:25 at build.provisioner[0].inline
+   |
+13 |     inline            = \"echo hi\"
+   |                         ^^^^^^^^^
+   = help: HCL2 takes no single string for a list: write inline = [\"...\"]
+error: `valid_exit_codes` must be a list of whole numbers, found a number
+  --> t.pkr.hcl:14:25 at build.provisioner[0].valid_exit_codes
+   |
+14 |     valid_exit_codes  = 0
+   |                         ^
+   = help: HCL2 takes no single value for a list: write valid_exit_codes = [0]
+error: `expect_disconnect` must be true or false, found \"True\"
+  --> t.pkr.hcl:15:25 at build.provisioner[0].expect_disconnect
+   |
+15 |     expect_disconnect = \"True\"
+   |                         ^^^^^^
+   = help: HCL2 converts only lowercase text: write true
+imgbuild: the template is not valid: 4 errors
+";
+    assert_eq!(err, want);
+
+    let json = r#"{"builders": [{"type": "amazon-ebs", "region": "us-east-1", "instance_type": "t3.micro",
+  "source_ami": "ami-12345678", "ssh_username": "ubuntu", "ami_name": "x-{{timestamp}}",
+  "ebs_optimized": 1, "encrypt_boot": "1"}],
+ "provisioners": [{"type": "shell", "inline": "echo hi", "valid_exit_codes": 0, "expect_disconnect": "True"}]}
+"#;
+    let (code, err) = validate("t.json", json, &[]);
+    assert_eq!((code, err.as_str()), (0, ""));
+}
