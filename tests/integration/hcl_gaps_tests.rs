@@ -229,3 +229,108 @@ imgbuild: the template is not valid: 4 errors
     let (code, err) = validate("t.json", json, &[]);
     assert_eq!((code, err.as_str()), (0, ""));
 }
+
+const TYPED: &str = r#"variable "disks" {
+  type = list(object({
+    name = string
+    size = optional(number, 8)
+  }))
+  default = [{ name = "root", extra = true }]
+}
+variable "tags" {
+  type    = map(string)
+  default = { a = 1 }
+}
+variable "n" {
+  type    = number
+  default = "3"
+}
+source "null" "x" {
+  communicator = "none"
+}
+build {
+  sources = ["source.null.x"]
+  provisioner "shell-local" {
+    inline = ["printf '%s %s %s' '${jsonencode(var.disks)}' '${jsonencode(var.tags)}' '${jsonencode(var.n)}' > out.txt"]
+  }
+}
+"#;
+
+/// Variable values are converted to their declared types deeply, as cty converts them, from
+/// every source (default, -var-file .pkrvars.hcl and JSON, -var, PKR_VAR_*): a value that does
+/// not convert is an error that says which element or attribute is wrong and what it wanted,
+/// located at that part in a file, or naming the flag or environment variable.
+#[test]
+fn variable_values_are_type_checked_deeply_from_every_source() {
+    // What converts: numbers to strings, text to numbers, optional attributes defaulted, extra
+    // attributes dropped.
+    let s = Scratch::new().with("t.pkr.hcl", TYPED);
+    let r = s.run(&["build", "-color=false", "t.pkr.hcl"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let out = std::fs::read_to_string(s.path("out.txt")).expect("out.txt");
+    assert_eq!(out, r#"[{"name":"root","size":8}] {"a":"1"} 3"#);
+
+    let bad_default = TYPED.replace(
+        "default = [{ name = \"root\", extra = true }]",
+        "default = [{ name = \"root\" }, { name = {} }]",
+    );
+    let (code, err) = validate("t.pkr.hcl", &bad_default, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        "error: the default of `disks` is not a valid list(object({name=string, size=optional(number)})): at `[1].name`: a string is required, found an object
+ --> t.pkr.hcl:6:42 at variable.disks.default
+  |
+6 |   default = [{ name = \"root\" }, { name = {} }]
+  |                                          ^^
+imgbuild: the template is not valid: 1 error
+"
+    );
+
+    let s = Scratch::new()
+        .with("t.pkr.hcl", TYPED)
+        .with("v.pkrvars.hcl", "disks = [\n  { size = 1 },\n]\ntags = {\n  b = [\"y\"]\n}\n")
+        .with("v.json", "{\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}\n");
+    let r = crate::support::cli::imgbuild_env(
+        s.dir.path(),
+        &[
+            "validate",
+            "-color=false",
+            "-var-file=v.pkrvars.hcl",
+            "-var-file=v.json",
+            "-var",
+            "disks=[{name = \"a\", size = \"big\"}]",
+            "t.pkr.hcl",
+        ],
+        None,
+        &[("PKR_VAR_n", "x1")],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "error: the var file sets `disks` to a value that is not a valid list(object({name=string, size=optional(number)})): at `[0]`: attribute \"name\" is required (the type is object({name=string, size=optional(number)}))
+ --> v.pkrvars.hcl:2:3
+  |
+2 |   { size = 1 },
+  |   ^^^^^^^^^^^^
+error: the var file sets `tags` to a value that is not a valid map(string): at `b`: a string is required, found a list
+ --> v.pkrvars.hcl:5:7
+  |
+5 |   b = [\"y\"]
+  |       ^^^^^
+error: the var file sets `n` to a value that is not a valid number: a number is required, found the string \"many\"
+ --> v.json:1:7
+  |
+1 | {\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}
+  |       ^^^^^^
+error: the var file sets `tags` to a value that is not a valid map(string): at `a`: a string is required, found an object
+ --> v.json:1:29
+  |
+1 | {\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}
+  |                             ^^^^^^^^
+error: PKR_VAR_n is not a valid number: a number is required, found the string \"x1\"
+error: -var disks: not a valid list(object({name=string, size=optional(number)})): at `[0].size`: a number is required, found the string \"big\"
+imgbuild: the template is not valid: 6 errors
+"
+    );
+}

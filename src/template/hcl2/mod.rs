@@ -12,6 +12,7 @@ pub mod eval;
 pub mod funcs;
 pub mod json_syntax;
 pub mod params;
+pub mod types;
 pub mod upgrade;
 pub mod vars;
 
