@@ -90,9 +90,24 @@ impl SourceFile {
         if !self.is_hcl() {
             return message.to_string();
         }
-        message
+        static NAMES: std::sync::LazyLock<[(regex::Regex, &str); 2]> =
+            std::sync::LazyLock::new(|| {
+                let re = |p: &str| regex::Regex::new(p).expect("a valid pattern");
+                [
+                    // The JSON model's `builder `NAME` (TYPE)` is the source `TYPE.NAME`.
+                    (re(r"builder `([^`]*)` \(([^)]*)\)"), "source `$2.$1`"),
+                    // `provisioner 2 (shell)` counts the model's provisioners; the path has
+                    // the block's place.
+                    (re(r"provisioner \d+ \(([^)]*)\)"), "provisioner `$1`"),
+                ]
+            });
+        let mut m = message
             .replace("the required key `", "the required argument `")
-            .replace("unknown key `", "unknown argument `")
+            .replace("unknown key `", "unknown argument `");
+        for (re, with) in NAMES.iter() {
+            m = re.replace_all(&m, *with).into_owned();
+        }
+        m
     }
 
     /// Where the `i`th joined file starts.
@@ -442,6 +457,44 @@ pub fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hcl2_paths_and_messages_read_in_hcl_terms_and_json_ones_do_not_change() {
+        let json = SourceFile::new("t.json", "{}");
+        let hcl = SourceFile::new("t.pkr.hcl", "");
+        let table = vec![
+            ("builders[0]".to_string(), "source.amazon-ebs.web".to_string()),
+            ("post-processors[1]".to_string(), "build.post-processors[0]".to_string()),
+            (
+                "post-processors[1][0]".to_string(),
+                "build.post-processors[0].post-processor[0]".to_string(),
+            ),
+        ];
+        hcl.hcl_paths.set(table).expect("unset");
+        let p = |s: &[&str], i: Option<usize>| {
+            let mut p = JsonPath::root();
+            for k in s {
+                p = p.key(k);
+            }
+            i.map_or(p.clone(), |i| p.index(1).index(i))
+        };
+        let cases = [
+            (p(&["builders"], None).index(0).key("ami_name"), "source.amazon-ebs.web.ami_name"),
+            (p(&["post-processors"], Some(0)).key("output"), "build.post-processors[0].post-processor[0].output"),
+            // `builders[0]` is no prefix of `builders[01]`-like keys, nor of other roots.
+            (p(&["builders0"], None), "builders0"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(hcl.shown_path(&path), want);
+            assert_eq!(json.shown_path(&path), path.to_string());
+        }
+        let m = "unknown key `x` in builder `web` (amazon-ebs); provisioner 2 (shell) is missing the required key `inline`";
+        assert_eq!(
+            hcl.shown_message(m),
+            "unknown argument `x` in source `amazon-ebs.web`; provisioner `shell` is missing the required argument `inline`"
+        );
+        assert_eq!(json.shown_message(m), m);
+    }
 
     #[test]
     fn line_and_column_count_characters() {

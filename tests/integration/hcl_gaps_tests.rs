@@ -70,7 +70,7 @@ build {{
   |
 9 |     volume_size = \"big\"
   |                   ^^^^^
-error: unknown argument `nope` in provisioner 2 (shell)
+error: unknown argument `nope` in provisioner `shell`
   --> t.pkr.hcl:22:5 at build[0].provisioner[1].nope
    |
 22 |     nope   = 1
