@@ -228,6 +228,18 @@ imgbuild: the template is not valid: 4 errors
 "#;
     let (code, err) = validate("t.json", json, &[]);
     assert_eq!((code, err.as_str()), (0, ""));
+
+    // `hcl2_upgrade` writes a single value for a list option as a list, so its HCL2 validates.
+    let json = r#"{"builders": [{"type": "null", "communicator": "none"}],
+ "provisioners": [{"type": "shell-local", "inline": "echo hi", "valid_exit_codes": 0}]}
+"#;
+    let s = Scratch::new().with("t.json", json);
+    let r = s.run(&["hcl2_upgrade", "t.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(s.path("t.pkr.hcl")).expect("t.pkr.hcl");
+    assert!(text.contains("    inline = [\"echo hi\"]\n    valid_exit_codes = [0]\n"), "{text}");
+    let r = s.run(&["validate", "-color=false", "t.pkr.hcl"]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
 }
 
 const TYPED: &str = r#"variable "disks" {
