@@ -146,6 +146,15 @@ fn resolve_try(e: &mut Expression, ctx: &Ctx) {
             }
         },
         Expression::Traversal(t) => resolve_try(&mut t.expr, ctx),
+        Expression::ForExpr(fe) => {
+            let text = Expression::ForExpr(fe.clone()).to_string();
+            if !(text.contains("try(") || text.contains("can(")) {
+                return;
+            }
+            if let Some(v) = for_with_try(fe, ctx) {
+                *e = Expression::from(v);
+            }
+        }
         Expression::TemplateExpr(t) => {
             let text = t.to_string();
             if !(text.contains("try(") || text.contains("can(")) {
@@ -168,6 +177,63 @@ fn resolve_try(e: &mut Expression, ctx: &Ctx) {
         }
         _ => {}
     }
+}
+
+/// A `for` expression whose body uses `try`/`can`, evaluated here with each element bound, so
+/// that `[for d in var.disks : try(d.size, 8)]` catches as `try` does anywhere else. `None`
+/// when anything fails: the caller's evaluation then reports the error as usual.
+fn for_with_try(fe: &hcl::expr::ForExpr, ctx: &Ctx) -> Option<Value> {
+    let items: Vec<(Value, Value)> = match fe.collection_expr.evaluate(ctx).ok()? {
+        Value::Array(a) => a
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (Value::from(i as u64), v))
+            .collect(),
+        Value::Object(m) => m.into_iter().map(|(k, v)| (Value::from(k), v)).collect(),
+        _ => return None,
+    };
+    let mut list = Vec::new();
+    let mut obj = hcl::Map::new();
+    for (k, v) in items {
+        let mut inner = ctx.clone();
+        if let Some(kv) = &fe.key_var {
+            inner.declare_var(kv.clone(), k);
+        }
+        inner.declare_var(fe.value_var.clone(), v);
+        let ev = |x: &Expression| {
+            let mut x = x.clone();
+            resolve_try(&mut x, &inner);
+            x.evaluate(&inner).ok()
+        };
+        if let Some(c) = &fe.cond_expr {
+            match ev(c)? {
+                Value::Bool(true) => {}
+                Value::Bool(false) => continue,
+                _ => return None,
+            }
+        }
+        let val = ev(&fe.value_expr)?;
+        let Some(ke) = &fe.key_expr else {
+            list.push(val);
+            continue;
+        };
+        let key = match ev(ke)? {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return None,
+        };
+        if fe.grouping {
+            let group = obj.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+            group.as_array_mut()?.push(val);
+        } else if obj.insert(key, val).is_some() {
+            return None;
+        }
+    }
+    Some(match fe.key_expr {
+        Some(_) => Value::Object(obj),
+        None => Value::Array(list),
+    })
 }
 
 /// `try`/`can` inside a template's interpolations and `%{ if }` directives. A `%{ for }`
@@ -493,7 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn try_and_can_inside_templates_catch_errors_as_in_expressions() {
+    fn try_and_can_inside_templates_and_for_expressions_catch_errors_as_in_expressions() {
         let cases: &[(&str, Value)] = &[
             (r#""a-${try(var.nope, "d")}-b""#, Value::from("a-d-b")),
             (r#""${try(var.nope, 3)}""#, Value::from(3)),
@@ -508,6 +574,25 @@ mod tests {
                 Value::from("ab"),
             ),
             (r#"try(var.nope, "d") == "d""#, Value::from(true)),
+            (
+                r#"[for d in [{s = 1}, {}] : try(d.s, 8)]"#,
+                Value::from(vec![Value::from(1), Value::from(8)]),
+            ),
+            (
+                r#"{for i, d in ["a", "b"] : d => can(d.x) if i > 0}"#,
+                Value::Object([("b".to_string(), Value::from(false))].into_iter().collect()),
+            ),
+            (
+                r#"{for d in ["a", "b", "a"] : d => try(d, "") ...}"#,
+                Value::Object(
+                    [
+                        ("a".to_string(), Value::from(vec!["a", "a"])),
+                        ("b".to_string(), Value::from(vec!["b"])),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+            ),
             (r#"!can(var.nope)"#, Value::from(true)),
         ];
         for (src, want) in cases {
