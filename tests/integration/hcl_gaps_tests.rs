@@ -23,8 +23,9 @@ const SOURCE: &str = r#"source "amazon-ebs" "x" {
   ami_name      = "x-{{timestamp}}"
 "#;
 
-/// A decoder's errors in an HCL2 template name the block path (source, build, the nth
-/// provisioner, a chain's nth post-processor, a nested block), say "argument", and never suggest
+/// A decoder's errors in an HCL2 template name the block path (source, a build's source
+/// override, the nth provisioner, a chain's nth post-processor, a nested block), name sources
+/// and provisioners as HCL does, say "argument", and never suggest
 /// `type` (a label); the same mistakes in JSON keep their JSON paths.
 #[test]
 fn decoder_errors_in_hcl2_name_block_paths_and_json_keeps_json_paths() {
@@ -38,7 +39,9 @@ source \"null\" \"y\" {{
   communicator = \"none\"
 }}
 build {{
-  sources = [\"source.amazon-ebs.x\"]
+  source \"amazon-ebs.x\" {{
+    ssh_port = \"high\"
+  }}
   provisioner \"shell\" {{
     inline = [\"true\"]
   }}
@@ -70,24 +73,29 @@ build {{
   |
 9 |     volume_size = \"big\"
   |                   ^^^^^
-error: unknown argument `nope` in provisioner `shell`
-  --> t.pkr.hcl:22:5 at build[0].provisioner[1].nope
+error: `ssh_port` must be a whole number, found high
+  --> t.pkr.hcl:17:16 at build[0].source.amazon-ebs.x.ssh_port
    |
-22 |     nope   = 1
+17 |     ssh_port = \"high\"
+   |                ^^^^^^
+error: unknown argument `nope` in provisioner `shell`
+  --> t.pkr.hcl:24:5 at build[0].provisioner[1].nope
+   |
+24 |     nope   = 1
    |     ^^^^
 error: unknown argument `bogus` in post-processor `manifest`
-  --> t.pkr.hcl:29:7 at build[0].post-processors[0].post-processor[1].bogus
+  --> t.pkr.hcl:31:7 at build[0].post-processors[0].post-processor[1].bogus
    |
-29 |       bogus = true
+31 |       bogus = true
    |       ^^^^^
    = help: see the template reference in README.md for the keys imgbuild knows
 error: provisioner type `shel` is not supported by imgbuild
-  --> t.pkr.hcl:35:3 at build[1].provisioner[0]
+  --> t.pkr.hcl:37:3 at build[1].provisioner[0]
    |
-35 |   provisioner \"shel\" {
+37 |   provisioner \"shel\" {
    |   ^^^^^^^^^^^
    = help: did you mean `shell`?
-imgbuild: the template is not valid: 4 errors
+imgbuild: the template is not valid: 5 errors
 ";
     assert_eq!(err, want);
 

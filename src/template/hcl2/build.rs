@@ -271,6 +271,19 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                 .key("source")
                 .key(&u.src.kind)
                 .key(&u.src.name);
+            if let Some(o) = u.over {
+                // What the build's `source "TYPE.NAME" { }` block sets is located there.
+                let over = bpath.key("source").key(&u.src.kind).key(&u.src.name);
+                for s in o.body.iter() {
+                    let k = match s {
+                        hcl::edit::structure::Structure::Attribute(a) => a.key.as_str(),
+                        hcl::edit::structure::Structure::Block(b) => b.ident.as_str(),
+                    };
+                    if k != "name" {
+                        out.paths.push((model.key(k).to_string(), over.key(k).to_string()));
+                    }
+                }
+            }
             out.map(model, &hcl);
             out.builders.push(builder(u, data, &sctx, cx));
         }
