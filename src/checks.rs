@@ -155,7 +155,8 @@ pub(crate) fn flag(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<bool
         return None;
     }
     let (node, path) = obj.take(key)?;
-    if let Kind::String(_) = &node.kind {
+    // HCL2 converts text to a bool as cty does (`Obj::bool`), not as mapstructure does.
+    if let (Kind::String(_), false) = (&node.kind, dx.file.is_hcl()) {
         let s = dx.render(node, &path, key)?;
         if s.trim().is_empty() {
             return None;
@@ -236,9 +237,11 @@ pub(crate) fn ints(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<Vec<
             .enumerate()
             .map(|(i, n)| (n, path.index(i)))
             .collect(),
-        Kind::Number(_) | Kind::String(_) => vec![(node, path.clone())],
+        // HCL2 has no number-to-list conversion (Packer: "list of number required").
+        Kind::Number(_) | Kind::String(_) if !dx.file.is_hcl() => vec![(node, path.clone())],
         _ => {
-            dx.error(
+            let hcl = dx.file.is_hcl();
+            let d = dx.error(
                 node.span,
                 &path,
                 format!(
@@ -246,6 +249,11 @@ pub(crate) fn ints(obj: &mut Obj, dx: &mut Dx, key: &'static str) -> Option<Vec<
                     node.type_name()
                 ),
             );
+            if hcl && !matches!(node.kind, Kind::Object(_)) {
+                d.notes.push(format!(
+                    "help: HCL2 takes no single value for a list: write {key} = [0]"
+                ));
+            }
             return None;
         }
     };

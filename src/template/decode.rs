@@ -231,9 +231,32 @@ impl<'n> Obj<'n> {
 
     pub fn bool(&mut self, dx: &mut Dx, key: &'static str) -> Option<bool> {
         let (node, path) = self.take(key)?;
+        let hcl = dx.file.is_hcl();
         match &node.kind {
             Kind::Bool(b) => Some(*b),
-            Kind::Number(n) => Some(n != "0"),
+            Kind::Number(n) if !hcl => Some(n != "0"),
+            // HCL2 converts as cty does: only "true", "false", "1" and "0" are booleans.
+            Kind::String(_) if hcl => {
+                let s = dx.render(node, &path, key)?;
+                match s.as_str() {
+                    "true" | "1" => Some(true),
+                    "false" | "0" => Some(false),
+                    _ => {
+                        let d = dx.error(
+                            node.span,
+                            &path,
+                            format!("`{key}` must be true or false, found \"{s}\""),
+                        );
+                        if matches!(s.to_lowercase().as_str(), "true" | "false") {
+                            d.notes.push(format!(
+                                "help: HCL2 converts only lowercase text: write {}",
+                                s.to_lowercase()
+                            ));
+                        }
+                        None
+                    }
+                }
+            }
             Kind::String(_) => {
                 let s = dx.render(node, &path, key)?;
                 match parse_bool(&s) {
@@ -356,6 +379,16 @@ impl<'n> Obj<'n> {
                 }
                 ok.then_some(out)
             }
+            // HCL2 types strictly (cty has no string-to-list conversion), as Packer 1.7+:
+            // "Inappropriate value for attribute: list of string required".
+            Kind::String(_) if dx.file.is_hcl() && !ONE_STRING_KEYS.contains(&key) => {
+                dx.type_error(node, &path, key, "a list of strings");
+                let d = dx.diags.items.last_mut().expect("just pushed");
+                d.notes.push(format!(
+                    "help: HCL2 takes no single string for a list: write {key} = [\"...\"]"
+                ));
+                None
+            }
             Kind::String(_) => dx.render(node, &path, key).map(|s| vec![s]),
             _ => {
                 dx.type_error(node, &path, key, "a list of strings");
@@ -456,6 +489,10 @@ impl<'n> Obj<'n> {
         }
     }
 }
+
+/// Keys Packer types as one string that decoders read as lists (with their plural twins,
+/// `scripts`, `sources`): a single string is what HCL2 wants for them.
+const ONE_STRING_KEYS: &[&str] = &["script", "source"];
 
 fn key_span(members: &[Member], key: &str) -> Option<Span> {
     members.iter().find(|m| m.key == key).map(|m| m.key_span)

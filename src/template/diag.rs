@@ -20,6 +20,9 @@ pub struct SourceFile {
     /// For several files read as one template (an HCL2 folder): where each starts in `text`
     /// and its name. Empty for one file.
     pub parts: Vec<(usize, String)>,
+    /// For an HCL2 template: how the JSON model's paths read in HCL terms (model prefix, HCL
+    /// prefix), set once the model is built. Unset for a JSON template.
+    pub hcl_paths: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 impl SourceFile {
@@ -28,6 +31,7 @@ impl SourceFile {
             name: name.into(),
             text: text.into(),
             parts: Vec::new(),
+            hcl_paths: std::sync::OnceLock::new(),
         })
     }
 
@@ -51,7 +55,59 @@ impl SourceFile {
                 .to_string(),
             text,
             parts,
+            hcl_paths: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether the source is an HCL2 template (its paths read in HCL terms; its values are
+    /// typed strictly, as Packer's HCL2 decoder types them).
+    pub fn is_hcl(&self) -> bool {
+        self.hcl_paths.get().is_some()
+    }
+
+    /// A path as the user reads it: a JSON path for a JSON template; for an HCL2 template, the
+    /// block path (`source.amazon-ebs.web.ami_name`, `build.provisioner[1].inline`).
+    pub fn shown_path(&self, path: &JsonPath) -> String {
+        let s = path.to_string();
+        let Some(table) = self.hcl_paths.get() else {
+            return s;
+        };
+        let best = table
+            .iter()
+            .filter(|(model, _)| {
+                s.strip_prefix(model.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
+            .max_by_key(|(model, _)| model.len());
+        match best {
+            Some((model, hcl)) => format!("{hcl}{}", &s[model.len()..]),
+            None => s,
+        }
+    }
+
+    /// A decoder's message as the user reads it: HCL2 has arguments where JSON has keys.
+    pub fn shown_message(&self, message: &str) -> String {
+        if !self.is_hcl() {
+            return message.to_string();
+        }
+        static NAMES: std::sync::LazyLock<[(regex::Regex, &str); 2]> =
+            std::sync::LazyLock::new(|| {
+                let re = |p: &str| regex::Regex::new(p).expect("a valid pattern");
+                [
+                    // The JSON model's `builder `NAME` (TYPE)` is the source `TYPE.NAME`.
+                    (re(r"builder `([^`]*)` \(([^)]*)\)"), "source `$2.$1`"),
+                    // `provisioner 2 (shell)` counts the model's provisioners; the path has
+                    // the block's place.
+                    (re(r"provisioner \d+ \(([^)]*)\)"), "provisioner `$1`"),
+                ]
+            });
+        let mut m = message
+            .replace("the required key `", "the required argument `")
+            .replace("unknown key `", "unknown argument `");
+        for (re, with) in NAMES.iter() {
+            m = re.replace_all(&m, *with).into_owned();
+        }
+        m
     }
 
     /// Where the `i`th joined file starts.
@@ -205,7 +261,11 @@ impl Diagnostic {
         let mut out = String::new();
         out.push_str(&paint(code, label));
         out.push_str(": ");
-        out.push_str(&redactor.redact(&self.message));
+        let message = match &self.file {
+            Some(f) => f.shown_message(&self.message),
+            None => self.message.clone(),
+        };
+        out.push_str(&redactor.redact(&message));
         out.push('\n');
         let mut gutter = 1;
         match (&self.file, self.span) {
@@ -219,7 +279,7 @@ impl Diagnostic {
                     paint("1;34", "-->"),
                 ));
                 if let Some(p) = &self.path {
-                    out.push_str(&format!(" at {p}"));
+                    out.push_str(&format!(" at {}", file.shown_path(p)));
                 }
                 out.push('\n');
                 let text = file.line_text(line);
@@ -282,7 +342,7 @@ impl Diagnostic {
             (Some(file), None) => {
                 out.push_str(&format!(" {} {}", paint("1;34", "-->"), file.name));
                 if let Some(p) = &self.path {
-                    out.push_str(&format!(" at {p}"));
+                    out.push_str(&format!(" at {}", file.shown_path(p)));
                 }
                 out.push('\n');
             }
@@ -293,6 +353,10 @@ impl Diagnostic {
             }
         }
         for n in &self.notes {
+            // An HCL2 block's type is its label, never an argument to suggest.
+            if n == "help: did you mean `type`?" && self.file.as_ref().is_some_and(|f| f.is_hcl()) {
+                continue;
+            }
             out.push_str(&format!(
                 "{} {} {}\n",
                 " ".repeat(gutter),
@@ -393,6 +457,44 @@ pub fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hcl2_paths_and_messages_read_in_hcl_terms_and_json_ones_do_not_change() {
+        let json = SourceFile::new("t.json", "{}");
+        let hcl = SourceFile::new("t.pkr.hcl", "");
+        let table = vec![
+            ("builders[0]".to_string(), "source.amazon-ebs.web".to_string()),
+            ("post-processors[1]".to_string(), "build.post-processors[0]".to_string()),
+            (
+                "post-processors[1][0]".to_string(),
+                "build.post-processors[0].post-processor[0]".to_string(),
+            ),
+        ];
+        hcl.hcl_paths.set(table).expect("unset");
+        let p = |s: &[&str], i: Option<usize>| {
+            let mut p = JsonPath::root();
+            for k in s {
+                p = p.key(k);
+            }
+            i.map_or(p.clone(), |i| p.index(1).index(i))
+        };
+        let cases = [
+            (p(&["builders"], None).index(0).key("ami_name"), "source.amazon-ebs.web.ami_name"),
+            (p(&["post-processors"], Some(0)).key("output"), "build.post-processors[0].post-processor[0].output"),
+            // `builders[0]` is no prefix of `builders[01]`-like keys, nor of other roots.
+            (p(&["builders0"], None), "builders0"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(hcl.shown_path(&path), want);
+            assert_eq!(json.shown_path(&path), path.to_string());
+        }
+        let m = "unknown key `x` in builder `web` (amazon-ebs); provisioner 2 (shell) is missing the required key `inline`";
+        assert_eq!(
+            hcl.shown_message(m),
+            "unknown argument `x` in source `amazon-ebs.web`; provisioner `shell` is missing the required argument `inline`"
+        );
+        assert_eq!(json.shown_message(m), m);
+    }
 
     #[test]
     fn line_and_column_count_characters() {

@@ -136,8 +136,8 @@ fn pkr_json_errors_are_located_in_the_json_file() {
     let r = s.run(&["validate", "-color=false", "bad.pkr.json"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     for want in [
-        "error: unknown key `bogus_key` in builder `a` (null)\n --> bad.pkr.json:2:53 at builders[0].bogus_key\n",
-        "error: cannot evaluate `inline`: there is no variable `nope`; declare it with variable \"nope\" { type = string }\n --> bad.pkr.json:4:47 at build.provisioner[1].inline\n",
+        "error: unknown argument `bogus_key` in source `null.a`\n --> bad.pkr.json:2:53 at source.null.a.bogus_key\n",
+        "error: cannot evaluate `inline`: there is no variable `nope`; declare it with variable \"nope\" { type = string }\n --> bad.pkr.json:4:47 at build.provisioner[0].inline\n",
     ] {
         assert!(r.stderr.contains(want), "missing:\n{want}\nin:\n{}", r.stderr);
     }

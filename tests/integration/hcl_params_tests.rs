@@ -1,6 +1,7 @@
 //! HCL2 `data "amazon-parameterstore"` against the test world's moto SSM: the build reads the
 //! parameters (plain and SecureString, endpoint from `custom_endpoint_ssm` and from
-//! AWS_ENDPOINT_URL) and uses their outputs in locals and provisioners, the SecureString masked;
+//! AWS_ENDPOINT_URL; a name from a local, as Packer 1.12+ allows) and uses their outputs in
+//! locals and provisioners, the SecureString masked;
 //! validate makes no AWS call; a missing parameter is a message naming it; an amazon-ebs build
 //! (in `.pkr.json`) takes its `source_ami` and tags from a parameter.
 
@@ -17,7 +18,7 @@ variable "ep" {
   type = string
 }
 data "amazon-parameterstore" "plain" {
-  name                = "${var.prefix}/plain"
+  name                = local.plain_name
   custom_endpoint_ssm = var.ep
 }
 data "amazon-parameterstore" "secret" {
@@ -25,7 +26,8 @@ data "amazon-parameterstore" "secret" {
   with_decryption = true
 }
 locals {
-  greeting = "hello ${data.amazon-parameterstore.plain.value}"
+  greeting   = "hello ${data.amazon-parameterstore.plain.value}"
+  plain_name = "${var.prefix}/plain"
 }
 source "null" "a" {
   communicator = "none"

@@ -17,6 +17,7 @@ mod completion_tests;
 mod config_mgmt_tests;
 mod fault_tests;
 mod fix_tests;
+mod hcl_gaps_tests;
 mod hcl_json_tests;
 mod hcl_params_tests;
 mod hcl_tests;

@@ -170,6 +170,72 @@ pub struct Out {
     pub post_processors: Vec<Node>,
     pub error_cleanup: Option<Node>,
     pub description: Option<String>,
+    /// The model's paths in HCL terms (see `SourceFile::hcl_paths`).
+    pub paths: Vec<(String, String)>,
+    /// How many `build` blocks the template has, and how many were read so far: with more than
+    /// one, a build block's path is `build[i]`.
+    pub build_count: usize,
+    pub builds_seen: usize,
+}
+
+impl Out {
+    /// For a template of these bodies (counts their `build` blocks).
+    pub fn new<'a>(bodies: impl Iterator<Item = &'a Body>) -> Out {
+        Out {
+            build_count: bodies.map(|b| b.get_blocks("build").count()).sum(),
+            ..Default::default()
+        }
+    }
+
+    /// The model's paths in HCL terms, variables included.
+    pub fn take_paths(&mut self) -> Vec<(String, String)> {
+        let mut v = std::mem::take(&mut self.paths);
+        v.push(("variables".into(), "variable".into()));
+        v.push(("sensitive-variables".into(), "variable".into()));
+        v
+    }
+
+    fn map(&mut self, model: JsonPath, hcl: &JsonPath) {
+        // `type` comes from the block's label (and a builder's `name` from the source's).
+        let labels: &[&str] = if model.to_string().starts_with("builders") {
+            &["type", "name"]
+        } else {
+            &["type"]
+        };
+        for key in labels {
+            self.paths
+                .push((model.key(key).to_string(), hcl.to_string()));
+        }
+        self.paths.push((model.to_string(), hcl.to_string()));
+    }
+}
+
+/// Each structure of a build block: its path in HCL terms when it is a block
+/// (`build.provisioner[1]`, `build.post-processors[0]`, `build.error-cleanup-provisioner`),
+/// counting the blocks of each kind.
+fn block_paths(b: &Block, bpath: &JsonPath) -> Vec<Option<JsonPath>> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    b.body
+        .iter()
+        .map(|s| {
+            let pb = s.as_block()?;
+            let kind = pb.ident.as_str();
+            if kind == "error-cleanup-provisioner" {
+                return Some(bpath.key(kind));
+            }
+            let n = match counts.iter_mut().find(|c| c.0 == kind) {
+                Some(c) => {
+                    c.1 += 1;
+                    c.1
+                }
+                None => {
+                    counts.push((kind.to_string(), 0));
+                    0
+                }
+            };
+            Some(bpath.key(kind).index(n))
+        })
+        .collect()
 }
 
 /// One source a build uses: the source, the name of the build (`TYPE.NAME`) and the override
@@ -184,47 +250,85 @@ struct Use<'s, 'b> {
 /// Reads every `build` block.
 pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut Cx, out: &mut Out) {
     for b in body.get_blocks("build") {
-        let bname = string_attr(b, "name", ctx, cx).unwrap_or_default();
-        if let Some(d) = string_attr(b, "description", ctx, cx) {
+        let bpath = if out.build_count > 1 {
+            JsonPath::root().key("build").index(out.builds_seen)
+        } else {
+            JsonPath::root().key("build")
+        };
+        out.builds_seen += 1;
+        let bname = string_attr(b, "name", ctx, cx, &bpath).unwrap_or_default();
+        if let Some(d) = string_attr(b, "description", ctx, cx, &bpath) {
             out.description = Some(d);
+            out.map(JsonPath::root().key("description"), &bpath.key("description"));
         }
-        let uses = uses(b, srcs, ctx, cx);
+        let uses = uses(b, srcs, ctx, cx, &bpath);
         for u in &uses {
             let mut sctx = ctx.clone();
             sctx.declare_var("source", source_object(&u.src.kind, &u.name));
             sctx.declare_var("build", build_object(&bname));
+            let model = JsonPath::root().key("builders").index(out.builders.len());
+            let hcl = JsonPath::root()
+                .key("source")
+                .key(&u.src.kind)
+                .key(&u.src.name);
+            if let Some(o) = u.over {
+                // What the build's `source "TYPE.NAME" { }` block sets is located there.
+                let over = bpath.key("source").key(&u.src.kind).key(&u.src.name);
+                for s in o.body.iter() {
+                    let k = match s {
+                        hcl::edit::structure::Structure::Attribute(a) => a.key.as_str(),
+                        hcl::edit::structure::Structure::Block(b) => b.ident.as_str(),
+                    };
+                    if k != "name" {
+                        out.paths.push((model.key(k).to_string(), over.key(k).to_string()));
+                    }
+                }
+            }
+            out.map(model, &hcl);
             out.builders.push(builder(u, data, &sctx, cx));
         }
+        let hpaths = block_paths(b, &bpath);
         for u in &uses {
             let mut sctx = ctx.clone();
             sctx.declare_var("source", source_object(&u.src.kind, &u.name));
             sctx.declare_var("build", build_object(&bname));
             let limit = (uses.len() > 1 || srcs.len() > 1).then_some(u.name.as_str());
-            for (i, s) in b.body.iter().enumerate() {
-                let Some(pb) = s.as_block() else { continue };
+            for (s, hp) in b.body.iter().zip(&hpaths) {
+                let (Some(pb), Some(path)) = (s.as_block(), hp) else {
+                    continue;
+                };
                 let kind = pb.ident.as_str();
-                let path = JsonPath::root().key("build").key(kind).index(i);
+                let provs = JsonPath::root().key("provisioners");
+                let pps = JsonPath::root().key("post-processors");
                 match kind {
                     "provisioner" => {
-                        if let Some(n) = component(pb, &u.full(), limit, &sctx, cx, &path) {
+                        if let Some(n) = component(pb, &u.full(), limit, &sctx, cx, path) {
+                            out.map(provs.index(out.provisioners.len()), path);
                             out.provisioners.push(n);
                         }
                     }
                     "error-cleanup-provisioner" => {
-                        out.error_cleanup = component(pb, &u.full(), limit, &sctx, cx, &path);
+                        out.map(JsonPath::root().key(kind), path);
+                        out.error_cleanup = component(pb, &u.full(), limit, &sctx, cx, path);
                     }
                     "post-processor" => {
-                        if let Some(n) = component(pb, &u.full(), limit, &sctx, cx, &path) {
+                        if let Some(n) = component(pb, &u.full(), limit, &sctx, cx, path) {
+                            out.map(pps.index(out.post_processors.len()), path);
                             out.post_processors.push(n);
                         }
                     }
                     "post-processors" => {
-                        let chain: Vec<Node> = pb
-                            .body
-                            .get_blocks("post-processor")
-                            .filter_map(|p| component(p, &u.full(), limit, &sctx, cx, &path))
-                            .collect();
+                        let model = pps.index(out.post_processors.len());
+                        let mut chain = Vec::new();
+                        for (m, p) in pb.body.get_blocks("post-processor").enumerate() {
+                            let hp = path.key("post-processor").index(m);
+                            if let Some(n) = component(p, &u.full(), limit, &sctx, cx, &hp) {
+                                out.map(model.index(chain.len()), &hp);
+                                chain.push(n);
+                            }
+                        }
                         if !chain.is_empty() {
+                            out.map(model, path);
                             out.post_processors.push(Node {
                                 span: cx.span(pb.ident.span()),
                                 kind: Kind::Array(chain),
@@ -232,13 +336,19 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                         }
                     }
                     "dynamic" => {
-                        for (name, n) in dynamic_components(pb, &u.full(), limit, &sctx, cx, &path)
+                        for (name, n) in dynamic_components(pb, &u.full(), limit, &sctx, cx, path)
                         {
                             match name.as_str() {
-                                "provisioner" => out.provisioners.push(n),
-                                "post-processor" => out.post_processors.push(n),
+                                "provisioner" => {
+                                    out.map(provs.index(out.provisioners.len()), path);
+                                    out.provisioners.push(n);
+                                }
+                                "post-processor" => {
+                                    out.map(pps.index(out.post_processors.len()), path);
+                                    out.post_processors.push(n);
+                                }
                                 other => {
-                                    cx.error(n.span, &path, format!("a dynamic block in a build makes provisioner or post-processor blocks, not `{other}`"));
+                                    cx.error(n.span, path, format!("a dynamic block in a build makes provisioner or post-processor blocks, not `{other}`"));
                                 }
                             }
                         }
@@ -247,8 +357,8 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                 }
             }
         }
-        check_build_keys(b, cx);
-        check_only(b, srcs, ctx, cx);
+        check_build_keys(b, cx, &bpath);
+        check_only(b, srcs, ctx, cx, &hpaths);
     }
 }
 
@@ -261,29 +371,36 @@ impl Use<'_, '_> {
 
 /// Names in provisioners' and post-processors' `only`/`except` must be sources (`TYPE.NAME`):
 /// a typo would otherwise silently leave the component out.
-fn check_only(b: &Block, srcs: &[Source], ctx: &Ctx, cx: &mut Cx) {
+fn check_only(b: &Block, srcs: &[Source], ctx: &Ctx, cx: &mut Cx, hpaths: &[Option<JsonPath>]) {
     let known: Vec<String> = srcs
         .iter()
         .map(|s| format!("{}.{}", s.kind, s.name))
         .collect();
-    let mut blocks: Vec<&Block> = Vec::new();
-    for s in b.body.iter().filter_map(|s| s.as_block()) {
+    let mut blocks: Vec<(&Block, JsonPath)> = Vec::new();
+    for (s, hp) in b.body.iter().zip(hpaths) {
+        let (Some(s), Some(hp)) = (s.as_block(), hp) else {
+            continue;
+        };
         match s.ident.as_str() {
-            "provisioner" | "post-processor" | "error-cleanup-provisioner" => blocks.push(s),
-            "post-processors" => blocks.extend(s.body.get_blocks("post-processor")),
+            "provisioner" | "post-processor" | "error-cleanup-provisioner" => {
+                blocks.push((s, hp.clone()))
+            }
+            "post-processors" => blocks.extend(
+                s.body
+                    .get_blocks("post-processor")
+                    .enumerate()
+                    .map(|(m, p)| (p, hp.key("post-processor").index(m))),
+            ),
             _ => {}
         }
     }
-    for pb in blocks {
+    for (pb, bp) in blocks {
         for key in ["only", "except"] {
             let Some(a) = pb.body.get_attribute(key) else {
                 continue;
             };
             let span = cx.span(a.value.span());
-            let path = JsonPath::root()
-                .key("build")
-                .key(pb.ident.as_str())
-                .key(key);
+            let path = bp.key(key);
             let names = match eval(&a.value, ctx) {
                 Ok(Value::Array(v)) if v.iter().all(|x| x.as_str().is_some()) => v,
                 _ => {
@@ -321,10 +438,16 @@ fn check_only(b: &Block, srcs: &[Source], ctx: &Ctx, cx: &mut Cx) {
 }
 
 /// A build block's string attribute; a bad one is reported.
-fn string_attr(b: &Block, key: &str, ctx: &Ctx, cx: &mut Cx) -> Option<String> {
+fn string_attr(
+    b: &Block,
+    key: &str,
+    ctx: &Ctx,
+    cx: &mut Cx,
+    bpath: &JsonPath,
+) -> Option<String> {
     let a = b.body.get_attribute(key)?;
     let span = cx.span(a.value.span());
-    let path = JsonPath::root().key("build").key(key);
+    let path = bpath.key(key);
     match eval(&a.value, ctx) {
         Ok(Value::String(s)) => Some(s),
         Ok(other) => {
@@ -342,7 +465,7 @@ fn string_attr(b: &Block, key: &str, ctx: &Ctx, cx: &mut Cx) -> Option<String> {
     }
 }
 
-fn check_build_keys(b: &Block, cx: &mut Cx) {
+fn check_build_keys(b: &Block, cx: &mut Cx, bpath: &JsonPath) {
     const KEYS: &[&str] = &[
         "name",
         "description",
@@ -364,14 +487,14 @@ fn check_build_keys(b: &Block, cx: &mut Cx) {
             let span = cx.span(span);
             let d = cx.error(
                 span,
-                &JsonPath::root().key("build"),
+                bpath,
                 format!("unknown argument or block `{key}` in a build block"),
             );
             if let Some(c) = closest(key, KEYS.iter().copied()) {
                 d.notes.push(format!("help: did you mean `{c}`?"));
             }
         } else if key == "hcp_packer_registry" {
-            let d = cx.error(span_of(cx, span), &JsonPath::root().key("build"), "`hcp_packer_registry` publishes to HCP Packer, a hosted service imgbuild does not talk to");
+            let d = cx.error(span_of(cx, span), bpath, "`hcp_packer_registry` publishes to HCP Packer, a hosted service imgbuild does not talk to");
             d.notes.push(
                 "help: remove the block; imgbuild's manifest post-processor records the AMIs"
                     .into(),
@@ -385,7 +508,13 @@ fn span_of(cx: &Cx, r: Option<std::ops::Range<usize>>) -> Span {
 }
 
 /// The sources a build block uses: `sources = [...]` and `source "TYPE.NAME" { ... }` blocks.
-fn uses<'s, 'b>(b: &'b Block, srcs: &'s [Source<'b>], ctx: &Ctx, cx: &mut Cx) -> Vec<Use<'s, 'b>> {
+fn uses<'s, 'b>(
+    b: &'b Block,
+    srcs: &'s [Source<'b>],
+    ctx: &Ctx,
+    cx: &mut Cx,
+    bpath: &JsonPath,
+) -> Vec<Use<'s, 'b>> {
     let mut refs: Vec<(String, Span, Option<&'b Block>)> = Vec::new();
     if let Some(a) = b.body.get_attribute("sources") {
         let span = cx.span(a.value.span());
@@ -397,7 +526,7 @@ fn uses<'s, 'b>(b: &'b Block, srcs: &'s [Source<'b>], ctx: &Ctx, cx: &mut Cx) ->
                         None => {
                             cx.error(
                                 span,
-                                &JsonPath::root().key("build").key("sources"),
+                                &bpath.key("sources"),
                                 "`sources` lists names as strings, e.g. \"source.amazon-ebs.web\"",
                             );
                         }
@@ -407,7 +536,7 @@ fn uses<'s, 'b>(b: &'b Block, srcs: &'s [Source<'b>], ctx: &Ctx, cx: &mut Cx) ->
             _ => {
                 cx.error(
                     span,
-                    &JsonPath::root().key("build").key("sources"),
+                    &bpath.key("sources"),
                     "`sources` must be a list of names, e.g. [\"source.amazon-ebs.web\"]",
                 );
             }
@@ -418,7 +547,7 @@ fn uses<'s, 'b>(b: &'b Block, srcs: &'s [Source<'b>], ctx: &Ctx, cx: &mut Cx) ->
         match labels(sb).as_slice() {
             [r] => refs.push((r.clone(), span, Some(sb))),
             _ => {
-                cx.error(span, &JsonPath::root().key("build").key("source"), "a source block inside build takes one label, e.g. source \"amazon-ebs.web\" { ... }");
+                cx.error(span, &bpath.key("source"), "a source block inside build takes one label, e.g. source \"amazon-ebs.web\" { ... }");
             }
         }
     }
@@ -435,7 +564,7 @@ fn uses<'s, 'b>(b: &'b Block, srcs: &'s [Source<'b>], ctx: &Ctx, cx: &mut Cx) ->
                 .collect();
             let d = cx.error(
                 span,
-                &JsonPath::root().key("build").key("sources"),
+                &bpath.key("sources"),
                 format!("the build uses `{r}`, but no source of that name is defined"),
             );
             if let Some(c) = closest(&r, names.iter().map(String::as_str)) {

@@ -138,7 +138,123 @@ fn resolve_try(e: &mut Expression, ctx: &Ctx) {
             resolve_try(&mut c.true_expr, ctx);
             resolve_try(&mut c.false_expr, ctx);
         }
+        Expression::Operation(op) => match op.as_mut() {
+            hcl::expr::Operation::Unary(u) => resolve_try(&mut u.expr, ctx),
+            hcl::expr::Operation::Binary(b) => {
+                resolve_try(&mut b.lhs_expr, ctx);
+                resolve_try(&mut b.rhs_expr, ctx);
+            }
+        },
+        Expression::Traversal(t) => resolve_try(&mut t.expr, ctx),
+        Expression::ForExpr(fe) => {
+            let text = Expression::ForExpr(fe.clone()).to_string();
+            if !(text.contains("try(") || text.contains("can(")) {
+                return;
+            }
+            if let Some(v) = for_with_try(fe, ctx) {
+                *e = Expression::from(v);
+            }
+        }
+        Expression::TemplateExpr(t) => {
+            let text = t.to_string();
+            if !(text.contains("try(") || text.contains("can(")) {
+                return;
+            }
+            let Ok(mut tmpl) = hcl::Template::from_expr(t) else {
+                return;
+            };
+            resolve_try_in_template(&mut tmpl, ctx);
+            // `"${x}"` alone is `x` itself (HCL's interpolation unwrapping); any other
+            // template is a string. What still fails is reported by the caller's evaluation.
+            match tmpl.elements() {
+                [hcl::template::Element::Interpolation(i)] => *e = i.expr.clone(),
+                _ => {
+                    if let Ok(s) = tmpl.evaluate(ctx) {
+                        *e = Expression::String(s);
+                    }
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+/// A `for` expression whose body uses `try`/`can`, evaluated here with each element bound, so
+/// that `[for d in var.disks : try(d.size, 8)]` catches as `try` does anywhere else. `None`
+/// when anything fails: the caller's evaluation then reports the error as usual.
+fn for_with_try(fe: &hcl::expr::ForExpr, ctx: &Ctx) -> Option<Value> {
+    let items: Vec<(Value, Value)> = match fe.collection_expr.evaluate(ctx).ok()? {
+        Value::Array(a) => a
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (Value::from(i as u64), v))
+            .collect(),
+        Value::Object(m) => m.into_iter().map(|(k, v)| (Value::from(k), v)).collect(),
+        _ => return None,
+    };
+    let mut list = Vec::new();
+    let mut obj = hcl::Map::new();
+    for (k, v) in items {
+        let mut inner = ctx.clone();
+        if let Some(kv) = &fe.key_var {
+            inner.declare_var(kv.clone(), k);
+        }
+        inner.declare_var(fe.value_var.clone(), v);
+        let ev = |x: &Expression| {
+            let mut x = x.clone();
+            resolve_try(&mut x, &inner);
+            x.evaluate(&inner).ok()
+        };
+        if let Some(c) = &fe.cond_expr {
+            match ev(c)? {
+                Value::Bool(true) => {}
+                Value::Bool(false) => continue,
+                _ => return None,
+            }
+        }
+        let val = ev(&fe.value_expr)?;
+        let Some(ke) = &fe.key_expr else {
+            list.push(val);
+            continue;
+        };
+        let key = match ev(ke)? {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return None,
+        };
+        if fe.grouping {
+            let group = obj.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+            group.as_array_mut()?.push(val);
+        } else if obj.insert(key, val).is_some() {
+            return None;
+        }
+    }
+    Some(match fe.key_expr {
+        Some(_) => Value::Object(obj),
+        None => Value::Array(list),
+    })
+}
+
+/// `try`/`can` inside a template's interpolations and `%{ if }` directives. A `%{ for }`
+/// directive's body is left alone: its iteration variables are bound only while it runs.
+fn resolve_try_in_template(t: &mut hcl::Template, ctx: &Ctx) {
+    use hcl::template::{Directive, Element};
+    for el in t.elements_mut() {
+        match el {
+            Element::Literal(_) => {}
+            Element::Interpolation(i) => resolve_try(&mut i.expr, ctx),
+            Element::Directive(d) => match d.as_mut() {
+                Directive::If(d) => {
+                    resolve_try(&mut d.cond_expr, ctx);
+                    resolve_try_in_template(&mut d.true_template, ctx);
+                    if let Some(f) = &mut d.false_template {
+                        resolve_try_in_template(f, ctx);
+                    }
+                }
+                Directive::For(d) => resolve_try(&mut d.collection_expr, ctx),
+            },
+        }
     }
 }
 
@@ -426,4 +542,64 @@ pub fn dynamic_items<'b>(
         out.push((inner, content));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(src: &str) -> Result<Value, String> {
+        let mut ctx = Ctx::new();
+        super::super::funcs::declare(&mut ctx);
+        let mut var = hcl::Map::new();
+        var.insert("a".to_string(), Value::from("v"));
+        ctx.declare_var("var", Value::Object(var));
+        let e = hcl::edit::parser::parse_expr(src).expect("parses");
+        eval(&e, &ctx)
+    }
+
+    #[test]
+    fn try_and_can_inside_templates_and_for_expressions_catch_errors_as_in_expressions() {
+        let cases: &[(&str, Value)] = &[
+            (r#""a-${try(var.nope, "d")}-b""#, Value::from("a-d-b")),
+            (r#""${try(var.nope, 3)}""#, Value::from(3)),
+            (r#""${try(var.a, "d")}""#, Value::from("v")),
+            (r#""x${try(var.nope, "d") == "d"}""#, Value::from("xtrue")),
+            (
+                r#""%{ if can(var.nope) }y%{ else }n%{ endif }""#,
+                Value::from("n"),
+            ),
+            (
+                r#""%{ for s in ["a", "b"] }${try(s, "z")}%{ endfor }""#,
+                Value::from("ab"),
+            ),
+            (r#"try(var.nope, "d") == "d""#, Value::from(true)),
+            (
+                r#"[for d in [{s = 1}, {}] : try(d.s, 8)]"#,
+                Value::from(vec![Value::from(1), Value::from(8)]),
+            ),
+            (
+                r#"{for i, d in ["a", "b"] : d => can(d.x) if i > 0}"#,
+                Value::Object([("b".to_string(), Value::from(false))].into_iter().collect()),
+            ),
+            (
+                r#"{for d in ["a", "b", "a"] : d => try(d, "") ...}"#,
+                Value::Object(
+                    [
+                        ("a".to_string(), Value::from(vec!["a", "a"])),
+                        ("b".to_string(), Value::from(vec!["b"])),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+            ),
+            (r#"!can(var.nope)"#, Value::from(true)),
+        ];
+        for (src, want) in cases {
+            assert_eq!(&ev(src).expect(src), want, "{src}");
+        }
+        // What no try catches is still an error.
+        let e = ev(r#""a-${var.nope}-${try(var.nope, "d")}""#).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
 }

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod funcs;
 pub mod json_syntax;
 pub mod params;
+pub mod types;
 pub mod upgrade;
 pub mod vars;
 
@@ -217,6 +218,8 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
         &mut bound,
         &mut cx,
     )?;
+    // From here on, paths read in HCL terms and values are typed as HCL2 types them.
+    let _ = file.hcl_paths.set(std::mem::take(&mut bound.paths));
     let template = Template::from_root(file.clone(), template_dir, &root, diags)?;
     Some(Loaded {
         template,
@@ -231,6 +234,8 @@ struct Bound {
     values: BTreeMap<String, String>,
     sensitive: Vec<String>,
     params: Vec<params::Request>,
+    /// The model's paths in HCL terms.
+    paths: Vec<(String, String)>,
 }
 
 /// A value as variable text: strings as they are, anything else as JSON.
@@ -275,12 +280,13 @@ fn model(
     let var_obj = vars::object(&decls, lenient, cx);
     let mut ctx = context(template_dir);
     ctx.declare_var("var", var_obj.clone());
-    bound.params = params::requests(&data, &ctx, cx);
     params::apply(&mut data_obj);
     ctx.declare_var("data", Value::Object(data_obj));
     vars::validate(&decls, &ctx, cx);
     let local_values = vars::eval_locals(&locals, &mut ctx, cx);
-    let mut out = build::Out::default();
+    // As Packer 1.12+ (one dependency graph): data sources may use locals.
+    bound.params = params::requests(&data, &ctx, cx);
+    let mut out = build::Out::new(bodies.iter().map(|(_, b)| b));
     for (base, body) in bodies {
         cx.base = *base;
         build::builds(body, &srcs, &data, &ctx, cx, &mut out);
@@ -297,6 +303,7 @@ fn model(
         .notes
         .push("help: add build { sources = [\"source.amazon-ebs.NAME\"] }".into());
     }
+    bound.paths = out.take_paths();
     let span = Span::new(0, 0);
     let mut ms = Vec::new();
     let mut vars_m = Vec::new();

@@ -73,6 +73,16 @@ pub fn requests(data: &[Data], ctx: &Ctx, cx: &mut Cx) -> Vec<Request> {
         let mut has_name = false;
         for m in node.as_object().unwrap_or(&[]) {
             let text = m.value.as_str().map(str::to_string);
+            if let Some(other) = text.as_deref().and_then(data_use) {
+                let d = cx.error(
+                    m.value.span,
+                    &path.key(&m.key),
+                    format!("`{}` uses `data.{other}`, another data source's output: imgbuild reads every parameter before the build starts, so one data source cannot depend on another", m.key),
+                );
+                d.notes.push("help: write the value directly, or pass it in a variable (-var, -var-file)".into());
+                has_name |= m.key == "name";
+                continue;
+            }
             match (m.key.as_str(), &m.value.kind) {
                 ("name", Kind::String(s)) if !s.is_empty() => {
                     r.name = s.clone();
@@ -106,6 +116,12 @@ pub fn requests(data: &[Data], ctx: &Ctx, cx: &mut Cx) -> Vec<Request> {
         out.push(r);
     }
     out
+}
+
+/// The data source output (`TYPE.NAME.OUTPUT`) a value holds, through a local or directly.
+fn data_use(text: &str) -> Option<&str> {
+    let rest = text.split(super::build::DATA_MARK).nth(1)?;
+    rest.split('\u{1}').next()
 }
 
 /// Puts the fetched values in place of the outputs' marks in the `data` object.

@@ -20,6 +20,39 @@ const META: &[&str] = &["type", "only", "except", "name", "keep_input_artifact"]
 /// attribute).
 const LIST_BLOCKS: &[&str] = &["launch_block_device_mappings", "ami_block_device_mappings"];
 
+/// Options Packer types as lists, which JSON's weak decoding lets a template write as one value
+/// (`"inline": "echo"`) and HCL2 does not (hashicorp/packer#10261: Packer's command copies the
+/// single value, and the result fails with "list of string required"): written as `[value]`.
+const LIST_KEYS: &[&str] = &[
+    "inline",
+    "scripts",
+    "environment_vars",
+    "valid_exit_codes",
+    "ami_regions",
+    "ami_users",
+    "ami_groups",
+    "ami_product_codes",
+    "snapshot_users",
+    "snapshot_groups",
+    "security_group_ids",
+    "owners",
+    "spot_instance_types",
+    "extra_arguments",
+    "ansible_env_vars",
+    "ansible_ssh_extra_args",
+    "groups",
+    "empty_groups",
+    "inventory_groups",
+    "remote_cookbook_paths",
+    "run_list",
+    "sources",
+    "only_on",
+    "capabilities",
+    "regions",
+    "policy_arns",
+    "transitive_tag_keys",
+];
+
 /// The HCL2 text for a parsed JSON template.
 pub fn upgrade(t: &Template) -> String {
     let mut out = String::new();
@@ -162,7 +195,12 @@ fn body(out: &mut String, node: &Node, depth: usize, skip: &[&str]) {
                 }
             }
             _ => {
-                let v = value(&m.value, depth);
+                let mut v = value(&m.value, depth);
+                if LIST_KEYS.contains(&m.key.as_str())
+                    && matches!(m.value.kind, Kind::String(_) | Kind::Number(_))
+                {
+                    v = format!("[{v}]");
+                }
                 let kept = untranslated(&v);
                 if !kept.is_empty() {
                     let _ = writeln!(
@@ -366,6 +404,21 @@ mod tests {
         assert_eq!(
             untranslated("\"{{ clean_resource_name `a` }}-{{split (user `x`) `,` 0}}\""),
             vec!["`clean_resource_name`".to_string(), "`split`".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_single_value_for_a_list_option_becomes_a_list() {
+        let n = crate::template::json::parse(
+            r#"{"inline": "echo {{user `x`}}", "valid_exit_codes": 0, "scripts": ["a.sh"], "script": "b.sh"}"#,
+        )
+        .expect("json")
+        .root;
+        let mut out = String::new();
+        body(&mut out, &n, 1, &[]);
+        assert_eq!(
+            out,
+            "  inline = [\"echo ${var.x}\"]\n  valid_exit_codes = [0]\n  scripts = [\"a.sh\"]\n  script = \"b.sh\"\n"
         );
     }
 }

@@ -15,6 +15,7 @@ use super::eval::Ctx;
 use hcl::{Map, Value};
 
 use super::eval::{eval, labels, Cx};
+use super::types::{self, Ty};
 use crate::template::diag::{closest, Diagnostic, JsonPath};
 use crate::template::json::Span;
 use crate::template::variables::VarArg;
@@ -23,7 +24,7 @@ use crate::template::variables::VarArg;
 #[derive(Debug, Clone)]
 pub struct Var {
     pub name: String,
-    pub ty: String,
+    pub ty: Ty,
     pub sensitive: bool,
     pub span: Span,
     pub value: Option<Value>,
@@ -58,7 +59,7 @@ pub fn declare(b: &Block, cx: &mut Cx, out: &mut Vec<Var>) {
     super::funcs::declare(&mut empty);
     let mut v = Var {
         name: name.clone(),
-        ty: "any".into(),
+        ty: Ty::Any,
         sensitive: false,
         span,
         value: None,
@@ -66,13 +67,20 @@ pub fn declare(b: &Block, cx: &mut Cx, out: &mut Vec<Var>) {
         shown: None,
         validations: Vec::new(),
     };
+    let mut default_expr = None;
     for a in b.body.attributes() {
         let key = a.key.as_str();
         let vspan = cx.span(a.value.span());
         match key {
-            "type" => v.ty = a.value.to_string().trim().to_string(),
+            "type" => match types::parse(&hcl::Expression::from(a.value.clone())) {
+                Ok(t) => v.ty = t,
+                Err(e) => {
+                    cx.error(vspan, &p.key(key), e);
+                }
+            },
             "default" => match eval(&a.value, &empty) {
                 Ok(x) => {
+                    default_expr = Some(&a.value);
                     let literal = matches!(
                         a.value,
                         hcl::edit::expr::Expression::String(_)
@@ -129,17 +137,19 @@ pub fn declare(b: &Block, cx: &mut Cx, out: &mut Vec<Var>) {
             }
         }
     }
-    if let Some(x) = &v.value {
-        match convert(x.clone(), &v.ty) {
+    if let (Some(x), Some(expr)) = (&v.value, default_expr) {
+        match types::convert(x.clone(), &v.ty) {
             Ok(x) => {
                 v.value = Some(x.clone());
                 v.default = Some(x);
             }
             Err(e) => {
+                // At the part of the default that is wrong.
+                let at = cx.span(types::locate(expr, &e.path).span());
                 cx.error(
-                    span,
+                    at,
                     &p.key("default"),
-                    format!("the default of `{name}` does not match its type: {e}"),
+                    format!("the default of `{name}` is not a valid {}: {e}", v.ty),
                 );
             }
         }
@@ -147,55 +157,17 @@ pub fn declare(b: &Block, cx: &mut Cx, out: &mut Vec<Var>) {
     out.push(v);
 }
 
-/// A value converted to a declared type (`string`, `number`, `bool`, `list(...)`, `map(...)`, ...).
-pub fn convert(v: Value, ty: &str) -> Result<Value, String> {
-    let ty = ty.trim();
-    let found = |v: &Value| match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "list",
-        Value::Object(_) => "object",
-    };
-    match (ty, &v) {
-        (_, Value::Null) | ("any", _) => Ok(v),
-        ("string", Value::String(_)) => Ok(v),
-        ("string", Value::Number(n)) => Ok(n.to_string().into()),
-        ("string", Value::Bool(b)) => Ok(b.to_string().into()),
-        ("number", Value::Number(_)) => Ok(v),
-        ("number", Value::String(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| s.trim().parse::<f64>().map(Value::from))
-            .map_err(|_| format!("`{s}` is not a number")),
-        ("bool", Value::Bool(_)) => Ok(v),
-        ("bool", Value::String(s)) if s == "true" || s == "false" => Ok((s == "true").into()),
-        _ if ty.starts_with("list") || ty.starts_with("set") || ty.starts_with("tuple") => {
-            match v {
-                Value::Array(_) => Ok(v),
-                other => Err(format!("a list is required, found {}", found(&other))),
-            }
-        }
-        _ if ty.starts_with("map") || ty.starts_with("object") => match v {
-            Value::Object(_) => Ok(v),
-            other => Err(format!("a map is required, found {}", found(&other))),
-        },
-        _ => Err(format!("{ty} is required, found {}", found(&v))),
-    }
-}
-
-/// A value given as text (`-var`, `PKR_VAR_*`): a string for string (and untyped) variables,
-/// else parsed as an HCL expression, as Packer does.
-fn from_text(text: &str, ty: &str) -> Result<Value, String> {
-    if ty == "string" || ty == "any" {
-        return Ok(text.to_string().into());
+/// A value given as text (`-var`, `PKR_VAR_*`): the text for a primitive (and untyped) variable,
+/// else parsed as an HCL expression, as Packer does; then converted to the variable's type.
+fn from_text(text: &str, ty: &Ty) -> Result<Value, String> {
+    // A primitive type takes the text itself (converted: "3" is a number).
+    if matches!(ty, Ty::String | Ty::Any | Ty::Number | Ty::Bool) {
+        return types::convert(text.into(), ty).map_err(|e| e.to_string());
     }
     let e: hcl::Expression = text.parse().map_err(|e: hcl::Error| e.to_string())?;
     use hcl::eval::Evaluate;
     let v = e.evaluate(&Ctx::new()).map_err(|e| e.to_string())?;
-    convert(v, ty)
+    types::convert(v, ty).map_err(|e| e.to_string())
 }
 
 /// Binds values in Packer's precedence (module doc). `auto_files` are the `*.auto.pkrvars.hcl`
@@ -243,59 +215,101 @@ pub fn bind(vars: &mut [Var], auto_files: &[std::path::PathBuf], args: &[VarArg]
     }
 }
 
-/// A `.pkrvars.hcl` (attributes) or JSON (an object) var file.
+/// A `.pkrvars.hcl` (attributes) or JSON (an object) var file. A value that does not convert
+/// to its variable's type is located in the var file, at the part that is wrong.
 fn var_file(vars: &mut [Var], path: &Path, cx: &mut Cx) {
     let shown = path.display().to_string();
     let text = match crate::template::read_text_file(path, "var file") {
         Ok(t) => t,
         Err(d) => return cx.diags.push(d),
     };
-    let values: Vec<(String, Result<Value, String>)> = if shown.ends_with(".json") {
-        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
-            Ok(m) => m
-                .iter()
-                .map(|(k, v)| (k.clone(), Ok(super::funcs::json_to_hcl(v))))
-                .collect(),
-            Err(e) => {
-                return cx.diags.push(Diagnostic::error(format!(
-                    "the var file `{shown}` is not a JSON object: {e}"
-                )))
+    let file = crate::template::diag::SourceFile::new(shown.clone(), text);
+    // Each value with where it was written: (name, value, where the name is, where a part is).
+    type Locate<'a> = Box<dyn Fn(&[types::Seg]) -> Span + 'a>;
+    let body;
+    let parsed;
+    let mut values: Vec<(String, Result<Value, String>, Span, Locate)> = Vec::new();
+    if shown.ends_with(".json") {
+        parsed = match crate::template::json::parse(&file.text) {
+            Ok(p) if p.root.as_object().is_some() => p,
+            Ok(p) => {
+                return cx.diags.push(
+                    Diagnostic::error(format!("the var file `{shown}` is not a JSON object"))
+                        .at(&file, p.root.span),
+                )
             }
+            Err(e) => {
+                return cx.diags.push(
+                    Diagnostic::error(format!("the var file `{shown}` is not valid JSON: {}", e.message))
+                        .at(&file, e.span),
+                )
+            }
+        };
+        for m in parsed.root.as_object().unwrap_or(&[]) {
+            let v = super::funcs::json_to_hcl(&m.value.to_json());
+            let node = &m.value;
+            values.push((
+                m.key.clone(),
+                Ok(v),
+                m.key_span,
+                Box::new(move |p| types::locate_json(node, p).span),
+            ));
         }
     } else {
-        match hcl::edit::parser::parse_body(&text) {
-            Ok(body) => body
-                .attributes()
-                .map(|a| (a.key.as_str().to_string(), eval(&a.value, &Ctx::new())))
-                .collect(),
+        body = match hcl::edit::parser::parse_body(&file.text) {
+            Ok(b) => b,
             Err(e) => {
-                let l = e.location();
-                return cx.diags.push(Diagnostic::error(format!(
-                    "the var file `{shown}` is not valid HCL at {}:{}: {}",
-                    l.line(),
-                    l.column(),
-                    e.message()
-                )));
+                let off = e.location().offset();
+                return cx.diags.push(
+                    Diagnostic::error(format!(
+                        "the var file `{shown}` is not valid HCL: {}",
+                        e.message()
+                    ))
+                    .at(&file, Span::new(off, off + 1)),
+                );
             }
+        };
+        for a in body.attributes() {
+            let r = a.key.span().unwrap_or(0..0);
+            values.push((
+                a.key.as_str().to_string(),
+                eval(&a.value, &Ctx::new()),
+                Span::new(r.start, r.end),
+                Box::new(move |p| {
+                    let r = types::locate(&a.value, p).span().unwrap_or(0..0);
+                    Span::new(r.start, r.end)
+                }),
+            ));
         }
-    };
-    for (k, v) in values {
+    }
+    for (k, v, key_span, locate) in values {
         let Some(var) = vars.iter_mut().find(|x| x.name == k) else {
             cx.diags.push(
                 Diagnostic::warning(format!(
                     "the var file `{shown}` sets `{k}`, which the template does not declare"
                 ))
+                .at(&file, key_span)
                 .help("Packer ignores it too; remove it or declare the variable"),
             );
             continue;
         };
-        match v.and_then(|x| convert(x, &var.ty)) {
-            Ok(x) => var.value = Some(x),
-            Err(e) => cx.diags.push(Diagnostic::error(format!(
-                "the var file `{shown}` sets `{k}` to a value that is not a valid {}: {e}",
+        let (message, span) = match v {
+            Ok(x) => match types::convert(x, &var.ty) {
+                Ok(x) => {
+                    var.value = Some(x);
+                    continue;
+                }
+                Err(e) => (e.to_string(), locate(&e.path)),
+            },
+            Err(e) => (e, locate(&[])),
+        };
+        cx.diags.push(
+            Diagnostic::error(format!(
+                "the var file sets `{k}` to a value that is not a valid {}: {message}",
                 var.ty
-            ))),
-        }
+            ))
+            .at(&file, span),
+        );
     }
 }
 
