@@ -167,6 +167,10 @@ fn string(span: Span, s: &str) -> Kind {
 pub struct Out {
     pub builders: Vec<Node>,
     pub provisioners: Vec<Node>,
+    /// Each provisioner's place among its `build` block's provisioners (0-based, counting
+    /// those `only`/`except` leave out of this source's build, as the JSON template's list
+    /// does), with the block's span: what the model's numbering is set back to.
+    pub positions: Vec<(Span, usize)>,
     pub post_processors: Vec<Node>,
     pub error_cleanup: Option<Node>,
     pub description: Option<String>,
@@ -200,6 +204,7 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
             sctx.declare_var("source", source_object(&u.src.kind, &u.name));
             sctx.declare_var("build", build_object(&bname));
             let limit = (uses.len() > 1 || srcs.len() > 1).then_some(u.name.as_str());
+            let mut position = 0;
             for (i, s) in b.body.iter().enumerate() {
                 let Some(pb) = s.as_block() else { continue };
                 let kind = pb.ident.as_str();
@@ -207,8 +212,10 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                 match kind {
                     "provisioner" => {
                         if let Some(n) = component(pb, &u.full(), limit, &sctx, cx, &path) {
+                            out.positions.push((n.span, position));
                             out.provisioners.push(n);
                         }
+                        position += 1;
                     }
                     "error-cleanup-provisioner" => {
                         out.error_cleanup = component(pb, &u.full(), limit, &sctx, cx, &path);
@@ -234,8 +241,15 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                     "dynamic" => {
                         for (name, n) in dynamic_components(pb, &u.full(), limit, &sctx, cx, &path)
                         {
+                            if name == "provisioner" {
+                                position += 1;
+                            }
+                            let Some(n) = n else { continue };
                             match name.as_str() {
-                                "provisioner" => out.provisioners.push(n),
+                                "provisioner" => {
+                                    out.positions.push((n.span, position - 1));
+                                    out.provisioners.push(n);
+                                }
                                 "post-processor" => out.post_processors.push(n),
                                 other => {
                                     cx.error(n.span, &path, format!("a dynamic block in a build makes provisioner or post-processor blocks, not `{other}`"));
@@ -616,7 +630,8 @@ fn component_body(
     Some(node)
 }
 
-/// `dynamic "provisioner" { for_each = ..., labels = ["shell"], content { ... } }` in a build.
+/// `dynamic "provisioner" { for_each = ..., labels = ["shell"], content { ... } }` in a build:
+/// each generated block (None: left out of this build by `only`/`except`).
 fn dynamic_components(
     b: &Block,
     build: &str,
@@ -624,7 +639,7 @@ fn dynamic_components(
     ctx: &Ctx,
     cx: &mut Cx,
     path: &JsonPath,
-) -> Vec<(String, Node)> {
+) -> Vec<(String, Option<Node>)> {
     let span = cx.span(b.ident.span());
     let Some(name) = dynamic_name(b, cx, path) else {
         return Vec::new();
@@ -649,11 +664,11 @@ fn dynamic_components(
         return Vec::new();
     };
     let mut out = Vec::new();
+    // Each generated block, or None where `only`/`except` leave it out of this build (it
+    // still takes its place in the list).
     for (inner, content) in super::eval::dynamic_items(b, name, ctx, cx, path) {
-        if let Some(n) = component_body(&kind, &content.body, span, build, limit, &inner, cx, path)
-        {
-            out.push((name.clone(), n));
-        }
+        let n = component_body(&kind, &content.body, span, build, limit, &inner, cx, path);
+        out.push((name.clone(), n));
     }
     out
 }

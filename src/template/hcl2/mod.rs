@@ -217,7 +217,8 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
         &mut bound,
         &mut cx,
     )?;
-    let template = Template::from_root(file.clone(), template_dir, &root, diags)?;
+    let mut template = Template::from_root(file.clone(), template_dir, &root, diags)?;
+    number_provisioners(&mut template, &bound.positions);
     Some(Loaded {
         template,
         values: bound.values,
@@ -231,6 +232,21 @@ struct Bound {
     values: BTreeMap<String, String>,
     sensitive: Vec<String>,
     params: Vec<params::Request>,
+    /// [`build::Out::positions`].
+    positions: Vec<(Span, usize)>,
+}
+
+/// The model lists each source's provisioners one after the other; a provisioner's number
+/// (timeline, errors) is its place in its `build` block, as in the JSON template's list.
+fn number_provisioners(t: &mut Template, positions: &[(Span, usize)]) {
+    let mut at = 0;
+    for p in &mut t.provisioners {
+        let Some(k) = positions[at..].iter().position(|(s, _)| *s == p.node.span) else {
+            continue;
+        };
+        p.index = positions[at + k].1;
+        at += k + 1;
+    }
 }
 
 /// A value as variable text: strings as they are, anything else as JSON.
@@ -335,6 +351,7 @@ fn model(
     if !out.builders.is_empty() {
         ms.push(member("builders", span, Kind::Array(out.builders)));
     }
+    bound.positions = std::mem::take(&mut out.positions);
     ms.push(member("provisioners", span, Kind::Array(out.provisioners)));
     ms.push(member(
         "post-processors",
