@@ -14,7 +14,7 @@ states in the Describe answers until each change's time has come.
   copy available     CopyImage         + COPY      + U(0, JITTER) s
 
 It writes one JSON line per event to --log: every request ({"ev": "call", "t", "action", "ids":
-how many IDs it named, "status"}), every change made to lag ({"ev": "change", "id", "kind", "t",
+how many IDs it named, "listed": how many of them as a list rather than in a filter, "status"}), every change made to lag ({"ev": "change", "id", "kind", "t",
 "final_at"}) and the first answer that showed a change done ({"ev": "noticed", "id", "kind",
 "delay": seconds between the change's time and that answer}).
 
@@ -176,6 +176,11 @@ def ids_named(form):
     return n
 
 
+def ids_listed(form):
+    """The IDs named as a list (`ImageId.1`: a wait of its own), not in a filter (the shared pollers)."""
+    return sum(len(v) for k, v in form.items() if re.match(r"^(InstanceId|ImageId|SnapshotId)\.\d+$", k))
+
+
 THROTTLED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestLimitExceeded'
              b'</Code><Message>Request limit exceeded.</Message></Error></Errors>'
              b'<RequestID>delayproxy</RequestID></Response>')
@@ -216,7 +221,7 @@ def make_handler(world, upstream):
             if action.startswith("Describe") and world.changes and world.throttle_left > 0:
                 with world.lock:
                     world.throttle_left -= 1
-                world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), status=503)
+                world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form), status=503)
                 self.answer(503, [("Content-Type", "text/xml")], THROTTLED)
                 return
             status, headers, data = self.forward(body)
@@ -242,7 +247,7 @@ def make_handler(world, upstream):
                     text = rewrite_images(world, text)
                 elif action == "DescribeSnapshots":
                     text = rewrite_snapshots(world, text)
-            world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), status=status)
+            world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form), status=status)
             self.answer(status, headers, text.encode("utf-8"))
 
         def do_POST(self):

@@ -251,6 +251,39 @@ where
     })
 }
 
+/// [`until`] on the answers of a shared poller (`watch`, which sets the pace: one answer a
+/// tick), each judged by `judge` (which may make calls of its own); `schedule` gives the limit.
+pub async fn until_polled<T, R, J, JF>(
+    what: &str,
+    target: &str,
+    schedule: &Schedule,
+    cancel: &Cancel,
+    progress: &(dyn Fn(String) + Sync),
+    watch: super::poller::Watch<T>,
+    judge: J,
+) -> Result<R, WaitError>
+where
+    T: Clone + Send + Sync + 'static,
+    J: Fn(Option<T>) -> JF + Sync,
+    JF: Future<Output = Result<Probe<R>, ApiError>>,
+{
+    let watch = tokio::sync::Mutex::new(watch);
+    let deadline = tokio::time::Instant::now() + schedule.limit;
+    let paced = schedule.paced_by_poller();
+    let (watch, judge) = (&watch, &judge);
+    until(what, target, &paced, cancel, progress, || async move {
+        let next = async { watch.lock().await.next().await };
+        let Ok(seen) = tokio::time::timeout_at(deadline, next).await else {
+            return Ok(Probe::Pending("no answer yet".into()));
+        };
+        if let Some(e) = seen.error {
+            return Err(e);
+        }
+        judge(seen.item).await
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

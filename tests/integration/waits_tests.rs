@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::support::build::{build, builder, env};
+use crate::support::building::Building;
 use crate::support::cli::Scratch;
 use crate::support::delayproxy::DelayProxy;
 use crate::support::state::{assert_nothing_left, state};
@@ -153,4 +154,47 @@ fn a_failed_image_ends_its_wait_at_once_with_ec2s_reason() {
         .count();
     assert!(after <= 3, "{after} DescribeImages calls after the failure");
     assert_nothing_left(&before, &state(&world), &[], "failed image");
+}
+
+#[test]
+fn teardown_waits_for_a_pending_image_on_the_shared_poller() {
+    let world = world_or_skip!();
+    // The AMI stays pending 6-7 s: the interrupt comes while the build waits for it.
+    let mut args = SHORT.to_vec();
+    args.extend(["--ami", "6"]);
+    let proxy = DelayProxy::start(&world, &args);
+    let e = env(&world);
+    let s = Scratch::new().with("t.json", &template(&world, &proxy, 1));
+    let before = state(&world);
+    let mut b = Building::start(&s, &e, None);
+    b.wait_for("Waiting for AMI");
+    b.sigint();
+    let (code, out, err) = b.finish();
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("Cleaning up: deregistering AMI"),
+        "{out}\n{err}"
+    );
+    let evs = proxy.events();
+    let created = evs
+        .iter()
+        .position(|e| e["ev"] == "change" && e["kind"] == "ami")
+        .expect("CreateImage went through the proxy");
+    // After CreateImage, every look at the image (the build's wait, then teardown's wait for
+    // it to settle before it is deregistered) was a shared poller's filter call, and teardown
+    // saw the image leave `pending`.
+    let looks: Vec<&Value> = evs[created..]
+        .iter()
+        .filter(|e| e["ev"] == "call" && e["action"] == "DescribeImages")
+        .collect();
+    assert!(looks.len() >= 2, "{looks:?}");
+    assert!(
+        looks.iter().all(|e| e["listed"] == 0 && e["ids"] != 0),
+        "a DescribeImages call of its own after CreateImage: {looks:?}"
+    );
+    assert!(
+        evs.iter().any(|e| e["ev"] == "noticed" && e["kind"] == "ami"),
+        "teardown never saw the AMI settle"
+    );
+    assert_nothing_left(&before, &state(&world), &[], "interrupted AMI wait");
 }
