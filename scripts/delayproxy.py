@@ -12,6 +12,9 @@ states in the Describe answers until each change's time has come.
   AMI available      CreateImage       + AMI       + U(0, JITTER) s   (pending; its snapshots
                                                                       pending with a Progress)
   copy available     CopyImage         + COPY      + U(0, JITTER) s
+  stack updated      UpdateStack       + STACK     + U(0, JITTER) s   (UPDATE_IN_PROGRESS; only
+                                                                      with --stack, and through
+                                                                      custom_endpoint_cloudformation)
 
 It writes one JSON line per event to --log: every request ({"ev": "call", "t", "action", "ids":
 how many IDs it named, "listed": how many of them as a list rather than in a filter, "status"}), every change made to lag ({"ev": "change", "id", "kind", "t",
@@ -19,11 +22,14 @@ how many IDs it named, "listed": how many of them as a list rather than in a fil
 "delay": seconds between the change's time and that answer}).
 
 Faults for the tests: --throttle N answers the first N Describe calls after the first change
-with RequestLimitExceeded (HTTP 503); --fail-images makes every AMI end `failed` with a reason.
+with RequestLimitExceeded (HTTP 503); --throttle-stacks N the first N DescribeStacks calls after
+an UpdateStack with CloudFormation's Throttling (HTTP 400); --fail-images makes every AMI end
+`failed` with a reason.
 
 Usage: delayproxy.py --upstream http://127.0.0.1:PORT --port-file FILE --log FILE
                      [--start 9] [--stop 11] [--terminate 7] [--ami 23] [--copy 23]
-                     [--jitter 15] [--seed N] [--throttle N] [--fail-images]
+                     [--jitter 15] [--stack 0] [--seed N] [--throttle N]
+                     [--throttle-stacks N] [--fail-images]
 Standard library only. Stops on SIGTERM/SIGINT.
 """
 
@@ -50,6 +56,7 @@ class World:
         self.changes = {}  # id -> dict(kind, start, final_at, noticed)
         self.snap_of = {}  # snapshot id -> image id
         self.throttle_left = args.throttle
+        self.stack_throttle_left = 0
         self.log_file = open(args.log, "a", buffering=1)
 
     def log(self, **ev):
@@ -168,6 +175,23 @@ def rewrite_snapshots(world, body):
     return re.sub(r"<snapshotId>(snap-[0-9a-f]+)</snapshotId>.*?</progress>", one, body, flags=re.S)
 
 
+def rewrite_stacks(world, body):
+    """DescribeStacks names one stack (as imgbuild asks): UPDATE_IN_PROGRESS until its time."""
+    m = re.search(r"<StackName>([^<]+)</StackName>", body)
+    st = world.state_of(m.group(1)) if m else None
+    if st is None or st[0] != "stack":
+        return body
+    if st[1]:
+        world.noticed(m.group(1))
+        return body
+    return re.sub(r"<StackStatus>UPDATE_COMPLETE</StackStatus>", "<StackStatus>UPDATE_IN_PROGRESS</StackStatus>", body, count=1)
+
+
+STACK_THROTTLED = (b'<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error>'
+                   b'<Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>'
+                   b'<RequestId>delayproxy</RequestId></ErrorResponse>')
+
+
 def ids_named(form):
     n = 0
     for k, v in form.items():
@@ -224,6 +248,12 @@ def make_handler(world, upstream):
                 world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form), status=503)
                 self.answer(503, [("Content-Type", "text/xml")], THROTTLED)
                 return
+            if action == "DescribeStacks" and world.stack_throttle_left > 0:
+                with world.lock:
+                    world.stack_throttle_left -= 1
+                world.log(ev="call", t=time.time(), action=action, ids=1, listed=1, status=400)
+                self.answer(400, [("Content-Type", "text/xml")], STACK_THROTTLED)
+                return
             status, headers, data = self.forward(body)
             text = data.decode("utf-8", "replace")
             a = world.args
@@ -241,6 +271,12 @@ def make_handler(world, upstream):
                     if m:
                         kind, base = ("ami", a.ami) if action == "CreateImage" else ("copy", a.copy)
                         world.change(m.group(1), kind, base)
+                elif action == "UpdateStack" and a.stack > 0:
+                    world.change((form.get("StackName") or [""])[0], "stack", a.stack)
+                    with world.lock:
+                        world.stack_throttle_left = a.throttle_stacks
+                elif action == "DescribeStacks":
+                    text = rewrite_stacks(world, text)
                 elif action == "DescribeInstances":
                     text = rewrite_instances(world, text)
                 elif action == "DescribeImages":
@@ -270,8 +306,10 @@ def main():
     p.add_argument("--ami", type=float, default=23)
     p.add_argument("--copy", type=float, default=23)
     p.add_argument("--jitter", type=float, default=15)
+    p.add_argument("--stack", type=float, default=0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--throttle", type=int, default=0)
+    p.add_argument("--throttle-stacks", type=int, default=0)
     p.add_argument("--fail-images", action="store_true")
     args = p.parse_args()
     world = World(args)

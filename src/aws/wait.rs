@@ -1,6 +1,7 @@
-//! Deadline-based waits on EC2: the first poll at once, then short intervals growing by half up
-//! to 15 s (Packer polls every 15 s from the start), until a limit; a failed state ends the wait at
-//! once with the reason EC2 gives. `aws_polling` and `AWS_POLL_DELAY_SECONDS`/`AWS_MAX_ATTEMPTS`
+//! Deadline-based waits on EC2: with the default polling on the answers of a shared poller
+//! ([`until_polled`]: one a second), else the first poll at once, then short intervals growing
+//! by half up to 15 s (Packer polls every 15 s from the start), until a limit; a failed state
+//! ends the wait at once with the reason EC2 gives. `aws_polling` and `AWS_POLL_DELAY_SECONDS`/`AWS_MAX_ATTEMPTS`
 //! (the option wins over the environment, field by field, as in Packer) turn this into a fixed
 //! delay and a limit of delay × attempts.
 

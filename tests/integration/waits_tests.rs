@@ -5,7 +5,8 @@
 
 use serde_json::{json, Value};
 
-use crate::support::build::{build, builder, env};
+use crate::support::build::{ami_from_stdout, build, builder, env, SOURCE_AMI};
+use crate::support::cfn::{create_stack, stack, STACK};
 use crate::support::building::Building;
 use crate::support::cli::Scratch;
 use crate::support::delayproxy::DelayProxy;
@@ -197,4 +198,52 @@ fn teardown_waits_for_a_pending_image_on_the_shared_poller() {
         "teardown never saw the AMI settle"
     );
     assert_nothing_left(&before, &state(&world), &[], "interrupted AMI wait");
+}
+
+#[test]
+fn a_stack_update_is_waited_for_on_the_shared_stack_poller_which_rides_out_throttling() {
+    let world = world_or_skip!();
+    create_stack(&world, SOURCE_AMI);
+    // The update takes 3-4 s; the first 6 DescribeStacks after it are throttled (more than
+    // the SDK's own 3 attempts of one call absorb).
+    let mut args = SHORT.to_vec();
+    args.extend(["--stack", "3", "--throttle-stacks", "6"]);
+    let proxy = DelayProxy::start(&world, &args);
+    let e = env(&world);
+    let mut t: Value = serde_json::from_str(&template(&world, &proxy, 1)).expect("template");
+    t["post-processors"] = json!([{"type": "cloudformation-update", "stack_name": STACK,
+        "parameter": "WorkerAMI", "custom_endpoint_cloudformation": proxy.url()}]);
+    let s = Scratch::new().with("t.json", &t.to_string());
+    let log = s.path("imgbuild.log");
+    let log_s = log.display().to_string();
+    let r = build(
+        &s,
+        &e,
+        &["t.json"],
+        &[
+            ("IMGBUILD_LOG", "imgbuild=debug"),
+            ("IMGBUILD_LOG_PATH", &log_s),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ami = ami_from_stdout(&r.stdout, "us-east-1");
+    let (status, params) = stack(&world);
+    assert_eq!((status.as_str(), params["WorkerAMI"].as_str()), ("UPDATE_COMPLETE", ami.as_str()));
+    let calls = proxy.calls("DescribeStacks");
+    assert_eq!(calls.iter().filter(|c| c.1 == 400).count(), 6, "{calls:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("the shared poller slows down") && l.contains("stack")),
+        "no slow-down of the stack poller in the log:\n{text}"
+    );
+    // The wait saw the update in progress and then its end.
+    assert!(
+        proxy
+            .events()
+            .iter()
+            .any(|e| e["ev"] == "noticed" && e["kind"] == "stack"),
+        "the end of the update was never seen"
+    );
+    assert!(r.stdout.contains("Stack web_worker (us-east-1) is UPDATE_COMPLETE after"), "{}", r.stdout);
 }
