@@ -12,23 +12,28 @@ states in the Describe answers until each change's time has come.
   AMI available      CreateImage       + AMI       + U(0, JITTER) s   (pending; its snapshots
                                                                       pending with a Progress)
   copy available     CopyImage         + COPY      + U(0, JITTER) s
+  stack updated      UpdateStack       + STACK     + U(0, JITTER) s   (UPDATE_IN_PROGRESS; only
+                                                                      with --stack, and through
+                                                                      custom_endpoint_cloudformation)
 
 It writes one JSON line per event to --log: every request ({"ev": "call", "t", "action", "ids":
-how many IDs it named, "status"}), every change made to lag ({"ev": "change", "id", "kind", "t",
+how many IDs it named, "listed": how many of them as a list rather than in a filter, "status"}), every change made to lag ({"ev": "change", "id", "kind", "t",
 "final_at"}) and the first answer that showed a change done ({"ev": "noticed", "id", "kind",
 "delay": seconds between the change's time and that answer}).
 
 Faults for the tests: --throttle N answers the first N Describe calls after the first change
-with RequestLimitExceeded (HTTP 503); --fail-images makes every AMI end `failed` with a reason;
---refuse TYPE=CODE (repeatable) answers every RunInstances of instance type TYPE with EC2's error
-CODE, without forwarding it (InsufficientInstanceCapacity and InsufficientCapacity with HTTP 500,
-as EC2's server errors; SpotMaxPriceTooLow, MaxSpotInstanceCountExceeded, Unsupported, ... with
-400). RunInstances calls are logged with their "type".
+with RequestLimitExceeded (HTTP 503); --throttle-stacks N the first N DescribeStacks calls after
+an UpdateStack with CloudFormation's Throttling (HTTP 400); --fail-images makes every AMI end
+`failed` with a reason; --refuse TYPE=CODE (repeatable) answers every RunInstances of instance
+type TYPE with EC2's error CODE, without forwarding it (InsufficientInstanceCapacity and
+InsufficientCapacity with HTTP 500, as EC2's server errors; SpotMaxPriceTooLow,
+MaxSpotInstanceCountExceeded, Unsupported, ... with 400). RunInstances calls are logged with
+their "type".
 
 Usage: delayproxy.py --upstream http://127.0.0.1:PORT --port-file FILE --log FILE
                      [--start 9] [--stop 11] [--terminate 7] [--ami 23] [--copy 23]
-                     [--jitter 15] [--seed N] [--throttle N] [--fail-images]
-                     [--refuse TYPE=CODE ...]
+                     [--jitter 15] [--stack 0] [--seed N] [--throttle N]
+                     [--throttle-stacks N] [--fail-images] [--refuse TYPE=CODE ...]
 Standard library only. Stops on SIGTERM/SIGINT.
 """
 
@@ -55,6 +60,7 @@ class World:
         self.changes = {}  # id -> dict(kind, start, final_at, noticed)
         self.snap_of = {}  # snapshot id -> image id
         self.throttle_left = args.throttle
+        self.stack_throttle_left = 0
         self.log_file = open(args.log, "a", buffering=1)
 
     def log(self, **ev):
@@ -173,12 +179,34 @@ def rewrite_snapshots(world, body):
     return re.sub(r"<snapshotId>(snap-[0-9a-f]+)</snapshotId>.*?</progress>", one, body, flags=re.S)
 
 
+def rewrite_stacks(world, body):
+    """DescribeStacks names one stack (as imgbuild asks): UPDATE_IN_PROGRESS until its time."""
+    m = re.search(r"<StackName>([^<]+)</StackName>", body)
+    st = world.state_of(m.group(1)) if m else None
+    if st is None or st[0] != "stack":
+        return body
+    if st[1]:
+        world.noticed(m.group(1))
+        return body
+    return re.sub(r"<StackStatus>UPDATE_COMPLETE</StackStatus>", "<StackStatus>UPDATE_IN_PROGRESS</StackStatus>", body, count=1)
+
+
+STACK_THROTTLED = (b'<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error>'
+                   b'<Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>'
+                   b'<RequestId>delayproxy</RequestId></ErrorResponse>')
+
+
 def ids_named(form):
     n = 0
     for k, v in form.items():
         if re.match(r"^(InstanceId|ImageId|SnapshotId)\.\d+$", k) or re.match(r"^Filter\.\d+\.Value\.\d+$", k):
             n += len(v)
     return n
+
+
+def ids_listed(form):
+    """The IDs named as a list (`ImageId.1`: a wait of its own), not in a filter (the shared pollers)."""
+    return sum(len(v) for k, v in form.items() if re.match(r"^(InstanceId|ImageId|SnapshotId)\.\d+$", k))
 
 
 THROTTLED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestLimitExceeded'
@@ -237,14 +265,20 @@ def make_handler(world, upstream):
             if action.startswith("Describe") and world.changes and world.throttle_left > 0:
                 with world.lock:
                     world.throttle_left -= 1
-                world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), status=503)
+                world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form), status=503)
                 self.answer(503, [("Content-Type", "text/xml")], THROTTLED)
+                return
+            if action == "DescribeStacks" and world.stack_throttle_left > 0:
+                with world.lock:
+                    world.stack_throttle_left -= 1
+                world.log(ev="call", t=time.time(), action=action, ids=1, listed=1, status=400)
+                self.answer(400, [("Content-Type", "text/xml")], STACK_THROTTLED)
                 return
             itype = (form.get("InstanceType") or [""])[0]
             refuse = dict(r.split("=", 1) for r in world.args.refuse)
             if action == "RunInstances" and itype in refuse:
                 status, data = refusal(refuse[itype], itype)
-                world.log(ev="call", t=time.time(), action=action, ids=0, status=status, type=itype)
+                world.log(ev="call", t=time.time(), action=action, ids=0, listed=0, status=status, type=itype)
                 self.answer(status, [("Content-Type", "text/xml")], data)
                 return
             status, headers, data = self.forward(body)
@@ -264,6 +298,12 @@ def make_handler(world, upstream):
                     if m:
                         kind, base = ("ami", a.ami) if action == "CreateImage" else ("copy", a.copy)
                         world.change(m.group(1), kind, base)
+                elif action == "UpdateStack" and a.stack > 0:
+                    world.change((form.get("StackName") or [""])[0], "stack", a.stack)
+                    with world.lock:
+                        world.stack_throttle_left = a.throttle_stacks
+                elif action == "DescribeStacks":
+                    text = rewrite_stacks(world, text)
                 elif action == "DescribeInstances":
                     text = rewrite_instances(world, text)
                 elif action == "DescribeImages":
@@ -271,7 +311,7 @@ def make_handler(world, upstream):
                 elif action == "DescribeSnapshots":
                     text = rewrite_snapshots(world, text)
             extra = {"type": itype} if action == "RunInstances" else {}
-            world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), status=status, **extra)
+            world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form), status=status, **extra)
             self.answer(status, headers, text.encode("utf-8"))
 
         def do_POST(self):
@@ -294,8 +334,10 @@ def main():
     p.add_argument("--ami", type=float, default=23)
     p.add_argument("--copy", type=float, default=23)
     p.add_argument("--jitter", type=float, default=15)
+    p.add_argument("--stack", type=float, default=0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--throttle", type=int, default=0)
+    p.add_argument("--throttle-stacks", type=int, default=0)
     p.add_argument("--fail-images", action="store_true")
     p.add_argument("--refuse", action="append", default=[], metavar="TYPE=CODE")
     args = p.parse_args()

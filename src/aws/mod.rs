@@ -156,6 +156,22 @@ impl Aws {
         })
     }
 
+    /// The shared poller of CloudFormation stacks in `region` at `endpoint` (the
+    /// post-processor's own, if any). DescribeStacks takes one stack name, not a list, so a
+    /// tick makes one call per distinct stack waited for: the waits on one stack (several
+    /// builds, or chains, updating it) share that call, and the tick and the throttling
+    /// back-off are those of every poller.
+    pub fn stack_poller(
+        &self,
+        region: &str,
+        endpoint: Option<&str>,
+    ) -> Arc<Poller<aws_sdk_cloudformation::types::Stack>> {
+        let account = format!("{}|cloudformation:{}", self.account, endpoint.unwrap_or_default());
+        shared(&account, region, "stack", || {
+            Poller::new("stack", region, TICK, Stacks(self.cloudformation(region, endpoint)))
+        })
+    }
+
     /// The shared poller of snapshots in `region` (DescribeSnapshots), every
     /// [`SNAPSHOT_TICK`]: their progress is for display only.
     pub fn snapshot_poller(&self, region: &str) -> Arc<Poller<Snapshot>> {
@@ -290,6 +306,7 @@ fn id_filter(name: &str, ids: Vec<String>) -> Filter {
 struct Instances(aws_sdk_ec2::Client);
 struct Images(aws_sdk_ec2::Client);
 struct Snapshots(aws_sdk_ec2::Client);
+struct Stacks(aws_sdk_cloudformation::Client);
 
 impl Source<Instance> for Instances {
     fn describe(&self, ids: Vec<String>) -> Call<Instance> {
@@ -336,6 +353,24 @@ impl Source<Snapshot> for Snapshots {
                 .iter()
                 .filter_map(|s| Some((s.snapshot_id()?.to_string(), s.clone())))
                 .collect())
+        })
+    }
+}
+
+impl Source<aws_sdk_cloudformation::types::Stack> for Stacks {
+    /// One DescribeStacks per name; a stack that does not exist is left out.
+    fn describe(&self, ids: Vec<String>) -> Call<aws_sdk_cloudformation::types::Stack> {
+        let c = self.0.clone();
+        Box::pin(async move {
+            let mut found = Vec::new();
+            for id in ids {
+                match c.describe_stacks().stack_name(&id).send().await.api() {
+                    Ok(out) => found.extend(out.stacks().first().map(|s| (id, s.clone()))),
+                    Err(e) if e.message.contains("does not exist") => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(found)
         })
     }
 }

@@ -1,6 +1,7 @@
-//! Deadline-based waits on EC2: the first poll at once, then short intervals growing by half up
-//! to 15 s (Packer polls every 15 s from the start), until a limit; a failed state ends the wait at
-//! once with the reason EC2 gives. `aws_polling` and `AWS_POLL_DELAY_SECONDS`/`AWS_MAX_ATTEMPTS`
+//! Deadline-based waits on EC2: with the default polling on the answers of a shared poller
+//! ([`until_polled`]: one a second), else the first poll at once, then short intervals growing
+//! by half up to 15 s (Packer polls every 15 s from the start), until a limit; a failed state
+//! ends the wait at once with the reason EC2 gives. `aws_polling` and `AWS_POLL_DELAY_SECONDS`/`AWS_MAX_ATTEMPTS`
 //! (the option wins over the environment, field by field, as in Packer) turn this into a fixed
 //! delay and a limit of delay × attempts.
 
@@ -249,6 +250,39 @@ where
         limit: schedule.limit,
         origin: schedule.origin,
     })
+}
+
+/// [`until`] on the answers of a shared poller (`watch`, which sets the pace: one answer a
+/// tick), each judged by `judge` (which may make calls of its own); `schedule` gives the limit.
+pub async fn until_polled<T, R, J, JF>(
+    what: &str,
+    target: &str,
+    schedule: &Schedule,
+    cancel: &Cancel,
+    progress: &(dyn Fn(String) + Sync),
+    watch: super::poller::Watch<T>,
+    judge: J,
+) -> Result<R, WaitError>
+where
+    T: Clone + Send + Sync + 'static,
+    J: Fn(Option<T>) -> JF + Sync,
+    JF: Future<Output = Result<Probe<R>, ApiError>>,
+{
+    let watch = tokio::sync::Mutex::new(watch);
+    let deadline = tokio::time::Instant::now() + schedule.limit;
+    let paced = schedule.paced_by_poller();
+    let (watch, judge) = (&watch, &judge);
+    until(what, target, &paced, cancel, progress, || async move {
+        let next = async { watch.lock().await.next().await };
+        let Ok(seen) = tokio::time::timeout_at(deadline, next).await else {
+            return Ok(Probe::Pending("no answer yet".into()));
+        };
+        if let Some(e) = seen.error {
+            return Err(e);
+        }
+        judge(seen.item).await
+    })
+    .await
 }
 
 #[cfg(test)]

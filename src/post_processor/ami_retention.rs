@@ -9,7 +9,8 @@
 //! Never deregistered: the build's own artifact (also a reused one), an AMI among the newest
 //! `keep_latest`, one younger than `keep_younger_than`, and, unless `include_in_use`, one that a
 //! launch template's latest or default version names or that an instance (pending, running,
-//! stopping or stopped) runs from. An AMI whose creation date EC2 did not give is kept too.
+//! stopping or stopped) runs from. An AMI whose creation date EC2 did not give is kept too, and
+//! one still `pending` (another build's in the making).
 //! `dry_run` lists what would go and changes nothing. Every decision is printed in a table
 //! with its reason.
 
@@ -129,6 +130,8 @@ pub struct Candidate {
     /// As EC2 gave it.
     pub created: String,
     pub snapshots: Vec<String>,
+    /// Still `pending` (being made, e.g. by a parallel build; its snapshots not complete).
+    pub pending: bool,
 }
 
 impl Candidate {
@@ -143,6 +146,7 @@ impl Candidate {
                 .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
                 .map(str::to_string)
                 .collect(),
+            pending: i.state().map(|s| s.as_str()) == Some("pending"),
         })
     }
 
@@ -183,6 +187,9 @@ pub fn decide(
             .map(|t| (now - t).to_std().unwrap_or(Duration::ZERO));
         let d = if built.contains(&cand.id) {
             Decision::Keep("the build's artifact".into())
+        } else if cand.pending {
+            // Another build's AMI in the making: deregistering it would fail that build.
+            Decision::Keep("pending (still being made)".into())
         } else if let Some(n) = c.keep_latest.filter(|n| (rank as u64) < u64::from(*n)) {
             Decision::Keep(format!("among the newest {n}"))
         } else if age.is_none() {
@@ -627,6 +634,7 @@ mod tests {
             name: format!("web-{id}"),
             created: created.into(),
             snapshots: vec![format!("snap-{id}")],
+            pending: false,
         }
     }
 
@@ -672,6 +680,20 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_pending_ami_is_kept_whatever_its_rank() {
+        let mut h = history();
+        h[0].pending = true; // ami-1, the oldest
+        let d = decide(&h, &BTreeSet::new(), &BTreeMap::new(), &cfg(Some(1), None), now());
+        let s = summary(&d);
+        assert_eq!(s[0], ("ami-5".into(), "keep: among the newest 1".into()));
+        assert_eq!(s[1].1, "go: not among the newest 1");
+        assert_eq!(
+            s[4],
+            ("ami-1".into(), "keep: pending (still being made)".into())
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! For each stack (one, or one per region with `stacks`): `UpdateStack` with the previous
 //! template, `parameter` set to the artifact's AMI ID in the stack's region, and every other
 //! parameter of the stack kept with `UsePreviousValue`. With `wait` (the default) it then polls
-//! the stack until the update ends, printing each new stack event as a progress line:
+//! the stack until the update ends (every second on the shared stack poller, or on the fixed
+//! schedule of `aws_polling`), printing each new stack event as a progress line:
 //!
 //! - `UPDATE_COMPLETE`: success;
 //! - "No updates are to be performed" (the stack already uses this AMI): success, and said so;
@@ -23,13 +24,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_sdk_cloudformation::types::{Capability, Parameter};
+use aws_sdk_cloudformation::types::{Capability, Parameter, Stack};
 
 use super::ami_outputs::primary_ami;
 use super::context::PpContext;
 use super::error::{CfnError, PpError};
 use crate::artifact::Artifact;
-use crate::aws::wait::{self, Probe, Schedule};
+use crate::aws::wait::{self, Polling, Probe, Schedule};
 use crate::aws::{Api, ApiError};
 use crate::checks::{error_at, flag, is_deferred, opt_string, strings_at};
 use crate::duration::human as human_duration;
@@ -47,6 +48,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// At most this many pages of stack events are read per poll.
 const MAX_EVENT_PAGES: usize = 20;
+
+/// How often a stack's events are read while its status stays the same (a new status, and
+/// the end of the update, read them at once).
+const EVENTS_EVERY: Duration = Duration::from_secs(3);
 
 /// Which stacks to update.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,16 +366,22 @@ async fn describe(
         .stacks()
         .first()
         .ok_or_else(|| ApiError::msg("DescribeStacks returned no stack"))?;
-    let status = s
-        .stack_status()
-        .map(|s| s.as_str().to_string())
-        .ok_or_else(|| ApiError::msg("DescribeStacks returned a stack without a status"))?;
+    let (status, reason) = status_of(s)?;
     let keys = s
         .parameters()
         .iter()
         .filter_map(|p| p.parameter_key().map(str::to_string))
         .collect();
-    Ok((status, s.stack_status_reason().map(str::to_string), keys))
+    Ok((status, reason, keys))
+}
+
+/// A stack's status and status reason.
+fn status_of(s: &Stack) -> Result<(String, Option<String>), ApiError> {
+    let status = s
+        .stack_status()
+        .map(|s| s.as_str().to_string())
+        .ok_or_else(|| ApiError::msg("DescribeStacks returned a stack without a status"))?;
+    Ok((status, s.stack_status_reason().map(str::to_string)))
 }
 
 /// The id of the stack's newest event (the first of the first page).
@@ -503,6 +514,7 @@ pub async fn run(
             region,
             parameter: &parameter,
             ami,
+            endpoint: endpoint.as_deref(),
         };
         if let Err(e) = update_one(c, ctx, target, &cf, &update).await {
             // With several stacks, each failure is shown when it happens (the next stack is
@@ -533,6 +545,8 @@ struct StackUpdate<'a> {
     region: &'a str,
     parameter: &'a str,
     ami: &'a str,
+    /// `custom_endpoint_cloudformation`, rendered.
+    endpoint: Option<&'a str>,
 }
 
 /// Updates one stack: checks that it has the parameter, starts the update (every other
@@ -549,6 +563,7 @@ async fn update_one(
         region,
         parameter,
         ami,
+        ..
     } = u;
     let (status, _, keys) =
         describe(cf, stack)
@@ -688,6 +703,7 @@ async fn wait_update(
         region,
         parameter,
         ami,
+        ..
     } = u;
     ctx.say(
         target,
@@ -697,55 +713,70 @@ async fn wait_update(
         ),
     );
     let started = Instant::now();
-    let seen: Mutex<(Option<String>, Vec<StackEvent>)> = Mutex::new((before, Vec::new()));
+    let seen = &Mutex::new(Seen {
+        last_event: before,
+        events: Vec::new(),
+        read: None,
+    });
+    let polling = Polling::resolve(
+        ctx.amazon.and_then(|a| a.access.aws_polling),
+        std::env::var("AWS_POLL_DELAY_SECONDS").ok().as_deref(),
+        std::env::var("AWS_MAX_ATTEMPTS").ok().as_deref(),
+    )
+    .map_err(PpError::Other)?;
+    // `aws_polling` (or the environment) sets the pace; the limit is the post-processor's.
+    let fixed = polling.schedule(c.timeout);
     let schedule = Schedule {
-        initial: wait::INITIAL,
-        cap: wait::CAP,
+        initial: fixed.initial,
+        cap: fixed.cap,
         limit: c.timeout,
         origin: "the post-processor's `timeout`",
     };
     let what = format!("stack {stack} ({region})");
     let progress = |m: String| ctx.say(target, &m);
-    let (seen_ref, cf_ref) = (&seen, cf);
-    let r = wait::until(
-        &what,
-        "UPDATE_COMPLETE",
-        &schedule,
-        ctx.cancel,
-        &progress,
-        || async move {
-            let (status, status_reason, _) = describe(cf_ref, stack).await?;
-            let stop_at = lock(seen_ref).0.clone();
-            let new = events_after(cf_ref, stack, stop_at.as_deref()).await?;
-            {
-                let mut s = lock(seen_ref);
-                if let Some(last) = new.last() {
-                    s.0 = Some(last.id.clone());
-                }
-                s.1.extend(new.iter().cloned());
-            }
-            for e in &new {
-                ctx.say(target, &format!("{stack}: {}", e.line()));
-            }
-            Ok(match phase(&status) {
-                Phase::Done => Probe::Done(status),
-                Phase::Pending => Probe::Pending(status),
-                Phase::Failed => {
-                    let reasons = failure_reasons(&lock(seen_ref).1);
-                    let reason = if reasons.is_empty() {
-                        status_reason.unwrap_or_else(|| "CloudFormation gave no reason".into())
-                    } else {
-                        reasons.join("; ")
-                    };
-                    Probe::Failed {
-                        state: status,
-                        reason,
-                    }
-                }
-            })
-        },
-    )
-    .await;
+    let look = Look {
+        cf,
+        ctx,
+        target,
+        stack,
+    };
+    let look = &look;
+    let r = match ctx.aws.filter(|_| polling.is_default()) {
+        // The default: the shared stack poller, one DescribeStacks a second.
+        Some(aws) => {
+            let watch = aws.stack_poller(region, u.endpoint).watch(stack);
+            wait::until_polled(
+                &what,
+                "UPDATE_COMPLETE",
+                &schedule,
+                ctx.cancel,
+                &progress,
+                watch,
+                |s: Option<Stack>| async move {
+                    let s = s.ok_or_else(|| {
+                        ApiError::msg(format!("DescribeStacks: stack {stack} does not exist"))
+                    })?;
+                    let (status, reason) = status_of(&s)?;
+                    look.judge(seen, status, reason).await
+                },
+            )
+            .await
+        }
+        None => {
+            wait::until(
+                &what,
+                "UPDATE_COMPLETE",
+                &schedule,
+                ctx.cancel,
+                &progress,
+                || async move {
+                    let (status, reason, _) = describe(cf, stack).await?;
+                    look.judge(seen, status, reason).await
+                },
+            )
+            .await
+        }
+    };
     match r {
         Ok(_) => {
             ctx.say(
@@ -768,6 +799,73 @@ async fn wait_update(
             .to_string()
             .trim_end_matches('.')
         ))),
+    }
+}
+
+/// What a wait has seen of its stack: the last event printed, this update's events, and at
+/// which status and when the events were last read.
+struct Seen {
+    last_event: Option<String>,
+    events: Vec<StackEvent>,
+    read: Option<(String, Instant)>,
+}
+
+/// The stack a wait looks at, and where its events are printed.
+struct Look<'a> {
+    cf: &'a aws_sdk_cloudformation::Client,
+    ctx: &'a PpContext<'a>,
+    target: &'a str,
+    stack: &'a str,
+}
+
+impl Look<'_> {
+    /// Judges one answer (`status`): prints the stack's new events (read at a new status, at
+    /// the end, and every [`EVENTS_EVERY`] meanwhile) and says whether the update is done,
+    /// still going, or failed (with the failed resources' reasons).
+    async fn judge(
+        &self,
+        seen: &Mutex<Seen>,
+        status: String,
+        status_reason: Option<String>,
+    ) -> Result<Probe<String>, ApiError> {
+        let p = phase(&status);
+        let due = p != Phase::Pending
+            || lock(seen)
+                .read
+                .as_ref()
+                .is_none_or(|(st, at)| *st != status || at.elapsed() >= EVENTS_EVERY);
+        if due {
+            let stop_at = lock(seen).last_event.clone();
+            let new = events_after(self.cf, self.stack, stop_at.as_deref()).await?;
+            {
+                let mut s = lock(seen);
+                if let Some(last) = new.last() {
+                    s.last_event = Some(last.id.clone());
+                }
+                s.events.extend(new.iter().cloned());
+                s.read = Some((status.clone(), Instant::now()));
+            }
+            for e in &new {
+                self.ctx
+                    .say(self.target, &format!("{}: {}", self.stack, e.line()));
+            }
+        }
+        Ok(match p {
+            Phase::Done => Probe::Done(status),
+            Phase::Pending => Probe::Pending(status),
+            Phase::Failed => {
+                let reasons = failure_reasons(&lock(seen).events);
+                let reason = if reasons.is_empty() {
+                    status_reason.unwrap_or_else(|| "CloudFormation gave no reason".into())
+                } else {
+                    reasons.join("; ")
+                };
+                Probe::Failed {
+                    state: status,
+                    reason,
+                }
+            }
+        })
     }
 }
 

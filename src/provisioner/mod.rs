@@ -50,6 +50,8 @@ impl PreparedProvisioner {
             format!("provisioner {} ({})", p.index + 1, p.kind)
         };
         let mut obj = Obj::new(&node, p.path.clone(), what, dx)?;
+        // `name` (HCL2's, or the JSON model's): shown in the timeline, read from `definition`.
+        obj.string(dx, "name");
         for k in [
             "type",
             "only",

@@ -279,11 +279,18 @@ pub async fn run(ctx: &ProvisionContext<'_>, cancel: &Cancel) -> Result<(), Prov
 }
 
 /// A provisioner's phase in the timeline: `provisioner 2 shell` (its place in the template's
-/// list, from 1, and its type), or the error-cleanup-provisioner's label.
-fn phase_name(p: &PreparedProvisioner, label: Option<&str>) -> String {
-    match label {
-        Some(l) => l.to_string(),
-        None => format!("provisioner {} {}", p.index + 1, p.kind),
+/// list, from 1, as error messages number it, and its type), with its `name` when it has one
+/// (`provisioner 2 shell (install)`), or the error-cleanup-provisioner's label.
+pub fn phase_name(p: &PreparedProvisioner, label: Option<&str>) -> String {
+    let name = p
+        .definition
+        .get("name")
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.trim().is_empty());
+    match (label, name) {
+        (Some(l), _) => l.to_string(),
+        (None, Some(n)) => format!("provisioner {} {} ({n})", p.index + 1, p.kind),
+        (None, None) => format!("provisioner {} {}", p.index + 1, p.kind),
     }
 }
 

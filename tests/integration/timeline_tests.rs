@@ -251,3 +251,76 @@ fn a_failed_build_prints_the_phases_it_reached_and_its_on_error_time() {
     assert_eq!(names, ["prepare", "provisioner 1 shell-local", "on-error"]);
     adds_up(&phases, total);
 }
+
+/// A JSON template and its HCL2 twin whose `only`/`except` leave provisioners out of a build.
+const JSON_TWIN: &str = r#"{
+  "builders": [{"type": "null", "name": "a", "communicator": "none"},
+               {"type": "null", "name": "b", "communicator": "none"}],
+  "provisioners": [
+    {"type": "shell-local", "only": ["b"], "inline": ["echo one"]},
+    {"type": "shell-local", "name": "second", "inline": ["echo two"]},
+    {"type": "shell-local", "except": ["b"], "inline": ["echo three"]BAD}
+  ]
+}"#;
+const HCL_TWIN: &str = r#"source "null" "a" { communicator = "none" }
+source "null" "b" { communicator = "none" }
+build {
+  sources = ["source.null.a", "source.null.b"]
+  provisioner "shell-local" {
+    only   = ["null.b"]
+    inline = ["echo one"]
+  }
+  provisioner "shell-local" {
+    name   = "second"
+    inline = ["echo two"]
+  }
+  provisioner "shell-local" {
+    except = ["null.b"]
+    inline = ["echo three"]BAD
+  }
+}
+"#;
+
+#[test]
+fn provisioners_are_numbered_by_their_place_in_the_template_in_json_and_hcl2_alike() {
+    let s = Scratch::new()
+        .with("t.json", &JSON_TWIN.replace("BAD", ""))
+        .with("t.pkr.hcl", &HCL_TWIN.replace("BAD", ""));
+    let mut got = Vec::new();
+    for (file, build) in [
+        ("t.json", "a"),
+        ("t.json", "b"),
+        ("t.pkr.hcl", "null.a"),
+        ("t.pkr.hcl", "null.b"),
+    ] {
+        let only = format!("-only={build}");
+        let r = s.run(&["build", "-color=false", &only, file]);
+        assert_eq!(r.code, 0, "{file} {build}:\n{}\n{}", r.stdout, r.stderr);
+        let (phases, total) = timeline_of(&r.stdout);
+        adds_up(&phases, total);
+        let names: Vec<String> = phases
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n != "prepare")
+            .collect();
+        got.push(names);
+    }
+    let a = ["provisioner 2 shell-local (second)", "provisioner 3 shell-local"];
+    let b = ["provisioner 1 shell-local", "provisioner 2 shell-local (second)"];
+    assert_eq!(got, [a.to_vec(), b.to_vec(), a.to_vec(), b.to_vec()]);
+    // Error messages number them the same way: the third provisioner in both languages.
+    let s = Scratch::new()
+        .with("t.json", &JSON_TWIN.replace("BAD", r#", "bogus": 1"#))
+        .with("t.pkr.hcl", &HCL_TWIN.replace("BAD", "\n    bogus  = 1"));
+    for file in ["t.json", "t.pkr.hcl"] {
+        let r = s.run(&["validate", file]);
+        assert_eq!(r.code, 2, "{file}:\n{}\n{}", r.stdout, r.stderr);
+        let out = format!("{}{}", r.stdout, r.stderr);
+        assert!(
+            out.contains("unknown key `bogus` in provisioner 3 (shell-local)")
+                && !out.contains("in provisioner 1 (")
+                && !out.contains("in provisioner 2 ("),
+            "{file}:\n{out}"
+        );
+    }
+}

@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::build::{build, builder, env};
+use crate::support::build::{ami_from_stdout, build, builder, env, SOURCE_AMI};
+use crate::support::cfn::{create_stack, stack, STACK};
+use crate::support::building::Building;
 use crate::support::cli::Scratch;
 use crate::support::delayproxy::DelayProxy;
 use crate::support::state::{assert_nothing_left, state};
@@ -153,4 +155,95 @@ fn a_failed_image_ends_its_wait_at_once_with_ec2s_reason() {
         .count();
     assert!(after <= 3, "{after} DescribeImages calls after the failure");
     assert_nothing_left(&before, &state(&world), &[], "failed image");
+}
+
+#[test]
+fn teardown_waits_for_a_pending_image_on_the_shared_poller() {
+    let world = world_or_skip!();
+    // The AMI stays pending 6-7 s: the interrupt comes while the build waits for it.
+    let mut args = SHORT.to_vec();
+    args.extend(["--ami", "6"]);
+    let proxy = DelayProxy::start(&world, &args);
+    let e = env(&world);
+    let s = Scratch::new().with("t.json", &template(&world, &proxy, 1));
+    let before = state(&world);
+    let mut b = Building::start(&s, &e, None);
+    b.wait_for("Waiting for AMI");
+    b.sigint();
+    let (code, out, err) = b.finish();
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("Cleaning up: deregistering AMI"),
+        "{out}\n{err}"
+    );
+    let evs = proxy.events();
+    let created = evs
+        .iter()
+        .position(|e| e["ev"] == "change" && e["kind"] == "ami")
+        .expect("CreateImage went through the proxy");
+    // After CreateImage, every look at the image (the build's wait, then teardown's wait for
+    // it to settle before it is deregistered) was a shared poller's filter call, and teardown
+    // saw the image leave `pending`.
+    let looks: Vec<&Value> = evs[created..]
+        .iter()
+        .filter(|e| e["ev"] == "call" && e["action"] == "DescribeImages")
+        .collect();
+    assert!(looks.len() >= 2, "{looks:?}");
+    assert!(
+        looks.iter().all(|e| e["listed"] == 0 && e["ids"] != 0),
+        "a DescribeImages call of its own after CreateImage: {looks:?}"
+    );
+    assert!(
+        evs.iter().any(|e| e["ev"] == "noticed" && e["kind"] == "ami"),
+        "teardown never saw the AMI settle"
+    );
+    assert_nothing_left(&before, &state(&world), &[], "interrupted AMI wait");
+}
+
+#[test]
+fn a_stack_update_is_waited_for_on_the_shared_stack_poller_which_rides_out_throttling() {
+    let world = world_or_skip!();
+    create_stack(&world, SOURCE_AMI);
+    // The update takes 3-4 s; the first 6 DescribeStacks after it are throttled (more than
+    // the SDK's own 3 attempts of one call absorb).
+    let mut args = SHORT.to_vec();
+    args.extend(["--stack", "3", "--throttle-stacks", "6"]);
+    let proxy = DelayProxy::start(&world, &args);
+    let e = env(&world);
+    let mut t: Value = serde_json::from_str(&template(&world, &proxy, 1)).expect("template");
+    t["post-processors"] = json!([{"type": "cloudformation-update", "stack_name": STACK,
+        "parameter": "WorkerAMI", "custom_endpoint_cloudformation": proxy.url()}]);
+    let s = Scratch::new().with("t.json", &t.to_string());
+    let log = s.path("imgbuild.log");
+    let log_s = log.display().to_string();
+    let r = build(
+        &s,
+        &e,
+        &["t.json"],
+        &[
+            ("IMGBUILD_LOG", "imgbuild=debug"),
+            ("IMGBUILD_LOG_PATH", &log_s),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ami = ami_from_stdout(&r.stdout, "us-east-1");
+    let (status, params) = stack(&world);
+    assert_eq!((status.as_str(), params["WorkerAMI"].as_str()), ("UPDATE_COMPLETE", ami.as_str()));
+    let calls = proxy.calls("DescribeStacks");
+    assert_eq!(calls.iter().filter(|c| c.1 == 400).count(), 6, "{calls:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("the shared poller slows down") && l.contains("stack")),
+        "no slow-down of the stack poller in the log:\n{text}"
+    );
+    // The wait saw the update in progress and then its end.
+    assert!(
+        proxy
+            .events()
+            .iter()
+            .any(|e| e["ev"] == "noticed" && e["kind"] == "stack"),
+        "the end of the update was never seen"
+    );
+    assert!(r.stdout.contains("Stack web_worker (us-east-1) is UPDATE_COMPLETE after"), "{}", r.stdout);
 }

@@ -210,8 +210,7 @@ pub async fn undo(
             delete_volume(&aws.ec2(region), region, id, abort).await
         }
         Undo::DeregisterImage { region, id } => {
-            let c = aws.ec2(region);
-            deregister_image(&c, region, id, protected_snapshots, &waits).await
+            deregister_image(aws, region, id, protected_snapshots, &waits).await
         }
         Undo::DeleteSnapshot { region, id } => {
             delete_snapshot(&aws.ec2(region), region, id, abort).await
@@ -343,13 +342,14 @@ async fn delete_volume(
 /// Deregisters the image, then deletes its snapshots (but not the `protected` ones the user
 /// named in block device mappings).
 async fn deregister_image(
-    c: &Client,
+    aws: &Aws,
     region: &str,
     id: &str,
     protected: &[String],
     waits: &Waits<'_>,
 ) -> Result<(), UndoError> {
-    let Some(snapshots) = image_snapshots(c, region, id, waits).await? else {
+    let c = &aws.ec2(region);
+    let Some(snapshots) = image_snapshots(aws, region, id, waits).await? else {
         return Ok(());
     };
     gone(c.deregister_image().image_id(id).send().await.api()).map_err(|source| {
@@ -366,46 +366,30 @@ async fn deregister_image(
 }
 
 /// The snapshots of an image, once it has left `pending` (they exist only then), so that an
-/// image undone half-made does not leave them behind; None when the image is gone.
+/// image undone half-made does not leave them behind; None when the image is gone. On the
+/// shared image poller with the default polling (noticed within a tick), else on the schedule.
 async fn image_snapshots(
-    c: &Client,
+    aws: &Aws,
     region: &str,
     id: &str,
     waits: &Waits<'_>,
 ) -> Result<Option<Vec<String>>, WaitError> {
-    let schedule = waits.schedule();
-    let what = format!("AMI {id} in {region}");
-    wait::until(
-        &what,
-        "settled",
-        &schedule,
-        waits.abort,
-        waits.say,
-        || async {
-            let out = c.describe_images().image_ids(id).send().await.api();
-            let out = match out {
-                Err(e) if e.is_not_found() => return Ok(Probe::Done(None)),
-                r => r?,
-            };
-            let Some(img) = out.images().iter().find(|i| i.image_id() == Some(id)) else {
-                return Ok(Probe::Done(None));
-            };
-            let state = img
-                .state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default();
-            if state == "pending" {
-                return Ok(Probe::Pending(state));
-            }
-            let snaps: Vec<String> = img
-                .block_device_mappings()
-                .iter()
-                .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
-                .map(str::to_string)
-                .collect();
-            Ok(Probe::Done(Some(snaps)))
-        },
-    )
+    let w = waits.wait(aws, format!("AMI {id} in {region}"), "settled");
+    waits::image_until(&w, &aws.ec2(region), region, id, |img| {
+        let Some(img) = img else {
+            return Ok(Probe::Done(None));
+        };
+        if img.state().map(|s| s.as_str()) == Some("pending") {
+            return Ok(Probe::Pending("pending".into()));
+        }
+        let snaps: Vec<String> = img
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+            .map(str::to_string)
+            .collect();
+        Ok(Probe::Done(Some(snaps)))
+    })
     .await
 }
 

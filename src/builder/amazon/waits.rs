@@ -163,6 +163,22 @@ pub async fn image(
         };
         return shared(w, aws.image_poller(region), id, &judge).await;
     }
+    image_until(w, ec2, region, id, image_state).await
+}
+
+/// Waits on the image `id` in `region` (None: not visible, or gone) until `judge` says done
+/// or failed: on the shared image poller with the default polling, else on the schedule.
+pub async fn image_until<R>(
+    w: &Wait<'_>,
+    ec2: &impl Ec2,
+    region: &str,
+    id: &str,
+    judge: impl Fn(Option<&Image>) -> Result<Probe<R>, ApiError> + Sync,
+) -> Result<R, WaitError> {
+    if let Some(aws) = w.shared {
+        return shared(w, aws.image_poller(region), id, &judge).await;
+    }
+    let judge = &judge;
     wait::until(
         &w.what,
         w.target,
@@ -172,10 +188,10 @@ pub async fn image(
         || async move {
             let req = DescribeImagesInput::builder().image_ids(id);
             let out = match ec2.describe_images(req).await {
-                Err(e) if e.is_not_found() => return image_state(None),
+                Err(e) if e.is_not_found() => return judge(None),
                 r => r?,
             };
-            image_state(out.images().iter().find(|i| i.image_id() == Some(id)))
+            judge(out.images().iter().find(|i| i.image_id() == Some(id)))
         },
     )
     .await
@@ -191,22 +207,15 @@ async fn shared<T, R>(
 where
     T: Clone + Send + Sync + 'static,
 {
-    let watch = Arc::new(tokio::sync::Mutex::new(poller.watch(id)));
-    let deadline = tokio::time::Instant::now() + w.schedule.limit;
-    let schedule = w.schedule.paced_by_poller();
-    wait::until(&w.what, w.target, &schedule, w.cancel, w.progress, || {
-        let watch = watch.clone();
-        async move {
-            let next = async { watch.lock().await.next().await };
-            let Ok(seen) = tokio::time::timeout_at(deadline, next).await else {
-                return Ok(Probe::Pending("no answer from EC2 yet".into()));
-            };
-            if let Some(e) = seen.error {
-                return Err(e);
-            }
-            judge(seen.item.as_ref())
-        }
-    })
+    wait::until_polled(
+        &w.what,
+        w.target,
+        &w.schedule,
+        w.cancel,
+        w.progress,
+        poller.watch(id),
+        |item: Option<T>| std::future::ready(judge(item.as_ref())),
+    )
     .await
 }
 

@@ -167,6 +167,10 @@ fn string(span: Span, s: &str) -> Kind {
 pub struct Out {
     pub builders: Vec<Node>,
     pub provisioners: Vec<Node>,
+    /// Each provisioner's place among its `build` block's provisioners (0-based, counting
+    /// those `only`/`except` leave out of this source's build, as the JSON template's list
+    /// does), with the block's span: what the model's numbering is set back to.
+    pub positions: Vec<(Span, usize)>,
     pub post_processors: Vec<Node>,
     pub error_cleanup: Option<Node>,
     pub description: Option<String>,
@@ -293,6 +297,7 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
             sctx.declare_var("source", source_object(&u.src.kind, &u.name));
             sctx.declare_var("build", build_object(&bname));
             let limit = (uses.len() > 1 || srcs.len() > 1).then_some(u.name.as_str());
+            let mut position = 0;
             for (s, hp) in b.body.iter().zip(&hpaths) {
                 let (Some(pb), Some(path)) = (s.as_block(), hp) else {
                     continue;
@@ -304,8 +309,10 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                     "provisioner" => {
                         if let Some(n) = component(pb, &u.full(), limit, &sctx, cx, path) {
                             out.map(provs.index(out.provisioners.len()), path);
+                            out.positions.push((n.span, position));
                             out.provisioners.push(n);
                         }
+                        position += 1;
                     }
                     "error-cleanup-provisioner" => {
                         out.map(JsonPath::root().key(kind), path);
@@ -338,9 +345,14 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                     "dynamic" => {
                         for (name, n) in dynamic_components(pb, &u.full(), limit, &sctx, cx, path)
                         {
+                            if name == "provisioner" {
+                                position += 1;
+                            }
+                            let Some(n) = n else { continue };
                             match name.as_str() {
                                 "provisioner" => {
                                     out.map(provs.index(out.provisioners.len()), path);
+                                    out.positions.push((n.span, position - 1));
                                     out.provisioners.push(n);
                                 }
                                 "post-processor" => {
@@ -745,7 +757,8 @@ fn component_body(
     Some(node)
 }
 
-/// `dynamic "provisioner" { for_each = ..., labels = ["shell"], content { ... } }` in a build.
+/// `dynamic "provisioner" { for_each = ..., labels = ["shell"], content { ... } }` in a build:
+/// each generated block (None: left out of this build by `only`/`except`).
 fn dynamic_components(
     b: &Block,
     build: &str,
@@ -753,7 +766,7 @@ fn dynamic_components(
     ctx: &Ctx,
     cx: &mut Cx,
     path: &JsonPath,
-) -> Vec<(String, Node)> {
+) -> Vec<(String, Option<Node>)> {
     let span = cx.span(b.ident.span());
     let Some(name) = dynamic_name(b, cx, path) else {
         return Vec::new();
@@ -778,11 +791,11 @@ fn dynamic_components(
         return Vec::new();
     };
     let mut out = Vec::new();
+    // Each generated block, or None where `only`/`except` leave it out of this build (it
+    // still takes its place in the list).
     for (inner, content) in super::eval::dynamic_items(b, name, ctx, cx, path) {
-        if let Some(n) = component_body(&kind, &content.body, span, build, limit, &inner, cx, path)
-        {
-            out.push((name.clone(), n));
-        }
+        let n = component_body(&kind, &content.body, span, build, limit, &inner, cx, path);
+        out.push((name.clone(), n));
     }
     out
 }

@@ -220,7 +220,8 @@ pub fn load(path: &str, args: &[VarArg], lenient: bool, diags: &mut Diagnostics)
     )?;
     // From here on, paths read in HCL terms and values are typed as HCL2 types them.
     let _ = file.hcl_paths.set(std::mem::take(&mut bound.paths));
-    let template = Template::from_root(file.clone(), template_dir, &root, diags)?;
+    let mut template = Template::from_root(file.clone(), template_dir, &root, diags)?;
+    number_provisioners(&mut template, &bound.positions);
     Some(Loaded {
         template,
         values: bound.values,
@@ -236,6 +237,21 @@ struct Bound {
     params: Vec<params::Request>,
     /// The model's paths in HCL terms.
     paths: Vec<(String, String)>,
+    /// [`build::Out::positions`].
+    positions: Vec<(Span, usize)>,
+}
+
+/// The model lists each source's provisioners one after the other; a provisioner's number
+/// (timeline, errors) is its place in its `build` block, as in the JSON template's list.
+fn number_provisioners(t: &mut Template, positions: &[(Span, usize)]) {
+    let mut at = 0;
+    for p in &mut t.provisioners {
+        let Some(k) = positions[at..].iter().position(|(s, _)| *s == p.node.span) else {
+            continue;
+        };
+        p.index = positions[at + k].1;
+        at += k + 1;
+    }
 }
 
 /// A value as variable text: strings as they are, anything else as JSON.
@@ -342,6 +358,7 @@ fn model(
     if !out.builders.is_empty() {
         ms.push(member("builders", span, Kind::Array(out.builders)));
     }
+    bound.positions = std::mem::take(&mut out.positions);
     ms.push(member("provisioners", span, Kind::Array(out.provisioners)));
     ms.push(member(
         "post-processors",
