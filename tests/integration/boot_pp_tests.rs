@@ -265,3 +265,87 @@ fn a_failing_boot_test_of_a_reused_ami_keeps_it() {
         "{ami} is kept"
     );
 }
+
+/// The boot-test instance as RunInstances made it, read while its check runs: (user data,
+/// device names of its block device mappings).
+fn boot_test_launch(world: &TestWorld) -> (Option<String>, Vec<String>) {
+    world.ec2(|c| async move {
+        let out = c
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:Name")
+                    .values("imgbuild boot test")
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeInstances");
+        let found: Vec<_> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .collect();
+        assert_eq!(found.len(), 1, "one running boot-test instance: {found:?}");
+        let id = found[0].instance_id().expect("an instance ID").to_string();
+        let devices = found[0]
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.device_name().map(str::to_string))
+            .collect();
+        let attr = c
+            .describe_instance_attribute()
+            .instance_id(&id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .expect("DescribeInstanceAttribute");
+        let user_data = attr.user_data().and_then(|u| u.value()).map(|b64| {
+            let bytes = aws_smithy_types::base64::decode(b64).expect("base64 user data");
+            String::from_utf8(bytes).expect("UTF-8 user data")
+        });
+        (user_data, devices)
+    })
+}
+
+/// The boot test launches the new AMI as the build launched its instance: with the builder's
+/// `user_data` and `launch_block_device_mappings` (an image that boots only with them is judged on
+/// production's launch), and with a key pair and security group of its own.
+#[test]
+fn the_boot_test_launches_with_the_builds_user_data_and_block_devices() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let before = state(&world);
+    let go = world.sandbox().join("boot-launch-checked");
+    let user_data = "#!/bin/sh\necho user-data-of-the-build\n";
+    let extra = json!({
+        "user_data": user_data,
+        "launch_block_device_mappings": [
+            {"device_name": "/dev/sdf", "volume_size": 2, "delete_on_termination": true}
+        ]
+    });
+    let wait = format!(
+        "i=0; while [ ! -e {0} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; test -e {0}",
+        go.display()
+    );
+    let chain = json!([{
+        "type": "boot-test", "inline": ["echo boot-check-waiting", wait], "timeout": "2m"
+    }]);
+    let s = Scratch::new().with("t.json", &template_in(&world, extra, chain));
+    let mut b = Building::start(&s, &e, None);
+    b.wait_for("boot-check-waiting");
+    let (got_user_data, devices) = boot_test_launch(&world);
+    std::fs::write(&go, "").expect("release the check");
+    let (code, out, err) = b.finish();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(got_user_data.as_deref(), Some(user_data));
+    assert!(devices.contains(&"/dev/sdf".to_string()), "{devices:?}");
+    let ami = ami_from_stdout(&out, "us-east-1");
+    assert_nothing_left(&before, &state(&world), &[&ami], "after the boot test");
+}
