@@ -16,6 +16,7 @@ deregistered and its snapshot deleted. SIGTERM stops and removes every instance 
 """
 
 import argparse
+import base64
 import fcntl
 import json
 import os
@@ -108,7 +109,8 @@ class Hooks:
                 kp = instance.ec2_backend.key_pairs.get(instance.key_name)
                 key = kp.public_key if kp else ""
             hostname = "ip-" + ip.replace(".", "-")
-            self.cloud.create(instance.id, ip, list(image["layers"]), image["user"], key, hostname)
+            self.cloud.create(instance.id, ip, list(image["layers"]), image["user"], key, hostname,
+                              user_data_bytes(getattr(instance, "user_data", None)))
             self.images_user = image["user"]
             set_addresses(instance, ip)
             self.cloud.start(instance.id)
@@ -129,6 +131,22 @@ class Hooks:
     def teardown(self):
         with self.lock:
             self.cloud.teardown()
+
+
+def user_data_bytes(ud):
+    """moto's UserData (base64: a Base64EncodedString, or a string or a list of one in older
+    versions) decoded; b"" when there is none or it is not base64."""
+    if ud is None:
+        return b""
+    enc = getattr(ud, "_encoded_string", None)
+    if enc is None:
+        if isinstance(ud, (list, tuple)):
+            ud = ud[0] if ud else ""
+        enc = ud.decode() if isinstance(ud, bytes) else str(ud)
+    try:
+        return base64.b64decode(enc)
+    except ValueError:
+        return b""
 
 
 def set_addresses(instance, ip):

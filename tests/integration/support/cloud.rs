@@ -62,9 +62,20 @@ pub fn find_image(world: &TestWorld, owner: &str, name: &str) -> String {
 /// RunInstances of one instance of `image` with `key_name`; returns (instance ID, the public
 /// address DescribeInstances reports).
 pub fn launch(world: &TestWorld, image: &str, key_name: &str) -> (String, String) {
+    launch_with(world, image, key_name, None)
+}
+
+/// [`launch`] with this user data.
+pub fn launch_with(
+    world: &TestWorld,
+    image: &str,
+    key_name: &str,
+    user_data: Option<&str>,
+) -> (String, String) {
     let id = world.ec2(|c| async move {
         let out = c
             .run_instances()
+            .set_user_data(user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes())))
             .image_id(image)
             .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
             .key_name(key_name)
