@@ -220,6 +220,17 @@ fn report(
             d.journal.unwrap_or_default()
         )
     };
+    // For pipelines (`-machine-readable`): `boot-test,RESULT,REGION,AMI[,MESSAGE]`.
+    let (outcome, message) = match &result {
+        Ok(()) => ("passed", String::new()),
+        Err(e) if e.is_cancelled() => ("cancelled", String::new()),
+        Err(e) => ("failed", describe(e, d.ssh_timeout)),
+    };
+    let mut data = vec![outcome, d.region, ami];
+    if !message.is_empty() {
+        data.push(&message);
+    }
+    ctx.ui.record(ctx.build_name, "boot-test", &data);
     match result {
         Ok(()) if d.left.is_empty() => {
             ctx.say(
