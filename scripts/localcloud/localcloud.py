@@ -651,6 +651,23 @@ def supervise(state_dir, iid):
         pass
 
 
+def delete_firewall_tables(state_dir):
+    """Deletes the security-group tables of the networks this cloud claimed (a server killed
+    with -9 left them)."""
+    import localcloud_sg
+    nets = os.path.join(CACHE_DIR, "nets")
+    if not os.path.isdir(nets):
+        return
+    for name in os.listdir(nets):
+        try:
+            with open(os.path.join(nets, name)) as f:
+                owner = f.read().strip()
+        except OSError:
+            continue
+        if owner == os.path.abspath(state_dir):
+            localcloud_sg.delete_table(name)
+
+
 def main(argv):
     if len(argv) >= 1 and argv[0] == "base":
         print(build_base())
@@ -658,6 +675,7 @@ def main(argv):
     elif len(argv) == 2 and argv[0] == "teardown":
         if os.path.isdir(argv[1]):
             Cloud(argv[1]).teardown()
+        delete_firewall_tables(argv[1])
     elif len(argv) == 3 and argv[0] == "_supervise":
         supervise(argv[1], argv[2])
     else:

@@ -429,7 +429,7 @@ fn cloud_real_web_worker_image_serves_django_through_apache() {
 
 /// A small template for the local cloud: the web worker's source image filter and user, one
 /// provisioner, `extra` merged into the builder, and this chain of post-processors.
-fn small_template(world: &TestWorld, extra: Value, chain: Value) -> String {
+pub(crate) fn small_template(world: &TestWorld, extra: Value, chain: Value) -> String {
     let mut b = json!({
         "type": "amazon-ebs",
         "name": "small",
@@ -453,7 +453,7 @@ fn small_template(world: &TestWorld, extra: Value, chain: Value) -> String {
 
 /// The build environment for the local cloud: the world's, a journal of the test's own, and
 /// `AWS_ENDPOINT_URL` (the template names no endpoint, as on AWS).
-fn cloud_env(world: &TestWorld) -> build::Env {
+pub(crate) fn cloud_env(world: &TestWorld) -> build::Env {
     let mut e = build::env(world);
     e.vars
         .push(("AWS_ENDPOINT_URL".into(), world.ec2_endpoint().to_string()));
@@ -470,7 +470,7 @@ fn machines_left(world: &TestWorld, ids: &[String]) -> Vec<String> {
 }
 
 /// The instances in the world's region that `before` did not have.
-fn new_instances(world: &TestWorld, before: &BTreeMap<&str, Region>) -> Vec<String> {
+pub(crate) fn new_instances(world: &TestWorld, before: &BTreeMap<&str, Region>) -> Vec<String> {
     let r = world.region().to_string();
     let now = state(world);
     let (b, a) = (&before[r.as_str()].instances, &now[r.as_str()].instances);
