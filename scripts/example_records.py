@@ -37,12 +37,18 @@ def records(lines):
 
 
 def render(inp, out):
+    last_say = None
     for line in inp:
         r = parse(line)
         if r is None:
             # Not a record (a tool's own output): shown as it is.
             out.write(line)
         elif r[2] == "ui" and len(r[3]) >= 2:
+            # Machine-readable output lists an artifact once per post-processor that passed it
+            # on; a person reads each once (as in imgbuild's human output).
+            if r[3][0] == "say" and r[3][1].startswith("--> ") and r[3][1] == last_say:
+                continue
+            last_say = r[3][1] if r[3][0] == "say" else None
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r[0]))
             for text in r[3][1].split("\n"):
                 out.write("%s: %s\n" % (stamp, text) if text else "\n")
@@ -110,7 +116,7 @@ def summary(recs, rc, world_s, build_s):
             if o.boot[3]:
                 where += "\n    boot test of %s in %s: %s" % (o.boot[2], o.boot[1], o.boot[3])
         else:
-            where = "the build stopped before the boot test: see its output above (the outcome table names the step)"
+            where = "the build stopped before the boot test: see its output above (its error names the step)"
         text = "\n==> FAILED (exit %d): %s\n    time: world start %d s, build %d s, total %d s\n" % (
             rc or 1, where, world_s, build_s, total)
         return text, rc or 1

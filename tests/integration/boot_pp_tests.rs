@@ -413,6 +413,23 @@ fn example_sh_reads_the_boot_test_and_the_ami_from_machine_readable_records() {
         "      the instance answered: HTTP/1.1 200 OK, Server: Apache, {\"status\": \"ok\"}",
         "{text}"
     );
+    // What a person sees of the records: the human lines, each AMI listed once.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/example_records.py");
+    let shown = crate::support::world::run_bounded(
+        std::process::Command::new("sh")
+            .args(["-c", "python3 \"$0\" render <\"$1\""])
+            .arg(&script)
+            .arg(&records),
+        std::time::Duration::from_secs(30),
+    )
+    .expect("render runs");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(": ==> web_worker (boot-test): "), "{shown}");
+    assert_eq!(
+        shown.matches(&format!(": us-east-1: {ami}\n")).count(),
+        1,
+        "{shown}"
+    );
     let time = text.lines().find(|l| l.contains("instance to first SSH"));
     let time = time.unwrap_or_else(|| panic!("{text}"));
     assert!(
