@@ -102,7 +102,8 @@ WHAT_RAN = """\
       the template's boot-test post-processor booted a new instance from the AMI, curled Django's /health/ through
       Apache and mod_wsgi at the instance's own address and checked celery.service is enabled, then tore it down;
       the manifest and ami-outputs post-processors wrote their files.
-    emulated: the EC2 API itself (moto), Ubuntu 22.04 (the root is Debian 12), EBS, security groups."""
+      The security groups (the build's and the boot test's temporary ones) were enforced with nftables.
+    emulated: the EC2 API itself (moto), Ubuntu 22.04 (the root is Debian 12), EBS."""
 
 
 def summary(recs, rc, world_s, build_s):

@@ -15,7 +15,7 @@
 #
 # Usage:
 #   scripts/testworld.sh install                 install what is missing (idempotent)
-#   scripts/testworld.sh start [STATE_DIR] [--owner-pid PID] [--real-instances [--security-groups]]
+#   scripts/testworld.sh start [STATE_DIR] [--owner-pid PID] [--real-instances [--no-security-groups]]
 #                                                start a world; prints its env file
 #   scripts/testworld.sh stop [STATE_DIR]        stop it, remove STATE_DIR and its sandbox
 #   scripts/testworld.sh status [STATE_DIR]      show its env and whether it runs
@@ -23,9 +23,9 @@
 # --real-instances (root only): the local cloud (scripts/localcloud/): the EC2 endpoint is moto
 # with hooks, and every instance launched through it is a real Debian root booted by
 # systemd-nspawn on its own loopback address (127.A.B.x, sshd on port 22). `stop` stops and
-# removes every instance, mount and process it made. --security-groups: instances' security
-# groups are enforced with nftables on their addresses (scripts/localcloud/localcloud_sg.py; this
-# machine counts as the world's public address 198.51.100.7); off by default.
+# removes every instance, mount and process it made. Instances' security groups are enforced
+# with nftables on their addresses (scripts/localcloud/localcloud_sg.py; this machine counts as
+# the world's public address 198.51.100.7); --no-security-groups turns that off.
 #
 # STATE_DIR defaults to ${TMPDIR:-/tmp}/imgbuild-testworld. After `start`, use it
 # from a shell with:  set -a; . "$STATE_DIR/env"; set +a
@@ -86,7 +86,7 @@ INSTALL_TIMEOUT_S=900
 EXIT_MISSING_DEP=3
 LOCALCLOUD_DIR="$SCRIPT_DIR/localcloud"
 REAL_INSTANCES=0
-SECURITY_GROUPS=0
+SECURITY_GROUPS=1
 
 log() { echo "testworld: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -622,6 +622,7 @@ do_start() {
             --owner-pid) owner=${2:?--owner-pid needs a PID}; shift 2 ;;
             --real-instances) REAL_INSTANCES=1; shift ;;
             --security-groups) SECURITY_GROUPS=1; shift ;;
+            --no-security-groups) SECURITY_GROUPS=0; shift ;;
             -*) usage ;;
             *) dir=$1; shift ;;
         esac

@@ -13,6 +13,8 @@ Debian 12 owned by 136693071363, Amazon Linux 2 / 2023 owned by 137112412989); a
 root, with the image's usual login user (ubuntu, admin, ec2-user). CreateImage freezes the instance's disk
 (a copy of its upper layer) and RunInstances from that AMI boots it; the copy is deleted once the AMI is
 deregistered and its snapshot deleted. SIGTERM stops and removes every instance before the server exits.
+With --security-groups HOST_ADDRESS (testworld.sh passes it unless --no-security-groups), the groups of every
+running instance are enforced on its address (localcloud_sg.py), rebuilt after every instance or rule change.
 """
 
 import argparse

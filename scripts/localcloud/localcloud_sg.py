@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""localcloud_sg.py: the local cloud's security groups made real with nftables (opt-in:
-`scripts/testworld.sh start DIR --real-instances --security-groups`).
+"""localcloud_sg.py: the local cloud's security groups made real with nftables (on unless
+`scripts/testworld.sh start DIR --real-instances --no-security-groups`).
 
 One nftables table per cloud, `ip imgbuild_lc_127_A_B`, named after the cloud's own 127.A.B.0/24 and
 matching only destinations in it (never anything outside 127.0.0.0/8): a packet to an instance's

@@ -1,4 +1,4 @@
-//! The local cloud with `--security-groups`: an instance's groups are enforced with nftables on
+//! The local cloud's security groups (on unless `--no-security-groups`): an instance's groups are enforced with nftables on
 //! its own address (this machine counts as the world's public address): a port its groups do not
 //! open to this machine is dropped, one they open answers, rules take effect when added or
 //! revoked, the instance's traffic to itself is never filtered, the build's temporary group (SSH
@@ -105,7 +105,7 @@ fn tables() -> String {
 
 #[test]
 fn cloud_security_groups_are_enforced_on_instance_addresses() {
-    let Some(world) = TestWorld::start_real_instances_with(&["--security-groups"]) else {
+    let Some(world) = TestWorld::start_real_instances() else {
         return;
     };
     let dir = tempfile::tempdir().expect("dir");

@@ -114,7 +114,7 @@ impl TestWorld {
         Self::start_real_instances_with(&[])
     }
 
-    /// [`TestWorld::start_real_instances`] with more `start` options (`--security-groups`).
+    /// [`TestWorld::start_real_instances`] with more `start` options (`--no-security-groups`).
     pub fn start_real_instances_with(extra: &[&str]) -> Option<TestWorld> {
         let mut args = vec!["--real-instances"];
         args.extend_from_slice(extra);
