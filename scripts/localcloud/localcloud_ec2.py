@@ -134,7 +134,8 @@ class Hooks:
         with self.lock:
             running = []
             for iid, instance in self.live.items():
-                if not self.cloud.supervisor_alive(iid):
+                # EC2's state, not the supervisor's (it may not have started yet).
+                if getattr(getattr(instance, "_state", None), "name", "running") not in ("pending", "running"):
                     continue
                 v2, _ = self.cloud.cgroups(iid)
                 # The supervisor makes the instance's cgroup as it starts (bounded wait).

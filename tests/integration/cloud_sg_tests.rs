@@ -123,6 +123,17 @@ fn cloud_security_groups_are_enforced_on_instance_addresses() {
         .to_string();
     let table = format!("imgbuild_lc_{}", net.replace('.', "_"));
     assert!(tables().contains(&table), "{}\n{}", tables(), world.logs());
+    // The last launch's rules are in place once RunInstances answered (nothing else changed
+    // since: no later event may be what put them there).
+    let rules = Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .output()
+        .expect("nft runs");
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        rules.contains(&format!("ip daddr {ip2} tcp dport 80 accept")),
+        "{rules}"
+    );
 
     // SSH from this machine's address is open on the first; the second opens only port 80.
     let out = ssh_ok(
