@@ -52,6 +52,11 @@ cleanup() {
     rm -rf -- "$work"
 }
 trap cleanup EXIT
+# A signal ends the script through `exit`, so that the cleanup above runs (bash skips EXIT traps
+# on a fatal signal otherwise).
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 if [ "$quick" = 1 ]; then
     echo "==> no AWS credentials: building images/local_example.json against the local test world"
