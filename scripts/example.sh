@@ -52,6 +52,11 @@ cleanup() {
     rm -rf -- "$work"
 }
 trap cleanup EXIT
+# A signal ends the script through `exit`, so that the cleanup above runs (bash skips EXIT traps
+# on a fatal signal otherwise).
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 if [ "$quick" = 1 ]; then
     echo "==> no AWS credentials: building images/local_example.json against the local test world"
@@ -83,54 +88,16 @@ vars=(-var django_db_password=example-db-password -var django_db_host=db.example
       -var "web_domain=$domain")
 # The template's own boot-test post-processor (first in its chain) launches an instance from the
 # new AMI and checks it from inside; a failure deregisters the AMI and fails the build.
+# imgbuild writes -machine-readable records (kept in $work/build.records); the human lines among
+# them are shown as they come, and the ending is read from the records (scripts/example_records.py),
+# never from imgbuild's wording.
+records=$work/build.records
 build_rc=0
-(cd "$work" && "$bin" build -timestamp-ui "${vars[@]}" "$@" "$repo/images/web_worker.json") 2>&1 \
-    | tee "$work/build.log" || build_rc=$?
+(cd "$work" && "$bin" build -machine-readable "${vars[@]}" "$@" "$repo/images/web_worker.json") 2>&1 \
+    | tee "$records" | python3 scripts/example_records.py render || build_rc=${PIPESTATUS[0]}
 t_build=$SECONDS
 
-log=$work/build.log
-booted=$(grep -o 'booting ami-[0-9a-f]* in [a-z0-9-]*' "$log" | tail -n 1 || true)
-ami=$(echo "$booted" | awk '{print $2}')
-region=$(echo "$booted" | awk '{print $4}')
-phase() { # seconds of a phase in the build's timeline ("    SSH 1.00", or with a bar), or "?"
-    local s
-    s=$(sed -nE "s/.*: +$1 +([0-9]+\.[0-9]+)s?( .*)?$/\1/p" "$log" | tail -n 1)
-    echo "${s:-?} s"
-}
-if [ "$build_rc" = 0 ] && grep -q 'boot test passed: ami-' "$log"; then
-    result="PASSED ($(grep -o 'boot test passed: ami-.*' "$log" | tail -n 1 | sed 's/^boot test passed: //'))
-      $(grep -o 'web worker checks passed: .*' "$log" | tail -n 1)
-      the instance answered: $(grep -A3 'GET http://' "$log" | tail -n 3 | sed 's/.*web_worker: //' | paste -sd '|' | sed 's/|/, /g')"
-else
-    # Nothing below is claimed for a build that did not finish: say where to look, and stop.
-    if grep -q 'booting ami-' "$log"; then
-        where="the boot test failed: see its output above (a failed boot test deregisters the AMI)"
-    else
-        where="the build stopped before the boot test: see its output above (the outcome table names the step)"
-    fi
-    cat <<EOF
-
-==> FAILED (exit $build_rc): $where
-    time: world start $((t_world - t0)) s, build $((t_build - t_world)) s, total $((t_build - t0)) s
-EOF
-    exit "$build_rc"
-fi
-
-cat <<EOF
-
-==> AMI: ${ami:-none} (${region:-?})
-    boot test: $result
-    what ran for real: imgbuild's whole amazon-ebs build of images/web_worker.json (unchanged) through the AWS SDK
-      against an EC2 emulator (moto); a real Debian 12 root booted by systemd (systemd-nspawn) as the source instance,
-      reached over SSH on port 22 at the address DescribeInstances gave; the wait for first boot (wait_for_boot:
-      the local cloud's first-boot unit and its cloud-init status --wait); the template's provisioners as written:
-      apt-get from Debian's archive, virtualenv and pip from PyPI (the .debs and wheels are cached between runs on
-      this machine), Apache's site, the Celery unit enabled with systemctl; CreateImage froze the instance's disk;
-      the template's boot-test post-processor booted a new instance from the AMI, curled Django's /health/ through
-      Apache and mod_wsgi at the instance's own address and checked celery.service is enabled, then tore it down;
-      the manifest and ami-outputs post-processors wrote their files.
-    emulated: the EC2 API itself (moto), Ubuntu 22.04 (the root is Debian 12), EBS, security groups.
-    time: world start $((t_world - t0)) s, build with boot test $((t_build - t_world)) s (instance to first SSH $(phase SSH),
-      first boot wait $(phase 'first boot'), boot test $(phase 'post-processor boot-test')), total $((t_build - t0)) s
-EOF
-exit "$build_rc"
+summary_rc=0
+python3 scripts/example_records.py summary "$records" "$build_rc" \
+    "$((t_world - t0))" "$((t_build - t_world))" || summary_rc=$?
+exit "$summary_rc"

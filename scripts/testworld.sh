@@ -15,7 +15,7 @@
 #
 # Usage:
 #   scripts/testworld.sh install                 install what is missing (idempotent)
-#   scripts/testworld.sh start [STATE_DIR] [--owner-pid PID] [--real-instances]
+#   scripts/testworld.sh start [STATE_DIR] [--owner-pid PID] [--real-instances [--no-security-groups]]
 #                                                start a world; prints its env file
 #   scripts/testworld.sh stop [STATE_DIR]        stop it, remove STATE_DIR and its sandbox
 #   scripts/testworld.sh status [STATE_DIR]      show its env and whether it runs
@@ -23,7 +23,9 @@
 # --real-instances (root only): the local cloud (scripts/localcloud/): the EC2 endpoint is moto
 # with hooks, and every instance launched through it is a real Debian root booted by
 # systemd-nspawn on its own loopback address (127.A.B.x, sshd on port 22). `stop` stops and
-# removes every instance, mount and process it made.
+# removes every instance, mount and process it made. Instances' security groups are enforced
+# with nftables on their addresses (scripts/localcloud/localcloud_sg.py; this machine counts as
+# the world's public address 198.51.100.7); --no-security-groups turns that off.
 #
 # STATE_DIR defaults to ${TMPDIR:-/tmp}/imgbuild-testworld. After `start`, use it
 # from a shell with:  set -a; . "$STATE_DIR/env"; set +a
@@ -87,6 +89,7 @@ INSTALL_TIMEOUT_S=900
 EXIT_MISSING_DEP=3
 LOCALCLOUD_DIR="$SCRIPT_DIR/localcloud"
 REAL_INSTANCES=0
+SECURITY_GROUPS=1
 
 log() { echo "testworld: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -236,6 +239,7 @@ install_ansible() {
 real_missing_items() {
     PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null 2>&1 || echo debootstrap
     command -v systemd-nspawn >/dev/null 2>&1 || echo systemd-nspawn
+    PATH="$PATH:/usr/sbin:/sbin" command -v nft >/dev/null 2>&1 || echo nft
 }
 
 # A python3 that can import moto (the local cloud runs moto in-process).
@@ -360,6 +364,7 @@ do_install() {
             local rpkgs=()
             grep -qx debootstrap <<<"$real" && rpkgs+=(debootstrap)
             grep -qx systemd-nspawn <<<"$real" && rpkgs+=(systemd-container)
+            grep -qx nft <<<"$real" && rpkgs+=(nftables)
             apt_install "${rpkgs[@]}" || missing "apt-get install ${rpkgs[*]} failed"
         fi
     fi
@@ -434,8 +439,10 @@ start_moto() {
         # setsid: own session, so a terminal's ^C reaches only the test process;
         # the watchdog (or `stop`) cleans up. fd 9 (a lock) must not leak into it.
         if [ "$REAL_INSTANCES" = 1 ]; then
+            local sg=()
+            [ "$SECURITY_GROUPS" = 0 ] || sg=(--security-groups "$TEST_PUBLIC_IP")
             setsid "$(moto_python)" "$LOCALCLOUD_DIR/localcloud_ec2.py" -H 127.0.0.1 -p "$port" --state "$dir/cloud" \
-                </dev/null >"$dir/moto.log" 2>&1 9>&- &
+                "${sg[@]}" </dev/null >"$dir/moto.log" 2>&1 9>&- &
         else
             setsid "$moto" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 9>&- &
         fi
@@ -628,6 +635,8 @@ do_start() {
         case "$1" in
             --owner-pid) owner=${2:?--owner-pid needs a PID}; shift 2 ;;
             --real-instances) REAL_INSTANCES=1; shift ;;
+            --security-groups) SECURITY_GROUPS=1; shift ;;
+            --no-security-groups) SECURITY_GROUPS=0; shift ;;
             -*) usage ;;
             *) dir=$1; shift ;;
         esac

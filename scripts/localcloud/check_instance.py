@@ -4,11 +4,12 @@
     set -a; . STATE_DIR/env; set +a
     python3 scripts/localcloud/check_instance.py [--image AMI] [--user USER] [--check SHELL]... [--keep]
 
-Creates a key pair, finds Canonical's Ubuntu 22.04 image with the usual filter (or takes --image), launches an
-instance with the key pair, reads its address from DescribeInstances, logs in on port 22 as `ubuntu` (or
+Creates a key pair and a security group that lets SSH in from this machine's public address (the test world's,
+IMGBUILD_TEST_PUBLIC_IP; the local cloud enforces groups), finds Canonical's Ubuntu 22.04 image with the usual
+filter (or takes --image), launches an instance with the key pair in the group, reads its address from DescribeInstances, logs in on port 22 as `ubuntu` (or
 --user) with the key pair's private key, runs `cloud-init status --wait` and `systemctl is-system-running
 --wait`, then each --check command (in the instance's shell; $LC_IP is the instance's address), then terminates
-the instance and deletes the key pair (unless --keep). Prints the timings and the checks' output. Exit 0 when
+the instance and deletes the key pair and the group (unless --keep). Prints the timings and the checks' output. Exit 0 when
 all of it worked.
 """
 
@@ -37,9 +38,14 @@ def main():
         {"Name": "name", "Values": ["ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*"]},
         {"Name": "virtualization-type", "Values": ["hvm"]}, {"Name": "root-device-type", "Values": ["ebs"]}])
     image = args.image or sorted(images["Images"], key=lambda i: i["CreationDate"])[-1]["ImageId"]
+    me = os.environ.get("IMGBUILD_TEST_PUBLIC_IP", "0.0.0.0")
+    group = ec2.create_security_group(GroupName=name, Description="check_instance.py: SSH")["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+        "IpRanges": [{"CidrIp": me + ("/32" if me != "0.0.0.0" else "/0")}]}])
     t0 = time.monotonic()
     iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
-                            KeyName=name)["Instances"][0]["InstanceId"]
+                            KeyName=name, SecurityGroupIds=[group])["Instances"][0]["InstanceId"]
     inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     ip = inst["PublicIpAddress"]
     print("launched %s from %s at %s (private %s)" % (iid, image, ip, inst["PrivateIpAddress"]))
@@ -69,6 +75,7 @@ def main():
     if not args.keep:
         ec2.terminate_instances(InstanceIds=[iid])
         ec2.delete_key_pair(KeyName=name)
+        ec2.delete_security_group(GroupId=group)
     print("ok" if rc == 0 else "FAILED")
     return rc
 

@@ -12,6 +12,12 @@ written by the host before every boot: the launch key pair's public key into the
 authorized_keys, host keys, hostname, /etc/hosts, sshd's and Apache's listen address. A small `cloud-init`
 command answers `cloud-init status [--wait]`.
 
+User data: the host writes the instance's user data (RunInstances' UserData) to /etc/localcloud/user-data
+before every boot, with a unit that runs it once per instance, late in boot, as cloud-init's scripts-user does
+(a `#!` script, as root; its output in /var/log/cloud-init-output.log); first boot, and so `cloud-init status
+--wait`, ends after it. Other kinds (#cloud-config, MIME multipart) are logged there as not run. These files are
+written into each instance's disk at start (not into the cached base, so that the base stays as it is).
+
 Usage (as root):
     localcloud.py base                    build (or reuse) the cached base root; prints its path
     localcloud.py teardown STATE_DIR      stop and remove every instance, mount and process of a cloud
@@ -21,6 +27,7 @@ Everything a cloud mounts or writes lives under its STATE_DIR (plus the shared b
 /run/systemd/nspawn entries nspawn itself makes, removed on teardown).
 """
 
+import base64
 import fcntl
 import hashlib
 import json
@@ -116,6 +123,63 @@ ExecStart=/usr/local/sbin/localcloud-init
 [Install]
 WantedBy=sysinit.target
 """
+
+# The user-data runner, written into each instance's disk at every start (see start()).
+USER_DATA_SH = r"""#!/bin/sh
+# localcloud: runs the instance's user data once per instance, as cloud-init's scripts-user does on EC2.
+# `hold` (after the first-boot unit): first boot is not finished until the user data has run.
+set -u
+ud=/etc/localcloud/user-data
+ran=/var/lib/localcloud/user-data-ran
+log=/var/log/cloud-init-output.log
+id=$(. /etc/localcloud/meta.env; echo "$LC_INSTANCE_ID")
+pending() { [ -s "$ud" ] && [ "$(cat "$ran" 2>/dev/null || true)" != "$id" ]; }
+if [ "${1:-}" = hold ]; then
+    if pending; then rm -f /run/localcloud/boot-finished; fi
+    exit 0
+fi
+if pending; then
+    mkdir -p /var/lib/localcloud/scripts
+    if [ "$(head -c 2 "$ud")" = "#!" ]; then
+        install -m 0700 "$ud" /var/lib/localcloud/scripts/part-001
+        echo "localcloud: running the user data script" >>"$log"
+        /var/lib/localcloud/scripts/part-001 </dev/null >>"$log" 2>&1
+        rc=$?
+        echo "localcloud: the user data script exited $rc" >>"$log"
+    else
+        echo "localcloud: user data is not a #! script: not run (the local cloud runs only scripts)" >>"$log"
+    fi
+    echo "$id" >"$ran"
+fi
+mkdir -p /run/localcloud
+touch /run/localcloud/boot-finished
+"""
+
+USER_DATA_UNIT = """[Unit]
+Description=localcloud user data (what cloud-init's scripts-user does on EC2)
+After=network-online.target ssh.service localcloud-init.service
+ConditionPathExists=/etc/localcloud/meta.env
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+TimeoutStartSec=0
+ExecStart=/usr/local/sbin/localcloud-user-data
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+USER_DATA_HOLD = """[Service]
+ExecStartPost=/usr/local/sbin/localcloud-user-data hold
+"""
+
+# What start() writes into an instance's disk, relative to its root.
+USER_DATA_FILES = [
+    ("usr/local/sbin/localcloud-user-data", USER_DATA_SH, 0o755),
+    ("etc/systemd/system/localcloud-user-data.service", USER_DATA_UNIT, 0o644),
+    ("etc/systemd/system/localcloud-init.service.d/user-data.conf", USER_DATA_HOLD, 0o644),
+]
 
 CONFIG_VERSION = "5"
 PIP_CACHE = "/var/cache/localcloud-pip"
@@ -298,14 +362,16 @@ class Cloud:
         with open(self.idir(iid) + "/instance.json") as f:
             return json.load(f)
 
-    def create(self, iid, ip, layers, user, public_key, hostname):
-        """Makes an instance's disk (not started). layers: image layer dirs, topmost first."""
+    def create(self, iid, ip, layers, user, public_key, hostname, user_data=b""):
+        """Makes an instance's disk (not started). layers: image layer dirs, topmost first;
+        user_data: RunInstances' UserData, decoded."""
         d = self.idir(iid)
         for sub in ["upper", "work", "merged"]:
             os.makedirs(os.path.join(d, sub))
         write(d + "/instance.json", json.dumps({
             "id": iid, "ip": ip, "layers": layers + [build_base()], "user": user,
-            "public_key": public_key, "hostname": hostname, "machine": "lc-" + iid}))
+            "public_key": public_key, "hostname": hostname, "machine": "lc-" + iid,
+            "user_data": base64.b64encode(user_data or b"").decode()}))
 
     def mounted(self, path):
         with open("/proc/self/mountinfo") as f:
@@ -338,6 +404,7 @@ class Cloud:
         write(merged + "/etc/localcloud/meta.env",
               "LC_INSTANCE_ID='%s'\nLC_IP='%s'\nLC_HOSTNAME='%s'\nLC_USER='%s'\nLC_PUBLIC_KEY='%s'\n"
               % (m["id"], m["ip"], m["hostname"], m["user"], m["public_key"].replace("'", "")))
+        self.write_user_data(merged, base64.b64decode(m.get("user_data", "")))
         # A machine-id of its own (an empty one would make systemd derive the same from the host).
         with open(merged + "/etc/machine-id") as f:
             if not f.read().strip():
@@ -350,6 +417,23 @@ class Cloud:
                                  stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
                                  close_fds=True)
         write(d + "/supervisor.pid", str(p.pid))
+
+    def write_user_data(self, merged, user_data):
+        """The instance's user data (root only, as cloud-init keeps it) and its runner."""
+        path = merged + "/etc/localcloud/user-data"
+        if user_data:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(user_data)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        for rel, text, mode in USER_DATA_FILES:
+            write(os.path.join(merged, rel), text, mode)
+        wants = merged + "/etc/systemd/system/multi-user.target.wants/localcloud-user-data.service"
+        if not os.path.lexists(wants):
+            os.makedirs(os.path.dirname(wants), exist_ok=True)
+            os.symlink("../localcloud-user-data.service", wants)
 
     def supervisor_alive(self, iid):
         try:
@@ -457,7 +541,7 @@ class Cloud:
             m["layers"] = [layer] + m["layers"]
             write(d + "/instance.json", json.dumps(m))
         # Identity is per instance (as cloud-init's instance-id and ssh_deletekeys do on EC2).
-        for rel in identity_files(tmp) + ["etc/localcloud/meta.env"]:
+        for rel in identity_files(tmp) + ["etc/localcloud/meta.env", "etc/localcloud/user-data"]:
             if os.path.lexists(os.path.join(tmp, rel)):
                 os.unlink(os.path.join(tmp, rel))
         write(tmp + "/etc/machine-id", "")
@@ -511,7 +595,7 @@ class Cloud:
 
 def identity_files(root):
     """What makes a disk one machine: its machine-id, host keys and cloud-init instance-id."""
-    rels = ["etc/machine-id", "var/lib/localcloud/instance-id"]
+    rels = ["etc/machine-id", "var/lib/localcloud/instance-id", "var/lib/localcloud/user-data-ran"]
     if os.path.isdir(root + "/etc/ssh"):
         rels += ["etc/ssh/" + n for n in sorted(os.listdir(root + "/etc/ssh")) if n.startswith("ssh_host_")]
     return [r for r in rels if os.path.isfile(os.path.join(root, r))]
@@ -567,6 +651,23 @@ def supervise(state_dir, iid):
         pass
 
 
+def delete_firewall_tables(state_dir):
+    """Deletes the security-group tables of the networks this cloud claimed (a server killed
+    with -9 left them)."""
+    import localcloud_sg
+    nets = os.path.join(CACHE_DIR, "nets")
+    if not os.path.isdir(nets):
+        return
+    for name in os.listdir(nets):
+        try:
+            with open(os.path.join(nets, name)) as f:
+                owner = f.read().strip()
+        except OSError:
+            continue
+        if owner == os.path.abspath(state_dir):
+            localcloud_sg.delete_table(name)
+
+
 def main(argv):
     if len(argv) >= 1 and argv[0] == "base":
         print(build_base())
@@ -574,6 +675,7 @@ def main(argv):
     elif len(argv) == 2 and argv[0] == "teardown":
         if os.path.isdir(argv[1]):
             Cloud(argv[1]).teardown()
+        delete_firewall_tables(argv[1])
     elif len(argv) == 3 and argv[0] == "_supervise":
         supervise(argv[1], argv[2])
     else:

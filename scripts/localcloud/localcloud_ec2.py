@@ -13,19 +13,24 @@ Debian 12 owned by 136693071363, Amazon Linux 2 / 2023 owned by 137112412989); a
 root, with the image's usual login user (ubuntu, admin, ec2-user). CreateImage freezes the instance's disk
 (a copy of its upper layer) and RunInstances from that AMI boots it; the copy is deleted once the AMI is
 deregistered and its snapshot deleted. SIGTERM stops and removes every instance before the server exits.
+With --security-groups HOST_ADDRESS (testworld.sh passes it unless --no-security-groups), the groups of every
+running instance are enforced on its address (localcloud_sg.py), rebuilt after every instance or rule change.
 """
 
 import argparse
+import base64
 import fcntl
 import json
 import os
 import signal
 import sys
 import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import localcloud  # noqa: E402
+import localcloud_sg  # noqa: E402
 
 SOURCE_IMAGES = [
     ("ami-0lc0ubuntu2204", "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20240301",
@@ -73,15 +78,21 @@ def claim_net(state_dir):
                     pass
                 with open(p, "w") as f:
                     f.write(state_dir)
+                # A table a killed cloud left on this network goes first.
+                localcloud_sg.delete_table("127.%d.%d" % (a, b))
                 return "127.%d.%d" % (a, b)
     raise SystemExit("localcloud: no free 127.A.B.0/24 left in " + NETS_DIR)
 
 
 class Hooks:
-    def __init__(self, state_dir):
+    def __init__(self, state_dir, host_address=None):
         self.cloud = localcloud.Cloud(state_dir)
         self.lock = threading.RLock()
         self.net = claim_net(self.cloud.dir)
+        # Security groups enforced (--security-groups): this machine's addresses as the cloud
+        # sees it; None: not enforced.
+        self.host_addresses = [host_address, "127.0.0.1"] if host_address else None
+        self.live = {}  # instance id -> moto instance (not terminated)
         self.next_host = 10
         self.ips = {}  # instance id -> address
         # AMI id -> {"layers": [...], "user": str, "snapshot": id or None, "deregistered": bool}
@@ -108,10 +119,36 @@ class Hooks:
                 kp = instance.ec2_backend.key_pairs.get(instance.key_name)
                 key = kp.public_key if kp else ""
             hostname = "ip-" + ip.replace(".", "-")
-            self.cloud.create(instance.id, ip, list(image["layers"]), image["user"], key, hostname)
+            self.cloud.create(instance.id, ip, list(image["layers"]), image["user"], key, hostname,
+                              user_data_bytes(getattr(instance, "user_data", None)))
             self.images_user = image["user"]
             set_addresses(instance, ip)
+            self.live[instance.id] = instance
             self.cloud.start(instance.id)
+            self.enforce()
+
+    def enforce(self):
+        """Makes the groups of every running instance real (--security-groups)."""
+        if self.host_addresses is None:
+            return
+        with self.lock:
+            running = []
+            for iid, instance in self.live.items():
+                # EC2's state, not the supervisor's (it may not have started yet).
+                if getattr(getattr(instance, "_state", None), "name", "running") not in ("pending", "running"):
+                    continue
+                v2, _ = self.cloud.cgroups(iid)
+                # The supervisor makes the instance's cgroup as it starts (bounded wait).
+                for _ in range(100):
+                    if os.path.isdir(v2):
+                        break
+                    time.sleep(0.05)
+                cgroup = os.path.relpath(v2, localcloud.CGROUP_V2) if os.path.isdir(v2) else None
+                running.append((self.ips[iid], cgroup, groups_of(instance)))
+            text = localcloud_sg.ruleset(self.net, running, self.host_addresses)
+            ok, err = localcloud_sg.run_nft(text, localcloud.CGROUP_V2)
+            if not ok:
+                print("localcloud: security groups NOT enforced: nft failed: %s" % err, file=sys.stderr, flush=True)
 
     def image_created(self, ami, instance_id):
         with self.lock:
@@ -129,6 +166,34 @@ class Hooks:
     def teardown(self):
         with self.lock:
             self.cloud.teardown()
+            localcloud_sg.delete_table(self.net)
+
+
+def groups_of(instance):
+    """The instance's security groups (moto objects), from the instance and its interfaces."""
+    found = {}
+    for g in list(getattr(instance, "security_groups", None) or []):
+        found[getattr(g, "id", id(g))] = g
+    for nic in getattr(instance, "nics", {}).values():
+        for g in list(getattr(nic, "group_set", None) or []):
+            found[getattr(g, "id", id(g))] = g
+    return [g for g in found.values() if hasattr(g, "ingress_rules")]
+
+
+def user_data_bytes(ud):
+    """moto's UserData (base64: a Base64EncodedString, or a string or a list of one in older
+    versions) decoded; b"" when there is none or it is not base64."""
+    if ud is None:
+        return b""
+    enc = getattr(ud, "_encoded_string", None)
+    if enc is None:
+        if isinstance(ud, (list, tuple)):
+            ud = ud[0] if ud else ""
+        enc = ud.decode() if isinstance(ud, bytes) else str(ud)
+    try:
+        return base64.b64decode(enc)
+    except ValueError:
+        return b""
 
 
 def set_addresses(instance, ip):
@@ -157,6 +222,7 @@ def install_hooks(hooks):
         for instance, _prev in result:
             hooks.cloud.stop(instance.id)
             set_addresses(instance, hooks.ips.get(instance.id))
+        hooks.enforce()
         return result
 
     def start_instances(self, instance_ids):
@@ -164,6 +230,7 @@ def install_hooks(hooks):
         for instance, _prev in result:
             set_addresses(instance, hooks.ips.get(instance.id))
             hooks.cloud.start(instance.id)
+        hooks.enforce()
         return result
 
     def reboot_instances(self, instance_ids):
@@ -171,6 +238,7 @@ def install_hooks(hooks):
         for instance in result:
             hooks.cloud.stop(instance.id)
             hooks.cloud.start(instance.id)
+        hooks.enforce()
         return result
 
     def terminate_instances(self, instance_ids):
@@ -179,6 +247,8 @@ def install_hooks(hooks):
             with hooks.lock:
                 hooks.cloud.terminate(instance.id)
                 hooks.ips.pop(instance.id, None)
+                hooks.live.pop(instance.id, None)
+        hooks.enforce()
         return result
 
     for name, fn in [("run_instances", run_instances), ("stop_instances", stop_instances),
@@ -228,12 +298,34 @@ def install_hooks(hooks):
 
     eb.delete_snapshot = delete_snapshot
 
+    # Security groups: rules added or revoked, an instance's groups changed.
+    from moto.ec2.models import security_groups
+
+    def then_enforce(cls, name):
+        orig_fn = getattr(cls, name, None)
+        if orig_fn is None:
+            return
+
+        def fn(self, *args, **kwargs):
+            result = orig_fn(self, *args, **kwargs)
+            hooks.enforce()
+            return result
+        setattr(cls, name, fn)
+
+    for name in ["authorize_security_group_ingress", "revoke_security_group_ingress",
+                 "delete_security_group"]:
+        then_enforce(security_groups.SecurityGroupBackend, name)
+    for name in ["modify_instance_attribute", "modify_instance_security_groups"]:
+        then_enforce(ib, name)
+
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
     parser.add_argument("--state", required=True, help="the cloud's state directory")
+    parser.add_argument("--security-groups", metavar="HOST_ADDRESS",
+                        help="enforce security groups (nftables); this machine counts as HOST_ADDRESS")
     args = parser.parse_args()
     state = os.path.abspath(args.state)
     os.makedirs(state, exist_ok=True)
@@ -246,7 +338,7 @@ def main():
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    hooks = Hooks(state)
+    hooks = Hooks(state, args.security_groups)
     install_hooks(hooks)
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(args.host, args.port, app, threaded=True)

@@ -265,3 +265,191 @@ fn a_failing_boot_test_of_a_reused_ami_keeps_it() {
         "{ami} is kept"
     );
 }
+
+/// The boot-test instance as RunInstances made it, read while its check runs: (user data,
+/// device names of its block device mappings).
+fn boot_test_launch(world: &TestWorld) -> (Option<String>, Vec<String>) {
+    world.ec2(|c| async move {
+        let out = c
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:Name")
+                    .values("imgbuild boot test")
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeInstances");
+        let found: Vec<_> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .collect();
+        assert_eq!(found.len(), 1, "one running boot-test instance: {found:?}");
+        let id = found[0].instance_id().expect("an instance ID").to_string();
+        let devices = found[0]
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.device_name().map(str::to_string))
+            .collect();
+        let attr = c
+            .describe_instance_attribute()
+            .instance_id(&id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .expect("DescribeInstanceAttribute");
+        let user_data = attr.user_data().and_then(|u| u.value()).map(|b64| {
+            let bytes = aws_smithy_types::base64::decode(b64).expect("base64 user data");
+            String::from_utf8(bytes).expect("UTF-8 user data")
+        });
+        (user_data, devices)
+    })
+}
+
+/// The boot test launches the new AMI as the build launched its instance: with the builder's
+/// `user_data` and `launch_block_device_mappings` (an image that boots only with them is judged on
+/// production's launch), and with a key pair and security group of its own.
+#[test]
+fn the_boot_test_launches_with_the_builds_user_data_and_block_devices() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let before = state(&world);
+    let go = world.sandbox().join("boot-launch-checked");
+    let user_data = "#!/bin/sh\necho user-data-of-the-build\n";
+    let extra = json!({
+        "user_data": user_data,
+        "launch_block_device_mappings": [
+            {"device_name": "/dev/sdf", "volume_size": 2, "delete_on_termination": true}
+        ]
+    });
+    let wait = format!(
+        "i=0; while [ ! -e {0} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; test -e {0}",
+        go.display()
+    );
+    let chain = json!([{
+        "type": "boot-test", "inline": ["echo boot-check-waiting", wait], "timeout": "2m"
+    }]);
+    let s = Scratch::new().with("t.json", &template_in(&world, extra, chain));
+    let mut b = Building::start(&s, &e, None);
+    b.wait_for("boot-check-waiting");
+    let (got_user_data, devices) = boot_test_launch(&world);
+    std::fs::write(&go, "").expect("release the check");
+    let (code, out, err) = b.finish();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(got_user_data.as_deref(), Some(user_data));
+    assert!(devices.contains(&"/dev/sdf".to_string()), "{devices:?}");
+    let ami = ami_from_stdout(&out, "us-east-1");
+    assert_nothing_left(&before, &state(&world), &[&ami], "after the boot test");
+}
+
+/// `scripts/example_records.py summary RECORDS RC 1 2` (example.sh's ending): (exit code, stdout).
+fn example_summary(records: &Path, rc: i32) -> (i32, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/example_records.py");
+    let out = crate::support::world::run_bounded(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg("summary")
+            .arg(records)
+            .args([rc.to_string(), "1".into(), "2".into()]),
+        std::time::Duration::from_secs(30),
+    )
+    .expect("example_records.py runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// scripts/example.sh reads imgbuild's `-machine-readable` records, not its wording: the records
+/// of a real build with a passing boot test (its `boot-test` record, the artifact's id, the
+/// timeline, the checks' own output) give the example's ending with the AMI and the result; those
+/// of a failing one give FAILED with the boot test's reason.
+#[test]
+fn example_sh_reads_the_boot_test_and_the_ami_from_machine_readable_records() {
+    let world = world_or_skip!();
+    let e = env(&world);
+    let checks = json!([{
+        "type": "boot-test", "timeout": "1m",
+        "inline": ["echo 'web worker checks passed: celery enabled, django answers'",
+                   "echo GET http://127.0.0.1/health/", "echo HTTP/1.1 200 OK",
+                   "echo 'Server: Apache'", "echo '{\"status\": \"ok\"}'"]
+    }]);
+    let extra = json!({"name": "web_worker"});
+    let s = Scratch::new().with("t.json", &template_in(&world, extra.clone(), checks));
+    let args = ["-machine-readable".to_string(), "t.json".to_string()];
+    let (code, out, err) = Building::spawn(s.dir.path(), &args, &e.vars, None).finish();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(",web_worker,boot-test,"))
+        .unwrap_or_else(|| panic!("a boot-test record:\n{out}"));
+    assert!(line.contains(",boot-test,passed,us-east-1,ami-"), "{line}");
+    let ami = line.rsplit(',').next().expect("the AMI").to_string();
+    let records = s.dir.path().join("passed.records");
+    std::fs::write(&records, &out).expect("records");
+    let (rc, text) = example_summary(&records, 0);
+    assert_eq!(rc, 0, "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[1], format!("==> AMI: {ami} (us-east-1)"), "{text}");
+    assert_eq!(
+        lines[2],
+        format!("    boot test: PASSED ({ami} booted in us-east-1 and its checks passed)"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[3], "      web worker checks passed: celery enabled, django answers",
+        "{text}"
+    );
+    assert_eq!(
+        lines[4],
+        "      the instance answered: HTTP/1.1 200 OK, Server: Apache, {\"status\": \"ok\"}",
+        "{text}"
+    );
+    // What a person sees of the records: the human lines, each AMI listed once.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/example_records.py");
+    let shown = crate::support::world::run_bounded(
+        std::process::Command::new("sh")
+            .args(["-c", "python3 \"$0\" render <\"$1\""])
+            .arg(&script)
+            .arg(&records),
+        std::time::Duration::from_secs(30),
+    )
+    .expect("render runs");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(": ==> web_worker (boot-test): "), "{shown}");
+    assert_eq!(
+        shown.matches(&format!(": us-east-1: {ami}\n")).count(),
+        1,
+        "{shown}"
+    );
+    let time = text.lines().find(|l| l.contains("instance to first SSH"));
+    let time = time.unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        !time.contains("? s"),
+        "every phase is in the records: {time}"
+    );
+
+    let failing = json!([{"type": "boot-test", "inline": ["echo broken >&2", "exit 4"]}]);
+    let s = Scratch::new().with("t.json", &template_in(&world, extra, failing));
+    let (code, out, _) = Building::spawn(s.dir.path(), &args, &e.vars, None).finish();
+    assert_eq!(code, 1, "{out}");
+    let records = s.dir.path().join("failed.records");
+    std::fs::write(&records, &out).expect("records");
+    let (rc, text) = example_summary(&records, code);
+    assert_eq!(rc, 1, "{text}");
+    assert!(
+        text.contains("==> FAILED (exit 1): the boot test failed: see its output above"),
+        "{text}"
+    );
+    assert!(text.contains("a check failed:"), "{text}");
+    assert!(text.contains("exited with status 4"), "{text}");
+    assert!(!text.contains("AMI:"), "{text}");
+}

@@ -13,8 +13,8 @@ use crate::support::build::{self, cleanup};
 use crate::support::building::Building;
 use crate::support::cli::{imgbuild_env, Scratch};
 use crate::support::cloud::{
-    create_image, delete_image, find_image, instance_action, launch, leftovers, login_refused,
-    public_ip, ssh_ok, state_of, CANONICAL, UBUNTU_JAMMY,
+    create_image, delete_image, find_image, instance_action, launch, launch_with, leftovers,
+    login_refused, public_ip, ssh_ok, state_of, CANONICAL, UBUNTU_JAMMY,
 };
 use crate::support::state::{assert_nothing_left, state, Region};
 use crate::support::world::{unique_name, TestWorld};
@@ -233,6 +233,92 @@ fn cloud_stop_start_and_images_keep_the_disk() {
     assert_eq!(leftovers(&state_dir, &[id, id2]), Vec::<String>::new());
 }
 
+/// RunInstances' user data, a `#!` script, runs as root once per instance late in first boot,
+/// as cloud-init's scripts-user runs it: `cloud-init status --wait` ends after it, a stop and
+/// start does not run it again, an instance launched from an image of the instance runs its own
+/// user data (and none when it has none), and the user data is readable by root only.
+#[test]
+fn cloud_user_data_scripts_run_once_per_instance_within_first_boot() {
+    let Some(world) = TestWorld::start_real_instances() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let key = world.create_key_pair(dir.path(), "ud").expect("key pair");
+    let ubuntu = find_image(&world, CANONICAL, UBUNTU_JAMMY);
+    // The sleep: `cloud-init status --wait` must wait for the script, not find its file by luck.
+    let script = "#!/bin/sh\nsleep 1\necho \"$(hostname) $(id -un)\" >>/var/tmp/user-data-ran\n";
+    let (id, ip) = launch_with(&world, &ubuntu, "ud", Some(script));
+    let host = |ip: &str| format!("ip-{}", ip.replace('.', "-"));
+    let read = "cloud-init status --wait >/dev/null && cat /var/tmp/user-data-ran";
+    let out = ssh_ok(
+        &ip,
+        "ubuntu",
+        &key,
+        &format!("{read} && sudo stat -c %a /etc/localcloud/user-data"),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
+    assert_eq!(out, format!("{} root\n600\n", host(&ip)));
+
+    instance_action(&world, &id, "stop");
+    instance_action(&world, &id, "start");
+    let out = ssh_ok(&ip, "ubuntu", &key, read).expect("after start");
+    assert_eq!(out, format!("{} root\n", host(&ip)), "not run again");
+
+    instance_action(&world, &id, "stop");
+    let (ami, _snapshot) = create_image(&world, &id, "user-data-test");
+    let (id2, ip2) = launch(&world, &ami, "ud");
+    let out = ssh_ok(
+        &ip2,
+        "ubuntu",
+        &key,
+        &format!("{read} && sudo test ! -e /etc/localcloud/user-data"),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
+    assert_eq!(
+        out,
+        format!("{} root\n", host(&ip)),
+        "no user data: none run"
+    );
+    let (id3, ip3) = launch_with(&world, &ami, "ud", Some(script));
+    let out =
+        ssh_ok(&ip3, "ubuntu", &key, read).unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
+    assert_eq!(
+        out,
+        format!("{} root\n{} root\n", host(&ip), host(&ip3)),
+        "a new instance runs its own user data"
+    );
+    let state_dir = world.state_dir().to_path_buf();
+    world.stop().expect("the cloud stops");
+    assert_eq!(leftovers(&state_dir, &[id, id2, id3]), Vec::<String>::new());
+}
+
+/// The boot test launches the new AMI with the build's user data: a script that records the
+/// hostname of the instance it ran on, which the check compares with its own (the build
+/// instance's record, frozen into the image, would not match).
+#[test]
+fn cloud_the_boot_test_instance_runs_the_builds_user_data() {
+    let Some(world) = TestWorld::start_real_instances() else {
+        return;
+    };
+    let e = cloud_env(&world);
+    let before = state(&world);
+    let extra = json!({"user_data": "#!/bin/sh\nhostname >/var/tmp/user-data-host\n"});
+    let chain = json!([{
+        "type": "boot-test", "timeout": "2m",
+        "inline": ["echo \"user data ran on $(cat /var/tmp/user-data-host), checked on $(hostname)\"",
+                   "test \"$(cat /var/tmp/user-data-host)\" = \"$(hostname)\""]
+    }]);
+    let s = Scratch::new().with("t.json", &small_template(&world, extra, chain));
+    let (code, out, err) = Building::start(&s, &e, None).finish();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}\n{}", world.logs());
+    assert!(out.contains("boot test passed:"), "{out}");
+    let ids = new_instances(&world, &before);
+    assert_eq!(ids.len(), 2, "the build's instance and the boot test's");
+    let state_dir = world.state_dir().to_path_buf();
+    world.stop().expect("the cloud stops");
+    assert_eq!(leftovers(&state_dir, &ids), Vec::<String>::new());
+}
+
 /// The real `images/web_worker.json`, unchanged (no ssh_host, no endpoint: AWS_ENDPOINT_URL
 /// points the SDK at the cloud), built for real: apt from Debian's archive, pip from PyPI, Apache
 /// and the Celery unit; an instance launched from its AMI answers Django's /health/ through
@@ -343,7 +429,7 @@ fn cloud_real_web_worker_image_serves_django_through_apache() {
 
 /// A small template for the local cloud: the web worker's source image filter and user, one
 /// provisioner, `extra` merged into the builder, and this chain of post-processors.
-fn small_template(world: &TestWorld, extra: Value, chain: Value) -> String {
+pub(crate) fn small_template(world: &TestWorld, extra: Value, chain: Value) -> String {
     let mut b = json!({
         "type": "amazon-ebs",
         "name": "small",
@@ -367,7 +453,7 @@ fn small_template(world: &TestWorld, extra: Value, chain: Value) -> String {
 
 /// The build environment for the local cloud: the world's, a journal of the test's own, and
 /// `AWS_ENDPOINT_URL` (the template names no endpoint, as on AWS).
-fn cloud_env(world: &TestWorld) -> build::Env {
+pub(crate) fn cloud_env(world: &TestWorld) -> build::Env {
     let mut e = build::env(world);
     e.vars
         .push(("AWS_ENDPOINT_URL".into(), world.ec2_endpoint().to_string()));
@@ -384,7 +470,7 @@ fn machines_left(world: &TestWorld, ids: &[String]) -> Vec<String> {
 }
 
 /// The instances in the world's region that `before` did not have.
-fn new_instances(world: &TestWorld, before: &BTreeMap<&str, Region>) -> Vec<String> {
+pub(crate) fn new_instances(world: &TestWorld, before: &BTreeMap<&str, Region>) -> Vec<String> {
     let r = world.region().to_string();
     let now = state(world);
     let (b, a) = (&before[r.as_str()].instances, &now[r.as_str()].instances);

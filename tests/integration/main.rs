@@ -12,6 +12,7 @@ mod build_tests;
 mod cfn_tests;
 mod cleanup_tests;
 mod cli_tests;
+mod cloud_sg_tests;
 mod cloud_tests;
 mod completion_tests;
 mod config_mgmt_tests;

@@ -276,16 +276,7 @@ impl Ctx<'_> {
             step::source_image::prevalidate(env, self.aws, &ami_name, region, copy_regions, force)
                 .await?;
         let ingress = self.ingress(env, region).await?;
-        let user_data = match (&cfg.run.user_data, &cfg.run.user_data_file) {
-            (Some(u), _) => Some(u.clone().into_bytes()),
-            (None, Some(p)) => {
-                Some(std::fs::read(p).map_err(|source| BuildError::UserDataFile {
-                    path: p.clone(),
-                    source,
-                })?)
-            }
-            (None, None) => None,
-        };
+        let user_data = step::launch::user_data(&cfg.run)?;
         let mut run_tags = self.render_tags("run_tags", &cfg.run.run_tags, &map)?;
         run_tags
             .entry("Name".into())

@@ -11,14 +11,23 @@
 
 pub mod run;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::builder::amazon::config::run::user_data;
 use crate::checks::{error_at, flag, opt_string};
 use crate::provisioner::shell::ShellConfig;
 use crate::template::decode::{Dx, Obj};
 
 /// The checks' default `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The boot test's own user data (`user_data` or `user_data_file`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserData {
+    Text(String),
+    File(PathBuf),
+}
 
 /// `boot-test`.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +53,9 @@ pub struct BootTestConfig {
     pub ssh_private_key_file: Option<String>,
     /// `wait_for_boot`: default the builder's.
     pub wait_for_boot: Option<bool>,
+    /// `user_data` / `user_data_file`: what the instance is launched with instead of the
+    /// builder's. `None` (unset or empty): the builder's.
+    pub user_data: Option<UserData>,
     /// `deregister_on_failure` (default true): a failed check deregisters the AMI and deletes
     /// its snapshots in every region of the artifact.
     pub deregister_on_failure: bool,
@@ -80,6 +92,11 @@ impl BootTestConfig {
             );
         }
         let wait_for_boot = flag(o, dx, "wait_for_boot");
+        let user_data = match user_data(o, dx) {
+            (Some(t), _) => Some(UserData::Text(t)),
+            (None, Some(f)) => Some(UserData::File(f)),
+            (None, None) => None,
+        };
         let deregister_on_failure = flag(o, dx, "deregister_on_failure").unwrap_or(true);
         let checks = ShellConfig::decode(obj, dx);
         BootTestConfig {
@@ -93,6 +110,7 @@ impl BootTestConfig {
             ssh_keypair_name,
             ssh_private_key_file,
             wait_for_boot,
+            user_data,
             deregister_on_failure,
         }
     }
@@ -129,6 +147,44 @@ mod tests {
         assert!(!c.deregister_on_failure);
         assert_eq!(c.wait_for_boot, Some(false));
         assert_eq!(c.checks.environment_vars, vec![("A".into(), "1".into())]);
+    }
+
+    #[test]
+    fn the_launch_is_the_builders_with_its_user_data_unless_overridden() {
+        use crate::builder::amazon::AmazonEbsConfig;
+        let (b, d) = decode(
+            r##"{"ami_name": "web-base", "instance_type": "t3.micro", "source_ami": "ami-0123456789abcdef0",
+                "ssh_username": "ubuntu", "user_data": "#!/bin/sh\necho hi",
+                "launch_block_device_mappings": [{"device_name": "/dev/sdf", "volume_size": 2}]}"##,
+            AmazonEbsConfig::decode,
+        );
+        assert!(!d.has_errors(), "{:?}", errors(&d));
+        let boot = |text: &str| {
+            let (c, d) = decode(text, BootTestConfig::decode);
+            assert!(!d.has_errors(), "{:?}", errors(&d));
+            run::boot_config(&b, &c)
+        };
+        let same = boot(r#"{"inline": ["true"]}"#);
+        assert_eq!(same.run.user_data.as_deref(), Some("#!/bin/sh\necho hi"));
+        assert_eq!(
+            same.launch_block_device_mappings,
+            b.launch_block_device_mappings
+        );
+        assert_eq!(same.launch_block_device_mappings.len(), 1);
+        // Empty is unset (as in Packer): the builder's.
+        let empty = boot(r#"{"inline": ["true"], "user_data": ""}"#);
+        assert_eq!(empty.run.user_data, b.run.user_data);
+        let file = boot(r#"{"inline": ["true"], "user_data_file": "/etc/hostname"}"#);
+        assert_eq!(file.run.user_data, None);
+        assert_eq!(file.run.user_data_file, Some("/etc/hostname".into()));
+        let (_, d) = decode(
+            r#"{"inline": ["true"], "user_data": "x", "user_data_file": "/etc/hostname"}"#,
+            BootTestConfig::decode,
+        );
+        assert_eq!(
+            errors(&d),
+            vec!["Only one of user_data or user_data_file can be specified."]
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::sync::Mutex;
 
-use super::BootTestConfig;
+use super::{BootTestConfig, UserData};
 use crate::artifact::Artifact;
 use crate::aws::wait::Polling;
 use crate::aws::Aws;
@@ -21,7 +21,7 @@ use crate::builder::amazon::keys::TempKey;
 use crate::builder::amazon::plan::{self, Ingress};
 use crate::builder::amazon::public_ip;
 use crate::builder::amazon::step::first_boot::FirstBoot;
-use crate::builder::amazon::step::launch::{launch, Launch};
+use crate::builder::amazon::step::launch::{launch, user_data, Launch};
 use crate::builder::amazon::step::{self, protected_snapshots, start_ledger, Env};
 use crate::builder::amazon::{teardown, BuildError};
 use crate::communicator::ssh::Communicator;
@@ -33,7 +33,11 @@ use crate::provisioner::runtime::{BeforeProvisioning, ProvisionContext, Provisio
 use crate::provisioner::{PreparedProvisioner, ProvisionerConfig};
 use crate::timeline::Timeline;
 
-/// The builder's configuration with the boot test's overrides.
+/// The builder's configuration with the boot test's overrides: the instance is launched as the
+/// build's was (instance type, subnet, user data, `launch_block_device_mappings`, IAM profile,
+/// metadata options, spot, SSH settings), since an image that boots only with them is judged on
+/// the launch production makes; what the build made for itself and teardown removed (its
+/// temporary key pair and security group) is made anew, and its `run_tags` are not copied.
 pub fn boot_config(builder: &AmazonEbsConfig, c: &BootTestConfig) -> AmazonEbsConfig {
     let mut cfg = builder.clone();
     if let Some(t) = &c.instance_type {
@@ -59,6 +63,19 @@ pub fn boot_config(builder: &AmazonEbsConfig, c: &BootTestConfig) -> AmazonEbsCo
     }
     if let Some(w) = c.wait_for_boot {
         cfg.wait_for_boot = w;
+    }
+    // The user data is the builder's, as production launches the image with what it needs to
+    // boot; the boot test's own replaces it.
+    match &c.user_data {
+        Some(UserData::Text(t)) => {
+            cfg.run.user_data = Some(t.clone());
+            cfg.run.user_data_file = None;
+        }
+        Some(UserData::File(f)) => {
+            cfg.run.user_data = None;
+            cfg.run.user_data_file = Some(f.clone());
+        }
+        None => {}
     }
     cfg
 }
@@ -203,6 +220,17 @@ fn report(
             d.journal.unwrap_or_default()
         )
     };
+    // For pipelines (`-machine-readable`): `boot-test,RESULT,REGION,AMI[,MESSAGE]`.
+    let (outcome, message) = match &result {
+        Ok(()) => ("passed", String::new()),
+        Err(e) if e.is_cancelled() => ("cancelled", String::new()),
+        Err(e) => ("failed", describe(e, d.ssh_timeout)),
+    };
+    let mut data = vec![outcome, d.region, ami];
+    if !message.is_empty() {
+        data.push(&message);
+    }
+    ctx.ui.record(ctx.build_name, "boot-test", &data);
     match result {
         Ok(()) if d.left.is_empty() => {
             ctx.say(
@@ -291,6 +319,8 @@ async fn test(
     booted: &mut bool,
 ) -> Result<(), BuildError> {
     let cfg = env.cfg;
+    // Read before anything is made (a `user_data_file` gone since the build fails here).
+    let user_data = user_data(&cfg.run)?;
     let ec2 = aws.ec2(region);
     let net = step::network::network(env, &ec2, region).await?;
     let key = step::key_pair::key_pair(env, &ec2, region).await?;
@@ -315,7 +345,7 @@ async fn test(
         key_name: key.name.as_ref(),
         groups: &groups,
         net: &net,
-        user_data: None,
+        user_data,
         run_tags: &run_tags,
         volume_tags: &volume_tags,
         spot_tags: &run_tags,

@@ -62,9 +62,24 @@ pub fn find_image(world: &TestWorld, owner: &str, name: &str) -> String {
 /// RunInstances of one instance of `image` with `key_name`; returns (instance ID, the public
 /// address DescribeInstances reports).
 pub fn launch(world: &TestWorld, image: &str, key_name: &str) -> (String, String) {
+    launch_with(world, image, key_name, None)
+}
+
+/// [`launch`] with this user data. The instance is in a group that lets SSH in from this
+/// machine's address (the world's public address: the cloud enforces groups), made once.
+pub fn launch_with(
+    world: &TestWorld,
+    image: &str,
+    key_name: &str,
+    user_data: Option<&str>,
+) -> (String, String) {
+    let me = format!("{}/32", world.public_ip());
     let id = world.ec2(|c| async move {
+        let group = ssh_group(&c, &me).await;
         let out = c
             .run_instances()
+            .security_group_ids(group)
+            .set_user_data(user_data.map(|u| aws_smithy_types::base64::encode(u.as_bytes())))
             .image_id(image)
             .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
             .key_name(key_name)
@@ -80,6 +95,45 @@ pub fn launch(world: &TestWorld, image: &str, key_name: &str) -> (String, String
     });
     let ip = public_ip(world, &id).expect("a running instance has a public address");
     (id, ip)
+}
+
+/// The group `ssh-from-this-machine` (SSH from `cidr`), made if it is not there yet.
+async fn ssh_group(c: &aws_sdk_ec2::Client, cidr: &str) -> String {
+    const NAME: &str = "ssh-from-this-machine";
+    let found = c
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(NAME)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", sdk("DescribeSecurityGroups", e)));
+    if let Some(id) = found.security_groups().first().and_then(|g| g.group_id()) {
+        return id.to_string();
+    }
+    let id = c
+        .create_security_group()
+        .group_name(NAME)
+        .description("SSH from this machine")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", sdk("CreateSecurityGroup", e)))
+        .group_id()
+        .expect("a group ID")
+        .to_string();
+    c.authorize_security_group_ingress()
+        .group_id(&id)
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .cidr_ip(cidr)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", sdk("AuthorizeSecurityGroupIngress", e)));
+    id
 }
 
 /// The instance's public address (None when it has none, e.g. stopped).

@@ -111,7 +111,14 @@ impl TestWorld {
     /// A world of this test's own whose instances are real Debian roots (the local cloud,
     /// `start --real-instances`; root only: otherwise skipped, or failed with `CI=true`).
     pub fn start_real_instances() -> Option<TestWorld> {
-        match Self::try_start(&["--real-instances"]) {
+        Self::start_real_instances_with(&[])
+    }
+
+    /// [`TestWorld::start_real_instances`] with more `start` options (`--no-security-groups`).
+    pub fn start_real_instances_with(extra: &[&str]) -> Option<TestWorld> {
+        let mut args = vec!["--real-instances"];
+        args.extend_from_slice(extra);
+        match Self::try_start(&args) {
             Ok(world) => Some(world),
             Err(StartError::Missing(why)) => skip_or_panic(&why),
             Err(StartError::Failed(why)) => panic!("local cloud failed to start: {why}"),

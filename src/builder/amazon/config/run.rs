@@ -256,8 +256,8 @@ fn shutdown_behavior(obj: &mut Obj, dx: &mut Dx) -> ShutdownBehavior {
 }
 
 /// `user_data` or `user_data_file` (not both); the file must exist unless its path holds a
-/// build-time value.
-fn user_data(obj: &mut Obj, dx: &mut Dx) -> (Option<String>, Option<PathBuf>) {
+/// build-time value. (The `boot-test` post-processor's overrides are decoded by this too.)
+pub fn user_data(obj: &mut Obj, dx: &mut Dx) -> (Option<String>, Option<PathBuf>) {
     let user_data = opt_string(obj, dx, "user_data");
     let user_data_file = opt_string(obj, dx, "user_data_file").map(PathBuf::from);
     if user_data.is_some() && user_data_file.is_some() {

@@ -45,6 +45,23 @@ pub struct Launch<'a> {
     pub spot_tags: &'a BTreeMap<String, String>,
 }
 
+/// The user data of a launch: `user_data`, or the contents of `user_data_file` (read now, so
+/// that a file that changed since the template was checked is sent as it is).
+pub fn user_data(
+    run: &crate::builder::amazon::config::RunConfig,
+) -> Result<Option<Vec<u8>>, BuildError> {
+    match (&run.user_data, &run.user_data_file) {
+        (Some(u), _) => Ok(Some(u.clone().into_bytes())),
+        (None, Some(p)) => std::fs::read(p)
+            .map(Some)
+            .map_err(|source| BuildError::UserDataFile {
+                path: p.clone(),
+                source,
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
 /// The running source instance.
 pub struct Launched {
     pub id: InstanceId,
