@@ -166,9 +166,18 @@ impl Aws {
         region: &str,
         endpoint: Option<&str>,
     ) -> Arc<Poller<aws_sdk_cloudformation::types::Stack>> {
-        let account = format!("{}|cloudformation:{}", self.account, endpoint.unwrap_or_default());
+        let account = format!(
+            "{}|cloudformation:{}",
+            self.account,
+            endpoint.unwrap_or_default()
+        );
         shared(&account, region, "stack", || {
-            Poller::new("stack", region, TICK, Stacks(self.cloudformation(region, endpoint)))
+            Poller::new(
+                "stack",
+                region,
+                TICK,
+                Stacks(self.cloudformation(region, endpoint)),
+            )
         })
     }
 

@@ -463,8 +463,14 @@ mod tests {
         let json = SourceFile::new("t.json", "{}");
         let hcl = SourceFile::new("t.pkr.hcl", "");
         let table = vec![
-            ("builders[0]".to_string(), "source.amazon-ebs.web".to_string()),
-            ("post-processors[1]".to_string(), "build.post-processors[0]".to_string()),
+            (
+                "builders[0]".to_string(),
+                "source.amazon-ebs.web".to_string(),
+            ),
+            (
+                "post-processors[1]".to_string(),
+                "build.post-processors[0]".to_string(),
+            ),
             (
                 "post-processors[1][0]".to_string(),
                 "build.post-processors[0].post-processor[0]".to_string(),
@@ -479,8 +485,14 @@ mod tests {
             i.map_or(p.clone(), |i| p.index(1).index(i))
         };
         let cases = [
-            (p(&["builders"], None).index(0).key("ami_name"), "source.amazon-ebs.web.ami_name"),
-            (p(&["post-processors"], Some(0)).key("output"), "build.post-processors[0].post-processor[0].output"),
+            (
+                p(&["builders"], None).index(0).key("ami_name"),
+                "source.amazon-ebs.web.ami_name",
+            ),
+            (
+                p(&["post-processors"], Some(0)).key("output"),
+                "build.post-processors[0].post-processor[0].output",
+            ),
             // `builders[0]` is no prefix of `builders[01]`-like keys, nor of other roots.
             (p(&["builders0"], None), "builders0"),
         ];

@@ -263,7 +263,10 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
         let bname = string_attr(b, "name", ctx, cx, &bpath).unwrap_or_default();
         if let Some(d) = string_attr(b, "description", ctx, cx, &bpath) {
             out.description = Some(d);
-            out.map(JsonPath::root().key("description"), &bpath.key("description"));
+            out.map(
+                JsonPath::root().key("description"),
+                &bpath.key("description"),
+            );
         }
         let uses = uses(b, srcs, ctx, cx, &bpath);
         for u in &uses {
@@ -275,19 +278,7 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                 .key("source")
                 .key(&u.src.kind)
                 .key(&u.src.name);
-            if let Some(o) = u.over {
-                // What the build's `source "TYPE.NAME" { }` block sets is located there.
-                let over = bpath.key("source").key(&u.src.kind).key(&u.src.name);
-                for s in o.body.iter() {
-                    let k = match s {
-                        hcl::edit::structure::Structure::Attribute(a) => a.key.as_str(),
-                        hcl::edit::structure::Structure::Block(b) => b.ident.as_str(),
-                    };
-                    if k != "name" {
-                        out.paths.push((model.key(k).to_string(), over.key(k).to_string()));
-                    }
-                }
-            }
+            override_paths(u, &model, &bpath, out);
             out.map(model, &hcl);
             out.builders.push(builder(u, data, &sctx, cx));
         }
@@ -343,8 +334,7 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
                         }
                     }
                     "dynamic" => {
-                        for (name, n) in dynamic_components(pb, &u.full(), limit, &sctx, cx, path)
-                        {
+                        for (name, n) in dynamic_components(pb, &u.full(), limit, &sctx, cx, path) {
                             if name == "provisioner" {
                                 position += 1;
                             }
@@ -371,6 +361,22 @@ pub fn builds(body: &Body, srcs: &[Source], data: &[Data], ctx: &Ctx, cx: &mut C
         }
         check_build_keys(b, cx, &bpath);
         check_only(b, srcs, ctx, cx, &hpaths);
+    }
+}
+
+/// What the build's `source "TYPE.NAME" { }` block sets is located there.
+fn override_paths(u: &Use, model: &JsonPath, bpath: &JsonPath, out: &mut Out) {
+    let Some(o) = u.over else { return };
+    let over = bpath.key("source").key(&u.src.kind).key(&u.src.name);
+    for s in o.body.iter() {
+        let k = match s {
+            hcl::edit::structure::Structure::Attribute(a) => a.key.as_str(),
+            hcl::edit::structure::Structure::Block(b) => b.ident.as_str(),
+        };
+        if k != "name" {
+            out.paths
+                .push((model.key(k).to_string(), over.key(k).to_string()));
+        }
     }
 }
 
@@ -450,13 +456,7 @@ fn check_only(b: &Block, srcs: &[Source], ctx: &Ctx, cx: &mut Cx, hpaths: &[Opti
 }
 
 /// A build block's string attribute; a bad one is reported.
-fn string_attr(
-    b: &Block,
-    key: &str,
-    ctx: &Ctx,
-    cx: &mut Cx,
-    bpath: &JsonPath,
-) -> Option<String> {
+fn string_attr(b: &Block, key: &str, ctx: &Ctx, cx: &mut Cx, bpath: &JsonPath) -> Option<String> {
     let a = b.body.get_attribute(key)?;
     let span = cx.span(a.value.span());
     let path = bpath.key(key);

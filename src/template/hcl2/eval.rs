@@ -580,7 +580,11 @@ mod tests {
             ),
             (
                 r#"{for i, d in ["a", "b"] : d => can(d.x) if i > 0}"#,
-                Value::Object([("b".to_string(), Value::from(false))].into_iter().collect()),
+                Value::Object(
+                    [("b".to_string(), Value::from(false))]
+                        .into_iter()
+                        .collect(),
+                ),
             ),
             (
                 r#"{for d in ["a", "b", "a"] : d => try(d, "") ...}"#,

@@ -79,7 +79,10 @@ pub fn requests(data: &[Data], ctx: &Ctx, cx: &mut Cx) -> Vec<Request> {
                     &path.key(&m.key),
                     format!("`{}` uses `data.{other}`, another data source's output: imgbuild reads every parameter before the build starts, so one data source cannot depend on another", m.key),
                 );
-                d.notes.push("help: write the value directly, or pass it in a variable (-var, -var-file)".into());
+                d.notes.push(
+                    "help: write the value directly, or pass it in a variable (-var, -var-file)"
+                        .into(),
+                );
                 has_name |= m.key == "name";
                 continue;
             }

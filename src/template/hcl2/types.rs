@@ -125,7 +125,10 @@ fn parse_in(e: &Expression, in_object: bool) -> Result<(Ty, Option<Value>), Stri
                         let d = hcl::eval::Evaluate::evaluate(d, &hcl::eval::Context::new())
                             .map_err(|e| format!("the default of `optional(...)`: {e}"))?;
                         let d = convert(d, &ty).map_err(|e| {
-                            format!("the default of `optional(...)` is not a {ty}: {}", e.message)
+                            format!(
+                                "the default of `optional(...)` is not a {ty}: {}",
+                                e.message
+                            )
                         })?;
                         Ok((ty, Some(d)))
                     }
@@ -199,7 +202,8 @@ impl fmt::Display for ConvError {
 fn is_ident(k: &str) -> bool {
     !k.is_empty()
         && !k.starts_with(|c: char| c.is_ascii_digit())
-        && k.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        && k.chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
 }
 
 /// What a value is, in a message.
@@ -376,8 +380,16 @@ mod tests {
             ("[\"1\"]", "set(number)", "[1]"),
             ("{a = 1}", "map(string)", "{a = \"1\"}"),
             ("[1, \"x\"]", "tuple([number, string])", "[1, \"x\"]"),
-            ("[{a = \"x\", extra = 1}]", "list(object({a=string}))", "[{a = \"x\"}]"),
-            ("{}", "object({a=optional(string), b=optional(number, 7)})", "{a = null, b = 7}"),
+            (
+                "[{a = \"x\", extra = 1}]",
+                "list(object({a=string}))",
+                "[{a = \"x\"}]",
+            ),
+            (
+                "{}",
+                "object({a=optional(string), b=optional(number, 7)})",
+                "{a = null, b = 7}",
+            ),
             ("{a = [1]}", "any", "{a = [1]}"),
             ("[{a = {}}]", "list(any)", "[{a = {}}]"),
             ("null", "list(string)", "null"),
@@ -387,15 +399,47 @@ mod tests {
             assert_eq!(conv(v, t), Ok(val(want)), "{v} as {t}");
         }
         let bad: &[(&str, &str, &str)] = &[
-            ("[{a = {}}]", "list(object({a=string}))", "at `[0].a`: a string is required, found an object"),
-            ("[{b = 1}]", "list(object({a=string}))", "at `[0]`: attribute \"a\" is required (the type is object({a=string}))"),
-            ("\"x\"", "list(string)", "a list of string is required, found the string \"x\""),
-            ("\"x\"", "number", "a number is required, found the string \"x\""),
-            ("\"True\"", "bool", "a bool is required; to convert from string, use lowercase \"true\""),
+            (
+                "[{a = {}}]",
+                "list(object({a=string}))",
+                "at `[0].a`: a string is required, found an object",
+            ),
+            (
+                "[{b = 1}]",
+                "list(object({a=string}))",
+                "at `[0]`: attribute \"a\" is required (the type is object({a=string}))",
+            ),
+            (
+                "\"x\"",
+                "list(string)",
+                "a list of string is required, found the string \"x\"",
+            ),
+            (
+                "\"x\"",
+                "number",
+                "a number is required, found the string \"x\"",
+            ),
+            (
+                "\"True\"",
+                "bool",
+                "a bool is required; to convert from string, use lowercase \"true\"",
+            ),
             ("1", "bool", "a bool is required, found the number 1"),
-            ("{a = [1]}", "map(number)", "at `a`: a number is required, found a list"),
-            ("[1, 2, 3]", "tuple([number, number])", "a tuple of 2 element(s) is required, found a list of 3"),
-            ("{\"a b\" = {c = \"x\"}}", "map(object({c=number}))", "at `[\"a b\"].c`: a number is required, found the string \"x\""),
+            (
+                "{a = [1]}",
+                "map(number)",
+                "at `a`: a number is required, found a list",
+            ),
+            (
+                "[1, 2, 3]",
+                "tuple([number, number])",
+                "a tuple of 2 element(s) is required, found a list of 3",
+            ),
+            (
+                "{\"a b\" = {c = \"x\"}}",
+                "map(object({c=number}))",
+                "at `[\"a b\"].c`: a number is required, found the string \"x\"",
+            ),
         ];
         for (v, t, want) in bad {
             assert_eq!(conv(v, t), Err(want.to_string()), "{v} as {t}");
@@ -414,6 +458,8 @@ mod tests {
         let e: Expression = "strin".parse().expect("expression");
         assert!(parse(&e).unwrap_err().starts_with("`strin` is not a type"));
         let e: Expression = "optional(string)".parse().expect("expression");
-        assert!(parse(&e).unwrap_err().contains("only allowed for an attribute"));
+        assert!(parse(&e)
+            .unwrap_err()
+            .contains("only allowed for an attribute"));
     }
 }

@@ -240,8 +240,11 @@ fn var_file(vars: &mut [Var], path: &Path, cx: &mut Cx) {
             }
             Err(e) => {
                 return cx.diags.push(
-                    Diagnostic::error(format!("the var file `{shown}` is not valid JSON: {}", e.message))
-                        .at(&file, e.span),
+                    Diagnostic::error(format!(
+                        "the var file `{shown}` is not valid JSON: {}",
+                        e.message
+                    ))
+                    .at(&file, e.span),
                 )
             }
         };
