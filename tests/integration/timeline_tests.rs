@@ -322,10 +322,18 @@ fn provisioners_are_numbered_by_their_place_in_the_template_in_json_and_hcl2_ali
         let r = s.run(&["validate", file]);
         assert_eq!(r.code, 2, "{file}:\n{}\n{}", r.stdout, r.stderr);
         let out = format!("{}{}", r.stdout, r.stderr);
+        // JSON numbers it; HCL2 names the block path (its index counts from 0).
+        let third = if file == "t.json" {
+            "unknown key `bogus` in provisioner 3 (shell-local)"
+        } else {
+            "unknown argument `bogus` in provisioner `shell-local`\n  --> t.pkr.hcl:16:5 at build.provisioner[2].bogus"
+        };
         assert!(
-            out.contains("unknown key `bogus` in provisioner 3 (shell-local)")
+            out.contains(third)
                 && !out.contains("in provisioner 1 (")
-                && !out.contains("in provisioner 2 ("),
+                && !out.contains("in provisioner 2 (")
+                && !out.contains("provisioner[0]")
+                && !out.contains("provisioner[1]"),
             "{file}:\n{out}"
         );
     }
