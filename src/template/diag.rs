@@ -110,6 +110,18 @@ impl SourceFile {
         m
     }
 
+    /// A note as the user reads it: for an HCL2 template, the JSON examples of the decoders'
+    /// help (`"generated": true`) written as HCL (`generated = true`).
+    pub fn shown_note(&self, note: &str) -> String {
+        if !self.is_hcl() {
+            return note.to_string();
+        }
+        static KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r#""([A-Za-z_][A-Za-z0-9_]*)": "#).expect("a valid pattern")
+        });
+        KEY.replace_all(note, "$1 = ").into_owned()
+    }
+
     /// Where the `i`th joined file starts.
     pub fn part_start(&self, i: usize) -> usize {
         self.parts.get(i).map_or(0, |p| p.0)
@@ -357,11 +369,15 @@ impl Diagnostic {
             if n == "help: did you mean `type`?" && self.file.as_ref().is_some_and(|f| f.is_hcl()) {
                 continue;
             }
+            let n = match &self.file {
+                Some(f) => f.shown_note(n),
+                None => n.clone(),
+            };
             out.push_str(&format!(
                 "{} {} {}\n",
                 " ".repeat(gutter),
                 paint("1;34", "="),
-                redactor.redact(n)
+                redactor.redact(&n)
             ));
         }
         out
@@ -494,6 +510,12 @@ mod tests {
             "unknown argument `x` in source `amazon-ebs.web`; provisioner `shell` is missing the required argument `inline`"
         );
         assert_eq!(json.shown_message(m), m);
+        let n = r#"help: e.g. "source_ami_filter": {"owners": ["self"]}, or add "generated": true"#;
+        assert_eq!(
+            hcl.shown_note(n),
+            r#"help: e.g. source_ami_filter = {owners = ["self"]}, or add generated = true"#
+        );
+        assert_eq!(json.shown_note(n), n);
     }
 
     #[test]
