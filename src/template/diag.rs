@@ -248,6 +248,19 @@ impl Diagnostic {
         self
     }
 
+    /// The notes as the user reads them (`SourceFile::shown_note`); for an HCL2 template, never
+    /// a suggestion of `type`: a block's type is its label.
+    fn shown_notes(&self) -> Vec<String> {
+        let Some(f) = &self.file else {
+            return self.notes.clone();
+        };
+        self.notes
+            .iter()
+            .filter(|n| !(f.is_hcl() && n.as_str() == "help: did you mean `type`?"))
+            .map(|n| f.shown_note(n))
+            .collect()
+    }
+
     /// Renders the diagnostic, masking secrets, in the style of rustc and just:
     ///
     /// ```text
@@ -364,15 +377,7 @@ impl Diagnostic {
                 }
             }
         }
-        for n in &self.notes {
-            // An HCL2 block's type is its label, never an argument to suggest.
-            if n == "help: did you mean `type`?" && self.file.as_ref().is_some_and(|f| f.is_hcl()) {
-                continue;
-            }
-            let n = match &self.file {
-                Some(f) => f.shown_note(n),
-                None => n.clone(),
-            };
+        for n in self.shown_notes() {
             out.push_str(&format!(
                 "{} {} {}\n",
                 " ".repeat(gutter),
