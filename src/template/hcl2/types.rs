@@ -247,12 +247,25 @@ pub fn convert(v: Value, ty: &Ty) -> Result<Value, ConvError> {
                 _ => want("a bool", &Value::String(s)),
             },
         },
-        (Ty::List(t) | Ty::Set(t), Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, x)| convert(x, t).map_err(|e| e.under(Seg::Index(i))))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
+        (Ty::List(t) | Ty::Set(t), Value::Array(items)) => {
+            let mut out: Vec<Value> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| convert(x, t).map_err(|e| e.under(Seg::Index(i))))
+                .collect::<Result<Vec<_>, _>>()?;
+            if matches!(ty, Ty::Set(_)) {
+                // A set holds each value once.
+                let mut seen = Vec::new();
+                out.retain(|x| {
+                    let new = !seen.contains(x);
+                    if new {
+                        seen.push(x.clone());
+                    }
+                    new
+                });
+            }
+            Ok(Value::Array(out))
+        }
         (Ty::Tuple(ts), Value::Array(items)) if ts.len() == items.len() => items
             .into_iter()
             .zip(ts)
@@ -373,7 +386,7 @@ mod tests {
             ("\"1\"", "bool", "true"),
             ("\"false\"", "bool", "false"),
             ("[1, \"2\"]", "list(string)", "[\"1\", \"2\"]"),
-            ("[\"1\"]", "set(number)", "[1]"),
+            ("[\"1\", 1, 2]", "set(number)", "[1, 2]"),
             ("{a = 1}", "map(string)", "{a = \"1\"}"),
             ("[1, \"x\"]", "tuple([number, string])", "[1, \"x\"]"),
             ("[{a = \"x\", extra = 1}]", "list(object({a=string}))", "[{a = \"x\"}]"),
