@@ -137,6 +137,14 @@ fn parse_in(e: &Expression, in_object: bool) -> Result<(Ty, Option<Value>), Stri
                 _ => Err(bad()),
             }
         }
+        // Terraform 0.11's quoted types (`type = "string"`) are not types in HCL2.
+        Expression::String(s)
+            if s
+                .parse::<Expression>()
+                .is_ok_and(|t| !matches!(t, Expression::String(_)) && parse(&t).is_ok()) =>
+        {
+            Err(format!("`\"{s}\"` is a string, not a type: write it without quotes, type = {s}"))
+        }
         _ => Err(bad()),
     }
 }
@@ -426,6 +434,11 @@ mod tests {
         }
         let e: Expression = "strin".parse().expect("expression");
         assert!(parse(&e).unwrap_err().starts_with("`strin` is not a type"));
+        let e: Expression = "\"string\"".parse().expect("expression");
+        assert_eq!(
+            parse(&e).unwrap_err(),
+            "`\"string\"` is a string, not a type: write it without quotes, type = string"
+        );
         let e: Expression = "optional(string)".parse().expect("expression");
         assert!(parse(&e).unwrap_err().contains("only allowed for an attribute"));
     }
