@@ -119,6 +119,9 @@ impl SourceFile {
         static KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
             regex::Regex::new(r#""([A-Za-z_][A-Za-z0-9_]*)": "#).expect("a valid pattern")
         });
+        if note == "help: give each builder a unique \"name\" (it defaults to its type)" {
+            return "help: give one of the builds another name where it uses the source: source \"TYPE.NAME\" { name = \"other\" }".into();
+        }
         KEY.replace_all(note, "$1 = ").into_owned()
     }
 
@@ -521,6 +524,9 @@ mod tests {
             r#"help: e.g. source_ami_filter = {owners = ["self"]}, or add generated = true"#
         );
         assert_eq!(json.shown_note(n), n);
+        let dup = "help: give each builder a unique \"name\" (it defaults to its type)";
+        assert!(hcl.shown_note(dup).contains("source \"TYPE.NAME\" { name = \"other\" }"));
+        assert_eq!(json.shown_note(dup), dup);
     }
 
     #[test]

@@ -310,7 +310,8 @@ imgbuild: the template is not valid: 1 error
     let s = Scratch::new()
         .with("t.pkr.hcl", TYPED)
         .with("v.pkrvars.hcl", "disks = [\n  { size = 1 },\n]\ntags = {\n  b = [\"y\"]\n}\n")
-        .with("v.json", "{\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}\n");
+        .with("v.json", "{\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}\n")
+        .with("d.json", "{\"n\": 1,\n \"n\": 2}\n");
     let r = crate::support::cli::imgbuild_env(
         s.dir.path(),
         &[
@@ -318,6 +319,7 @@ imgbuild: the template is not valid: 1 error
             "-color=false",
             "-var-file=v.pkrvars.hcl",
             "-var-file=v.json",
+            "-var-file=d.json",
             "-var",
             "disks=[{name = \"a\", size = \"big\"}]",
             "t.pkr.hcl",
@@ -348,9 +350,15 @@ error: the var file sets `tags` to a value that is not a valid map(string): at `
   |
 1 | {\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}
   |                             ^^^^^^^^
+error: the var file sets `n` twice
+ --> d.json:2:2
+  |
+2 |  \"n\": 2}
+  |  ^^^
+  = note: first set at d.json:1:2
 error: PKR_VAR_n is not a valid number: a number is required, found the string \"x1\"
 error: -var disks: not a valid list(object({name=string, size=optional(number)})): at `[0].size`: a number is required, found the string \"big\"
-imgbuild: the template is not valid: 6 errors
+imgbuild: the template is not valid: 7 errors
 "
     );
 }
