@@ -110,6 +110,21 @@ impl SourceFile {
         m
     }
 
+    /// A note as the user reads it: for an HCL2 template, the JSON examples of the decoders'
+    /// help (`"generated": true`) written as HCL (`generated = true`).
+    pub fn shown_note(&self, note: &str) -> String {
+        if !self.is_hcl() {
+            return note.to_string();
+        }
+        static KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r#""([A-Za-z_][A-Za-z0-9_]*)": "#).expect("a valid pattern")
+        });
+        if note == "help: give each builder a unique \"name\" (it defaults to its type)" {
+            return "help: give one of the builds another name where it uses the source: source \"TYPE.NAME\" { name = \"other\" }".into();
+        }
+        KEY.replace_all(note, "$1 = ").into_owned()
+    }
+
     /// Where the `i`th joined file starts.
     pub fn part_start(&self, i: usize) -> usize {
         self.parts.get(i).map_or(0, |p| p.0)
@@ -236,6 +251,19 @@ impl Diagnostic {
         self
     }
 
+    /// The notes as the user reads them (`SourceFile::shown_note`); for an HCL2 template, never
+    /// a suggestion of `type`: a block's type is its label.
+    fn shown_notes(&self) -> Vec<String> {
+        let Some(f) = &self.file else {
+            return self.notes.clone();
+        };
+        self.notes
+            .iter()
+            .filter(|n| !(f.is_hcl() && n.as_str() == "help: did you mean `type`?"))
+            .map(|n| f.shown_note(n))
+            .collect()
+    }
+
     /// Renders the diagnostic, masking secrets, in the style of rustc and just:
     ///
     /// ```text
@@ -352,16 +380,12 @@ impl Diagnostic {
                 }
             }
         }
-        for n in &self.notes {
-            // An HCL2 block's type is its label, never an argument to suggest.
-            if n == "help: did you mean `type`?" && self.file.as_ref().is_some_and(|f| f.is_hcl()) {
-                continue;
-            }
+        for n in self.shown_notes() {
             out.push_str(&format!(
                 "{} {} {}\n",
                 " ".repeat(gutter),
                 paint("1;34", "="),
-                redactor.redact(n)
+                redactor.redact(&n)
             ));
         }
         out
@@ -506,6 +530,15 @@ mod tests {
             "unknown argument `x` in source `amazon-ebs.web`; provisioner `shell` is missing the required argument `inline`"
         );
         assert_eq!(json.shown_message(m), m);
+        let n = r#"help: e.g. "source_ami_filter": {"owners": ["self"]}, or add "generated": true"#;
+        assert_eq!(
+            hcl.shown_note(n),
+            r#"help: e.g. source_ami_filter = {owners = ["self"]}, or add generated = true"#
+        );
+        assert_eq!(json.shown_note(n), n);
+        let dup = "help: give each builder a unique \"name\" (it defaults to its type)";
+        assert!(hcl.shown_note(dup).contains("source \"TYPE.NAME\" { name = \"other\" }"));
+        assert_eq!(json.shown_note(dup), dup);
     }
 
     #[test]

@@ -83,7 +83,6 @@ error: unknown argument `nope` in provisioner `shell`
    |
 24 |     nope   = 1
    |     ^^^^
-   = help: did you mean `name`?
 error: unknown argument `bogus` in post-processor `manifest`
   --> t.pkr.hcl:31:7 at build[0].post-processors[0].post-processor[1].bogus
    |
@@ -246,10 +245,7 @@ imgbuild: the template is not valid: 4 errors
     let r = s.run(&["hcl2_upgrade", "t.json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let text = std::fs::read_to_string(s.path("t.pkr.hcl")).expect("t.pkr.hcl");
-    assert!(
-        text.contains("    inline = [\"echo hi\"]\n    valid_exit_codes = [0]\n"),
-        "{text}"
-    );
+    assert!(text.contains("    inline = [\"echo hi\"]\n    valid_exit_codes = [0]\n"), "{text}");
     let r = s.run(&["validate", "-color=false", "t.pkr.hcl"]);
     assert_eq!((r.code, r.stderr.as_str()), (0, ""));
 }
@@ -313,14 +309,9 @@ imgbuild: the template is not valid: 1 error
 
     let s = Scratch::new()
         .with("t.pkr.hcl", TYPED)
-        .with(
-            "v.pkrvars.hcl",
-            "disks = [\n  { size = 1 },\n]\ntags = {\n  b = [\"y\"]\n}\n",
-        )
-        .with(
-            "v.json",
-            "{\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}\n",
-        );
+        .with("v.pkrvars.hcl", "disks = [\n  { size = 1 },\n]\ntags = {\n  b = [\"y\"]\n}\n")
+        .with("v.json", "{\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}\n")
+        .with("d.json", "{\"n\": 1,\n \"n\": 2}\n");
     let r = crate::support::cli::imgbuild_env(
         s.dir.path(),
         &[
@@ -328,6 +319,7 @@ imgbuild: the template is not valid: 1 error
             "-color=false",
             "-var-file=v.pkrvars.hcl",
             "-var-file=v.json",
+            "-var-file=d.json",
             "-var",
             "disks=[{name = \"a\", size = \"big\"}]",
             "t.pkr.hcl",
@@ -358,9 +350,15 @@ error: the var file sets `tags` to a value that is not a valid map(string): at `
   |
 1 | {\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}
   |                             ^^^^^^^^
+error: the var file sets `n` twice
+ --> d.json:2:2
+  |
+2 |  \"n\": 2}
+  |  ^^^
+  = note: first set at d.json:1:2
 error: PKR_VAR_n is not a valid number: a number is required, found the string \"x1\"
 error: -var disks: not a valid list(object({name=string, size=optional(number)})): at `[0].size`: a number is required, found the string \"big\"
-imgbuild: the template is not valid: 6 errors
+imgbuild: the template is not valid: 7 errors
 "
     );
 }

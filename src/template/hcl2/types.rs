@@ -140,6 +140,14 @@ fn parse_in(e: &Expression, in_object: bool) -> Result<(Ty, Option<Value>), Stri
                 _ => Err(bad()),
             }
         }
+        // Terraform 0.11's quoted types (`type = "string"`) are not types in HCL2.
+        Expression::String(s)
+            if s
+                .parse::<Expression>()
+                .is_ok_and(|t| !matches!(t, Expression::String(_)) && parse(&t).is_ok()) =>
+        {
+            Err(format!("`\"{s}\"` is a string, not a type: write it without quotes, type = {s}"))
+        }
         _ => Err(bad()),
     }
 }
@@ -251,12 +259,25 @@ pub fn convert(v: Value, ty: &Ty) -> Result<Value, ConvError> {
                 _ => want("a bool", &Value::String(s)),
             },
         },
-        (Ty::List(t) | Ty::Set(t), Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, x)| convert(x, t).map_err(|e| e.under(Seg::Index(i))))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
+        (Ty::List(t) | Ty::Set(t), Value::Array(items)) => {
+            let mut out: Vec<Value> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| convert(x, t).map_err(|e| e.under(Seg::Index(i))))
+                .collect::<Result<Vec<_>, _>>()?;
+            if matches!(ty, Ty::Set(_)) {
+                // A set holds each value once.
+                let mut seen = Vec::new();
+                out.retain(|x| {
+                    let new = !seen.contains(x);
+                    if new {
+                        seen.push(x.clone());
+                    }
+                    new
+                });
+            }
+            Ok(Value::Array(out))
+        }
         (Ty::Tuple(ts), Value::Array(items)) if ts.len() == items.len() => items
             .into_iter()
             .zip(ts)
@@ -377,7 +398,7 @@ mod tests {
             ("\"1\"", "bool", "true"),
             ("\"false\"", "bool", "false"),
             ("[1, \"2\"]", "list(string)", "[\"1\", \"2\"]"),
-            ("[\"1\"]", "set(number)", "[1]"),
+            ("[\"1\", 1, 2]", "set(number)", "[1, 2]"),
             ("{a = 1}", "map(string)", "{a = \"1\"}"),
             ("[1, \"x\"]", "tuple([number, string])", "[1, \"x\"]"),
             (
@@ -457,6 +478,11 @@ mod tests {
         }
         let e: Expression = "strin".parse().expect("expression");
         assert!(parse(&e).unwrap_err().starts_with("`strin` is not a type"));
+        let e: Expression = "\"string\"".parse().expect("expression");
+        assert_eq!(
+            parse(&e).unwrap_err(),
+            "`\"string\"` is a string, not a type: write it without quotes, type = string"
+        );
         let e: Expression = "optional(string)".parse().expect("expression");
         assert!(parse(&e)
             .unwrap_err()

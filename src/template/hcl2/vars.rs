@@ -248,6 +248,14 @@ fn var_file(vars: &mut [Var], path: &Path, cx: &mut Cx) {
                 )
             }
         };
+        for d in &parsed.duplicates {
+            let (l, c) = file.line_col(d.first.start);
+            cx.diags.push(
+                Diagnostic::error(format!("the var file sets `{}` twice", d.key))
+                    .at(&file, d.again)
+                    .note(format!("first set at {shown}:{l}:{c}")),
+            );
+        }
         for m in parsed.root.as_object().unwrap_or(&[]) {
             let v = super::funcs::json_to_hcl(&m.value.to_json());
             let node = &m.value;
