@@ -78,6 +78,9 @@ t_world=$SECONDS
 # The build's directory (its manifest, outputs and records), removed with the world.
 work=$state/example-out
 mkdir -p "$work"
+# Its journals too: what they record lives in the local cloud, gone when the world stops (so an
+# interrupted example leaves no "earlier run did not finish" note for later builds).
+export IMGBUILD_JOURNAL_DIR=$work/journal
 
 domain=mailape.example.test
 # The template's required variables; the database and mail server are dummies (the image is built
