@@ -46,17 +46,13 @@ if [ "$quick" = 0 ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/imgbuild-example.XXXXXX")
-work=$(mktemp -d "${TMPDIR:-/tmp}/imgbuild-example-out.XXXXXX")
 cleanup() {
     scripts/testworld.sh stop "$state" >/dev/null 2>&1 || true
-    rm -rf -- "$work"
 }
 trap cleanup EXIT
-# A signal ends the script through `exit`, so that the cleanup above runs (bash skips EXIT traps
-# on a fatal signal otherwise).
+# Ctrl-C ends the script through `exit`, so that the cleanup runs (bash skips EXIT traps on a
+# fatal signal); the real build below handles signals itself.
 trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
 
 if [ "$quick" = 1 ]; then
     echo "==> no AWS credentials: building images/local_example.json against the local test world"
@@ -79,6 +75,12 @@ set -a
 . "$state/env"
 set +a
 t_world=$SECONDS
+# The build's directory (its manifest, outputs and records), removed with the world.
+work=$state/example-out
+mkdir -p "$work"
+# Its journals too: what they record lives in the local cloud, gone when the world stops (so an
+# interrupted example leaves no "earlier run did not finish" note for later builds).
+export IMGBUILD_JOURNAL_DIR=$work/journal
 
 domain=mailape.example.test
 # The template's required variables; the database and mail server are dummies (the image is built
@@ -92,12 +94,38 @@ vars=(-var django_db_password=example-db-password -var django_db_host=db.example
 # them are shown as they come, and the ending is read from the records (scripts/example_records.py),
 # never from imgbuild's wording.
 records=$work/build.records
+# The build runs as a job of its own (a process group: set -m) that the script waits for, so
+# that Ctrl-C, TERM or HUP reach imgbuild once, as one SIGINT (it tears down what it made),
+# and the script waits for that before it stops the world; its status is imgbuild's (pipefail).
+# tee and the renderer ignore SIGINT and show imgbuild's teardown to its end.
+set -m
+( (cd "$work" && exec "$bin" build -machine-readable "${vars[@]}" "$@" "$repo/images/web_worker.json") 2>&1 \
+    | tee -i "$records" | python3 "$repo/scripts/example_records.py" render) &
+build_pid=$!
+set +m
+signalled=0
+on_signal() {
+    signalled=$1
+    kill -INT -- "-$build_pid" 2>/dev/null || true
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 129' HUP
 build_rc=0
-(cd "$work" && "$bin" build -machine-readable "${vars[@]}" "$@" "$repo/images/web_worker.json") 2>&1 \
-    | tee "$records" | python3 scripts/example_records.py render || build_rc=${PIPESTATUS[0]}
+for _ in $(seq 100); do
+    # A trapped signal interrupts `wait` (status > 128) while the job still runs: wait again.
+    if wait "$build_pid"; then build_rc=0; else build_rc=$?; fi
+    kill -0 "$build_pid" 2>/dev/null || break
+done
+trap 'exit 130' INT
+trap - TERM HUP
 t_build=$SECONDS
+if [ "$signalled" != 0 ]; then
+    echo "==> interrupted: the build tore down what it made; stopping the local cloud" >&2
+    exit "$signalled"
+fi
 
 summary_rc=0
-python3 scripts/example_records.py summary "$records" "$build_rc" \
+python3 "$repo/scripts/example_records.py" summary "$records" "$build_rc" \
     "$((t_world - t0))" "$((t_build - t_world))" || summary_rc=$?
 exit "$summary_rc"

@@ -16,6 +16,7 @@ record (`boot-test,RESULT,REGION,AMI[,MESSAGE]`), the artifact's `id` (`REGION:A
 timeline's phases, and the output of the template's own checks (`ui,message`).
 """
 
+import signal
 import sys
 import time
 
@@ -138,6 +139,8 @@ def summary(recs, rc, world_s, build_s):
 
 def main(argv):
     if argv[:1] == ["render"]:
+        # Ctrl-C is imgbuild's to handle: the renderer shows its teardown until its output ends.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         render(sys.stdin, sys.stdout)
         return 0
     if len(argv) == 5 and argv[0] == "summary":

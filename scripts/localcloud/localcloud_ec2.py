@@ -144,7 +144,7 @@ class Hooks:
                         break
                     time.sleep(0.05)
                 cgroup = os.path.relpath(v2, localcloud.CGROUP_V2) if os.path.isdir(v2) else None
-                running.append((self.ips[iid], cgroup, groups_of(instance)))
+                running.append((self.ips[iid], cgroup, groups_of(instance), vpc_cidrs(instance)))
             text = localcloud_sg.ruleset(self.net, running, self.host_addresses)
             ok, err = localcloud_sg.run_nft(text, localcloud.CGROUP_V2)
             if not ok:
@@ -167,6 +167,19 @@ class Hooks:
         with self.lock:
             self.cloud.teardown()
             localcloud_sg.delete_table(self.net)
+
+
+def vpc_cidrs(instance):
+    """The IPv4 CIDR blocks of the instance's VPC ([] when moto cannot say)."""
+    try:
+        vpc = instance.ec2_backend.get_vpc(instance.vpc_id)
+    except Exception:  # noqa: BLE001 (a moto version without it: no VPC rule counts)
+        return []
+    cidrs = [getattr(vpc, "cidr_block", None)]
+    for assoc in (getattr(vpc, "cidr_block_association_set", None) or []):
+        if isinstance(assoc, dict):
+            cidrs.append(assoc.get("cidr_block"))
+    return [c for c in cidrs if c]
 
 
 def groups_of(instance):

@@ -10,7 +10,8 @@ address is accepted when
   - a rule of one of the instance's groups (AuthorizeSecurityGroupIngress) covers its TCP port
     (or all traffic, `-1`) from a CIDR that holds this machine's address as the cloud sees it: the
     test world's public address (what `IMGBUILD_PUBLIC_IP_URL` answers, so the build's temporary
-    group "SSH from my address" works), or 127.0.0.1;
+    group "SSH from my address" works), or 127.0.0.1; or a CIDR that overlaps the instance's VPC
+    (the machine also stands where a builder inside the VPC would: `ssh_interface: private_ip`);
 and dropped otherwise (EC2 drops, it does not refuse). Every other host on 127.0.0.0/8 is
 untouched. Traffic between instances arrives from 127.0.0.1 like the machine's own, so it is
 judged as the machine's; rules naming source groups or prefix lists grant nothing.
@@ -61,15 +62,33 @@ def delete_table(net):
         run_nft("table ip %s {}\ndelete table ip %s\n" % (table_name(net), table_name(net)), None)
 
 
-def host_allowed(cidr, host_addresses):
+def host_allowed(cidr, host_addresses, host_networks=()):
+    """Whether a rule's CIDR lets this machine in: it holds one of the machine's addresses, or
+    overlaps the instance's VPC (the machine is also where a builder inside the VPC would be)."""
     try:
         block = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         return False
-    return any(ipaddress.ip_address(a) in block for a in host_addresses if ":" not in a)
+    if block.version != 4:
+        return False
+    if any(ipaddress.ip_address(a) in block for a in host_addresses if ":" not in a):
+        return True
+    return any(block.overlaps(n) for n in host_networks)
 
 
-def allowed_ports(groups, host_addresses):
+def vpc_networks(cidrs):
+    out = []
+    for c in cidrs:
+        try:
+            n = ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            continue
+        if n.version == 4 and n.prefixlen > 0:
+            out.append(n)
+    return out
+
+
+def allowed_ports(groups, host_addresses, host_networks=()):
     """The TCP ports the instance's groups open to this machine: a set of (from, to) ranges."""
     ports = set()
     for group in groups:
@@ -81,7 +100,7 @@ def allowed_ports(groups, host_addresses):
             if ranges is None:
                 ranges = [getattr(rule, "ip_range", None) or {}]
             cidrs = [r.get("CidrIp") for r in ranges if isinstance(r, dict) and r.get("CidrIp")]
-            if not any(host_allowed(c, host_addresses) for c in cidrs):
+            if not any(host_allowed(c, host_addresses, host_networks) for c in cidrs):
                 continue
             if proto in ("-1", "all") or rule.from_port is None:
                 ports.add((0, 65535))
@@ -93,11 +112,12 @@ def allowed_ports(groups, host_addresses):
 
 
 def ruleset(net, instances, host_addresses):
-    """The table's text. instances: (address, cgroup path relative to cgroup2 or None, groups)."""
+    """The table's text. instances: (address, cgroup path relative to cgroup2 or None, groups,
+    the CIDR blocks of the instance's VPC)."""
     t = table_name(net)
     out = ["table ip %s {}" % t, "delete table ip %s" % t, "table ip %s {" % t,
            "  chain selfmark {", "    type filter hook output priority 0; policy accept;"]
-    for ip, cgroup, _groups in instances:
+    for ip, cgroup, _groups, _vpc in instances:
         if cgroup:
             level = cgroup.count("/") + 1
             out.append('    ip daddr %s socket cgroupv2 level %d "%s" ct mark set %s'
@@ -106,8 +126,8 @@ def ruleset(net, instances, host_addresses):
             "    ip daddr != %s.0/24 accept" % net,
             "    ct state established,related accept",
             "    ct mark %s accept" % SELF_MARK]
-    for ip, _cgroup, groups in instances:
-        ports = sorted(allowed_ports(groups, host_addresses))
+    for ip, _cgroup, groups, vpc in instances:
+        ports = sorted(allowed_ports(groups, host_addresses, vpc_networks(vpc)))
         if ports:
             spec = ", ".join("%d" % a if a == b else "%d-%d" % (a, b) for a, b in ports)
             out.append("    ip daddr %s tcp dport { %s } accept" % (ip, spec))

@@ -1,9 +1,10 @@
-//! The local cloud's security groups (on unless `--no-security-groups`): an instance's groups are enforced with nftables on
-//! its own address (this machine counts as the world's public address): a port its groups do not
-//! open to this machine is dropped, one they open answers, rules take effect when added or
-//! revoked, the instance's traffic to itself is never filtered, the build's temporary group (SSH
-//! from this machine's address) lets the build and its boot test in, and the cloud's table is
-//! gone after the cloud stops, even when its EC2 server was killed with -9. Root only.
+//! The local cloud's security groups (on unless `--no-security-groups`): an instance's groups
+//! are enforced with nftables on its own address (this machine counts as the world's public
+//! address, and as inside the instance's VPC): a port its groups do not open to this machine is
+//! dropped, one they open answers, rules take effect when added or revoked, the instance's
+//! traffic to itself is never filtered, the build's temporary group (SSH from this machine's
+//! address) lets the build and its boot test in, and the cloud's table is gone after the cloud
+//! stops, even when its EC2 server was killed with -9. Root only.
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -145,6 +146,12 @@ fn cloud_security_groups_are_enforced_on_instance_addresses() {
     .unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
     assert_eq!(out.trim(), format!("ip-{}", ip1.replace('.', "-")));
     assert!(!tcp_open(&ip2, 22), "port 22 of a group that opens only 80");
+    // A rule for the VPC's CIDR lets this machine in too (it stands where a builder inside the
+    // VPC would: `ssh_interface: private_ip`, `ssh_host`); a rule for another network does not.
+    ingress(&world, &web_group, 22, "10.99.0.0/16", true);
+    assert!(!tcp_open(&ip2, 22), "22 from another network");
+    ingress(&world, &web_group, 22, "172.31.0.0/16", true);
+    assert!(tcp_open(&ip2, 22), "22 from the default VPC's CIDR");
 
     // The instance reaches its own address on any port; this machine does not, until a rule
     // opens the port (127.0.0.1/32: this machine); revoking SSH closes it for new connections.
