@@ -81,7 +81,9 @@ LOCK_DIR=/tmp
 REGION=us-east-1
 # Regions whose key pairs sshd accepts (first one is the tests' region).
 AUTH_REGIONS=${IMGBUILD_TESTWORLD_REGIONS:-"us-east-1 us-west-2"}
-READY_TIMEOUT_S=${IMGBUILD_TESTWORLD_READY_TIMEOUT:-30}
+# How long one service may take to listen: moto imports for seconds when idle and many times
+# that on a loaded machine (2 cores at load 14), where 30 s failed all three attempts.
+READY_TIMEOUT_S=${IMGBUILD_TESTWORLD_READY_TIMEOUT:-120}
 STOP_TIMEOUT_S=10
 MAX_LIFETIME_S=${IMGBUILD_TESTWORLD_MAX_LIFETIME:-10800}
 INSTALL_TIMEOUT_S=900
@@ -419,13 +421,37 @@ start_failed() {
     tail -n 20 "$2" >&2 2>/dev/null || true
 }
 
+# Whether PID itself has a listening TCP socket on PORT. The port was free when chosen, but a
+# test running in parallel can take it before PID binds it (`bind(0)` may pick a port that is
+# merely not bound yet): then the port answers, and it is not PID that answers.
+pid_listens_on() {
+    python3 - "$1" "$2" <<'PY' 2>/dev/null
+import os, sys
+pid, port = sys.argv[1], int(sys.argv[2])
+inodes = set()
+for fd in os.listdir(f"/proc/{pid}/fd"):
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        continue
+    if target.startswith("socket:["):
+        inodes.add(target[8:-1])
+with open(f"/proc/{pid}/net/tcp") as f:
+    for line in f.read().splitlines()[1:]:
+        x = line.split()
+        if x[3] == "0A" and int(x[1].split(":")[1], 16) == port and x[9] in inodes:
+            sys.exit(0)
+sys.exit(1)
+PY
+}
+
 # Wait (bounded) until PID listens on PORT; $3 = extra readiness test (optional).
 wait_listening() {
     local pid=$1 port=$2 extra=${3:-true}
     local deadline=$((SECONDS + READY_TIMEOUT_S))
     while [ "$SECONDS" -lt "$deadline" ]; do
         alive "$pid" || return 1
-        if tcp_open "$port" && $extra; then return 0; fi
+        if tcp_open "$port" && pid_listens_on "$pid" "$port" && $extra; then return 0; fi
         sleep 0.2
     done
     return 1

@@ -660,7 +660,10 @@ fn pp_two_imgbuild_runs_write_one_manifest_and_outputs_at_once() {
             (Scratch::new().with("t.json", &t.to_string()), env(&world))
         })
         .collect();
-    let hold = [("IMGBUILD_TEST_LOCK_HOLD_MS", "400")];
+    // Each writer holds the lock a second, so that writers of the two runs (and of one run's
+    // three builds) overlap even when a loaded machine spreads their ends out; 400 ms left
+    // "writers had to wait for each other" to timing.
+    let hold = [("IMGBUILD_TEST_LOCK_HOLD_MS", "1000")];
     let children: Vec<_> = runs
         .iter()
         .map(|(s, e)| spawn_build(s.dir.path(), e, &hold))

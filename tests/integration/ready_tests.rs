@@ -455,7 +455,9 @@ impl IamMoto {
         // times that on a loaded machine (2 cores, load 14), so 30 s was too short.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         let up = loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && crate::support::tools::pid_listens_on(moto.child.id(), port)
+            {
                 break true;
             }
             if std::time::Instant::now() > deadline || !matches!(moto.child.try_wait(), Ok(None)) {

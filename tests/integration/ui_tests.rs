@@ -628,17 +628,19 @@ fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
 )]
 fn ui_timeout_cancels_and_tears_down_and_names_the_limit() {
     let world = world_or_skip!();
-    // -timeout smaller than build_timeout; then build_timeout smaller than -timeout.
+    // -timeout smaller than build_timeout; then build_timeout smaller than -timeout. 15 s: the
+    // build must reach its hold after launch before the deadline, which takes well under a
+    // second idle but several on a loaded machine (4 s could expire before the launch).
     for (build_timeout, flag, said) in [
         (
             "1h",
-            "-timeout=4s",
-            "the whole-build deadline expired: -timeout of 4 seconds",
+            "-timeout=15s",
+            "the whole-build deadline expired: -timeout of 15 seconds",
         ),
         (
-            "4s",
+            "15s",
             "-timeout=1h",
-            "the whole-build deadline expired: build_timeout of 4 seconds",
+            "the whole-build deadline expired: build_timeout of 15 seconds",
         ),
     ] {
         let e = env(&world);

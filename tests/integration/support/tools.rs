@@ -122,7 +122,9 @@ impl ForwardingSshd {
         // A bound on the wait (it ends as soon as the port answers), generous for a loaded machine.
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && pid_listens_on(me.child.id(), port)
+            {
                 return Some(me);
             }
             if let Ok(Some(_)) = me.child.try_wait() {
@@ -195,4 +197,35 @@ pub fn closed_port() -> u16 {
     let port = p.port;
     std::mem::forget(p);
     port
+}
+
+/// Whether process `pid` itself has a listening TCP socket on 127.0.0.1's `port`. A port picked
+/// with `bind(0)` and released for a child to bind can be taken by a test running in parallel
+/// first: then the port answers, but not the child.
+pub fn pid_listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: Vec<String> = fds
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter_map(|t| {
+            let t = t.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .collect();
+    let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 9
+            && f[3] == "0A"
+            && f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                == Some(port)
+            && inodes.iter().any(|i| i == f[9])
+    })
 }
