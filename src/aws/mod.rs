@@ -10,10 +10,12 @@
 //! - [`error`]: [`ApiError`], what a failed call says;
 //! - [`pages`]: paginated listings;
 //! - [`wait`]: deadline-based polling;
-//! - [`poller`]: the shared pollers (one per account, region and resource kind) of the waits.
+//! - [`poller`]: the shared pollers (one per account, region and resource kind) of the waits;
+//! - [`once`]: read-only lookups that parallel builds share.
 
 pub mod access;
 pub mod error;
+pub mod once;
 pub mod pages;
 pub mod poller;
 pub mod wait;
@@ -156,6 +158,22 @@ impl Aws {
         })
     }
 
+    /// The answer of the read-only `call` in `region` (`request`: what it asks, as text),
+    /// shared with the builds of this account that ask the same ([`once::lookup`]).
+    pub async fn lookup_once<T, E, Fut>(
+        &self,
+        region: &str,
+        request: String,
+        call: impl FnOnce() -> Fut,
+    ) -> Result<T, E>
+    where
+        T: Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let key = format!("{region}|{request}");
+        once::lookup(&self.account, key, call).await
+    }
+
     /// The shared poller of CloudFormation stacks in `region` at `endpoint` (the
     /// post-processor's own, if any). DescribeStacks takes one stack name, not a list, so a
     /// tick makes one call per distinct stack waited for: the waits on one stack (several
@@ -166,9 +184,18 @@ impl Aws {
         region: &str,
         endpoint: Option<&str>,
     ) -> Arc<Poller<aws_sdk_cloudformation::types::Stack>> {
-        let account = format!("{}|cloudformation:{}", self.account, endpoint.unwrap_or_default());
+        let account = format!(
+            "{}|cloudformation:{}",
+            self.account,
+            endpoint.unwrap_or_default()
+        );
         shared(&account, region, "stack", || {
-            Poller::new("stack", region, TICK, Stacks(self.cloudformation(region, endpoint)))
+            Poller::new(
+                "stack",
+                region,
+                TICK,
+                Stacks(self.cloudformation(region, endpoint)),
+            )
         })
     }
 

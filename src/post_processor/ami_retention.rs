@@ -686,7 +686,13 @@ mod tests {
     fn a_pending_ami_is_kept_whatever_its_rank() {
         let mut h = history();
         h[0].pending = true; // ami-1, the oldest
-        let d = decide(&h, &BTreeSet::new(), &BTreeMap::new(), &cfg(Some(1), None), now());
+        let d = decide(
+            &h,
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+            &cfg(Some(1), None),
+            now(),
+        );
         let s = summary(&d);
         assert_eq!(s[0], ("ami-5".into(), "keep: among the newest 1".into()));
         assert_eq!(s[1].1, "go: not among the newest 1");

@@ -302,8 +302,14 @@ fn provisioners_are_numbered_by_their_place_in_the_template_in_json_and_hcl2_ali
             .collect();
         got.push(names);
     }
-    let a = ["provisioner 2 shell-local (second)", "provisioner 3 shell-local"];
-    let b = ["provisioner 1 shell-local", "provisioner 2 shell-local (second)"];
+    let a = [
+        "provisioner 2 shell-local (second)",
+        "provisioner 3 shell-local",
+    ];
+    let b = [
+        "provisioner 1 shell-local",
+        "provisioner 2 shell-local (second)",
+    ];
     assert_eq!(got, [a.to_vec(), b.to_vec(), a.to_vec(), b.to_vec()]);
     // Error messages number them the same way: the third provisioner in both languages.
     let s = Scratch::new()

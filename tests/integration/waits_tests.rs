@@ -6,8 +6,8 @@
 use serde_json::{json, Value};
 
 use crate::support::build::{ami_from_stdout, build, builder, env, SOURCE_AMI};
-use crate::support::cfn::{create_stack, stack, STACK};
 use crate::support::building::Building;
+use crate::support::cfn::{create_stack, stack, STACK};
 use crate::support::cli::Scratch;
 use crate::support::delayproxy::DelayProxy;
 use crate::support::state::{assert_nothing_left, state};
@@ -82,6 +82,17 @@ fn parallel_builds_share_one_poller_that_names_every_id() {
         k
     };
     assert_eq!(kinds("noticed"), kinds("change"), "every change noticed");
+    // One source AMI lookup (the filter's DescribeImages) served the three builds.
+    let lookups = events
+        .iter()
+        .filter(|e| e["ev"] == "call" && e["action"] == "DescribeImages")
+        .filter(|e| {
+            e["filters"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|n| n == "virtualization-type"))
+        })
+        .count();
+    assert_eq!(lookups, 1, "source AMI lookups of three builds");
     assert_eq!(
         kinds("change").len(),
         3 * 3 + 3,
@@ -194,7 +205,8 @@ fn teardown_waits_for_a_pending_image_on_the_shared_poller() {
         "a DescribeImages call of its own after CreateImage: {looks:?}"
     );
     assert!(
-        evs.iter().any(|e| e["ev"] == "noticed" && e["kind"] == "ami"),
+        evs.iter()
+            .any(|e| e["ev"] == "noticed" && e["kind"] == "ami"),
         "teardown never saw the AMI settle"
     );
     assert_nothing_left(&before, &state(&world), &[], "interrupted AMI wait");
@@ -228,7 +240,10 @@ fn a_stack_update_is_waited_for_on_the_shared_stack_poller_which_rides_out_throt
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let ami = ami_from_stdout(&r.stdout, "us-east-1");
     let (status, params) = stack(&world);
-    assert_eq!((status.as_str(), params["WorkerAMI"].as_str()), ("UPDATE_COMPLETE", ami.as_str()));
+    assert_eq!(
+        (status.as_str(), params["WorkerAMI"].as_str()),
+        ("UPDATE_COMPLETE", ami.as_str())
+    );
     let calls = proxy.calls("DescribeStacks");
     assert_eq!(calls.iter().filter(|c| c.1 == 400).count(), 6, "{calls:?}");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -245,5 +260,10 @@ fn a_stack_update_is_waited_for_on_the_shared_stack_poller_which_rides_out_throt
             .any(|e| e["ev"] == "noticed" && e["kind"] == "stack"),
         "the end of the update was never seen"
     );
-    assert!(r.stdout.contains("Stack web_worker (us-east-1) is UPDATE_COMPLETE after"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("Stack web_worker (us-east-1) is UPDATE_COMPLETE after"),
+        "{}",
+        r.stdout
+    );
 }
