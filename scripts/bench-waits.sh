@@ -9,10 +9,11 @@
 # of its resources waited, and those calls per waiting resource and second; then all the
 # Describe calls of the run per second.
 #
-# Usage: scripts/bench-waits.sh [-n RUNS] [-m PRUNS] [-p PARALLEL] [--no-packer]
-#   -n RUNS       runs per tool of 1 build (default 2)
+# Usage: scripts/bench-waits.sh [-n RUNS] [-m PRUNS] [-p PARALLEL] [--no-packer] [--keep DIR]
+#   -n RUNS       runs per tool of 1 build (default 2; 0: none)
 #   -m PRUNS      runs per tool of the parallel builds (default 1: 8 builds already)
 #   -p PARALLEL   builds of the parallel configuration (default 8)
+#   --keep DIR    keep the proxy's logs (one JSON line per call, change and noticed change) there
 #
 # Environment: IMGBUILD_BIN (default target/release/imgbuild), PACKER_BIN (default
 # /usr/bin/packer; installed by scripts/test.sh), DELAY_SEED (the proxy's random seed, per
@@ -28,12 +29,14 @@ RUNS=2
 PRUNS=1
 PAR=8
 PACKER=1
+KEEP=
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) RUNS=$2; shift 2 ;;
     -m) PRUNS=$2; shift 2 ;;
     -p) PAR=$2; shift 2 ;;
     --no-packer) PACKER=0; shift ;;
+    --keep) KEEP=$2; shift 2 ;;
     -h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -95,13 +98,14 @@ run() { # tool bin builds run# -> appends "tool builds" to the log's runs
   fi
   echo "{\"ev\": \"end\", \"t\": $(date +%s.%N)}" >> "$log"
   stop_proxy
+  if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; cp "$log" "$KEEP/"; fi
   echo "$tool $builds $log" >> "$WORK/runs"
 }
 
 : > "$WORK/runs"
 for builds in 1 "$PAR"; do
   n=$RUNS; [ "$builds" = 1 ] || n=$PRUNS
-  for k in $(seq "$n"); do
+  for k in $(seq 1 "$n"); do
     echo "run $k: $builds build(s): imgbuild" >&2
     run imgbuild "$IMGBUILD_BIN" "$builds" "$k"
     if [ "$PACKER" = 1 ]; then
@@ -122,6 +126,7 @@ NAMES = {"run": "instance running", "stop": "instance stopped", "ami": "AMI avai
          "copy": "copy available", "terminate": "instance terminated"}
 acc = defaultdict(lambda: {"delays": [], "calls": 0, "wait_s": 0.0, "busy_s": 0.0})
 tot = defaultdict(lambda: {"calls": 0, "secs": 0.0, "runs": 0})
+per_api = defaultdict(int)  # (tool, builds, action, region) -> calls
 for line in open(sys.argv[1]):
     tool, builds, path = line.split()
     evs = [json.loads(l) for l in open(path)]
@@ -136,6 +141,11 @@ for line in open(sys.argv[1]):
                       and c["action"] in ("DescribeInstances", "DescribeImages", "DescribeSnapshots"))
     t["secs"] += end - begin
     t["runs"] += 1
+    for c in calls:
+        if c["action"] in ("DescribeInstances", "DescribeImages", "DescribeSnapshots"):
+            # A shared poller's call filters on IDs only; anything else is a lookup of its own.
+            polled = c.get("filters") in (["instance-id"], ["image-id"], ["snapshot-id"]) and not c.get("listed")
+            per_api[(tool, builds, c["action"], c.get("region", ""), "poll" if polled else "other")] += 1
     for kind in KINDS:
         spans = []
         a = acc[(kind, tool, builds)]
@@ -148,7 +158,10 @@ for line in open(sys.argv[1]):
         if not spans:
             continue
         busy = lambda ts: any(s <= ts <= e for s, e in spans)
-        a["calls"] += sum(1 for c in calls if c["action"] == API[kind] and busy(c["t"]))
+        # The calls of the wait's API in the region of the resources that waited.
+        regions = {c.get("region", "") for i, c in changes.items() if i[1] == kind}
+        a["calls"] += sum(1 for c in calls if c["action"] == API[kind] and busy(c["t"])
+                          and (c.get("region", "") in regions or "" in regions))
         # Seconds in which at least one resource of this kind waited.
         spans.sort()
         cur_s, cur_e = spans[0]
@@ -180,7 +193,17 @@ for b in builds_set:
         if t:
             print(f"{'':<20} {tool:<9} {b:>6} {t['runs']:>5} {t['calls']:>7} {t['secs']:>7.0f}s {t['calls'] / t['secs']:>8.2f}")
 print()
+print(f"{'Describe calls by API':<22} {'tool':<9} {'builds':>6} {'region':<10} {'by':<6} {'calls':>6} {'calls/s':>8}")
+for b in builds_set:
+    for tool in tools:
+        t = tot.get((tool, b))
+        for (tl, bb, action, region, by), n in sorted(per_api.items()):
+            if (tl, bb) == (tool, b) and t:
+                print(f"{action:<22} {tool:<9} {b:>6} {region:<10} {by:<6} {n:>6} {n / t['secs']:>8.2f}")
+print()
 print("median/max: delay between the state becoming final and the first answer showing it;")
 print("calls: Describe calls of the wait's API while one of its resources waited; calls/s: per")
-print("second in which one waited; calls/res/s: per waiting resource and second.")
+print("second in which one waited; calls/res/s: per waiting resource and second. By API: `poll`")
+print("is a call filtering on resource IDs only (imgbuild's shared pollers), `other` any other")
+print("(source AMI and AMI name lookups, Packer's waiters, which list the IDs).")
 PY

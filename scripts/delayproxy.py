@@ -17,8 +17,9 @@ states in the Describe answers until each change's time has come.
                                                                       custom_endpoint_cloudformation)
 
 It writes one JSON line per event to --log: every request ({"ev": "call", "t", "action", "ids":
-how many IDs it named, "listed": how many of them as a list rather than in a filter, "status"}), every change made to lag ({"ev": "change", "id", "kind", "t",
-"final_at"}) and the first answer that showed a change done ({"ev": "noticed", "id", "kind",
+how many IDs it named, "listed": how many of them as a list rather than in a filter, "status",
+"region": from the request's signature, "filters": the filters' names}), every change made to lag ({"ev": "change", "id", "kind", "t",
+"final_at", "region"}) and the first answer that showed a change done ({"ev": "noticed", "id", "kind",
 "delay": seconds between the change's time and that answer}).
 
 Faults for the tests: --throttle N answers the first N Describe calls after the first change
@@ -67,12 +68,12 @@ class World:
         with self.lock:
             self.log_file.write(json.dumps(ev) + "\n")
 
-    def change(self, ident, kind, base):
+    def change(self, ident, kind, base, region=""):
         now = time.time()
         final_at = now + base + self.rng.uniform(0, self.args.jitter)
         with self.lock:
             self.changes[ident] = {"kind": kind, "start": now, "final_at": final_at, "noticed": False}
-        self.log(ev="change", id=ident, kind=kind, t=now, final_at=final_at)
+        self.log(ev="change", id=ident, kind=kind, t=now, final_at=final_at, region=region)
 
     def state_of(self, ident):
         """(kind, done, fraction) of a change, or None."""
@@ -262,6 +263,9 @@ def make_handler(world, upstream):
             body = self.rfile.read(n) if n else b""
             form = urllib.parse.parse_qs(body.decode("utf-8", "replace")) if body else {}
             action = (form.get("Action") or [""])[0]
+            m = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", self.headers.get("Authorization") or "")
+            region = m.group(1) if m else ""
+            filters = sorted(v[0] for k, v in form.items() if re.match(r"^Filter\.\d+\.Name$", k))
             if action.startswith("Describe") and world.changes and world.throttle_left > 0:
                 with world.lock:
                     world.throttle_left -= 1
@@ -287,19 +291,19 @@ def make_handler(world, upstream):
             if status == 200:
                 if action == "RunInstances":
                     for i in dict.fromkeys(re.findall(r"<instanceId>(i-[0-9a-f]+)</instanceId>", text)):
-                        world.change(i, "run", a.start)
+                        world.change(i, "run", a.start, region)
                 elif action in ("StopInstances", "TerminateInstances"):
                     kind, base = ("stop", a.stop) if action == "StopInstances" else ("terminate", a.terminate)
                     for k, v in form.items():
                         if re.match(r"^InstanceId\.\d+$", k):
-                            world.change(v[0], kind, base)
+                            world.change(v[0], kind, base, region)
                 elif action in ("CreateImage", "CopyImage"):
                     m = re.search(r"<imageId>(ami-[0-9a-f]+)</imageId>", text)
                     if m:
                         kind, base = ("ami", a.ami) if action == "CreateImage" else ("copy", a.copy)
-                        world.change(m.group(1), kind, base)
+                        world.change(m.group(1), kind, base, region)
                 elif action == "UpdateStack" and a.stack > 0:
-                    world.change((form.get("StackName") or [""])[0], "stack", a.stack)
+                    world.change((form.get("StackName") or [""])[0], "stack", a.stack, region)
                     with world.lock:
                         world.stack_throttle_left = a.throttle_stacks
                 elif action == "DescribeStacks":
@@ -310,8 +314,13 @@ def make_handler(world, upstream):
                     text = rewrite_images(world, text)
                 elif action == "DescribeSnapshots":
                     text = rewrite_snapshots(world, text)
+<<<<<<< HEAD
             extra = {"type": itype} if action == "RunInstances" else {}
             world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form), status=status, **extra)
+=======
+            world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form),
+                      status=status, region=region, filters=filters)
+>>>>>>> waits2
             self.answer(status, headers, text.encode("utf-8"))
 
         def do_POST(self):

@@ -10,10 +10,12 @@
 //! - [`error`]: [`ApiError`], what a failed call says;
 //! - [`pages`]: paginated listings;
 //! - [`wait`]: deadline-based polling;
-//! - [`poller`]: the shared pollers (one per account, region and resource kind) of the waits.
+//! - [`poller`]: the shared pollers (one per account, region and resource kind) of the waits;
+//! - [`once`]: read-only lookups that parallel builds share.
 
 pub mod access;
 pub mod error;
+pub mod once;
 pub mod pages;
 pub mod poller;
 pub mod wait;
@@ -154,6 +156,22 @@ impl Aws {
         shared(&self.account, region, "image", || {
             Poller::new("image", region, TICK, Images(self.ec2(region)))
         })
+    }
+
+    /// The answer of the read-only `call` in `region` (`request`: what it asks, as text),
+    /// shared with the builds of this account that ask the same ([`once::lookup`]).
+    pub async fn lookup_once<T, E, Fut>(
+        &self,
+        region: &str,
+        request: String,
+        call: impl FnOnce() -> Fut,
+    ) -> Result<T, E>
+    where
+        T: Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let key = format!("{region}|{request}");
+        once::lookup(&self.account, key, call).await
     }
 
     /// The shared poller of CloudFormation stacks in `region` at `endpoint` (the

@@ -537,7 +537,9 @@ mod tests {
         );
         assert_eq!(json.shown_note(n), n);
         let dup = "help: give each builder a unique \"name\" (it defaults to its type)";
-        assert!(hcl.shown_note(dup).contains("source \"TYPE.NAME\" { name = \"other\" }"));
+        assert!(hcl
+            .shown_note(dup)
+            .contains("source \"TYPE.NAME\" { name = \"other\" }"));
         assert_eq!(json.shown_note(dup), dup);
     }
 

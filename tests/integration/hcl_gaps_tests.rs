@@ -245,7 +245,10 @@ imgbuild: the template is not valid: 4 errors
     let r = s.run(&["hcl2_upgrade", "t.json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let text = std::fs::read_to_string(s.path("t.pkr.hcl")).expect("t.pkr.hcl");
-    assert!(text.contains("    inline = [\"echo hi\"]\n    valid_exit_codes = [0]\n"), "{text}");
+    assert!(
+        text.contains("    inline = [\"echo hi\"]\n    valid_exit_codes = [0]\n"),
+        "{text}"
+    );
     let r = s.run(&["validate", "-color=false", "t.pkr.hcl"]);
     assert_eq!((r.code, r.stderr.as_str()), (0, ""));
 }
@@ -309,8 +312,14 @@ imgbuild: the template is not valid: 1 error
 
     let s = Scratch::new()
         .with("t.pkr.hcl", TYPED)
-        .with("v.pkrvars.hcl", "disks = [\n  { size = 1 },\n]\ntags = {\n  b = [\"y\"]\n}\n")
-        .with("v.json", "{\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}\n")
+        .with(
+            "v.pkrvars.hcl",
+            "disks = [\n  { size = 1 },\n]\ntags = {\n  b = [\"y\"]\n}\n",
+        )
+        .with(
+            "v.json",
+            "{\"n\": \"many\", \"tags\": {\"a\": {\"b\": 1}}}\n",
+        )
         .with("d.json", "{\"n\": 1,\n \"n\": 2}\n");
     let r = crate::support::cli::imgbuild_env(
         s.dir.path(),

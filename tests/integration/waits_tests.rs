@@ -82,6 +82,17 @@ fn parallel_builds_share_one_poller_that_names_every_id() {
         k
     };
     assert_eq!(kinds("noticed"), kinds("change"), "every change noticed");
+    // One source AMI lookup (the filter's DescribeImages) served the three builds.
+    let lookups = events
+        .iter()
+        .filter(|e| e["ev"] == "call" && e["action"] == "DescribeImages")
+        .filter(|e| {
+            e["filters"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|n| n == "virtualization-type"))
+        })
+        .count();
+    assert_eq!(lookups, 1, "source AMI lookups of three builds");
     assert_eq!(
         kinds("change").len(),
         3 * 3 + 3,

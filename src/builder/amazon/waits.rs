@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::operation::describe_images::DescribeImagesInput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesInput;
-use aws_sdk_ec2::types::{Image, Instance, InstanceStateName, Snapshot};
+use aws_sdk_ec2::types::{Image, Instance, InstanceStateName, Snapshot, SnapshotState};
 
 use super::ec2::Ec2;
 use crate::aws::poller::{Poller, Watch};
@@ -146,6 +146,7 @@ pub async fn image(
             watches: Vec::new(),
             said: HashMap::new(),
             off: false,
+            done: Vec::new(),
         });
         let judge = |img: Option<&Image>| {
             let p = image_state(img)?;
@@ -228,6 +229,8 @@ struct Snaps {
     said: HashMap<String, u8>,
     /// DescribeSnapshots failed for good (not allowed, say): no progress is shown.
     off: bool,
+    /// The snapshots seen `completed`: no longer polled (the image may stay pending a while).
+    done: Vec<String>,
 }
 
 impl Snaps {
@@ -248,12 +251,24 @@ impl Snaps {
             .iter()
             .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
         {
-            if !self.watches.iter().any(|(id, _)| id == s) {
+            if !self.watches.iter().any(|(id, _)| id == s) && !self.done.iter().any(|d| d == s) {
                 self.watches.push((s.to_string(), self.poller.watch(s)));
             }
         }
+        // A completed snapshot's watch ends (its poll would add nothing).
+        let (completed, watching): (Vec<_>, Vec<_>) = std::mem::take(&mut self.watches)
+            .into_iter()
+            .partition(|(_, w)| {
+                w.latest().and_then(|s| s.state().cloned()) == Some(SnapshotState::Completed)
+            });
+        self.watches = watching;
+        self.done.extend(completed.into_iter().map(|(id, _)| id));
         let elapsed = self.start.elapsed();
-        let mut parts = Vec::new();
+        let mut parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|id| progress_text(id, 100, elapsed))
+            .collect();
         for (id, w) in &self.watches {
             let Some(pct) = w.latest().and_then(|s| percent(s.progress())) else {
                 continue;
@@ -340,6 +355,83 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Snapshots as EC2 would describe them: snap-1 completed, the others 40% pending.
+    struct SnapSource;
+
+    impl crate::aws::poller::Source<Snapshot> for SnapSource {
+        fn describe(&self, ids: Vec<String>) -> crate::aws::poller::Call<Snapshot> {
+            Box::pin(async move {
+                Ok(ids
+                    .into_iter()
+                    .map(|id| {
+                        let done = id == "snap-1";
+                        let s = Snapshot::builder()
+                            .snapshot_id(&id)
+                            .state(if done {
+                                SnapshotState::Completed
+                            } else {
+                                SnapshotState::Pending
+                            })
+                            .progress(if done { "100%" } else { "40%" })
+                            .build();
+                        (id, s)
+                    })
+                    .collect())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_completed_snapshot_is_no_longer_polled() {
+        use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice};
+        let poller = Poller::new("snapshot", "r", Duration::from_millis(5), SnapSource);
+        let mut snaps = Snaps {
+            start: Instant::now(),
+            poller: poller.clone(),
+            watches: Vec::new(),
+            said: HashMap::new(),
+            off: false,
+            done: Vec::new(),
+        };
+        let dev = |s: &str| {
+            BlockDeviceMapping::builder()
+                .ebs(EbsBlockDevice::builder().snapshot_id(s).build())
+                .build()
+        };
+        let img = Image::builder()
+            .image_id("ami-1")
+            .block_device_mappings(dev("snap-1"))
+            .block_device_mappings(dev("snap-2"))
+            .build();
+        let said = Mutex::new(Vec::new());
+        let say = |m: String| said.lock().unwrap().push(m);
+        assert_eq!(snaps.look(&img, &say), None, "nothing seen yet");
+        let mut text = None;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if snaps.watches.iter().all(|(_, w)| w.latest().is_some()) {
+                text = snaps.look(&img, &say);
+                break;
+            }
+        }
+        let text = text.expect("both snapshots seen");
+        assert!(
+            text.starts_with("snapshot snap-1 100%, snapshot snap-2 40%"),
+            "{text}"
+        );
+        let watched: Vec<&str> = snaps.watches.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(watched, ["snap-2"]);
+        assert_eq!(snaps.done, ["snap-1"]);
+        // Looking again does not watch the completed one anew.
+        let _ = snaps.look(&img, &say);
+        assert_eq!(snaps.watches.len(), 1);
+        assert_eq!(
+            said.lock().unwrap().len(),
+            1,
+            "the 25% quarter of snap-2, once"
+        );
     }
 
     #[test]

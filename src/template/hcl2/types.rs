@@ -142,11 +142,12 @@ fn parse_in(e: &Expression, in_object: bool) -> Result<(Ty, Option<Value>), Stri
         }
         // Terraform 0.11's quoted types (`type = "string"`) are not types in HCL2.
         Expression::String(s)
-            if s
-                .parse::<Expression>()
+            if s.parse::<Expression>()
                 .is_ok_and(|t| !matches!(t, Expression::String(_)) && parse(&t).is_ok()) =>
         {
-            Err(format!("`\"{s}\"` is a string, not a type: write it without quotes, type = {s}"))
+            Err(format!(
+                "`\"{s}\"` is a string, not a type: write it without quotes, type = {s}"
+            ))
         }
         _ => Err(bad()),
     }

@@ -52,7 +52,18 @@ pub async fn source_image(
         Some(id) => format!("source AMI {id}"),
         None => "source_ami_filter".to_string(),
     };
-    let images = match describe_images(env, ec2, region, &what, req).await {
+    // Parallel builds from one source share the lookup (one call, not one per build).
+    let images = match env.aws {
+        Some(aws) => {
+            let request = format!("{req:?}");
+            aws.lookup_once(region, request, || {
+                describe_images(env, ec2, region, &what, req)
+            })
+            .await
+        }
+        None => describe_images(env, ec2, region, &what, req).await,
+    };
+    let images = match images {
         Err(BuildError::DescribeImages { source, .. })
             if source.is_not_found() && run.source_ami.is_some() =>
         {
