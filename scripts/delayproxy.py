@@ -314,13 +314,9 @@ def make_handler(world, upstream):
                     text = rewrite_images(world, text)
                 elif action == "DescribeSnapshots":
                     text = rewrite_snapshots(world, text)
-<<<<<<< HEAD
             extra = {"type": itype} if action == "RunInstances" else {}
-            world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form), status=status, **extra)
-=======
             world.log(ev="call", t=time.time(), action=action, ids=ids_named(form), listed=ids_listed(form),
-                      status=status, region=region, filters=filters)
->>>>>>> waits2
+                      status=status, region=region, filters=filters, **extra)
             self.answer(status, headers, text.encode("utf-8"))
 
         def do_POST(self):
