@@ -83,6 +83,7 @@ error: unknown argument `nope` in provisioner `shell`
    |
 24 |     nope   = 1
    |     ^^^^
+   = help: did you mean `name`?
 error: unknown argument `bogus` in post-processor `manifest`
   --> t.pkr.hcl:31:7 at build[0].post-processors[0].post-processor[1].bogus
    |
