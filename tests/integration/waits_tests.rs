@@ -44,7 +44,11 @@ fn template(world: &TestWorld, proxy: &DelayProxy, n: usize) -> String {
 #[test]
 fn parallel_builds_share_one_poller_that_names_every_id() {
     let world = world_or_skip!();
-    let proxy = DelayProxy::start(&world, SHORT);
+    // Instances take 8 s to start and to stop (SHORT's 2 s could pass between two builds'
+    // launches on a loaded machine), so the three builds' waits overlap and share calls.
+    let mut args = SHORT.to_vec();
+    args.extend(["--start", "8", "--stop", "8"]);
+    let proxy = DelayProxy::start(&world, &args);
     let e = env(&world);
     let s = Scratch::new().with("t.json", &template(&world, &proxy, 3));
     let before = state(&world);
