@@ -1032,25 +1032,35 @@ async fn prov_shell_local_timeout_kills_the_process_group() {
     assert!(!alive, "the background sleep {} still runs", pid.trim());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prov_breakpoint_without_a_terminal_goes_on() {
-    use std::io::IsTerminal;
-    if std::io::stdin().is_terminal() {
-        eprintln!("skipped: stdin is a terminal (the breakpoint would wait for Enter)");
-        return;
-    }
+/// Through the binary (a null build) with stdin from /dev/null, so that the test does not depend
+/// on its own stdin (a terminal when run by hand, where the breakpoint would wait for Enter).
+#[test]
+fn prov_breakpoint_without_a_terminal_goes_on() {
     let world = world_or_skip!(shared);
-    let fx = Fx::new(world, "prov-break");
-    let template = fx.template(json!([{"type": "breakpoint", "note": "look"}]), None);
-    let r = run(&fx, template).await;
-    r.ok();
-    assert!(
-        r.lines.iter().any(|(_, l)| l
-            .contains("Pausing at breakpoint provisioner with note \"look\".")
-            && l.contains("No terminal is attached")),
-        "{}",
-        r.text()
-    );
+    let fx = crate::support::null::NullFx::new(world, "prov-break");
+    let t = json!({
+        "builders": [fx.builder(json!({"name": "bp"}))],
+        "provisioners": [
+            {"type": "breakpoint", "note": "look"},
+            {"type": "shell", "remote_folder": fx.remote, "inline": ["echo after the breakpoint"]}
+        ]
+    });
+    let r = fx.build(&t, &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let paused = r
+        .stdout
+        .lines()
+        .position(|l| {
+            l.contains("Pausing at breakpoint provisioner with note \"look\".")
+                && l.contains("No terminal is attached")
+        })
+        .unwrap_or_else(|| panic!("the breakpoint's line in:\n{}", r.stdout));
+    let after = r
+        .stdout
+        .lines()
+        .position(|l| l.ends_with("bp: after the breakpoint"))
+        .unwrap_or_else(|| panic!("the next provisioner's line in:\n{}", r.stdout));
+    assert!(paused < after, "{}", r.stdout);
 }
 
 // ------------------------------------------------------ web-worker-shaped run ---

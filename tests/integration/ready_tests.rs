@@ -420,6 +420,18 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// How many times [`IamMoto::start`] tries a fresh port when moto lost its port to another
+/// process.
+const START_ATTEMPTS: u32 = 3;
+
+/// How a start attempt of moto ended.
+#[derive(Debug)]
+enum Listening {
+    Yes,
+    Exited,
+    TimedOut,
+}
+
 impl IamMoto {
     fn start() -> Option<IamMoto> {
         let Some(python) = moto_python() else {
@@ -428,52 +440,86 @@ impl IamMoto {
             );
             return None;
         };
-        let dir = tempfile::tempdir().expect("dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::fs::File::create(dir.path().join("moto.log")).expect("log");
-        let child = Command::new(&python)
-            .arg(fixture("moto_iam_server.py"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            // CreateUser, PutUserPolicy and CreateAccessKey of the admin go unchecked.
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("the moto wrapper starts");
-        let mut moto = IamMoto {
-            child,
-            python,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            admin: (String::new(), String::new()),
-            dir,
-        };
+        let mut dir = tempfile::tempdir().expect("dir");
+        // The port is found with `bind(0)` and let go for moto to bind; a test running in
+        // parallel can take it first, and then moto exits on its bind. Each such loss is retried
+        // on a fresh port (a bounded number of times); earlier attempts' logs are kept for the
+        // failure message.
+        let mut earlier = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let log = std::fs::File::create(dir.path().join("moto.log")).expect("log");
+            let child = Command::new(&python)
+                .arg(fixture("moto_iam_server.py"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // CreateUser, PutUserPolicy and CreateAccessKey of the admin go unchecked.
+                .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("the moto wrapper starts");
+            let mut moto = IamMoto {
+                child,
+                python: python.clone(),
+                endpoint: format!("http://127.0.0.1:{port}"),
+                admin: (String::new(), String::new()),
+                dir,
+            };
+            match moto.wait_listening(port) {
+                Listening::Yes => return Some(moto.with_admin()),
+                Listening::Exited if attempt < START_ATTEMPTS => {
+                    earlier.push_str(&format!(
+                        "attempt {attempt} on port {port}:\n{}\n",
+                        moto.log()
+                    ));
+                    // Keeps the directory for the next attempt; `moto` is dropped (its child is
+                    // already gone).
+                    dir = std::mem::replace(&mut moto.dir, tempfile::tempdir().expect("dir"));
+                }
+                how => panic!(
+                    "moto did not listen on port {port} ({how:?}, attempt {attempt}): {}\n{earlier}",
+                    moto.log()
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Waits (bounded) until moto itself listens on `port`, or exits.
+    fn wait_listening(&mut self, port: u16) -> Listening {
         // A bound on the start, not a measure: moto imports for seconds when idle, and many
         // times that on a loaded machine (2 cores, load 14), so 30 s was too short.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-        let up = loop {
+        loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && crate::support::tools::pid_listens_on(moto.child.id(), port)
+                && crate::support::tools::pid_listens_on(self.child.id(), port)
             {
-                break true;
+                return Listening::Yes;
             }
-            if std::time::Instant::now() > deadline || !matches!(moto.child.try_wait(), Ok(None)) {
-                break false;
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return Listening::Exited;
+            }
+            if std::time::Instant::now() > deadline {
+                return Listening::TimedOut;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
-        };
-        assert!(up, "moto did not listen: {}", moto.log());
-        let admin = moto.dir.path().join("admin.json");
+        }
+    }
+
+    /// Creates the admin user (allowed everything).
+    fn with_admin(mut self) -> IamMoto {
+        let admin = self.dir.path().join("admin.json");
         std::fs::write(
             &admin,
             r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}"#,
         )
         .expect("admin policy");
-        moto.admin = moto.user("admin", &admin, ("testing", "testing"));
-        Some(moto)
+        self.admin = self.user("admin", &admin, ("testing", "testing"));
+        self
     }
 
     fn log(&self) -> String {

@@ -89,53 +89,66 @@ impl ForwardingSshd {
             .into_iter()
             .find(|p| Path::new(p).exists())?;
         let config = fs::read_to_string(world.state_dir().join("sshd_config")).ok()?;
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
-            l.local_addr().ok()?.port()
-        };
-        let mut text: String = config
-            .lines()
-            .filter(|l| {
-                let k = l.split_whitespace().next().unwrap_or("");
-                !["Port", "PidFile", "AllowTcpForwarding"].contains(&k)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text.push_str(&format!(
-            "Port {port}\nPidFile {}\nAllowTcpForwarding yes\n",
-            dir.join("bastion-sshd.pid").display()
-        ));
-        let cfg = dir.join("bastion_sshd_config");
-        fs::write(&cfg, text).ok()?;
-        let log = dir.join("bastion-sshd.log");
-        let child = Command::new(sshd)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).ok()?)
-            .spawn()
-            .ok()?;
-        let mut me = ForwardingSshd { child, port, log };
-        // A bound on the wait (it ends as soon as the port answers), generous for a loaded machine.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && pid_listens_on(me.child.id(), port)
-            {
-                return Some(me);
-            }
-            if let Ok(Some(_)) = me.child.try_wait() {
+        // The port is found with `bind(0)` and let go for sshd to bind; a test running in
+        // parallel can take it first, and then sshd exits on its bind. Such a loss is retried on
+        // a fresh port, a bounded number of times.
+        let mut earlier = String::new();
+        for attempt in 1..=3 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+                l.local_addr().ok()?.port()
+            };
+            let mut text: String = config
+                .lines()
+                .filter(|l| {
+                    let k = l.split_whitespace().next().unwrap_or("");
+                    !["Port", "PidFile", "AllowTcpForwarding"].contains(&k)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            text.push_str(&format!(
+                "Port {port}\nPidFile {}\nAllowTcpForwarding yes\n",
+                dir.join("bastion-sshd.pid").display()
+            ));
+            let cfg = dir.join("bastion_sshd_config");
+            fs::write(&cfg, text).ok()?;
+            let log = dir.join("bastion-sshd.log");
+            let child = Command::new(sshd)
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(&cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log).ok()?)
+                .spawn()
+                .ok()?;
+            let mut me = ForwardingSshd { child, port, log };
+            // A bound on the wait (it ends as soon as sshd listens), generous for a loaded machine.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let exited = loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && pid_listens_on(me.child.id(), port)
+                {
+                    return Some(me);
+                }
+                if let Ok(Some(_)) = me.child.try_wait() {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            earlier.push_str(&format!(
+                "attempt {attempt} on port {port}: {}\n",
+                fs::read_to_string(&me.log).unwrap_or_default()
+            ));
+            if !exited {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!(
-            "bastion sshd did not start: {}",
-            fs::read_to_string(&me.log).unwrap_or_default()
-        );
+        eprintln!("bastion sshd did not start:\n{earlier}");
         None
     }
 }
