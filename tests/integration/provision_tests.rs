@@ -1403,17 +1403,22 @@ async fn prov_reboot_outage_waits_within_start_retry_timeout() {
             }
             assert_eq!(fx.remote_text(&after), "ok\n");
             // Connected again as soon as the port answered: the first connection after the
-            // outage logs in (a second one only if that login itself failed on a loaded
-            // machine), not some later one after more waiting.
+            // outage logs in, not some later one after more waiting. More connections only when
+            // a login failed (a handshake timing out on a loaded machine), which the build then
+            // reports with its reason: not a fixed count of such failures.
             let up = up_at.lock().expect("up").expect("came back");
             let connected = connected_at
                 .lock()
                 .expect("connected")
                 .expect("connected again");
             let attempts = connected - up;
+            let failed_login = text
+                .lines()
+                .skip(waiting.unwrap_or(0))
+                .any(|l| l.contains("Still waiting for SSH") && !l.contains("connection refused"));
             assert!(
-                (1..=2).contains(&attempts),
-                "{attempts} connections after the outage\n{text}"
+                attempts == 1 || (attempts > 1 && failed_login),
+                "{attempts} connections after the outage, and no failed login reported\n{text}"
             );
         } else {
             let e = result.expect_err("the outage outlasts start_retry_timeout");
