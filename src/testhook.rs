@@ -40,3 +40,29 @@ pub fn hold_lock() {
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
 pub fn hold_lock() {}
+
+/// Holds a wait whose spinner text contains `<text>` (`IMGBUILD_TEST_HOLD_WAIT=<text>:<file>`)
+/// until `<file>` exists, with its spinner shown: a terminal test creates the file once it has
+/// seen the spinner, so the spinner is drawn for certain however short the wait (bounded at
+/// 600 s).
+#[cfg(feature = "test-hooks")]
+pub async fn hold_wait(spinner_text: &str) {
+    let Ok(v) = std::env::var("IMGBUILD_TEST_HOLD_WAIT") else {
+        return;
+    };
+    let Some((text, file)) = v.split_once(':') else {
+        return;
+    };
+    if !spinner_text.contains(text) {
+        return;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while !std::path::Path::new(file).exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Without the `test-hooks` feature: nothing.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub async fn hold_wait(_spinner_text: &str) {}

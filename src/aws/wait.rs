@@ -203,7 +203,12 @@ where
         what: what.to_string(),
         target: target.to_string(),
     };
-    let spinner = crate::ui::current_spinner(&format!("waiting for {what} to be {target}"));
+    let label = format!("waiting for {what} to be {target}");
+    let spinner = crate::ui::current_spinner(&label);
+    cancel
+        .run(crate::testhook::hold_wait(&label))
+        .await
+        .ok_or_else(cancelled)?;
     for n in 1u32.. {
         let r = cancel.run(probe()).await.ok_or_else(cancelled)?;
         match r.map_err(|source| WaitError::Describe {

@@ -197,6 +197,19 @@ fn pty(
     marker: &str,
     answers: &[&str],
 ) -> Option<PtyRun> {
+    pty_with(dir, args, envs, marker, answers, None)
+}
+
+/// [`pty`], also creating the file `release.1` once `release.0` appears in the output (to end
+/// an `IMGBUILD_TEST_HOLD_WAIT` hold).
+fn pty_with(
+    dir: &Path,
+    args: &[&str],
+    envs: &[(String, String)],
+    marker: &str,
+    answers: &[&str],
+    release: Option<(&str, &Path)>,
+) -> Option<PtyRun> {
     if Command::new("script").arg("-V").output().is_err() {
         crate::support::skip("util-linux `script` is missing");
         return None;
@@ -252,6 +265,11 @@ fn pty(
                 seen.lock().expect("lock")
             );
         }
+        if let Some((text, file)) = release {
+            if !file.exists() && seen.lock().expect("lock").contains(text) {
+                std::fs::write(file, "").expect("create the release file");
+            }
+        }
         let shown = seen.lock().expect("lock").matches(marker).count();
         if shown > answered && answered < answers.len() {
             // Give the prompt a moment to start reading, then answer.
@@ -290,7 +308,22 @@ fn ui_terminal_shows_colored_prefixes_an_ssh_spinner_with_its_reason_and_a_table
     });
     let s = Scratch::new().with("t.json", &t.to_string());
     let before = state(&world);
-    let Some(r) = pty(s.dir.path(), &["build", "t.json"], &e.vars, "\u{0}", &[]) else {
+    // The instances' waits for "running" are held, their spinners shown, until the spinner's
+    // text has appeared (against moto such a wait can end before a frame is drawn).
+    let released = s.path("released");
+    let mut vars = e.vars.clone();
+    vars.push((
+        "IMGBUILD_TEST_HOLD_WAIT".into(),
+        format!("to be running:{}", released.display()),
+    ));
+    let Some(r) = pty_with(
+        s.dir.path(),
+        &["build", "t.json"],
+        &vars,
+        "\u{0}",
+        &[],
+        Some(("to be running", &released)),
+    ) else {
         return;
     };
     let out = &r.out;
