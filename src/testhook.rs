@@ -24,6 +24,32 @@ pub fn pause_at(_step: &str) -> Option<Duration> {
     None
 }
 
+/// Holds the build `d` (what [`pause_at`] returned), or less: until the file named by
+/// `IMGBUILD_TEST_PAUSE_RELEASE` exists, so that a test ends a long hold on an event of its own
+/// (having read what it needed) instead of after a fixed time.
+#[cfg(feature = "test-hooks")]
+pub async fn held(d: Duration) {
+    let Some(file) = std::env::var_os("IMGBUILD_TEST_PAUSE_RELEASE") else {
+        tokio::time::sleep(d).await;
+        return;
+    };
+    let end = tokio::time::Instant::now() + d;
+    while !std::path::Path::new(&file).exists() {
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            return;
+        }
+        tokio::time::sleep((end - now).min(Duration::from_millis(50))).await;
+    }
+}
+
+/// Without the `test-hooks` feature: [`pause_at`] never holds; a plain sleep.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub async fn held(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
 /// Holds a lock of the manifest or `ami-outputs` file a while
 /// (`IMGBUILD_TEST_LOCK_HOLD_MS=<ms>`, at most 10 s), so that concurrent writers must wait.
 #[cfg(feature = "test-hooks")]

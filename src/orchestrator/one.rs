@@ -250,7 +250,7 @@ async fn undo_or_leave(
         }
     } else {
         if let Some(d) = crate::testhook::pause_at("teardown") {
-            run.abort.sleep(d).await;
+            run.abort.run(crate::testhook::held(d)).await;
         }
         if !run.cancel.is_cancelled() {
             interact.pause(step_after("teardown"), run.abort).await;

@@ -87,8 +87,16 @@ fn web_worker_builds_with_a_group_that_allows_only_this_machines_public_address(
     std::fs::write(s.path("t.json"), t.to_string()).expect("template");
     let mut args = var_args(world);
     args.push("t.json".into());
-    // Held after the group exists, so that its rule can be read before teardown deletes it.
-    let mut b = Building::spawn(s.dir.path(), &args, &e.vars, Some("security_group:15"));
+    // Held after the group exists, so that its rule can be read before teardown deletes it:
+    // until the test has read it (the release file), not for a fixed time (the hour is only a
+    // bound).
+    let release = s.path("release");
+    let mut vars = e.vars.clone();
+    vars.push((
+        "IMGBUILD_TEST_PAUSE_RELEASE".into(),
+        release.display().to_string(),
+    ));
+    let mut b = Building::spawn(s.dir.path(), &args, &vars, Some("security_group:3600"));
     b.wait_for("test hook: pausing");
     let ip = world.public_ip();
     let g = security_groups_of(world, &name);
@@ -103,6 +111,7 @@ fn web_worker_builds_with_a_group_that_allows_only_this_machines_public_address(
     assert_eq!(got, vec![format!("{ip}/32")]);
     assert!(p.ipv6_ranges().is_empty(), "{p:?}");
 
+    std::fs::write(&release, "").expect("release the hold");
     let (code, out, err) = b.finish();
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(

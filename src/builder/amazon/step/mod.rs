@@ -161,14 +161,14 @@ impl Env<'_> {
     /// Not interrupted by Ctrl-C: the result is recorded after the pause in any case.
     pub async fn test_hold(&self, step: &str) {
         if let Some(d) = crate::testhook::pause_at(step) {
-            tokio::time::sleep(d).await;
+            crate::testhook::held(d).await;
         }
     }
 
     /// Between steps: the test hook's hold, cancellation, and `-debug`'s pause.
     pub async fn pause_point(&self, step: &str) -> Result<(), BuildError> {
         if let Some(d) = crate::testhook::pause_at(step) {
-            if !self.cancel.sleep(d).await {
+            if self.cancel.run(crate::testhook::held(d)).await.is_none() {
                 return Err(BuildError::Cancelled);
             }
         }
