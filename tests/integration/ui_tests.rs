@@ -545,13 +545,16 @@ fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
     });
     let s = Scratch::new().with("t.json", &t.to_string());
     let key = s.path("ec2_amazon-ebs.pem");
-    // The key exists while the build runs (held 4 s after launch, SSH then fails) ...
+    // The key exists while the build runs (held after launch until the test has read the key,
+    // not for a fixed time; SSH then fails) ...
     let started = Instant::now();
+    let release = s.path("release");
     let child = Command::new(imgbuild_bin())
         .current_dir(s.dir.path())
         .args(["build", "-debug", "t.json"])
         .envs(e.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("IMGBUILD_TEST_PAUSE", "launch:4")
+        .env("IMGBUILD_TEST_PAUSE", "launch:300")
+        .env("IMGBUILD_TEST_PAUSE_RELEASE", &release)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -576,6 +579,7 @@ fn ui_debug_saves_the_key_0600_and_pauses_only_on_a_terminal() {
         .arg(&key)
         .output()
         .expect("ssh-keygen runs");
+    std::fs::write(&release, "").expect("release the hold");
     let out = child.wait_with_output().expect("imgbuild ends");
     let r = Run {
         code: out.status.code().unwrap_or(-1),
