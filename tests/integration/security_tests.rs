@@ -208,7 +208,7 @@ fn temporary_security_group_opens_only_the_ssh_port_to_what_is_configured() {
     std::fs::write(s.path("t.json"), t.to_string()).expect("template");
     let vars = vars_of(
         &e,
-        &[("IMGBUILD_TEST_PAUSE", "security_group:120".to_string())],
+        &[("IMGBUILD_TEST_PAUSE", "security_group:3600".to_string())],
     );
     let mut b = Building::start_with(&s, &vars, None);
     b.wait_for_n("test hook: pausing", 3);
